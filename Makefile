@@ -1,0 +1,72 @@
+# chatapp — `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Stamps make re-runs instant: pip runs again only when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --editable .
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --editable ".[test]"
+	@touch $@ $(VENV)/.installed
+
+.PHONY: install
+install: $(VENV)/.installed ## Create .venv and install chatapp
+
+.PHONY: run
+run: install ## Set everything up and serve on http://$(HOST):$(PORT) (embedded PostgreSQL unless DATABASE_URL)
+	$(BIN)/chatapp serve --migrate --host $(HOST) --port $(PORT)
+
+.PHONY: chromium
+chromium: ## Install Debian's Chromium for the browser tests (when missing and root)
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = "0" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "The browser tests need Debian's chromium: run 'sudo apt-get install -y chromium'." >&2; exit 1; fi
+
+.PHONY: lint
+lint: $(VENV)/.installed-test ## ruff and mypy
+	$(BIN)/ruff check src tests bench piccolo_migrations piccolo_conf.py
+	$(BIN)/ruff format --check src tests bench piccolo_migrations piccolo_conf.py
+	$(BIN)/mypy
+
+.PHONY: test
+test: $(VENV)/.installed-test chromium lint ## Set everything up, lint, and run the whole test suite
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+.PHONY: bench
+bench: install ## Run the benchmarks and print their tables
+	$(BIN)/python -m bench
+
+.PHONY: format
+format: $(VENV)/.installed-test ## Format the code with ruff
+	$(BIN)/ruff check --fix src tests bench piccolo_migrations piccolo_conf.py
+	$(BIN)/ruff format src tests bench piccolo_migrations piccolo_conf.py
+
+.PHONY: vendor
+vendor: ## Re-fetch the vendored JavaScript from npm (versions below)
+	rm -rf /tmp/chatapp-vendor && mkdir -p /tmp/chatapp-vendor
+	cd /tmp/chatapp-vendor && npm init -y >/dev/null && npm install --silent htmx.org@2.0.11 htmx-ext-sse@2.2.4
+	cp /tmp/chatapp-vendor/node_modules/htmx.org/dist/htmx.min.js static/vendor/htmx/
+	cp /tmp/chatapp-vendor/node_modules/htmx.org/LICENSE static/vendor/htmx/LICENSE
+	cp /tmp/chatapp-vendor/node_modules/htmx-ext-sse/sse.js static/vendor/htmx-ext-sse/
+	cp /tmp/chatapp-vendor/node_modules/htmx-ext-sse/LICENSE static/vendor/htmx-ext-sse/LICENSE
+
+.PHONY: clean
+clean: ## Remove the virtualenv, caches and test artifacts (keeps .data/)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache test-artifacts

@@ -1,0 +1,1 @@
+"""Sign up, log in, log out, and the server-side login session."""

@@ -1,0 +1,83 @@
+"""Sign-up, login and logout pages: thin handlers over accounts.service."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from litestar import Controller, Request, get, post
+from litestar.enums import RequestEncodingType
+from litestar.params import Body
+from litestar.response import Redirect, Template
+
+from chatapp.accounts import service
+from chatapp.accounts.sessions import rotate_session
+
+FormBody = Body(media_type=RequestEncodingType.URL_ENCODED)
+
+
+def safe_next(target: str | None) -> str:
+    """Only same-site paths: an open redirect after login would help phishing."""
+    if not target:
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    return target
+
+
+def _form(data: dict[str, Any], name: str) -> str:
+    value = data.get(name, "")
+    return value if isinstance(value, str) else ""
+
+
+class AccountController(Controller):
+    @get("/signup", name="signup")
+    async def signup_page(self, next: str | None = None) -> Template:
+        return Template("signup.html", context={"next": safe_next(next), "errors": {}, "values": {}})
+
+    @post("/signup", status_code=303)
+    async def signup(
+        self, request: Request[Any, Any, Any], data: Annotated[dict[str, Any], FormBody]
+    ) -> Template | Redirect:
+        values = {k: _form(data, k) for k in ("email", "display_name", "next")}
+        try:
+            user = await service.create_user(values["email"], values["display_name"], _form(data, "password"))
+        except service.AccountError as exc:
+            return Template(
+                "signup.html",
+                context={"next": safe_next(values["next"]), "errors": exc.errors, "values": values},
+                status_code=422,
+            )
+        rotate_session(request)
+        request.set_session({"user_id": str(user.id)})
+        return Redirect(safe_next(values["next"]), status_code=303)
+
+    @get("/login", name="login")
+    async def login_page(self, next: str | None = None) -> Template:
+        return Template("login.html", context={"next": safe_next(next), "errors": {}, "values": {}})
+
+    @post("/login", status_code=303)
+    async def login(
+        self, request: Request[Any, Any, Any], data: Annotated[dict[str, Any], FormBody]
+    ) -> Template | Redirect:
+        values = {"email": _form(data, "email"), "next": _form(data, "next")}
+        user = await service.authenticate(values["email"], _form(data, "password"))
+        if user is None:
+            return Template(
+                "login.html",
+                context={
+                    "next": safe_next(values["next"]),
+                    "errors": {"form": "That email and password do not match an account."},
+                    "values": values,
+                },
+                status_code=401,
+            )
+        rotate_session(request)
+        request.set_session({"user_id": str(user.id)})
+        return Redirect(safe_next(values["next"]), status_code=303)
+
+    @post("/logout", status_code=303)
+    async def logout(self, request: Request[Any, Any, Any]) -> Redirect:
+        request.clear_session()
+        return Redirect("/login", status_code=303)

@@ -1,0 +1,117 @@
+"""Account rules: who may sign up, and checking a password without leaking which emails exist."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from email_validator import EmailNotValidError, validate_email
+
+from chatapp.database import connection
+
+MIN_PASSWORD_LENGTH = 10
+MAX_PASSWORD_LENGTH = 256
+MAX_DISPLAY_NAME_LENGTH = 80
+
+_hasher = PasswordHasher()
+# Verifying against a throwaway hash for unknown emails makes a miss cost as much time as a hit.
+_DUMMY_HASH = _hasher.hash("not-a-real-password")
+
+
+@dataclass(frozen=True)
+class User:
+    id: uuid.UUID
+    email: str
+    display_name: str
+
+
+class AccountError(ValueError):
+    """Form errors by field name; the messages are shown next to the fields."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(errors.values()))
+        self.errors = errors
+
+
+def normalize_email(raw: str) -> str:
+    """Validate syntax only (no DNS lookups) and return the lower-cased address."""
+    try:
+        result = validate_email(raw.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise AccountError({"email": f"Enter a valid email address ({exc})."}) from None
+    return result.normalized.lower()
+
+
+def validate_signup(email: str, display_name: str, password: str) -> tuple[str, str]:
+    errors: dict[str, str] = {}
+    try:
+        email = normalize_email(email)
+    except AccountError as exc:
+        errors.update(exc.errors)
+    display_name = " ".join(display_name.split())
+    if not display_name:
+        errors["display_name"] = "Enter the name the agent should call you."
+    elif len(display_name) > MAX_DISPLAY_NAME_LENGTH:
+        errors["display_name"] = f"Use at most {MAX_DISPLAY_NAME_LENGTH} characters."
+    if len(password) < MIN_PASSWORD_LENGTH:
+        errors["password"] = f"Use at least {MIN_PASSWORD_LENGTH} characters."
+    elif len(password) > MAX_PASSWORD_LENGTH:
+        errors["password"] = f"Use at most {MAX_PASSWORD_LENGTH} characters."
+    if errors:
+        raise AccountError(errors)
+    return email, display_name
+
+
+async def create_user(email: str, display_name: str, password: str) -> User:
+    """Create an account, or raise AccountError (bad input, or the email is taken)."""
+    email, display_name = validate_signup(email, display_name, password)
+    password_hash = _hasher.hash(password)
+    try:
+        async with connection() as conn:
+            row = await conn.fetchrow(
+                """
+                INSERT INTO user_account (email, display_name, password_hash) VALUES ($1, $2, $3)
+                RETURNING id, email, display_name
+                """,
+                email,
+                display_name,
+                password_hash,
+            )
+    except asyncpg.UniqueViolationError:
+        raise AccountError({"email": "An account with this email already exists. Log in instead."}) from None
+    assert row is not None
+    return User(**row)
+
+
+async def authenticate(email: str, password: str) -> User | None:
+    """The user whose email and password match, else None (same work either way)."""
+    try:
+        email = normalize_email(email)
+    except AccountError:
+        email = ""
+    async with connection() as conn:
+        row = await conn.fetchrow(
+            "SELECT id, email, display_name, password_hash FROM user_account WHERE email = $1", email
+        )
+    stored = row["password_hash"] if row else _DUMMY_HASH
+    try:
+        _hasher.verify(stored, password[:MAX_PASSWORD_LENGTH])
+    except (VerificationError, InvalidHashError):
+        return None
+    if row is None:
+        return None
+    if _hasher.check_needs_rehash(stored):
+        async with connection() as conn:
+            await conn.execute(
+                "UPDATE user_account SET password_hash = $2 WHERE id = $1", row["id"], _hasher.hash(password)
+            )
+    return User(id=row["id"], email=row["email"], display_name=row["display_name"])
+
+
+async def get_user(user_id: uuid.UUID) -> User | None:
+    async with connection() as conn:
+        row = await conn.fetchrow("SELECT id, email, display_name FROM user_account WHERE id = $1", user_id)
+    return User(**row) if row else None

@@ -1,0 +1,81 @@
+"""Server-side login sessions (Litestar's), with the session id rotated at login and logout."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.middleware.session.server_side import ServerSideSessionBackend, ServerSideSessionConfig
+from litestar.security.session_auth import SessionAuth
+
+from chatapp.accounts.service import User, get_user
+
+_ROTATE = "chatapp.rotate_session"
+
+
+def rotate_session(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
+    """Ask the backend to drop the current session id and issue a fresh one with this response.
+
+    Litestar keeps the id from the cookie; a fixated id planted before login would otherwise survive it.
+    """
+    connection.scope[_ROTATE] = None  # type: ignore[literal-required]
+
+
+class RotatingSessionBackend(ServerSideSessionBackend):
+    def get_session_id(self, connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+        scope: dict[str, Any] = connection.scope  # type: ignore[assignment]
+        if _ROTATE in scope:
+            if scope[_ROTATE] is None:
+                scope[_ROTATE] = self.generate_session_id()
+            return str(scope[_ROTATE])
+        return super().get_session_id(connection)
+
+    async def store_in_message(self, scope_session: Any, message: Any, connection: Any) -> None:
+        old_id = connection.cookies.get(self.config.key)
+        if _ROTATE in connection.scope and old_id and old_id != "null":
+            await self.delete(old_id, store=self.config.get_store_from_app(connection.scope["app"]))
+        await super().store_in_message(scope_session, message, connection)
+
+
+@dataclass
+class SessionConfig(ServerSideSessionConfig):
+    _backend_class = RotatingSessionBackend
+
+
+async def retrieve_user(
+    session: dict[str, Any], connection: ASGIConnection[Any, Any, Any, Any]
+) -> User | None:
+    try:
+        user_id = uuid.UUID(str(session.get("user_id")))
+    except ValueError:
+        return None
+    return await get_user(user_id)
+
+
+PUBLIC_PATHS = [
+    "^/login",
+    "^/signup",
+    "^/static/",
+    "^/schema",
+    "^/healthz",
+    "^/api/conversations/[^/]+/events",
+    "^/favicon.ico",
+]
+
+
+def session_auth(*, max_age: int, secure: bool) -> SessionAuth[User, ServerSideSessionBackend]:
+    return SessionAuth[User, ServerSideSessionBackend](
+        retrieve_user_handler=retrieve_user,
+        session_backend_config=SessionConfig(
+            key="chatapp_session",
+            max_age=max_age,
+            httponly=True,
+            samesite="lax",
+            secure=secure,
+            renew_on_access=True,
+            store="sessions",
+        ),
+        exclude=PUBLIC_PATHS,
+    )

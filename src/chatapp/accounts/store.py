@@ -1,0 +1,89 @@
+"""A Litestar `Store` in PostgreSQL, so login sessions and rate limits are shared by every app process."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from litestar.stores.base import NamespacedStore
+
+from chatapp.database import connection
+
+
+def _seconds(value: int | timedelta | None) -> float | None:
+    if value is None:
+        return None
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+class PostgresStore(NamespacedStore):
+    """Key/value rows in `http_session`; keys are prefixed by the namespace, expired rows never returned."""
+
+    def __init__(self, namespace: str = "default") -> None:
+        super().__init__()
+        self.namespace = namespace
+
+    def with_namespace(self, namespace: str) -> PostgresStore:
+        return PostgresStore(f"{self.namespace}:{namespace}")
+
+    def _key(self, key: str) -> str:
+        return f"{self.namespace}:{key}"
+
+    async def set(self, key: str, value: str | bytes, expires_in: int | timedelta | None = None) -> None:
+        data = value.encode() if isinstance(value, str) else value
+        async with connection() as conn:
+            await conn.execute(
+                """
+                INSERT INTO http_session (key, value, expires_at)
+                VALUES ($1, $2, now() + make_interval(secs => $3))
+                ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+                """,
+                self._key(key),
+                data,
+                _seconds(expires_in),
+            )
+
+    async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
+        async with connection() as conn:
+            if renew_for is not None:
+                value: bytes | None = await conn.fetchval(
+                    """
+                    UPDATE http_session SET expires_at = now() + make_interval(secs => $2)
+                    WHERE key = $1 AND expires_at > now()
+                    RETURNING value
+                    """,
+                    self._key(key),
+                    _seconds(renew_for),
+                )
+                if value is not None:
+                    return value
+            return await conn.fetchval(  # type: ignore[no-any-return]
+                """
+                SELECT value FROM http_session
+                WHERE key = $1 AND (expires_at IS NULL OR expires_at > now())
+                """,
+                self._key(key),
+            )
+
+    async def delete(self, key: str) -> None:
+        async with connection() as conn:
+            await conn.execute("DELETE FROM http_session WHERE key = $1", self._key(key))
+
+    async def delete_all(self) -> None:
+        async with connection() as conn:
+            await conn.execute("DELETE FROM http_session WHERE starts_with(key, $1)", f"{self.namespace}:")
+
+    async def delete_expired(self) -> int:
+        async with connection() as conn:
+            status: str = await conn.execute("DELETE FROM http_session WHERE expires_at <= now()")
+        return int(status.split()[-1])
+
+    async def exists(self, key: str) -> bool:
+        return await self.get(key) is not None
+
+    async def expires_in(self, key: str) -> int | None:
+        async with connection() as conn:
+            seconds = await conn.fetchval(
+                "SELECT extract(epoch FROM expires_at - now()) FROM http_session WHERE key = $1",
+                self._key(key),
+            )
+        return None if seconds is None else max(0, int(seconds))

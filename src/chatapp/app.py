@@ -1,0 +1,110 @@
+"""`create_app(settings)`: routes, plugins, templates and the lifespan, wired in one place."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Request, get
+from litestar.config.csrf import CSRFConfig
+from litestar.contrib.jinja import JinjaTemplateEngine
+from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException
+from litestar.middleware.rate_limit import RateLimitConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.plugins.htmx import HTMXPlugin
+from litestar.response import Response
+from litestar.static_files import create_static_files_router
+from litestar.stores.registry import StoreRegistry
+from litestar.template.config import TemplateConfig
+
+from chatapp import web
+from chatapp.accounts.routes import AccountController
+from chatapp.accounts.sessions import session_auth
+from chatapp.accounts.store import PostgresStore
+from chatapp.conversations.routes import ChatController
+from chatapp.database import DatabaseUnavailable, configure_engine, connection, get_engine, wait_for_database
+from chatapp.paths import STATIC_DIR, TEMPLATES_DIR
+from chatapp.settings import Settings, get_settings
+
+log = logging.getLogger("chatapp")
+
+AUTH_FORMS = {"/login", "/signup"}
+
+
+def _throttle_auth_forms(request: Request[Any, Any, Any]) -> bool:
+    """Only failed-or-not posts to the login and signup forms count against the limit."""
+    return request.method == "POST" and request.url.path in AUTH_FORMS
+
+
+@get("/healthz", include_in_schema=False)
+async def healthz() -> Response[dict[str, str]]:
+    try:
+        async with connection() as conn:
+            await conn.fetchval("SELECT 1")
+    except (OSError, DatabaseUnavailable, Exception):
+        return Response({"status": "database unavailable"}, status_code=503)
+    return Response({"status": "ok"})
+
+
+def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> Litestar:
+    """Build the app for the database at `dsn` (the CLI resolves it, starting the embedded one if needed)."""
+    settings = settings or get_settings()
+    database_url = dsn or settings.database_url
+    if not database_url:
+        raise DatabaseUnavailable("no database: run `chatapp serve`, or set DATABASE_URL")
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        configure_engine(database_url)
+        await wait_for_database(database_url)
+        engine = get_engine()
+        await engine.start_connection_pool(min_size=2, max_size=20)
+        try:
+            yield
+        finally:
+            await engine.close_connection_pool()
+
+    auth = session_auth(max_age=settings.session_max_age, secure=settings.secure_cookies)
+    app = Litestar(
+        route_handlers=[
+            AccountController,
+            ChatController,
+            healthz,
+            create_static_files_router(path="/static", directories=[STATIC_DIR], include_in_schema=False),
+        ],
+        lifespan=[lifespan],
+        on_app_init=[auth.on_app_init],
+        plugins=[HTMXPlugin()],
+        stores=StoreRegistry(
+            {"sessions": PostgresStore("session"), "rate_limit": PostgresStore("ratelimit")},
+        ),
+        middleware=[
+            RateLimitConfig(
+                rate_limit=("minute", settings.auth_rate_limit),
+                check_throttle_handler=_throttle_auth_forms,
+                store="rate_limit",
+            ).middleware,
+        ],
+        csrf_config=CSRFConfig(
+            secret=settings.secret_key,
+            cookie_secure=settings.secure_cookies,
+            cookie_httponly=False,
+            cookie_samesite="lax",
+            header_name="x-csrftoken",
+            # Bearer-token APIs for the agent worker carry no cookies, so CSRF does not apply to them.
+            exclude=["^/api/conversations/[^/]+/events"],
+        ),
+        template_config=TemplateConfig(directory=TEMPLATES_DIR, engine=JinjaTemplateEngine),
+        exception_handlers={
+            NotAuthorizedException: web.not_authorized,
+            NotFoundException: web.not_found,
+            HTTPException: web.http_error,
+            Exception: web.server_error,
+        },
+        openapi_config=OpenAPIConfig(title="chatapp", version="0.1.0", path="/schema"),
+        debug=False,
+    )
+    app.state.settings = settings
+    return app

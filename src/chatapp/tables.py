@@ -1,0 +1,67 @@
+"""The schema. Migrations in piccolo_migrations/ create it; these classes are how the code queries it."""
+
+from __future__ import annotations
+
+from piccolo.columns import (
+    UUID,
+    BigSerial,
+    Boolean,
+    Bytea,
+    ForeignKey,
+    Integer,
+    OnDelete,
+    Text,
+    Timestamptz,
+    Varchar,
+)
+from piccolo.table import Table
+
+
+class UserAccount(Table, tablename="user_account"):
+    """A person who signs in. `email` is stored lower-cased and unique; the password as an argon2 hash."""
+
+    id = UUID(primary_key=True)
+    email = Varchar(length=320, unique=True)
+    display_name = Varchar(length=80)
+    password_hash = Text()
+    created_at = Timestamptz()
+
+
+class ChatSession(Table, tablename="chat_session"):
+    """One conversation. Active while `ended_at` is null (at most one per user); saved once it is set."""
+
+    id = UUID(primary_key=True)
+    room_name = Varchar(length=128, unique=True)
+    owner = ForeignKey(references=UserAccount, null=False, on_delete=OnDelete.cascade)
+    system_prompt = Text()
+    started_at = Timestamptz()
+    ended_at = Timestamptz(null=True, default=None)
+    title = Varchar(length=200, null=True, default=None)
+    last_activity_at = Timestamptz()
+    # Sequence of the newest final utterance; sequences are gapless, so this is also the message count.
+    last_seq = Integer(default=0)
+    end_reason = Varchar(length=20, null=True, default=None)
+    continued_from = UUID(null=True, default=None)
+
+
+class Utterance(Table, tablename="utterance"):
+    """A final utterance. `item_id` makes deliveries idempotent; `seq` orders them without gaps."""
+
+    id = BigSerial(primary_key=True)
+    session = ForeignKey(references=ChatSession, null=False, on_delete=OnDelete.cascade)
+    seq = Integer()
+    item_id = Varchar(length=128)
+    role = Varchar(length=10)
+    text = Text()
+    is_final = Boolean(default=True)
+    interrupted = Boolean(default=False)
+    created_at = Timestamptz()
+    received_at = Timestamptz()
+
+
+class HttpSession(Table, tablename="http_session"):
+    """Server-side store for login sessions and rate-limit counters, shared by every app process."""
+
+    key = Varchar(length=200, primary_key=True)
+    value = Bytea()
+    expires_at = Timestamptz(null=True, default=None)

@@ -1,0 +1,90 @@
+"""Cross-cutting web behaviour: who is asking, friendly errors, HTMX toasts and login redirects."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+from urllib.parse import quote
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException, ValidationException
+from litestar.response import Redirect, Template
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from chatapp.accounts.service import User
+
+log = logging.getLogger("chatapp.web")
+
+
+def current_user(request: Request[Any, Any, Any]) -> User | None:
+    user = request.scope.get("user")
+    return user if isinstance(user, User) else None
+
+
+def wants_json(request: Request[Any, Any, Any]) -> bool:
+    return request.url.path.startswith("/api/") or "application/json" in request.headers.get("accept", "")
+
+
+def is_htmx(request: Request[Any, Any, Any]) -> bool:
+    return request.headers.get("hx-request") == "true"
+
+
+def toast_header(message: str, level: str = "info", **extra: Any) -> dict[str, str]:
+    """An HX-Trigger header that static/app.js turns into a toast."""
+    return {"HX-Trigger": json.dumps({"toast": {"message": message, "level": level, **extra}})}
+
+
+def _error_detail(exc: HTTPException) -> str:
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
+        first = exc.extra[0]
+        if isinstance(first, dict):
+            where = first.get("key") or first.get("source") or "request"
+            return f"Invalid {where}: {first.get('message', exc.detail)}"
+    return str(exc.detail)
+
+
+def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """JSON for the API, a toast for HTMX, a small page for everyone else; never a stack trace."""
+    detail = _error_detail(exc)
+    headers = dict(exc.headers or {})
+    if wants_json(request):
+        return Response(
+            {"detail": detail, "status_code": exc.status_code}, status_code=exc.status_code, headers=headers
+        )
+    if is_htmx(request):
+        headers.update(toast_header(detail, "error"))
+        headers["HX-Reswap"] = "none"
+        return Response(detail, status_code=exc.status_code, headers=headers, media_type="text/plain")
+    return Template(
+        "error.html",
+        context={"status_code": exc.status_code, "detail": detail, "user": current_user(request)},
+        status_code=exc.status_code,
+        headers=headers,
+    )
+
+
+def not_authorized(request: Request[Any, Any, Any], exc: NotAuthorizedException) -> Response[Any]:
+    """Send people to the login page and back; APIs get a plain 401."""
+    if wants_json(request):
+        return Response({"detail": "Authentication required", "status_code": 401}, status_code=401)
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    login_url = f"/login?next={quote(target, safe='')}"
+    if is_htmx(request):
+        return Response("", status_code=204, headers={"HX-Redirect": login_url})
+    return Redirect(login_url, status_code=303)
+
+
+def not_found(request: Request[Any, Any, Any], exc: NotFoundException) -> Response[Any]:
+    return http_error(request, HTTPException(status_code=404, detail="Not found"))
+
+
+def server_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    # The type and route only: exception messages can quote transcript text or connection strings.
+    log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
+    return http_error(
+        request,
+        HTTPException(
+            status_code=HTTP_500_INTERNAL_SERVER_ERROR, detail="Something went wrong. Please try again."
+        ),
+    )

@@ -17,6 +17,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 CSRF_INPUT = re.compile(r'name="_csrf_token" value="([^"]+)"')
 PASSWORD = "correct horse battery staple"
+SECRET_KEY = "test-secret-key-for-the-suite-only-0123456789"
 
 
 def free_port() -> int:
@@ -46,6 +47,7 @@ class AppServer:
             "CHATAPP_FORWARDED_ALLOW_IPS": "127.0.0.1",
             "CHATAPP_LOG_LEVEL": "warning",
             "CHATAPP_ENV_FILE": "/nonexistent",
+            "CHATAPP_SECRET_KEY": SECRET_KEY,
             **env,
         }
         log = log_path.open("wb")
@@ -103,9 +105,7 @@ async def form_token(client: httpx.AsyncClient, path: str = "/login") -> str:
     return csrf_from(response.text)
 
 
-async def signup(
-    client: httpx.AsyncClient, email: str | None = None, display_name: str = "Ada Traveller"
-) -> str:
+async def signup(client: httpx.AsyncClient, email: str | None = None, display_name: str = "Ada Traveller") -> str:
     """Sign up through the real form; the client keeps the login cookie. Returns the email."""
     email = email or unique_email()
     token = await form_token(client, "/signup")

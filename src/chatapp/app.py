@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,8 +25,15 @@ from chatapp import web
 from chatapp.accounts.routes import AccountController
 from chatapp.accounts.sessions import session_auth
 from chatapp.accounts.store import PostgresStore
-from chatapp.conversations.routes import ChatController
+from chatapp.agents.runtime import AgentRuntime
+from chatapp.conversations.buffer import TranscriptBuffer
+from chatapp.conversations.hub import Hub, make_channels
+from chatapp.conversations.pipeline import TranscriptPipeline
+from chatapp.conversations.routes import ChatController, IngestController
+from chatapp.conversations.service import ConversationService
+from chatapp.conversations.views import STATUS_LABELS, Fragments
 from chatapp.database import DatabaseUnavailable, configure_engine, connection, get_engine, wait_for_database
+from chatapp.faults import FaultController, Faults
 from chatapp.paths import STATIC_DIR, TEMPLATES_DIR
 from chatapp.settings import Settings, get_settings
 
@@ -55,6 +64,15 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
     if not database_url:
         raise DatabaseUnavailable("no database: run `chatapp serve`, or set DATABASE_URL")
 
+    templates = JinjaTemplateEngine(directory=TEMPLATES_DIR)
+    templates.engine.globals["status_labels"] = STATUS_LABELS
+    buffer = TranscriptBuffer()
+    channels = make_channels(settings.channels, database_url)
+    hub = Hub(channels, buffer)
+    pipeline = TranscriptPipeline(buffer, hub)
+    runtime = build_runtime(settings, pipeline)
+    conversations = ConversationService(settings, pipeline, runtime, hub)
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         configure_engine(database_url)
@@ -62,7 +80,15 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
         engine = get_engine()
         await engine.start_connection_pool(min_size=2, max_size=20)
         try:
-            yield
+            async with channels:
+                hub_task = asyncio.create_task(hub.run(), name="chatapp-hub")
+                try:
+                    yield
+                finally:
+                    await runtime.aclose()
+                    hub_task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await hub_task
         finally:
             await engine.close_connection_pool()
 
@@ -71,6 +97,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
         route_handlers=[
             AccountController,
             ChatController,
+            IngestController,
             healthz,
             create_static_files_router(path="/static", directories=[STATIC_DIR], include_in_schema=False),
         ],
@@ -94,9 +121,10 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
             cookie_samesite="lax",
             header_name="x-csrftoken",
             # Bearer-token APIs for the agent worker carry no cookies, so CSRF does not apply to them.
-            exclude=["^/api/conversations/[^/]+/events"],
+            exclude=["^/api/conversations/[^/]+/events", "^/_test/"],
         ),
-        template_config=TemplateConfig(directory=TEMPLATES_DIR, engine=JinjaTemplateEngine),
+        template_config=TemplateConfig(instance=templates),
+        request_max_body_size=1024 * 1024,
         exception_handlers={
             NotAuthorizedException: web.not_authorized,
             NotFoundException: web.not_found,
@@ -106,5 +134,18 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
         openapi_config=OpenAPIConfig(title="chatapp", version="0.1.0", path="/schema"),
         debug=False,
     )
+    if settings.test_faults:
+        app.register(FaultController)
+    app.state.faults = Faults()
     app.state.settings = settings
+    app.state.conversations = conversations
+    app.state.fragments = Fragments(templates.engine)
     return app
+
+
+def build_runtime(settings: Settings, pipeline: TranscriptPipeline) -> AgentRuntime:
+    """The in-process agent (text mode) for the embedded default."""
+    from chatapp.agents.inprocess import InProcessRuntime
+    from chatapp.agents.models import build_llm
+
+    return InProcessRuntime(sink=pipeline, llm_factory=lambda: build_llm(settings))

@@ -66,9 +66,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             forwarded_allow_ips=settings.forwarded_allow_ips or None,
             timeout_graceful_shutdown=5,
         )
-        print(
-            f"chatapp serving on http://{host}:{port} ({'embedded' if embedded else 'external'} PostgreSQL)"
-        )
+        print(f"chatapp serving on http://{host}:{port} ({'embedded' if embedded else 'external'} PostgreSQL)")
         uvicorn.Server(config).run()
     finally:
         if embedded:
@@ -110,9 +108,7 @@ def cmd_createuser(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="chatapp", description="Talk with an AI agent; keep every conversation."
-    )
+    parser = argparse.ArgumentParser(prog="chatapp", description="Talk with an AI agent; keep every conversation.")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve the web app (starts the embedded PostgreSQL when needed)")
     serve.add_argument("--host", default=None, help="listen address (default CHATAPP_HOST or 127.0.0.1)")
@@ -121,9 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
     migrate = sub.add_parser("migrate", help="apply pending database migrations")
     migrate.set_defaults(func=cmd_migrate)
-    createuser = sub.add_parser(
-        "createuser", help="create an account (password prompted, or read from stdin)"
-    )
+    createuser = sub.add_parser("createuser", help="create an account (password prompted, or read from stdin)")
     createuser.add_argument("--email", required=True)
     createuser.add_argument("--display-name", required=True)
     createuser.set_defaults(func=cmd_createuser)

@@ -23,9 +23,7 @@ class SettingsError(ValueError):
 
 
 def _env() -> dict[str, str]:
-    values = {
-        k: v for k, v in dotenv_values(os.environ.get("CHATAPP_ENV_FILE", ".env")).items() if v is not None
-    }
+    values = {k: v for k, v in dotenv_values(os.environ.get("CHATAPP_ENV_FILE", ".env")).items() if v is not None}
     values.update(os.environ)
     return values
 
@@ -108,9 +106,7 @@ class Settings:
         test_faults = _bool(env, "CHATAPP_TEST_FAULTS")
         if mode == "production":
             if len(secret) < 32:
-                raise SettingsError(
-                    "CHATAPP_SECRET_KEY must be set (32+ characters) when CHATAPP_ENV=production"
-                )
+                raise SettingsError("CHATAPP_SECRET_KEY must be set (32+ characters) when CHATAPP_ENV=production")
             if test_faults:
                 raise SettingsError("CHATAPP_TEST_FAULTS cannot be enabled when CHATAPP_ENV=production")
         elif not secret:

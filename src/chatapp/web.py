@@ -67,7 +67,8 @@ def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
 def not_authorized(request: Request[Any, Any, Any], exc: NotAuthorizedException) -> Response[Any]:
     """Send people to the login page and back; APIs get a plain 401."""
     if wants_json(request):
-        return Response({"detail": "Authentication required", "status_code": 401}, status_code=401)
+        detail = exc.detail if exc.detail and exc.detail != "Unauthorized" else "Authentication required"
+        return Response({"detail": detail, "status_code": 401}, status_code=401)
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     login_url = f"/login?next={quote(target, safe='')}"
     if is_htmx(request):
@@ -84,7 +85,5 @@ def server_error(request: Request[Any, Any, Any], exc: Exception) -> Response[An
     log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
     return http_error(
         request,
-        HTTPException(
-            status_code=HTTP_500_INTERNAL_SERVER_ERROR, detail="Something went wrong. Please try again."
-        ),
+        HTTPException(status_code=HTTP_500_INTERNAL_SERVER_ERROR, detail="Something went wrong. Please try again."),
     )

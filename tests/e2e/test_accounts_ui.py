@@ -38,7 +38,4 @@ async def test_signup_chat_page_logout(page: Page, app_server: AppServer, screen
     await page.goto(f"{app_server.url}/")
     await expect(page).to_have_url(f"{app_server.url}/login?next=%2F")
     async with connection() as conn:
-        assert (
-            await conn.fetchval("SELECT display_name FROM user_account WHERE email = $1", email)
-            == "Marco Polo"
-        )
+        assert await conn.fetchval("SELECT display_name FROM user_account WHERE email = $1", email) == "Marco Polo"

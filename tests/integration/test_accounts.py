@@ -94,9 +94,7 @@ async def test_wrong_password_is_a_form_error(client: httpx.AsyncClient) -> None
     fresh = httpx.AsyncClient(base_url=client.base_url, headers={"X-Forwarded-For": client_ip()})
     async with fresh:
         token = await form_token(fresh)
-        response = await fresh.post(
-            "/login", data={"_csrf_token": token, "email": email, "password": "wrong" * 3}
-        )
+        response = await fresh.post("/login", data={"_csrf_token": token, "email": email, "password": "wrong" * 3})
         assert response.status_code == 401
         assert "do not match" in response.text
         assert (await fresh.get("/")).status_code == 303
@@ -127,9 +125,7 @@ async def test_session_cookie_flags(client: httpx.AsyncClient) -> None:
         "/signup",
         data={"_csrf_token": token, "email": unique_email(), "display_name": "Flags", "password": PASSWORD},
     )
-    cookie = next(
-        v for k, v in response.headers.multi_items() if k == "set-cookie" and "chatapp_session" in v
-    )
+    cookie = next(v for k, v in response.headers.multi_items() if k == "set-cookie" and "chatapp_session" in v)
     assert "HttpOnly" in cookie
     assert "SameSite=lax" in cookie or "SameSite=Lax" in cookie
     assert "Max-Age=" in cookie or "Expires=" in cookie
@@ -139,17 +135,11 @@ async def test_logout_revokes_the_session_on_the_server(client: httpx.AsyncClien
     await signup(client)
     session_id = client.cookies.get("chatapp_session")
     async with connection() as conn:
-        assert (
-            await conn.fetchval("SELECT count(*) FROM http_session WHERE key = $1", f"session:{session_id}")
-            == 1
-        )
+        assert await conn.fetchval("SELECT count(*) FROM http_session WHERE key = $1", f"session:{session_id}") == 1
     response = await client.post("/logout", data={"_csrf_token": csrf_from((await client.get("/")).text)})
     assert response.status_code == 303
     async with connection() as conn:
-        assert (
-            await conn.fetchval("SELECT count(*) FROM http_session WHERE key = $1", f"session:{session_id}")
-            == 0
-        )
+        assert await conn.fetchval("SELECT count(*) FROM http_session WHERE key = $1", f"session:{session_id}") == 0
     # Replaying the old cookie no longer works.
     replay = httpx.AsyncClient(base_url=client.base_url, cookies={"chatapp_session": str(session_id)})
     async with replay:
@@ -159,9 +149,7 @@ async def test_logout_revokes_the_session_on_the_server(client: httpx.AsyncClien
 async def test_posts_without_csrf_token_are_rejected(client: httpx.AsyncClient) -> None:
     email = unique_email()
     await client.get("/signup")
-    response = await client.post(
-        "/signup", data={"email": email, "display_name": "No Token", "password": PASSWORD}
-    )
+    response = await client.post("/signup", data={"email": email, "display_name": "No Token", "password": PASSWORD})
     assert response.status_code == 403
     assert "CSRF" in response.text
     await signup(client)

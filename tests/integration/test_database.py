@@ -15,34 +15,25 @@ from chatapp.migrations import apply_migrations
 async def test_migrations_are_recorded_and_idempotent(db: str) -> None:
     assert await apply_migrations() == []
     async with connection() as conn:
-        tables = {
-            r["tablename"]
-            for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")
-        }
+        tables = {r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")}
     assert {"user_account", "chat_session", "utterance", "http_session", "migration"} <= tables
 
 
 async def test_one_active_conversation_per_user_is_enforced(db: str) -> None:
     async with connection() as conn:
         user_id = await conn.fetchval(
-            "INSERT INTO user_account (email, display_name, password_hash)"
-            " VALUES ($1, 'A', 'x') RETURNING id",
+            "INSERT INTO user_account (email, display_name, password_hash) VALUES ($1, 'A', 'x') RETURNING id",
             f"{uuid.uuid4().hex}@example.com",
         )
-        await conn.execute(
-            "INSERT INTO chat_session (room_name, owner) VALUES ($1, $2)", uuid.uuid4().hex, user_id
-        )
+        await conn.execute("INSERT INTO chat_session (room_name, owner) VALUES ($1, $2)", uuid.uuid4().hex, user_id)
         with pytest.raises(asyncpg.UniqueViolationError):
-            await conn.execute(
-                "INSERT INTO chat_session (room_name, owner) VALUES ($1, $2)", uuid.uuid4().hex, user_id
-            )
+            await conn.execute("INSERT INTO chat_session (room_name, owner) VALUES ($1, $2)", uuid.uuid4().hex, user_id)
 
 
 async def test_utterance_item_ids_are_unique_per_conversation(db: str) -> None:
     async with connection() as conn:
         user_id = await conn.fetchval(
-            "INSERT INTO user_account (email, display_name, password_hash)"
-            " VALUES ($1, 'A', 'x') RETURNING id",
+            "INSERT INTO user_account (email, display_name, password_hash) VALUES ($1, 'A', 'x') RETURNING id",
             f"{uuid.uuid4().hex}@example.com",
         )
         session_id = await conn.fetchval(
@@ -56,8 +47,7 @@ async def test_utterance_item_ids_are_unique_per_conversation(db: str) -> None:
             await conn.execute(insert, session_id, 2, "item-1")
         with pytest.raises(asyncpg.CheckViolationError):
             await conn.execute(
-                "INSERT INTO utterance (session, seq, item_id, role, text)"
-                " VALUES ($1, 3, 'x', 'robot', 'hi')",
+                "INSERT INTO utterance (session, seq, item_id, role, text) VALUES ($1, 3, 'x', 'robot', 'hi')",
                 session_id,
             )
 
@@ -77,14 +67,10 @@ def test_migrations_apply_to_an_empty_database(tmp_path: Path) -> None:
             "CHATAPP_DATA_DIR": str(tmp_path),
             "CHATAPP_ENV_FILE": "/none",
         }
-        first = subprocess.run(
-            [sys.executable, "-m", "chatapp", "migrate"], env=env, capture_output=True, text=True
-        )
+        first = subprocess.run([sys.executable, "-m", "chatapp", "migrate"], env=env, capture_output=True, text=True)
         assert first.returncode == 0, first.stderr
         assert "applied 1 migration(s)" in first.stdout
-        second = subprocess.run(
-            [sys.executable, "-m", "chatapp", "migrate"], env=env, capture_output=True, text=True
-        )
+        second = subprocess.run([sys.executable, "-m", "chatapp", "migrate"], env=env, capture_output=True, text=True)
         assert second.returncode == 0, second.stderr
         assert "up to date" in second.stdout
     finally:

@@ -44,9 +44,7 @@ class SessionConfig(ServerSideSessionConfig):
     _backend_class = RotatingSessionBackend
 
 
-async def retrieve_user(
-    session: dict[str, Any], connection: ASGIConnection[Any, Any, Any, Any]
-) -> User | None:
+async def retrieve_user(session: dict[str, Any], connection: ASGIConnection[Any, Any, Any, Any]) -> User | None:
     try:
         user_id = uuid.UUID(str(session.get("user_id")))
     except ValueError:
@@ -62,6 +60,7 @@ PUBLIC_PATHS = [
     "^/healthz",
     "^/api/conversations/[^/]+/events",
     "^/favicon.ico",
+    "^/_test/",
 ]
 
 

@@ -1,16 +1,230 @@
-"""The chat page at `/`."""
+"""Chat page, typed and dictated text, the SSE stream, and the ingest API for out-of-process agents."""
 
 from __future__ import annotations
 
-from typing import Any
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from litestar import Controller, Request, get
-from litestar.response import Template
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException
+from litestar.params import Body, Parameter
+from litestar.plugins.htmx import HTMXRequest
+from litestar.response import Redirect, Template
+from sse_starlette import EventSourceResponse
 
-from chatapp.web import current_user
+from chatapp.accounts.service import User
+from chatapp.conversations.events import MAX_ITEM_ID_LENGTH, MAX_TEXT_LENGTH, TranscriptEvent, utcnow
+from chatapp.conversations.service import (
+    ChatView,
+    ConversationEnded,
+    ConversationGone,
+    ConversationService,
+    valid_ingest_token,
+)
+from chatapp.conversations.stream import conversation_events
+from chatapp.conversations.views import Fragments
+from chatapp.web import toast_header
+
+ItemId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ITEM_ID_LENGTH, pattern=r"^[\w.:\-]+$")]
+Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_LENGTH)]
+
+
+class IngestEvent(msgspec.Struct, forbid_unknown_fields=True):
+    """One transcript event from an agent worker."""
+
+    item_id: ItemId
+    role: Literal["user", "agent"]
+    text: Text
+    final: bool
+    interrupted: bool = False
+    timestamp: datetime | None = None
+
+
+class IngestBatch(msgspec.Struct, forbid_unknown_fields=True):
+    events: Annotated[list[IngestEvent], msgspec.Meta(min_length=1, max_length=100)]
+
+
+class IngestResponse(msgspec.Struct):
+    stored: int
+    ignored: int
+
+
+class DictationForm(msgspec.Struct):
+    item_id: ItemId
+    text: Text
+    final: bool = False
+
+
+def chat_service(state: State) -> ConversationService:
+    service: ConversationService = state.conversations
+    return service
+
+
+def chat_context(view: ChatView, user: User, state: State) -> dict[str, Any]:
+    return {
+        "user": user,
+        "conversation": view.conversation,
+        "conversation_id": view.conversation.id,
+        "messages": view.messages,
+        "last_seq": view.last_seq,
+        "agent_state": view.agent_state,
+        "agent_detail": view.agent_detail,
+        "start": view.start,
+        "offline_model": not state.settings.llm_configured,
+        "recent": view.recent,
+    }
+
+
+def _clean_text(raw: object) -> str:
+    text = raw.strip() if isinstance(raw, str) else ""
+    if not text:
+        raise HTTPException(status_code=422, detail="Type a message first.")
+    if len(text) > MAX_TEXT_LENGTH:
+        raise HTTPException(status_code=413, detail=f"Messages can be at most {MAX_TEXT_LENGTH:,} characters.")
+    return text
+
+
+def _item_id(raw: object) -> str:
+    """The client's id for this message makes a retried post idempotent; without JS the server makes one."""
+    if isinstance(raw, str) and raw:
+        if len(raw) > 64 or not all(c.isalnum() or c == "-" for c in raw):
+            raise HTTPException(status_code=400, detail="Invalid message id.")
+        return f"typed-{raw}"
+    return f"typed-{uuid.uuid4()}"
 
 
 class ChatController(Controller):
     @get("/", name="chat")
-    async def chat_page(self, request: Request[Any, Any, Any]) -> Template:
-        return Template("chat.html", context={"user": current_user(request)})
+    async def chat_page(self, request: HTMXRequest, state: State) -> Template:
+        user: User = request.user
+        view = await chat_service(state).open(user.id, user.display_name)
+        context = chat_context(view, user, state)
+        if request.htmx:
+            from jinja2_fragments.litestar import HTMXBlockTemplate
+
+            return HTMXBlockTemplate(template_name="chat.html", block_name="chat_panel", context=context)
+        return Template("chat.html", context=context)
+
+    @post("/conversations/{conversation_id:uuid}/messages", status_code=200)
+    async def send_message(
+        self,
+        request: HTMXRequest,
+        state: State,
+        conversation_id: uuid.UUID,
+        data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)],
+    ) -> Response[None] | Redirect:
+        user: User = request.user
+        text = _clean_text(data.get("text"))
+        try:
+            await chat_service(state).send_text(user.id, conversation_id, text, _item_id(data.get("item_id")))
+        except ConversationGone:
+            raise NotFoundException() from None
+        except ConversationEnded:
+            return _ended_response(request)
+        if request.htmx:
+            return Response(None, status_code=204)
+        return Redirect("/", status_code=303)
+
+    @post("/conversations/{conversation_id:uuid}/dictation", status_code=200)
+    async def dictation(
+        self, request: Request[User, Any, Any], state: State, conversation_id: uuid.UUID, data: DictationForm
+    ) -> Response[None]:
+        user: User = request.user
+        text = data.text.strip()
+        if not text:
+            return Response(None, status_code=204)
+        try:
+            await chat_service(state).dictate(user.id, conversation_id, f"dictation-{data.item_id}", text, data.final)
+        except ConversationGone:
+            raise NotFoundException() from None
+        except ConversationEnded:
+            return _ended_response(request)
+        return Response(None, status_code=204)
+
+    @post("/conversations/{conversation_id:uuid}/agent", status_code=200)
+    async def retry_agent(
+        self, request: Request[User, Any, Any], state: State, conversation_id: uuid.UUID
+    ) -> Response[None]:
+        """The Retry control shown when the agent could not be started."""
+        user: User = request.user
+        service = chat_service(state)
+        try:
+            conversation = await service.owned_active(user.id, conversation_id)
+        except ConversationGone:
+            raise NotFoundException() from None
+        except ConversationEnded:
+            return _ended_response(request)
+        if await service.ensure_agent(conversation, user.display_name) is None:
+            return Response(None, status_code=503, headers=toast_header("The agent still cannot be started.", "error"))
+        return Response(None, status_code=204, headers=toast_header("Agent started.", "success"))
+
+    @get("/conversations/{conversation_id:uuid}/stream")
+    async def stream(
+        self,
+        request: Request[User, Any, Any],
+        state: State,
+        conversation_id: uuid.UUID,
+        after: Annotated[int, Parameter(ge=0, le=2**31)] = 0,
+    ) -> EventSourceResponse:
+        user: User = request.user
+        service = chat_service(state)
+        from chatapp.conversations import store
+
+        if await store.get_conversation(conversation_id, owner=user.id) is None:
+            raise NotFoundException()
+        header = request.headers.get("last-event-id", "")
+        cursor = max(after, int(header)) if header.isdigit() else after
+        fragments: Fragments = state.fragments
+        events = conversation_events(service.hub, service.pipeline.buffer, fragments, conversation_id, user.id, cursor)
+        return EventSourceResponse(events, ping=15, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+def _ended_response(request: Request[Any, Any, Any]) -> Response[None]:
+    """The tab is showing a conversation that was already saved: reload it onto the current one."""
+    headers = toast_header("That conversation was saved. Showing your current one.", "info")
+    headers["HX-Refresh"] = "true"
+    return Response(None, status_code=409, headers=headers)
+
+
+class IngestController(Controller):
+    path = "/api/conversations"
+    tags = ["agent ingest"]
+
+    @post(
+        "/{conversation_id:uuid}/events",
+        status_code=200,
+        summary="Report transcript events from an agent worker",
+        description=(
+            "A batch of 1 to 100 transcript events for one conversation, authenticated with the conversation's "
+            "bearer token (handed to the agent at dispatch). Finals are stored idempotently by item_id; a "
+            "repeated delivery is acknowledged and ignored. Finals for an ended conversation are still stored."
+        ),
+        request_max_body_size=8 * 1024 * 1024,
+    )
+    async def ingest(
+        self, request: Request[Any, Any, Any], state: State, conversation_id: uuid.UUID, data: IngestBatch
+    ) -> IngestResponse:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not valid_ingest_token(state.settings.secret_key, conversation_id, token):
+            raise NotAuthorizedException(detail="A valid bearer token for this conversation is required.")
+        events = [
+            TranscriptEvent(
+                conversation_id=conversation_id,
+                item_id=e.item_id,
+                role=e.role,
+                text=e.text,
+                final=e.final,
+                interrupted=e.interrupted,
+                timestamp=e.timestamp or utcnow(),
+            )
+            for e in data.events
+        ]
+        try:
+            result = await chat_service(state).ingest(conversation_id, events)
+        except ConversationGone:
+            raise NotFoundException(detail="Unknown conversation.") from None
+        return IngestResponse(stored=result.stored, ignored=result.ignored)

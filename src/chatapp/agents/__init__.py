@@ -1,0 +1,1 @@
+"""The conversational agent: the product agent, its models and the runtimes that run it."""

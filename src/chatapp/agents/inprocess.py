@@ -1,0 +1,313 @@
+"""Runs the agent inside the app process as a text-only `AgentSession` (no room, no server, no audio).
+
+Streaming: the session's transcription output (`session.output.transcription`) receives every text delta
+of a reply as it is generated, with no room attached; each turn's end, text and interruption come from
+the turn's `SpeechHandle` and the assistant `ChatMessage` it adds. Everything reported goes through one
+ordered outbox per conversation, so a sink call is never cancelled by LiveKit and never reordered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from livekit.agents import AgentSession, llm
+from livekit.agents.types import NOT_GIVEN
+from livekit.agents.voice import io
+from livekit.agents.voice.agent_session import SessionConnectOptions
+from livekit.agents.voice.events import CloseEvent, ErrorEvent
+
+from chatapp.agents.product import TravelAgent, greeting_instructions
+from chatapp.agents.runtime import AgentStartError, ConversationInfo, EventSink, StartInfo
+from chatapp.conversations.events import MAX_TEXT_LENGTH, AgentState, AgentStateEvent, TranscriptEvent
+
+logger = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT = 5.0
+FAILED_DETAIL = "The language model did not answer ({error}). Try again."
+# LiveKit closes a session after a few consecutive LLM failures; here each failed turn is reported and the
+# next turn simply tries again, so the session stays up.
+_CONN_OPTIONS = SessionConnectOptions(max_unrecoverable_errors=1_000_000)
+
+_Event = TranscriptEvent | AgentStateEvent
+
+
+@dataclass
+class _Reply:
+    """One agent reply being streamed: a stable item id and the text so far."""
+
+    item_id: str
+    text: str = ""
+    reported: str = ""  # the text of the last interim sent
+    speaking: bool = False
+    finished: bool = False
+    error: str = ""
+
+
+class _TranscriptOutput(io.TextOutput):
+    """Receives the reply text as LiveKit generates it (no room needed) and hands it to the conversation."""
+
+    def __init__(self, conversation: _Conversation) -> None:
+        super().__init__(label="chatapp", next_in_chain=None)
+        self._conversation = conversation
+
+    async def capture_text(self, text: str) -> None:
+        self._conversation.on_text(text)
+
+    def flush(self) -> None:
+        """A segment ended; the reply's end is taken from its SpeechHandle instead."""
+
+
+class _Conversation:
+    """One running agent: its session, its turn queue (one reply at a time) and its event outbox."""
+
+    def __init__(self, info: ConversationInfo, sink: EventSink, model: llm.LLM[Any], greet: bool) -> None:
+        self.info = info
+        self.id = info.id
+        self._sink = sink
+        self._llm = model
+        self._greet = greet and not info.history
+        self._agent = TravelAgent.for_conversation(info)
+        self._session: AgentSession[None] | None = None
+        self._session_lost = False
+        self._turns: asyncio.Queue[str | None] = asyncio.Queue()
+        self._outbox: asyncio.Queue[_Event | None] = asyncio.Queue()
+        self._reply: _Reply | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._emitter: asyncio.Task[None] | None = None
+        self.closing = False
+
+    async def start(self) -> None:
+        self._emitter = asyncio.create_task(self._emit_events(), name=f"agent-events-{self.id}")
+        await self._open_session()
+        self._worker = asyncio.create_task(self._work(), name=f"agent-turns-{self.id}")
+
+    def send_text(self, text: str) -> None:
+        self._turns.put_nowait(text)
+
+    async def close(self) -> None:
+        """Interrupt any reply, report what it already said, then drain the outbox."""
+        self.closing = True
+        self._turns.put_nowait(None)
+        if self._session is not None:
+            await _quietly(self._session.aclose(), "session close", self.id)
+        if self._worker is not None:
+            await _finish(self._worker, self.id)
+        reply = self._reply
+        if reply is not None and not reply.finished:
+            self._finish_reply(reply, reply.text, interrupted=True)
+        await _quietly(self._llm.aclose(), "llm close", self.id)
+        self._outbox.put_nowait(None)
+        if self._emitter is not None:
+            await _finish(self._emitter, self.id)
+
+    async def _open_session(self) -> None:
+        session: AgentSession[None] = AgentSession(
+            llm=self._llm,
+            vad=None,
+            turn_handling={"turn_detection": "manual"},
+            user_away_timeout=None,
+            conn_options=_CONN_OPTIONS,
+        )
+        session.output.transcription = _TranscriptOutput(self)
+        session.on("error", self._on_error)
+        session.on("close", self._on_close)
+        self._session_lost = False
+        try:
+            await session.start(self._agent)
+        except BaseException:
+            await _quietly(session.aclose(), "session close", self.id)
+            raise
+        self._session = session
+
+    async def _work(self) -> None:
+        if self._greet:
+            await self._respond(instructions=greeting_instructions(self.info.user_display_name))
+        while not self.closing and (text := await self._turns.get()) is not None:
+            await self._respond(user_input=text)
+
+    async def _respond(self, *, user_input: str | None = None, instructions: str | None = None) -> None:
+        """One turn, start to finish: thinking, streamed interims, one final, then idle or unavailable."""
+        reply = self._reply = _Reply(item_id=f"agent-{uuid.uuid4().hex}")
+        self._state("thinking")
+        try:
+            if self._session is None or self._session_lost:
+                # Closed under us (not by stop()): carry the conversation so far into a new session.
+                self._agent = TravelAgent(instructions=self.info.system_prompt, chat_ctx=self._agent.chat_ctx.copy())
+                await self._open_session()
+            assert self._session is not None
+            handle = self._session.generate_reply(
+                user_input=user_input if user_input is not None else NOT_GIVEN,
+                instructions=instructions if instructions is not None else NOT_GIVEN,
+            )
+            await handle
+        except Exception as exc:  # the runtime outlives any failure of a single turn
+            if self.closing:
+                return
+            logger.exception("agent turn failed", extra={"conversation_id": str(self.id)})
+            reply.error = type(exc).__name__
+            self._finish_reply(reply, reply.text, interrupted=False)
+            self._state("unavailable", FAILED_DETAIL.format(error=reply.error))
+            return
+        said = [m for m in handle.chat_items if isinstance(m, llm.ChatMessage) and m.role == "assistant"]
+        text = " ".join(m.text_content or "" for m in said) if said else reply.text
+        interrupted = any(m.interrupted for m in said) if said else handle.interrupted
+        self._finish_reply(reply, text, interrupted=interrupted)
+        if self.closing:
+            return
+        if error := handle.exception():
+            reply.error = reply.error or type(error).__name__
+        if reply.error:
+            logger.warning(
+                "agent reply failed",
+                extra={"conversation_id": str(self.id), "item_id": reply.item_id, "error": reply.error},
+            )
+            self._state("unavailable", FAILED_DETAIL.format(error=reply.error))
+        else:
+            self._state("idle")
+
+    def on_text(self, delta: str) -> None:
+        """A piece of the current reply: report the whole text so far as an interim."""
+        reply = self._reply
+        if reply is None or reply.finished:
+            logger.debug("agent text outside a turn dropped", extra={"conversation_id": str(self.id)})
+            return
+        reply.text += delta
+        text = reply.text.strip()
+        if not text or text == reply.reported:
+            return
+        if not reply.speaking:
+            reply.speaking = True
+            self._state("speaking")
+        reply.reported = text
+        self._put(TranscriptEvent(self.id, reply.item_id, "agent", text[:MAX_TEXT_LENGTH], final=False))
+
+    def _finish_reply(self, reply: _Reply, text: str, *, interrupted: bool) -> None:
+        """Exactly one final per reply that said anything, with the reply's item id."""
+        if reply.finished:
+            return
+        reply.finished = True
+        text = (text.strip() or reply.reported)[:MAX_TEXT_LENGTH]
+        if text:
+            self._put(TranscriptEvent(self.id, reply.item_id, "agent", text, final=True, interrupted=interrupted))
+
+    def _on_error(self, event: ErrorEvent) -> None:
+        error = getattr(event.error, "error", event.error)
+        if self._reply is not None and getattr(event.error, "type", "") == "llm_error":
+            self._reply.error = type(error).__name__
+
+    def _on_close(self, event: CloseEvent) -> None:
+        if not self.closing:
+            logger.warning(
+                "agent session closed unexpectedly",
+                extra={"conversation_id": str(self.id), "reason": str(event.reason)},
+            )
+            self._session_lost = True
+
+    def _state(self, state: AgentState, detail: str = "") -> None:
+        self._put(AgentStateEvent(self.id, state, detail))
+
+    def _put(self, event: _Event) -> None:
+        self._outbox.put_nowait(event)
+
+    async def _emit_events(self) -> None:
+        while (event := await self._outbox.get()) is not None:
+            try:
+                if isinstance(event, TranscriptEvent):
+                    await self._sink.transcript(event)
+                else:
+                    await self._sink.agent_state(event)
+            except Exception:
+                logger.exception(
+                    "event sink failed",
+                    extra={"conversation_id": str(self.id), "event": type(event).__name__},
+                )
+
+
+async def _quietly(awaitable: Awaitable[Any], what: str, conversation_id: uuid.UUID) -> None:
+    try:
+        await asyncio.wait_for(awaitable, CLOSE_TIMEOUT)
+    except Exception:
+        logger.warning(f"{what} failed", exc_info=True, extra={"conversation_id": str(conversation_id)})
+
+
+async def _finish(task: asyncio.Task[None], conversation_id: uuid.UUID) -> None:
+    """Let a task end on its own, or cancel it after the close timeout."""
+    done, _ = await asyncio.wait([task], timeout=CLOSE_TIMEOUT)
+    if not done:
+        logger.warning("agent task cancelled", extra={"conversation_id": str(conversation_id)})
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+
+
+class InProcessRuntime:
+    """The `AgentRuntime` that runs each conversation's agent in this process, text in and text out."""
+
+    def __init__(self, sink: EventSink, llm_factory: Callable[[], llm.LLM[Any]], greet: bool = True) -> None:
+        self._sink = sink
+        self._llm_factory = llm_factory
+        self._greet = greet
+        self._conversations: dict[uuid.UUID, _Conversation] = {}
+        self._starting: dict[uuid.UUID, asyncio.Future[None]] = {}
+        self._closed = False
+
+    async def start(self, conversation: ConversationInfo) -> StartInfo:
+        if self._closed:
+            raise AgentStartError("the agent runtime is shut down")
+        if conversation.id in self._conversations:
+            return StartInfo(mode="text")
+        if (pending := self._starting.get(conversation.id)) is not None:
+            await asyncio.shield(pending)
+            return StartInfo(mode="text")
+        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._starting[conversation.id] = started
+        running: _Conversation | None = None
+        try:
+            running = _Conversation(conversation, self._sink, self._llm_factory(), self._greet)
+            await running.start()
+        except Exception as exc:
+            logger.exception("agent start failed", extra={"conversation_id": str(conversation.id)})
+            if running is not None:
+                await running.close()
+            started.set_exception(AgentStartError("the agent could not be started"))
+            started.exception()  # retrieved here; waiters get it through shield
+            raise AgentStartError("the agent could not be started") from exc
+        else:
+            self._conversations[conversation.id] = running
+            started.set_result(None)
+        finally:
+            self._starting.pop(conversation.id, None)
+        logger.info("agent started", extra={"conversation_id": str(conversation.id)})
+        return StartInfo(mode="text")
+
+    async def send_text(self, conversation_id: uuid.UUID, text: str) -> None:
+        running = self._conversations.get(conversation_id)
+        if running is None or running.closing:
+            # Stopped between the app's is_running() check and this call: the text is stored, not answered.
+            logger.warning("text for a stopped agent ignored", extra={"conversation_id": str(conversation_id)})
+            return
+        running.send_text(text)
+
+    async def stop(self, conversation_id: uuid.UUID) -> None:
+        if (pending := self._starting.get(conversation_id)) is not None:
+            with contextlib.suppress(Exception):  # a failed start leaves nothing to stop
+                await asyncio.shield(pending)
+        running = self._conversations.pop(conversation_id, None)
+        if running is None:
+            return
+        await running.close()
+        logger.info("agent stopped", extra={"conversation_id": str(conversation_id)})
+
+    def is_running(self, conversation_id: uuid.UUID) -> bool:
+        running = self._conversations.get(conversation_id)
+        return running is not None and not running.closing
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await asyncio.gather(*(self.stop(cid) for cid in list(self._conversations)))

@@ -1,0 +1,62 @@
+"""The interface the app uses to run an agent for a conversation, whatever runs it (in-process or LiveKit)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from chatapp.conversations.events import AgentStateEvent, TranscriptEvent
+
+
+class EventSink(Protocol):
+    """Where a runtime reports what happens; the app's implementation is the transcript pipeline."""
+
+    async def transcript(self, event: TranscriptEvent) -> None: ...
+
+    async def agent_state(self, event: AgentStateEvent) -> None: ...
+
+
+@dataclass(frozen=True)
+class ConversationInfo:
+    """What an agent needs to know about the conversation it serves."""
+
+    id: uuid.UUID
+    room_name: str
+    system_prompt: str
+    user_display_name: str = ""
+    # Earlier turns as (role, text), oldest first: set when a saved conversation is continued.
+    history: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class StartInfo:
+    """What the browser needs to reach the agent: text mode posts to the app; voice mode joins a room."""
+
+    mode: Literal["text", "voice"]
+    livekit_url: str = ""
+    participant_token: str = ""
+
+
+class AgentStartError(RuntimeError):
+    """The agent could not be started; the conversation exists and the user can retry."""
+
+
+class AgentRuntime(Protocol):
+    async def start(self, conversation: ConversationInfo) -> StartInfo:
+        """Start (or find already running) the agent for `conversation`; idempotent."""
+        ...
+
+    async def send_text(self, conversation_id: uuid.UUID, text: str) -> None:
+        """Give typed user text to the agent (the app has already stored it as a final)."""
+        ...
+
+    async def stop(self, conversation_id: uuid.UUID) -> None:
+        """Stop the agent; idempotent, and never raises for an agent that is already gone."""
+        ...
+
+    def is_running(self, conversation_id: uuid.UUID) -> bool: ...
+
+    async def aclose(self) -> None:
+        """Stop every agent (app shutdown)."""
+        ...

@@ -1,0 +1,73 @@
+"""The transcript pipeline: every producer's events go through `apply()`, and nothing else writes utterances.
+
+A final is committed before anyone is told about it; interims are only buffered and broadcast.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from chatapp.conversations import store
+from chatapp.conversations.buffer import TranscriptBuffer
+from chatapp.conversations.events import AgentStateEvent, TranscriptEvent
+from chatapp.conversations.hub import Hub, interim_message
+from chatapp.database import connection
+
+# Interims mark activity for the idle reaper, but at most this often per conversation (they come per word).
+_TOUCH_INTERVAL = 30.0
+
+
+def final_message(utterance: store.StoredUtterance) -> dict[str, Any]:
+    return {
+        "k": "final",
+        "c": str(utterance.conversation_id),
+        "s": utterance.seq,
+        "i": utterance.item_id,
+        "r": utterance.role,
+        "t": utterance.text,
+        "x": utterance.interrupted,
+        "ts": utterance.created_at.isoformat(),
+    }
+
+
+class TranscriptPipeline:
+    """The app's EventSink: runtimes, the ingest endpoint and the chat form all report here."""
+
+    def __init__(self, buffer: TranscriptBuffer, hub: Hub) -> None:
+        self.buffer = buffer
+        self.hub = hub
+        self._touched: dict[uuid.UUID, float] = {}
+
+    async def transcript(self, event: TranscriptEvent) -> None:
+        await self.apply(event.conversation_id, [event])
+
+    async def apply(self, conversation_id: uuid.UUID, events: Sequence[TranscriptEvent]) -> list[store.StoredUtterance]:
+        """Store the finals (one transaction), then broadcast. Raises store.UnknownConversation."""
+        finals = [e for e in events if e.final]
+        stored: list[store.StoredUtterance] = []
+        if finals:
+            async with connection() as conn, conn.transaction():
+                stored = await store.store_finals(conn, conversation_id, finals)
+            for event in finals:
+                self.buffer.finish(conversation_id, event.item_id)
+        fresh_interims = [e for e in events if not e.final and self.buffer.apply_interim(e)]
+        # NOTIFY happens here, after the commit: inside the write transaction it would serialise commits.
+        for utterance in stored:
+            await self.hub.publish(final_message(utterance))
+        for event in fresh_interims:
+            await self.hub.publish(interim_message(event))
+        if fresh_interims and not finals:
+            await self._touch(conversation_id)
+        return stored
+
+    async def agent_state(self, event: AgentStateEvent) -> None:
+        await self.hub.publish({"k": "state", "c": str(event.conversation_id), "st": event.state, "d": event.detail})
+
+    async def _touch(self, conversation_id: uuid.UUID) -> None:
+        now = time.monotonic()
+        if now - self._touched.get(conversation_id, 0.0) >= _TOUCH_INTERVAL:
+            self._touched[conversation_id] = now
+            await store.touch(conversation_id)

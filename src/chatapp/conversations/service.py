@@ -1,0 +1,155 @@
+"""The live conversation's rules: one active conversation per user, its agent, typed and dictated text, ingest."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from chatapp.agents.runtime import AgentRuntime, AgentStartError, ConversationInfo, StartInfo
+from chatapp.conversations import store
+from chatapp.conversations.events import AgentStateEvent, TranscriptEvent
+from chatapp.conversations.hub import Hub
+from chatapp.conversations.pipeline import TranscriptPipeline
+from chatapp.conversations.views import MessageView
+from chatapp.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ConversationGone(LookupError):
+    """Unknown, or not this user's: answered as 404 so ids of other users' conversations leak nothing."""
+
+
+class ConversationEnded(RuntimeError):
+    """The conversation was saved (New Chat in another tab, or the idle reaper); the page should reload."""
+
+
+def ingest_token(secret_key: str, conversation_id: uuid.UUID) -> str:
+    """The bearer token an out-of-process agent uses to report one conversation's transcript."""
+    return hmac.new(secret_key.encode(), f"ingest:{conversation_id}".encode(), hashlib.sha256).hexdigest()
+
+
+def valid_ingest_token(secret_key: str, conversation_id: uuid.UUID, token: str) -> bool:
+    return hmac.compare_digest(ingest_token(secret_key, conversation_id), token)
+
+
+@dataclass(frozen=True)
+class ChatView:
+    conversation: store.Conversation
+    messages: list[MessageView]
+    last_seq: int
+    agent_state: str
+    agent_detail: str
+    start: StartInfo | None
+    recent: list[store.SavedSummary]
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    stored: int
+    ignored: int
+
+
+class ConversationService:
+    def __init__(self, settings: Settings, pipeline: TranscriptPipeline, runtime: AgentRuntime, hub: Hub) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.runtime = runtime
+        self.hub = hub
+        self._starts: dict[uuid.UUID, StartInfo] = {}
+
+    async def open(self, user_id: uuid.UUID, display_name: str) -> ChatView:
+        """The user's active conversation (created if needed) with its transcript so far and a running agent."""
+        conversation, _ = await store.get_or_create_active(user_id, self.settings.system_prompt)
+        utterances = await store.list_utterances(conversation.id)
+        start = await self.ensure_agent(conversation, display_name, utterances)
+        messages = [MessageView.of_utterance(u) for u in utterances]
+        messages += [MessageView.of_interim(e) for e in self.pipeline.buffer.pending(conversation.id)]
+        state, detail = self.hub.agent_states.get(conversation.id, ("idle" if start else "unavailable", ""))
+        recent = await store.recent_saved(user_id)
+        return ChatView(conversation, messages, conversation.last_seq, state, detail, start, recent)
+
+    async def ensure_agent(
+        self,
+        conversation: store.Conversation,
+        display_name: str,
+        utterances: Sequence[store.StoredUtterance] | None = None,
+    ) -> StartInfo | None:
+        """Start the conversation's agent unless it runs; None (and an 'unavailable' status) when it cannot."""
+        if self.runtime.is_running(conversation.id) and conversation.id in self._starts:
+            return self._starts[conversation.id]
+        if utterances is None:
+            utterances = await store.list_utterances(conversation.id)
+        info = ConversationInfo(
+            id=conversation.id,
+            room_name=conversation.room_name,
+            system_prompt=conversation.system_prompt or self.settings.system_prompt,
+            user_display_name=display_name,
+            history=tuple((u.role, u.text) for u in utterances),
+        )
+        try:
+            start = await self.runtime.start(info)
+        except AgentStartError as exc:
+            log.warning("agent for conversation %s could not start: %s", conversation.id, type(exc).__name__)
+            await self.pipeline.agent_state(
+                AgentStateEvent(conversation.id, "unavailable", "The agent could not be started.")
+            )
+            return None
+        self._starts[conversation.id] = start
+        return start
+
+    async def owned_active(self, user_id: uuid.UUID, conversation_id: uuid.UUID) -> store.Conversation:
+        conversation = await store.get_conversation(conversation_id, owner=user_id)
+        if conversation is None:
+            raise ConversationGone(str(conversation_id))
+        if not conversation.active:
+            raise ConversationEnded(str(conversation_id))
+        return conversation
+
+    async def send_text(self, user_id: uuid.UUID, conversation_id: uuid.UUID, text: str, item_id: str) -> bool:
+        """Store typed text as a final user utterance, then hand it to the agent. False for a repeated post."""
+        await self.owned_active(user_id, conversation_id)
+        try:
+            stored = await self.pipeline.apply(
+                conversation_id,
+                [TranscriptEvent(conversation_id, item_id, "user", text, final=True)],
+            )
+        except store.UnknownConversation:
+            raise ConversationGone(str(conversation_id)) from None
+        if not stored:
+            return False
+        if self.runtime.is_running(conversation_id):
+            await self.runtime.send_text(conversation_id, text)
+        return True
+
+    async def dictate(
+        self, user_id: uuid.UUID, conversation_id: uuid.UUID, item_id: str, text: str, final: bool
+    ) -> None:
+        """Browser dictation: interims update in place; the final is stored and answered like typed text."""
+        if final:
+            await self.send_text(user_id, conversation_id, text, item_id)
+            return
+        await self.owned_active(user_id, conversation_id)
+        await self.pipeline.apply(
+            conversation_id, [TranscriptEvent(conversation_id, item_id, "user", text, final=False)]
+        )
+
+    async def ingest(self, conversation_id: uuid.UUID, events: Sequence[TranscriptEvent]) -> IngestResult:
+        """Events from an out-of-process agent. Finals for an ended conversation are still stored (late,
+        not lost); its interims are dropped, and nothing here ever starts a new conversation."""
+        conversation = await store.get_conversation(conversation_id)
+        if conversation is None:
+            raise ConversationGone(str(conversation_id))
+        accepted = [e for e in events if e.final or conversation.active]
+        try:
+            stored = await self.pipeline.apply(conversation_id, accepted)
+        except store.UnknownConversation:
+            raise ConversationGone(str(conversation_id)) from None
+        return IngestResult(stored=len(stored), ignored=len(events) - len(stored))
+
+    def forget(self, conversation_id: uuid.UUID) -> None:
+        self._starts.pop(conversation_id, None)

@@ -1,0 +1,256 @@
+"""Conversations and utterances in PostgreSQL: the only code that writes them.
+
+Finals are stored idempotently by (conversation, item_id) with gapless per-conversation sequence numbers:
+the conversation row is locked while a batch is numbered, so concurrent ingests for one conversation
+serialise there and a repeated delivery never consumes a number.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from chatapp.conversations.events import Role, TranscriptEvent
+from chatapp.database import connection
+
+CONVERSATION_COLUMNS = """
+    id, owner, room_name, system_prompt, started_at, ended_at, title, last_activity_at, last_seq,
+    end_reason, continued_from
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    id: uuid.UUID
+    owner: uuid.UUID
+    room_name: str
+    system_prompt: str
+    started_at: datetime
+    ended_at: datetime | None
+    title: str | None
+    last_activity_at: datetime
+    last_seq: int
+    end_reason: str | None
+    continued_from: uuid.UUID | None
+
+    @property
+    def active(self) -> bool:
+        return self.ended_at is None
+
+    @property
+    def message_count(self) -> int:
+        """Sequences are gapless, so the newest one is the number of stored utterances."""
+        return self.last_seq
+
+
+@dataclass(frozen=True, slots=True)
+class StoredUtterance:
+    conversation_id: uuid.UUID
+    seq: int
+    item_id: str
+    role: Role
+    text: str
+    interrupted: bool
+    created_at: datetime
+
+
+def _conversation(row: Any) -> Conversation:
+    return Conversation(**dict(row))
+
+
+def _utterance(conversation_id: uuid.UUID, row: Any) -> StoredUtterance:
+    return StoredUtterance(
+        conversation_id=conversation_id,
+        seq=row["seq"],
+        item_id=row["item_id"],
+        role=row["role"],
+        text=row["text"],
+        interrupted=row["interrupted"],
+        created_at=row["created_at"],
+    )
+
+
+def room_name_for(conversation_id: uuid.UUID) -> str:
+    return f"chat-{conversation_id.hex}"
+
+
+async def get_active(owner: uuid.UUID) -> Conversation | None:
+    async with connection() as conn:
+        row = await conn.fetchrow(
+            f"SELECT {CONVERSATION_COLUMNS} FROM chat_session WHERE owner = $1 AND ended_at IS NULL", owner
+        )
+    return _conversation(row) if row else None
+
+
+async def get_or_create_active(
+    owner: uuid.UUID, system_prompt: str, continued_from: uuid.UUID | None = None
+) -> tuple[Conversation, bool]:
+    """The user's one active conversation, creating it if there is none. Returns (conversation, created).
+
+    Safe under races (two tabs, two processes): the partial unique index admits one active row per user.
+    """
+    async with connection() as conn:
+        while True:
+            new_id = uuid.uuid4()
+            row = await conn.fetchrow(
+                f"""
+                INSERT INTO chat_session (id, room_name, owner, system_prompt, continued_from)
+                VALUES ($1, $2, $3, $4, $5)
+                ON CONFLICT (owner) WHERE ended_at IS NULL DO NOTHING
+                RETURNING {CONVERSATION_COLUMNS}
+                """,
+                new_id,
+                room_name_for(new_id),
+                owner,
+                system_prompt,
+                continued_from,
+            )
+            if row:
+                return _conversation(row), True
+            row = await conn.fetchrow(
+                f"SELECT {CONVERSATION_COLUMNS} FROM chat_session WHERE owner = $1 AND ended_at IS NULL",
+                owner,
+            )
+            if row:  # else it ended between the two statements: try again
+                return _conversation(row), False
+
+
+@dataclass(frozen=True, slots=True)
+class SavedSummary:
+    id: uuid.UUID
+    title: str | None
+    started_at: datetime
+    ended_at: datetime | None
+    message_count: int
+
+
+async def recent_saved(owner: uuid.UUID, limit: int = 10) -> list[SavedSummary]:
+    """The sidebar's list: the newest saved conversations (keyset index on owner, started_at, id)."""
+    async with connection() as conn:
+        rows = await conn.fetch(
+            """
+            SELECT id, title, started_at, ended_at, last_seq AS message_count FROM chat_session
+            WHERE owner = $1 AND ended_at IS NOT NULL
+            ORDER BY started_at DESC, id DESC LIMIT $2
+            """,
+            owner,
+            limit,
+        )
+    return [SavedSummary(**dict(row)) for row in rows]
+
+
+async def get_conversation(conversation_id: uuid.UUID, owner: uuid.UUID | None = None) -> Conversation | None:
+    """The conversation, or None when unknown or (with `owner`) someone else's: callers answer 404 either way."""
+    async with connection() as conn:
+        row = await conn.fetchrow(f"SELECT {CONVERSATION_COLUMNS} FROM chat_session WHERE id = $1", conversation_id)
+    if row is None or (owner is not None and row["owner"] != owner):
+        return None
+    return _conversation(row)
+
+
+async def list_utterances(conversation_id: uuid.UUID, after_seq: int = 0, limit: int = 10_000) -> list[StoredUtterance]:
+    async with connection() as conn:
+        rows = await conn.fetch(
+            """
+            SELECT seq, item_id, role, text, interrupted, created_at FROM utterance
+            WHERE session = $1 AND seq > $2 ORDER BY seq LIMIT $3
+            """,
+            conversation_id,
+            after_seq,
+            limit,
+        )
+    return [_utterance(conversation_id, row) for row in rows]
+
+
+async def get_utterance(conversation_id: uuid.UUID, seq: int) -> StoredUtterance | None:
+    async with connection() as conn:
+        row = await conn.fetchrow(
+            "SELECT seq, item_id, role, text, interrupted, created_at FROM utterance WHERE session = $1 AND seq = $2",
+            conversation_id,
+            seq,
+        )
+    return _utterance(conversation_id, row) if row else None
+
+
+class UnknownConversation(LookupError):
+    """Finals for a conversation that does not exist (never did, or was empty and deleted)."""
+
+
+async def store_finals(
+    conn: Any, conversation_id: uuid.UUID, events: Sequence[TranscriptEvent]
+) -> list[StoredUtterance]:
+    """Persist finals inside the caller's transaction; return those newly stored or completed, in order.
+
+    A repeated item_id is ignored, except that a final completes an utterance stored earlier as
+    interrupted (flushed mid-sentence by New Chat) when the real final arrives late with more text.
+    """
+    last_seq = await conn.fetchval("SELECT last_seq FROM chat_session WHERE id = $1 FOR UPDATE", conversation_id)
+    if last_seq is None:
+        raise UnknownConversation(str(conversation_id))
+    unique: dict[str, TranscriptEvent] = {}
+    for event in events:
+        unique.setdefault(event.item_id, event)
+    existing = {
+        row["item_id"]: row
+        for row in await conn.fetch(
+            "SELECT item_id, seq, text, interrupted FROM utterance WHERE session = $1 AND item_id = ANY($2::text[])",
+            conversation_id,
+            list(unique),
+        )
+    }
+    fresh = [event for item_id, event in unique.items() if item_id not in existing]
+    stored: list[StoredUtterance] = []
+    if fresh:
+        seqs = list(range(last_seq + 1, last_seq + 1 + len(fresh)))
+        rows = await conn.fetch(
+            """
+            INSERT INTO utterance (session, seq, item_id, role, text, is_final, interrupted, created_at)
+            SELECT $1, u.seq, u.item_id, u.role, u.text, true, u.interrupted, u.created_at
+            FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::timestamptz[])
+                 AS u(seq, item_id, role, text, interrupted, created_at)
+            ORDER BY u.seq
+            RETURNING seq, item_id, role, text, interrupted, created_at
+            """,
+            conversation_id,
+            seqs,
+            [e.item_id for e in fresh],
+            [e.role for e in fresh],
+            [e.text for e in fresh],
+            [e.interrupted for e in fresh],
+            [e.timestamp for e in fresh],
+        )
+        stored.extend(_utterance(conversation_id, row) for row in rows)
+        last_seq = seqs[-1]
+    for item_id, row in existing.items():
+        event = unique[item_id]
+        if row["interrupted"] and (not event.interrupted or len(event.text) > len(row["text"])):
+            updated = await conn.fetchrow(
+                """
+                UPDATE utterance SET text = $3, interrupted = $4 WHERE session = $1 AND item_id = $2
+                RETURNING seq, item_id, role, text, interrupted, created_at
+                """,
+                conversation_id,
+                item_id,
+                event.text,
+                event.interrupted,
+            )
+            stored.append(_utterance(conversation_id, updated))
+    await conn.execute(
+        "UPDATE chat_session SET last_seq = $2, last_activity_at = now() WHERE id = $1",
+        conversation_id,
+        last_seq,
+    )
+    stored.sort(key=lambda u: u.seq)
+    return stored
+
+
+async def touch(conversation_id: uuid.UUID) -> None:
+    """Note activity (an interim) so the idle reaper does not end a conversation someone is speaking in."""
+    async with connection() as conn:
+        await conn.execute(
+            "UPDATE chat_session SET last_activity_at = now() WHERE id = $1 AND ended_at IS NULL",
+            conversation_id,
+        )

@@ -1,0 +1,79 @@
+"""What the templates show: messages, the agent status line, and the HTML fragments sent over SSE."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from jinja2 import Environment
+from jinja2_fragments import render_block
+
+from chatapp.conversations.events import TranscriptEvent
+from chatapp.conversations.store import StoredUtterance
+
+PAGE = "chat.html"
+
+STATUS_LABELS = {
+    "starting": "Starting the agent…",
+    "idle": "Agent is ready",
+    "listening": "Agent is listening",
+    "thinking": "Agent is thinking…",
+    "speaking": "Agent is answering…",
+    "unavailable": "Agent unavailable",
+}
+
+
+def dom_id(item_id: str) -> str:
+    """A stable, safe element id per utterance: interim and final share it, so swaps replace in place."""
+    return "m-" + hashlib.sha256(item_id.encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageView:
+    dom_id: str
+    role: str
+    text: str
+    final: bool
+    interrupted: bool
+    seq: int | None
+    created_at: datetime | None
+
+    @classmethod
+    def of_utterance(cls, u: StoredUtterance) -> MessageView:
+        return cls(dom_id(u.item_id), u.role, u.text, True, u.interrupted, u.seq, u.created_at)
+
+    @classmethod
+    def of_interim(cls, e: TranscriptEvent) -> MessageView:
+        return cls(dom_id(e.item_id), e.role, e.text, False, False, None, e.timestamp)
+
+    @classmethod
+    def of_message(cls, m: dict[str, Any]) -> MessageView:
+        """From a hub message (`final` or `interim`)."""
+        final = m["k"] == "final"
+        return cls(
+            dom_id(m["i"]),
+            m["r"],
+            m["t"],
+            final,
+            bool(m.get("x", False)),
+            m.get("s") if final else None,
+            datetime.fromisoformat(m["ts"]) if m.get("ts") else None,
+        )
+
+
+class Fragments:
+    """Renders the chat page's named blocks alone (for SSE events and HTMX responses)."""
+
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+
+    def message(self, message: MessageView) -> str:
+        return str(render_block(self.env, PAGE, "message", m=message))
+
+    def status(self, state: str, detail: str = "") -> str:
+        return str(render_block(self.env, PAGE, "agent_status", agent_state=state, agent_detail=detail))
+
+    def block(self, name: str, template: str = PAGE, **context: Any) -> str:
+        return str(render_block(self.env, template, name, **context))

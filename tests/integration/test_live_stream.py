@@ -1,0 +1,218 @@
+"""The SSE stream and the ingest API against a real server process."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+from httpx_sse import ServerSentEvent, aconnect_sse
+
+from chatapp.conversations.service import ingest_token
+from chatapp.database import connection
+from tests.support import SECRET_KEY, AppServer, client_ip, signup
+
+CONVERSATION_ID = re.compile(r'id="chat-panel"[^>]*data-conversation-id="([0-9a-f-]{36})"')
+
+
+async def open_conversation(client: httpx.AsyncClient) -> uuid.UUID:
+    page = await client.get("/")
+    assert page.status_code == 200
+    match = CONVERSATION_ID.search(page.text)
+    assert match, "chat page shows no conversation"
+    return uuid.UUID(match.group(1))
+
+
+async def ingest(
+    client: httpx.AsyncClient, conversation_id: uuid.UUID, events: list[dict[str, object]]
+) -> httpx.Response:
+    return await client.post(
+        f"/api/conversations/{conversation_id}/events",
+        json={"events": events},
+        headers={"Authorization": f"Bearer {ingest_token(SECRET_KEY, conversation_id)}"},
+    )
+
+
+def event(item_id: str, text: str, role: str = "user", final: bool = True) -> dict[str, object]:
+    return {"item_id": item_id, "role": role, "text": text, "final": final}
+
+
+async def collect(
+    client: httpx.AsyncClient,
+    url: str,
+    want: int,
+    *,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+) -> list[ServerSentEvent]:
+    """The first `want` message events whose element is one of ours (the offline agent may speak too)."""
+    received: list[ServerSentEvent] = []
+
+    async def read() -> None:
+        async with aconnect_sse(client, "GET", url, headers=dict(headers or {})) as source:
+            async for sse in source.aiter_sse():
+                if sse.event == "message" and "probe-" in sse.data:
+                    received.append(sse)
+                    if len(received) >= want:
+                        return
+
+    await asyncio.wait_for(read(), timeout)
+    return received
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def chat(client: httpx.AsyncClient) -> AsyncIterator[tuple[httpx.AsyncClient, uuid.UUID]]:
+    await signup(client)
+    yield client, await open_conversation(client)
+
+
+async def test_an_ingested_final_reaches_a_subscriber(chat: tuple[httpx.AsyncClient, uuid.UUID]) -> None:
+    client, cid = chat
+    reader = asyncio.create_task(collect(client, f"/conversations/{cid}/stream", 1))
+    await asyncio.sleep(0.3)
+    response = await ingest(client, cid, [event("i-1", "probe-1 Hello from the worker")])
+    assert response.status_code == 200
+    assert response.json() == {"stored": 1, "ignored": 0}
+    [sse] = await reader
+    assert 'data-role="user"' in sse.data
+    assert 'data-final="true"' in sse.data
+    assert "probe-1 Hello from the worker" in sse.data
+    assert sse.id
+    assert int(sse.id) >= 1
+
+
+async def test_resume_replays_exactly_the_missed_finals(chat: tuple[httpx.AsyncClient, uuid.UUID]) -> None:
+    client, cid = chat
+    response = await ingest(client, cid, [event(f"r-{n}", f"probe-r{n}") for n in range(1, 6)])
+    assert response.json()["stored"] == 5
+    async with connection() as conn:
+        seqs = [
+            r["seq"]
+            for r in await conn.fetch(
+                "SELECT seq FROM utterance WHERE session=$1 AND item_id LIKE 'r-%' ORDER BY seq", cid
+            )
+        ]
+    cursor = seqs[1]  # the client saw the first two
+    replay = await collect(client, f"/conversations/{cid}/stream", 3, headers={"Last-Event-ID": str(cursor)})
+    assert [int(s.id) for s in replay] == seqs[2:]
+    assert ["probe-r3" in replay[0].data, "probe-r4" in replay[1].data, "probe-r5" in replay[2].data] == [True] * 3
+    # The same cursor in the URL (what the page sends after htmx recreates its EventSource) works alike.
+    replay = await collect(client, f"/conversations/{cid}/stream?after={cursor}", 3)
+    assert [int(s.id) for s in replay] == seqs[2:]
+
+
+async def test_interims_update_in_place(chat: tuple[httpx.AsyncClient, uuid.UUID]) -> None:
+    client, cid = chat
+    reader = asyncio.create_task(collect(client, f"/conversations/{cid}/stream", 3))
+    await asyncio.sleep(0.3)
+    await ingest(client, cid, [event("a-1", "probe-a Lis", role="agent", final=False)])
+    await ingest(client, cid, [event("a-1", "probe-a Lisbon", role="agent", final=False)])
+    await ingest(client, cid, [event("a-1", "probe-a Lisbon in May.", role="agent")])
+    first, second, last = await reader
+    ids = {re.search(r'id="(m-[0-9a-f]+)"', s.data).group(1) for s in (first, second, last)}  # type: ignore[union-attr]
+    assert len(ids) == 1
+    assert 'data-final="false"' in first.data
+    assert not first.id  # interims carry no sequence
+    assert 'data-final="true"' in last.data
+    assert last.id
+
+
+async def test_transcript_text_is_escaped(chat: tuple[httpx.AsyncClient, uuid.UUID]) -> None:
+    client, cid = chat
+    reader = asyncio.create_task(collect(client, f"/conversations/{cid}/stream", 1))
+    await asyncio.sleep(0.3)
+    await ingest(client, cid, [event("x-1", "probe-x <script>alert(1)</script> & <b>bold</b>")])
+    [sse] = await reader
+    assert "<script>" not in sse.data
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in sse.data
+    page = await client.get("/")
+    assert "<script>alert(1)</script>" not in page.text
+
+
+async def test_another_users_stream_is_not_found(
+    chat: tuple[httpx.AsyncClient, uuid.UUID], app_server: AppServer
+) -> None:
+    _, cid = chat
+    async with httpx.AsyncClient(base_url=app_server.url, headers={"X-Forwarded-For": client_ip()}) as other:
+        await signup(other)
+        response = await other.get(f"/conversations/{cid}/stream")
+        assert response.status_code == 404
+        assert (await other.get(f"/conversations/{uuid.uuid4()}/stream")).status_code == 404
+        assert (await other.get("/conversations/not-a-uuid/stream")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"events": [event("ok", "x") | {"role": "robot"}]}, 400, "role"),
+        ({"events": [event("ok", "x" * 10_001)]}, 400, "text"),
+        ({"events": [event("ok", "x")] * 101}, 400, "events"),
+        ({"events": []}, 400, "events"),
+        ({"events": [event("bad id!", "x")]}, 400, "item_id"),
+        ({"events": [event("ok", "x") | {"final": "yes"}]}, 400, "final"),
+        ({"nope": 1}, 400, ""),
+    ],
+)
+async def test_ingest_validates_strictly(
+    chat: tuple[httpx.AsyncClient, uuid.UUID], body: dict[str, object], status: int, message: str
+) -> None:
+    client, cid = chat
+    response = await client.post(
+        f"/api/conversations/{cid}/events",
+        json=body,
+        headers={"Authorization": f"Bearer {ingest_token(SECRET_KEY, cid)}"},
+    )
+    assert response.status_code == status
+    assert message in response.json()["detail"]
+    async with connection() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM utterance WHERE session = $1 AND item_id = 'ok'", cid) == 0
+
+
+async def test_ingest_needs_the_conversations_own_token(chat: tuple[httpx.AsyncClient, uuid.UUID]) -> None:
+    client, cid = chat
+    body = {"events": [event("t-1", "hi")]}
+    url = f"/api/conversations/{cid}/events"
+    assert (await client.post(url, json=body)).status_code == 401
+    other_token = ingest_token(SECRET_KEY, uuid.uuid4())
+    response = await client.post(url, json=body, headers={"Authorization": f"Bearer {other_token}"})
+    assert response.status_code == 401
+    assert "bearer token" in response.json()["detail"]
+    unknown = uuid.uuid4()
+    response = await client.post(
+        f"/api/conversations/{unknown}/events",
+        json=body,
+        headers={"Authorization": f"Bearer {ingest_token(SECRET_KEY, unknown)}"},
+    )
+    assert response.status_code == 404
+
+
+async def test_ingest_is_in_the_openapi_schema(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/schema/openapi.json")).json()
+    operation = schema["paths"]["/api/conversations/{conversation_id}/events"]["post"]
+    assert "bearer token" in operation["description"]
+
+
+async def test_two_processes_share_live_events_through_postgres(db: str, tmp_path: Path) -> None:
+    servers = [AppServer.start(db, tmp_path / name, CHATAPP_CHANNELS="postgres") for name in ("a", "b")]
+    try:
+        a, b = servers
+        async with httpx.AsyncClient(base_url=b.url, headers={"X-Forwarded-For": client_ip()}) as on_b:
+            await signup(on_b)
+            cid = await open_conversation(on_b)
+            reader = asyncio.create_task(collect(on_b, f"/conversations/{cid}/stream", 2))
+            await asyncio.sleep(0.5)
+            async with httpx.AsyncClient(base_url=a.url) as on_a:
+                long_text = "probe-long " + "wörd " * 1900  # > 8000 bytes of UTF-8: must arrive whole
+                response = await ingest(on_a, cid, [event("p-1", "probe-p1 via A"), event("p-2", long_text)])
+                assert response.status_code == 200
+            first, second = await reader
+        assert "probe-p1 via A" in first.data
+        assert second.data.count("wörd") == 1900
+    finally:
+        for server in servers:
+            server.stop()

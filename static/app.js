@@ -75,6 +75,13 @@
   // and a final seen twice (replay after reconnect) replaces itself instead of appearing twice.
   document.addEventListener("htmx:sseBeforeMessage", function (event) {
     var target = event.target;
+    // "This conversation ended" while this tab's own New Chat is on its way: that response brings the panel.
+    var busy = document.getElementById("new-chat-button");
+    if (target && target.classList.contains("sse-sink") && busy && busy.disabled &&
+        event.detail.data.indexOf('id="panel-refresh"') !== -1) {
+      event.preventDefault();
+      return;
+    }
     if (!target || target.id !== "messages-container") return;
     var stick = nearBottom(target);
     var template = document.createElement("template");
@@ -109,6 +116,15 @@
   }
   document.addEventListener("htmx:sseError", function () { setConnectionState(true); });
   document.addEventListener("htmx:sseOpen", function () { setConnectionState(false); });
+
+  // A fresh panel (New Chat, or another tab moved on) is ready to type into at once.
+  document.addEventListener("htmx:afterSettle", function (event) {
+    var panel = event.detail.elt;
+    if (panel && panel.id === "chat-panel") {
+      var input = document.getElementById("message-input");
+      if (input) input.focus();
+    }
+  });
 
   // ---- Composer: Enter sends, Shift+Enter is a new line; each message gets an id so a retry is idempotent. ----
   function newId() {

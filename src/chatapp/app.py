@@ -34,6 +34,7 @@ from chatapp.conversations.service import ConversationService
 from chatapp.conversations.views import STATUS_LABELS, Fragments
 from chatapp.database import DatabaseUnavailable, configure_engine, connection, get_engine, wait_for_database
 from chatapp.faults import FaultController, Faults
+from chatapp.history.api import SessionsApiController
 from chatapp.paths import STATIC_DIR, TEMPLATES_DIR
 from chatapp.settings import Settings, get_settings
 
@@ -71,7 +72,8 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
     hub = Hub(channels, buffer)
     pipeline = TranscriptPipeline(buffer, hub)
     runtime = build_runtime(settings, pipeline)
-    conversations = ConversationService(settings, pipeline, runtime, hub)
+    faults = Faults()
+    conversations = ConversationService(settings, pipeline, runtime, hub, faults)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -98,6 +100,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
             AccountController,
             ChatController,
             IngestController,
+            SessionsApiController,
             healthz,
             create_static_files_router(path="/static", directories=[STATIC_DIR], include_in_schema=False),
         ],
@@ -136,7 +139,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
     )
     if settings.test_faults:
         app.register(FaultController)
-    app.state.faults = Faults()
+    app.state.faults = faults
     app.state.settings = settings
     app.state.conversations = conversations
     app.state.fragments = Fragments(templates.engine)

@@ -26,10 +26,15 @@ class Faults:
     def clear(self) -> None:
         self._armed.clear()
 
-    def check(self, name: str) -> None:
+    def consume(self, name: str) -> bool:
+        """True (once per arming) when the switch is armed."""
         remaining = self._armed.get(name, 0)
         if remaining:
             self._armed[name] = remaining - 1
+        return remaining > 0
+
+    def check(self, name: str) -> None:
+        if self.consume(name):
             raise InjectedFault(name)
 
 

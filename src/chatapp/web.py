@@ -17,6 +17,10 @@ from chatapp.accounts.service import User
 log = logging.getLogger("chatapp.web")
 
 
+class BearerTokenRequired(NotAuthorizedException):
+    """A machine client's token is missing or wrong; its message says which token is expected."""
+
+
 def current_user(request: Request[Any, Any, Any]) -> User | None:
     user = request.scope.get("user")
     return user if isinstance(user, User) else None
@@ -31,8 +35,12 @@ def is_htmx(request: Request[Any, Any, Any]) -> bool:
 
 
 def toast_header(message: str, level: str = "info", **extra: Any) -> dict[str, str]:
-    """An HX-Trigger header that static/app.js turns into a toast."""
-    return {"HX-Trigger": json.dumps({"toast": {"message": message, "level": level, **extra}})}
+    """An HX-Trigger header that static/app.js turns into a toast.
+
+    `target: body` makes htmx fire it on the body: the requesting element may be gone by the time the
+    response lands (an SSE swap replaced it), and an event on a detached element reaches no listener.
+    """
+    return {"HX-Trigger": json.dumps({"toast": {"message": message, "level": level, "target": "body", **extra}})}
 
 
 def _error_detail(exc: HTTPException) -> str:
@@ -67,7 +75,7 @@ def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
 def not_authorized(request: Request[Any, Any, Any], exc: NotAuthorizedException) -> Response[Any]:
     """Send people to the login page and back; APIs get a plain 401."""
     if wants_json(request):
-        detail = exc.detail if exc.detail and exc.detail != "Unauthorized" else "Authentication required"
+        detail = exc.detail if isinstance(exc, BearerTokenRequired) else "Authentication required"
         return Response({"detail": detail, "status_code": 401}, status_code=401)
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     login_url = f"/login?next={quote(target, safe='')}"

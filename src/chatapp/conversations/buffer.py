@@ -13,16 +13,19 @@ from chatapp.conversations.events import TranscriptEvent
 
 # Remember this many finished item ids per conversation, to drop an interim that arrives after its final.
 _FINISHED_MEMORY = 256
+# ... and this many ended conversations, whose late interims are dropped (their late finals are stored).
+_CLOSED_MEMORY = 10_000
 
 
 class TranscriptBuffer:
     def __init__(self) -> None:
         self._interims: dict[uuid.UUID, dict[str, TranscriptEvent]] = {}
         self._finished: dict[uuid.UUID, OrderedDict[str, None]] = {}
+        self._closed: OrderedDict[uuid.UUID, None] = OrderedDict()
 
     def apply_interim(self, event: TranscriptEvent) -> bool:
         """Keep the newest interim per item; False when it is stale (older, or its final already came)."""
-        if event.item_id in self._finished.get(event.conversation_id, ()):
+        if event.conversation_id in self._closed or event.item_id in self._finished.get(event.conversation_id, ()):
             return False
         items = self._interims.setdefault(event.conversation_id, {})
         current = items.get(event.item_id)
@@ -48,8 +51,12 @@ class TranscriptBuffer:
         return sorted(self._interims.get(conversation_id, {}).values(), key=lambda e: e.timestamp)
 
     def forget(self, conversation_id: uuid.UUID) -> None:
-        """The conversation ended: drop its interims (already flushed) but remember its finished items."""
+        """The conversation ended: drop its interims (already flushed) and refuse any that come late."""
         self._interims.pop(conversation_id, None)
+        self._finished.pop(conversation_id, None)
+        self._closed[conversation_id] = None
+        while len(self._closed) > _CLOSED_MEMORY:
+            self._closed.popitem(last=False)
 
     def conversations(self) -> list[uuid.UUID]:
         return list(self._interims)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import asyncpg
 import msgspec
+from jinja2_fragments.litestar import HTMXBlockTemplate
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.enums import RequestEncodingType
-from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException
+from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import Body, Parameter
 from litestar.plugins.htmx import HTMXRequest
 from litestar.response import Redirect, Template
@@ -27,7 +30,11 @@ from chatapp.conversations.service import (
 )
 from chatapp.conversations.stream import conversation_events
 from chatapp.conversations.views import Fragments
-from chatapp.web import toast_header
+from chatapp.database import DatabaseUnavailable
+from chatapp.faults import InjectedFault
+from chatapp.web import BearerTokenRequired, toast_header
+
+log = logging.getLogger(__name__)
 
 ItemId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ITEM_ID_LENGTH, pattern=r"^[\w.:\-]+$")]
 Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_LENGTH)]
@@ -79,6 +86,18 @@ def chat_context(view: ChatView, user: User, state: State) -> dict[str, Any]:
     }
 
 
+SAVE_FAILURES = (InjectedFault, asyncpg.PostgresError, OSError, DatabaseUnavailable)
+
+
+def _optional_uuid(raw: object) -> uuid.UUID | None:
+    if raw in (None, ""):
+        return None
+    try:
+        return uuid.UUID(str(raw))
+    except ValueError:
+        raise HTTPException(status_code=400, detail="conversation_id must be a UUID.") from None
+
+
 def _clean_text(raw: object) -> str:
     text = raw.strip() if isinstance(raw, str) else ""
     if not text:
@@ -104,10 +123,38 @@ class ChatController(Controller):
         view = await chat_service(state).open(user.id, user.display_name)
         context = chat_context(view, user, state)
         if request.htmx:
-            from jinja2_fragments.litestar import HTMXBlockTemplate
-
-            return HTMXBlockTemplate(template_name="chat.html", block_name="chat_panel", context=context)
+            return HTMXBlockTemplate(
+                template_name="chat.html", block_names=["chat_panel", "history_list"], context=context | {"oob": True}
+            )
         return Template("chat.html", context=context)
+
+    @post("/conversations/new", status_code=200)
+    async def new_chat(
+        self,
+        request: HTMXRequest,
+        state: State,
+        data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)],
+    ) -> Template | Response[Any] | Redirect:
+        """Save the active conversation from the server's own buffer, stop its agent, start the next one."""
+        user: User = request.user
+        expected = _optional_uuid(data.get("conversation_id"))
+        service = chat_service(state)
+        try:
+            result = await service.end(user.id, user.display_name, expected, "new_chat", start_next=True)
+        except SAVE_FAILURES as exc:
+            log.error("saving conversation for New Chat failed: %s", type(exc).__name__)
+            headers = toast_header("Failed to save conversation. Please try again.", "error")
+            headers["HX-Reswap"] = "none"
+            return Response(None, status_code=503, headers=headers)
+        if not request.htmx:
+            return Redirect("/", status_code=303)
+        assert result.outcome.current is not None
+        view = await service.view(result.outcome.current, result.start)
+        context = chat_context(view, user, state) | {"oob": True}
+        headers = toast_header("Conversation saved", "success") if result.saved else {}
+        return HTMXBlockTemplate(
+            template_name="chat.html", block_names=["chat_panel", "history_list"], context=context, headers=headers
+        )
 
     @post("/conversations/{conversation_id:uuid}/messages", status_code=200)
     async def send_message(
@@ -210,7 +257,7 @@ class IngestController(Controller):
     ) -> IngestResponse:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not valid_ingest_token(state.settings.secret_key, conversation_id, token):
-            raise NotAuthorizedException(detail="A valid bearer token for this conversation is required.")
+            raise BearerTokenRequired(detail="A valid bearer token for this conversation is required.")
         events = [
             TranscriptEvent(
                 conversation_id=conversation_id,

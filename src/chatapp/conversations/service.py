@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal
 
 from chatapp.agents.runtime import AgentRuntime, AgentStartError, ConversationInfo, StartInfo
 from chatapp.conversations import store
 from chatapp.conversations.events import AgentStateEvent, TranscriptEvent
 from chatapp.conversations.hub import Hub
-from chatapp.conversations.pipeline import TranscriptPipeline
+from chatapp.conversations.pipeline import TranscriptPipeline, final_message
 from chatapp.conversations.views import MessageView
+from chatapp.database import connection
+from chatapp.faults import Faults, InjectedFault
 from chatapp.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,6 +52,19 @@ class ChatView:
     recent: list[store.SavedSummary]
 
 
+EndReason = Literal["new_chat", "api", "idle", "room_finished"]
+
+
+@dataclass(frozen=True)
+class EndResult:
+    outcome: store.EndOutcome
+    start: StartInfo | None
+
+    @property
+    def saved(self) -> store.Conversation | None:
+        return self.outcome.ended
+
+
 @dataclass(frozen=True)
 class IngestResult:
     stored: int
@@ -55,8 +72,16 @@ class IngestResult:
 
 
 class ConversationService:
-    def __init__(self, settings: Settings, pipeline: TranscriptPipeline, runtime: AgentRuntime, hub: Hub) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: TranscriptPipeline,
+        runtime: AgentRuntime,
+        hub: Hub,
+        faults: Faults | None = None,
+    ) -> None:
         self.settings = settings
+        self.faults = faults or Faults()
         self.pipeline = pipeline
         self.runtime = runtime
         self.hub = hub
@@ -67,11 +92,22 @@ class ConversationService:
         conversation, _ = await store.get_or_create_active(user_id, self.settings.system_prompt)
         utterances = await store.list_utterances(conversation.id)
         start = await self.ensure_agent(conversation, display_name, utterances)
+        return await self.view(conversation, start, utterances)
+
+    async def view(
+        self,
+        conversation: store.Conversation,
+        start: StartInfo | None,
+        utterances: Sequence[store.StoredUtterance] = (),
+    ) -> ChatView:
         messages = [MessageView.of_utterance(u) for u in utterances]
         messages += [MessageView.of_interim(e) for e in self.pipeline.buffer.pending(conversation.id)]
         state, detail = self.hub.agent_states.get(conversation.id, ("idle" if start else "unavailable", ""))
-        recent = await store.recent_saved(user_id)
-        return ChatView(conversation, messages, conversation.last_seq, state, detail, start, recent)
+        if start is None:
+            state, detail = "unavailable", "The agent could not be started."
+        recent = await store.recent_saved(conversation.owner)
+        last_seq = utterances[-1].seq if utterances else 0
+        return ChatView(conversation, messages, last_seq, state, detail, start, recent)
 
     async def ensure_agent(
         self,
@@ -92,8 +128,9 @@ class ConversationService:
             history=tuple((u.role, u.text) for u in utterances),
         )
         try:
+            self.faults.check("agent_start")
             start = await self.runtime.start(info)
-        except AgentStartError as exc:
+        except (AgentStartError, InjectedFault) as exc:
             log.warning("agent for conversation %s could not start: %s", conversation.id, type(exc).__name__)
             await self.pipeline.agent_state(
                 AgentStateEvent(conversation.id, "unavailable", "The agent could not be started.")
@@ -150,6 +187,71 @@ class ConversationService:
         except store.UnknownConversation:
             raise ConversationGone(str(conversation_id)) from None
         return IngestResult(stored=len(stored), ignored=len(events) - len(stored))
+
+    async def end(
+        self,
+        user_id: uuid.UUID,
+        display_name: str,
+        expected: uuid.UUID | None,
+        reason: EndReason,
+        start_next: bool,
+    ) -> EndResult:
+        """End the user's active conversation: New Chat, the JSON save API, the idle reaper and LiveKit's
+        room_finished all come here, so every guarantee holds for each of them.
+
+        In one transaction under a per-user lock: flush pending interims as interrupted finals, keep the
+        conversation (ended_at, title) or delete it if the user never spoke, and (New Chat) open the next
+        one. Only after the commit: stop the old agent and start the new one. A failed write changes nothing.
+        """
+        target = expected
+        if target is None:
+            active = await store.get_active(user_id)
+            target = active.id if active else None
+        pending = self._pending_as_interrupted(target) if target else []
+        async with connection() as conn, conn.transaction():
+            outcome = await store.end_active(
+                conn,
+                user_id,
+                expected,
+                pending,
+                reason,
+                self.settings.system_prompt if start_next else None,
+            )
+            if self.faults.consume("slow_save"):
+                await asyncio.sleep(1.0)
+            self.faults.check("save")
+        start: StartInfo | None = None
+        if outcome.changed:
+            old_id = outcome.ended.id if outcome.ended else outcome.deleted_id
+            assert old_id is not None
+            await self._after_end(user_id, old_id, outcome)
+        if outcome.current is not None and start_next:
+            start = await self.ensure_agent(outcome.current, display_name, [])
+        return EndResult(outcome, start)
+
+    def _pending_as_interrupted(self, conversation_id: uuid.UUID) -> list[TranscriptEvent]:
+        """Whatever was still being said, saved as it stands and marked as cut off."""
+        return [replace(e, final=True, interrupted=True) for e in self.pipeline.buffer.pending(conversation_id)]
+
+    async def _after_end(self, user_id: uuid.UUID, old_id: uuid.UUID, outcome: store.EndOutcome) -> None:
+        self.pipeline.buffer.forget(old_id)
+        self._starts.pop(old_id, None)
+        for utterance in outcome.flushed:
+            await self.hub.publish(final_message(utterance))
+        # Every tab's sidebar shows the saved one; then tabs showing the old conversation move on.
+        if outcome.ended is not None:
+            await self.publish_history(user_id)
+        await self.hub.publish({"k": "ended", "c": str(old_id), "u": str(user_id)})
+        try:
+            await self.runtime.stop(old_id)
+        except Exception:  # the save stands whatever the agent does on its way out
+            log.exception("stopping the agent of conversation %s failed", old_id)
+
+    async def publish_history(self, user_id: uuid.UUID) -> None:
+        recent = await store.recent_saved(user_id)
+        await self.hub.publish(
+            {"k": "history", "u": str(user_id), "recent": [{"id": str(r.id), "title": r.title} for r in recent]}
+        )
 
     def forget(self, conversation_id: uuid.UUID) -> None:
         self._starts.pop(conversation_id, None)

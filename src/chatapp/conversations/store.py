@@ -254,3 +254,95 @@ async def touch(conversation_id: uuid.UUID) -> None:
             "UPDATE chat_session SET last_activity_at = now() WHERE id = $1 AND ended_at IS NULL",
             conversation_id,
         )
+
+
+TITLE_LENGTH = 60
+
+
+def make_title(text: str, limit: int = TITLE_LENGTH) -> str:
+    """The first user utterance, on one line, cut at a word boundary with an ellipsis when too long."""
+    line = " ".join(text.split())
+    if len(line) <= limit:
+        return line
+    cut = line[: limit - 1]
+    if " " in cut[limit // 2 :]:
+        cut = cut[: cut.rindex(" ")]
+    return cut.rstrip(" ,.;:!?-") + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class EndOutcome:
+    """What ending did. `ended` is the conversation as saved (None when it was empty and deleted, or when
+    there was nothing to end); `current` is the user's active conversation afterwards, if any."""
+
+    ended: Conversation | None
+    deleted_id: uuid.UUID | None
+    current: Conversation | None
+    flushed: list[StoredUtterance]
+    changed: bool
+
+
+async def end_active(
+    conn: Any,
+    owner: uuid.UUID,
+    expected: uuid.UUID | None,
+    flush: Sequence[TranscriptEvent],
+    reason: str,
+    start_next_with_prompt: str | None,
+) -> EndOutcome:
+    """End the user's active conversation inside the caller's transaction, serialised per user.
+
+    `expected` is the conversation the caller means to end: when another request already ended it (double
+    click, second tab, retry) nothing more happens and the current active conversation is returned.
+    """
+    await conn.execute("SELECT 1 FROM user_account WHERE id = $1 FOR UPDATE", owner)
+    row = await conn.fetchrow(
+        f"SELECT {CONVERSATION_COLUMNS} FROM chat_session WHERE owner = $1 AND ended_at IS NULL", owner
+    )
+    active = _conversation(row) if row else None
+    if active is None or (expected is not None and active.id != expected):
+        current = active
+        if current is None and start_next_with_prompt is not None:
+            current = await _insert_active(conn, owner, start_next_with_prompt)
+        return EndOutcome(None, None, current, [], changed=False)
+
+    flushed = await store_finals(conn, active.id, [e for e in flush if e.conversation_id == active.id])
+    first_user_text = await conn.fetchval(
+        "SELECT text FROM utterance WHERE session = $1 AND role = 'user' ORDER BY seq LIMIT 1", active.id
+    )
+    ended: Conversation | None = None
+    deleted_id: uuid.UUID | None = None
+    if first_user_text is None:
+        # The user never said anything (an agent greeting alone counts as empty): nothing worth keeping.
+        await conn.execute("DELETE FROM chat_session WHERE id = $1", active.id)
+        deleted_id = active.id
+    else:
+        saved = await conn.fetchrow(
+            f"""
+            UPDATE chat_session SET ended_at = now(), end_reason = $2, title = coalesce(title, $3)
+            WHERE id = $1 RETURNING {CONVERSATION_COLUMNS}
+            """,
+            active.id,
+            reason,
+            make_title(first_user_text),
+        )
+        ended = _conversation(saved)
+    current = None
+    if start_next_with_prompt is not None:
+        current = await _insert_active(conn, owner, start_next_with_prompt)
+    return EndOutcome(ended, deleted_id, current, flushed, changed=True)
+
+
+async def _insert_active(conn: Any, owner: uuid.UUID, system_prompt: str) -> Conversation:
+    new_id = uuid.uuid4()
+    row = await conn.fetchrow(
+        f"""
+        INSERT INTO chat_session (id, room_name, owner, system_prompt) VALUES ($1, $2, $3, $4)
+        RETURNING {CONVERSATION_COLUMNS}
+        """,
+        new_id,
+        room_name_for(new_id),
+        owner,
+        system_prompt,
+    )
+    return _conversation(row)

@@ -1,0 +1,1 @@
+"""Saved conversations: lists with keyset pagination, detail, and the JSON API."""

@@ -1,0 +1,221 @@
+"""The original design's JSON API, kept for non-browser clients: save, list and read conversations.
+
+Authenticated by the login session cookie; as a state-changing call, save also needs the `x-csrftoken`
+header (the value of the `csrftoken` cookie).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
+from litestar.params import Parameter
+
+from chatapp.accounts.service import User
+from chatapp.conversations import store
+from chatapp.conversations.events import MAX_TEXT_LENGTH, TranscriptEvent
+from chatapp.conversations.service import ConversationService
+from chatapp.history.service import BadCursor, conversation_detail, saved_page
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGES = 1000
+CLIENT_ID = re.compile(r"^[\w.:\-]{1,128}$")
+# A client's copy of an utterance matches the server's when role and text are equal and the times are this close.
+TIMESTAMP_TOLERANCE = timedelta(seconds=2)
+
+
+class SessionSummary(msgspec.Struct):
+    id: uuid.UUID
+    title: str | None
+    started_at: datetime
+    ended_at: datetime | None
+    message_count: int
+
+
+class SaveResult(SessionSummary):
+    saved: bool
+
+
+class UtteranceOut(msgspec.Struct):
+    seq: int
+    id: str
+    role: str
+    text: str
+    interrupted: bool
+    created_at: datetime
+
+
+class SessionDetail(SessionSummary):
+    active: bool
+    utterances: list[UtteranceOut]
+
+
+class SessionList(msgspec.Struct):
+    items: list[SessionSummary]
+    next_cursor: str | None
+
+
+def _bad(status: int, detail: str) -> HTTPException:
+    return HTTPException(status_code=status, detail=detail)
+
+
+def parse_session_id(data: dict[str, Any]) -> uuid.UUID:
+    raw = data.get("session_id")
+    if raw in (None, ""):
+        raise _bad(400, "session_id is required.")
+    try:
+        return uuid.UUID(str(raw))
+    except ValueError:
+        raise _bad(400, "session_id must be a UUID.") from None
+
+
+def _timestamp(raw: object, index: int) -> datetime | None:
+    """Milliseconds since the epoch (the original client's format) or an ISO 8601 string."""
+    if raw is None:
+        return None
+    try:
+        if isinstance(raw, int | float) and not isinstance(raw, bool):
+            return datetime.fromtimestamp(raw / 1000, tz=UTC)
+        if isinstance(raw, str):
+            parsed = datetime.fromisoformat(raw)
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError):
+        pass
+    raise _bad(422, f"messages[{index}].timestamp must be milliseconds since the epoch or an ISO 8601 time.")
+
+
+def parse_messages(conversation_id: uuid.UUID, raw: object) -> list[tuple[TranscriptEvent, bool]]:
+    """Validate the client's copy of the transcript; each event comes with whether the client named its id."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise _bad(422, "messages must be a list.")
+    if len(raw) > MAX_MESSAGES:
+        raise _bad(413, f"At most {MAX_MESSAGES:,} messages can be saved at once.")
+    events: list[tuple[TranscriptEvent, bool]] = []
+    for index, message in enumerate(raw):
+        if not isinstance(message, dict):
+            raise _bad(422, f"messages[{index}] must be an object.")
+        role, text, client_id = message.get("role"), message.get("text"), message.get("id")
+        if role not in ("user", "agent"):
+            raise _bad(422, f"messages[{index}].role must be 'user' or 'agent'.")
+        if not isinstance(text, str) or not text.strip():
+            raise _bad(422, f"messages[{index}].text must be a non-empty string.")
+        if len(text) > MAX_TEXT_LENGTH:
+            raise _bad(422, f"messages[{index}].text is longer than {MAX_TEXT_LENGTH:,} characters.")
+        if client_id is not None and not (isinstance(client_id, str) and CLIENT_ID.match(client_id)):
+            raise _bad(422, f"messages[{index}].id must be 1-128 letters, digits or . : _ -")
+        timestamp = _timestamp(message.get("timestamp"), index)
+        # Without an id the entry's content names it, so a retried save is idempotent; without a time, its
+        # position too, so two identical "yes" entries stay two.
+        fingerprint = f"{role}\0{text}\0{message.get('timestamp')}\0{index if timestamp is None else ''}"
+        item_id = client_id or "client-" + hashlib.sha256(fingerprint.encode()).hexdigest()[:32]
+        event = TranscriptEvent(
+            conversation_id, item_id, role, text, final=True, timestamp=timestamp or datetime.now(UTC)
+        )
+        events.append((event, client_id is not None or timestamp is not None))
+    return events
+
+
+def missing_messages(
+    events: list[tuple[TranscriptEvent, bool]], existing: list[store.StoredUtterance]
+) -> list[TranscriptEvent]:
+    """Entries the server does not have: matched by id, else by role, text and time — never by text alone,
+    because people say "yes" twice."""
+    known_ids = {u.item_id for u in existing}
+    unmatched = list(existing)
+    missing: list[TranscriptEvent] = []
+    for event, identifiable in events:
+        if event.item_id in known_ids:
+            continue
+        match = next(
+            (
+                u
+                for u in unmatched
+                if identifiable
+                and u.role == event.role
+                and u.text == event.text
+                and abs(u.created_at - event.timestamp) <= TIMESTAMP_TOLERANCE
+            ),
+            None,
+        )
+        if match is not None:
+            unmatched.remove(match)  # one server utterance answers for one client entry
+            continue
+        missing.append(event)
+    return missing
+
+
+def summary(conversation: store.Conversation) -> dict[str, Any]:
+    return {
+        "id": conversation.id,
+        "title": conversation.title,
+        "started_at": conversation.started_at,
+        "ended_at": conversation.ended_at,
+        "message_count": conversation.message_count,
+    }
+
+
+class SessionsApiController(Controller):
+    path = "/api/users/sessions"
+    tags = ["conversations"]
+
+    @post("/save", status_code=200, summary="Save (end) a conversation from the server's transcript")
+    async def save(self, request: Request[User, Any, Any], state: State, data: dict[str, Any]) -> SaveResult:
+        user: User = request.user
+        session_id = parse_session_id(data)
+        events = parse_messages(session_id, data.get("messages"))
+        conversation = await store.get_conversation(session_id)
+        if conversation is None:
+            raise NotFoundException(detail="Session not found.")
+        if conversation.owner != user.id:
+            log.warning("user %s tried to save conversation %s of another user", user.id, session_id)
+            raise PermissionDeniedException(detail="Session belongs to another user.")
+        service: ConversationService = state.conversations
+        if events:
+            existing = await store.list_utterances(session_id)
+            missing = missing_messages(events, existing)
+            if missing:
+                await service.pipeline.apply(session_id, missing)
+        result = await service.end(user.id, user.display_name, session_id, "api", start_next=False)
+        if result.outcome.deleted_id == session_id:
+            return SaveResult(**(summary(conversation) | {"message_count": 0}), saved=False)
+        current = result.saved or await store.get_conversation(session_id)
+        assert current is not None
+        return SaveResult(**summary(current), saved=current.ended_at is not None)
+
+    @get("/", summary="The user's saved conversations, newest first")
+    async def list_sessions(
+        self,
+        request: Request[User, Any, Any],
+        cursor: str | None = None,
+        limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
+    ) -> SessionList:
+        try:
+            page = await saved_page(request.user.id, cursor, limit)
+        except BadCursor:
+            raise _bad(400, "Invalid cursor.") from None
+        items = [SessionSummary(i.id, i.title, i.started_at, i.ended_at, i.message_count) for i in page.items]
+        return SessionList(items=items, next_cursor=page.next_cursor)
+
+    @get("/{session_id:uuid}", summary="One conversation with its utterances")
+    async def detail(self, request: Request[User, Any, Any], session_id: uuid.UUID) -> SessionDetail:
+        detail = await conversation_detail(request.user.id, session_id)
+        if detail is None:
+            raise NotFoundException(detail="Session not found.")
+        return SessionDetail(
+            **summary(detail.conversation),
+            active=detail.conversation.active,
+            utterances=[
+                UtteranceOut(u.seq, u.item_id, u.role, u.text, u.interrupted, u.created_at) for u in detail.utterances
+            ],
+        )

@@ -1,0 +1,76 @@
+"""Reading saved conversations: keyset pages newest first, and one conversation with its transcript."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from chatapp.conversations import store
+from chatapp.database import connection
+
+PAGE_SIZE = 20
+
+
+class BadCursor(ValueError):
+    """The cursor was not made by us (or was mangled in transit)."""
+
+
+def encode_cursor(started_at: datetime, conversation_id: uuid.UUID) -> str:
+    raw = json.dumps([started_at.isoformat(), str(conversation_id)], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        started_at, conversation_id = json.loads(raw)
+        return datetime.fromisoformat(started_at), uuid.UUID(conversation_id)
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+        raise BadCursor("invalid cursor") from None
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[store.SavedSummary]
+    next_cursor: str | None
+
+
+async def saved_page(owner: uuid.UUID, cursor: str | None = None, limit: int = PAGE_SIZE) -> Page:
+    """One page of saved conversations, newest first. A keyset on (started_at, id) means pages neither
+    repeat nor skip items when conversations are saved meanwhile, and deep pages cost as much as the first."""
+    after = decode_cursor(cursor) if cursor else None
+    async with connection() as conn:
+        rows = await conn.fetch(
+            """
+            SELECT id, title, started_at, ended_at, last_seq AS message_count FROM chat_session
+            WHERE owner = $1 AND ended_at IS NOT NULL
+              AND ($2::timestamptz IS NULL OR (started_at, id) < ($2, $3::uuid))
+            ORDER BY started_at DESC, id DESC
+            LIMIT $4
+            """,
+            owner,
+            after[0] if after else None,
+            after[1] if after else None,
+            limit + 1,
+        )
+    items = [store.SavedSummary(**dict(row)) for row in rows[:limit]]
+    next_cursor = encode_cursor(items[-1].started_at, items[-1].id) if len(rows) > limit else None
+    return Page(items, next_cursor)
+
+
+@dataclass(frozen=True)
+class Detail:
+    conversation: store.Conversation
+    utterances: list[store.StoredUtterance]
+
+
+async def conversation_detail(owner: uuid.UUID, conversation_id: uuid.UUID) -> Detail | None:
+    """The owner's conversation with every utterance in order; None for anyone else (answered as 404)."""
+    conversation = await store.get_conversation(conversation_id, owner=owner)
+    if conversation is None:
+        return None
+    return Detail(conversation, await store.list_utterances(conversation_id))

@@ -25,6 +25,8 @@ class ConversationInfo:
     room_name: str
     system_prompt: str
     user_display_name: str = ""
+    # The person in the conversation: their LiveKit participant identity.
+    user_id: uuid.UUID | None = None
     # Earlier turns as (role, text), oldest first: set when a saved conversation is continued.
     history: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 

@@ -125,6 +125,7 @@ class ConversationService:
             room_name=conversation.room_name,
             system_prompt=conversation.system_prompt or self.settings.system_prompt,
             user_display_name=display_name,
+            user_id=conversation.owner,
             history=tuple((u.role, u.text) for u in utterances),
         )
         try:

@@ -50,7 +50,7 @@ test: $(VENV)/.installed-test chromium lint ## Set everything up, lint, and run 
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: bench
-bench: install ## Run the benchmarks and print their tables
+bench: $(VENV)/.installed-test ## Run the benchmarks and print their tables
 	$(BIN)/python -m bench
 
 .PHONY: format
@@ -61,11 +61,14 @@ format: $(VENV)/.installed-test ## Format the code with ruff
 .PHONY: vendor
 vendor: ## Re-fetch the vendored JavaScript from npm (versions below)
 	rm -rf /tmp/chatapp-vendor && mkdir -p /tmp/chatapp-vendor
-	cd /tmp/chatapp-vendor && npm init -y >/dev/null && npm install --silent htmx.org@2.0.11 htmx-ext-sse@2.2.4
+	cd /tmp/chatapp-vendor && npm init -y >/dev/null && npm install --silent htmx.org@2.0.11 htmx-ext-sse@2.2.4 livekit-client@2.23.0
 	cp /tmp/chatapp-vendor/node_modules/htmx.org/dist/htmx.min.js static/vendor/htmx/
 	cp /tmp/chatapp-vendor/node_modules/htmx.org/LICENSE static/vendor/htmx/LICENSE
 	cp /tmp/chatapp-vendor/node_modules/htmx-ext-sse/sse.js static/vendor/htmx-ext-sse/
 	cp /tmp/chatapp-vendor/node_modules/htmx-ext-sse/LICENSE static/vendor/htmx-ext-sse/LICENSE
+	mkdir -p static/vendor/livekit-client
+	cp /tmp/chatapp-vendor/node_modules/livekit-client/dist/livekit-client.umd.js static/vendor/livekit-client/
+	cp /tmp/chatapp-vendor/node_modules/livekit-client/LICENSE static/vendor/livekit-client/LICENSE
 
 .PHONY: clean
 clean: ## Remove the virtualenv, caches and test artifacts (keeps .data/)

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import live
+from bench import history, live, newchat
 from bench.common import BenchEnv, Report, bench_database, format_report, machine_facts, migrate
 
 Benchmark = Callable[[BenchEnv], Awaitable[Report]]
@@ -26,6 +26,8 @@ Benchmark = Callable[[BenchEnv], Awaitable[Report]]
 # name -> benchmark; each starts its own app process against the run's shared, freshly migrated database.
 BENCHMARKS: dict[str, Benchmark] = {
     "live": live.run,
+    "newchat": newchat.run,
+    "history": history.run,
 }
 
 

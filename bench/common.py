@@ -13,6 +13,7 @@ import json
 import math
 import os
 import platform
+import random
 import re
 import socket
 import subprocess
@@ -255,6 +256,19 @@ async def signup(client: httpx.AsyncClient, email: str, display_name: str = "Ben
         raise RuntimeError(f"signup failed: {response.status_code} {response.text[:300]}")
 
 
+async def login(client: httpx.AsyncClient, email: str) -> None:
+    """Log in through the real form (a new login session each time); the client keeps the cookie."""
+    token = csrf_from((await client.get("/login")).text)
+    response = await client.post("/login", data={"_csrf_token": token, "email": email, "password": PASSWORD})
+    if response.status_code != 303:
+        raise RuntimeError(f"login failed: {response.status_code} {response.text[:300]}")
+
+
+def cookie_header(client: httpx.AsyncClient) -> str:
+    """The client's cookies as one Cookie header, for the light HttpConnection."""
+    return "; ".join(f"{name}={value}" for name, value in client.cookies.items())
+
+
 async def open_chat(client: httpx.AsyncClient) -> uuid.UUID:
     """GET / as a logged-in user: creates (or returns) the active conversation and starts its agent."""
     response = await client.get("/")
@@ -270,8 +284,15 @@ def ingest_auth(conversation_id: uuid.UUID) -> str:
     return f"Bearer {ingest_token(SECRET_KEY, conversation_id)}"
 
 
+@dataclass
+class HttpReply:
+    status: int
+    headers: dict[str, str]  # lower-case names; a repeated header keeps its last value
+    body: bytes
+
+
 class HttpConnection:
-    """A minimal HTTP/1.1 keep-alive client for JSON POSTs.
+    """A minimal HTTP/1.1 keep-alive client (JSON POSTs, form POSTs and GETs).
 
     The load generator shares the machine with the app and PostgreSQL; a full client such as httpx spends more CPU
     per request than the endpoint under test, so the sender would be measured instead of the app.
@@ -290,12 +311,21 @@ class HttpConnection:
 
     async def post_json(self, path: str, body: bytes, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
         """POST and read the whole reply; returns (status, body). Retries once on a connection the server closed."""
+        reply = await self.request("POST", path, body, {"Content-Type": "application/json", **(headers or {})})
+        return reply.status, reply.body
+
+    async def request(
+        self, method: str, path: str, body: bytes | None = None, headers: Mapping[str, str] | None = None
+    ) -> HttpReply:
+        """Send one request and read the whole reply. Retries once on a connection the server closed (idle)."""
         for attempt in (1, 2):
             reader, writer = await self._connect()
-            head = f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
-            head += f"Content-Length: {len(body)}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+            head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            if body is not None:
+                head += f"Content-Length: {len(body)}\r\n"
+            head += "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
             try:
-                writer.write(head.encode() + b"\r\n" + body)
+                writer.write(head.encode() + b"\r\n" + (body or b""))
                 status_line = await reader.readline()
                 if not status_line:
                     raise ConnectionResetError("server closed the connection")
@@ -306,23 +336,26 @@ class HttpConnection:
                     raise
         raise AssertionError("unreachable")
 
-    async def _read_reply(self, reader: asyncio.StreamReader, status_line: bytes) -> tuple[int, bytes]:
+    async def _read_reply(self, reader: asyncio.StreamReader, status_line: bytes) -> HttpReply:
         status = int(status_line.split(b" ", 2)[1])
-        length = 0
-        close = False
+        headers: dict[str, str] = {}
         while (line := await reader.readline()) not in (b"\r\n", b""):
             name, _, value = line.decode("latin-1").partition(":")
-            name = name.strip().lower()
-            if name == "content-length":
-                length = int(value)
-            elif name == "connection" and value.strip().lower() == "close":
-                close = True
-            elif name == "transfer-encoding":
-                raise RuntimeError("chunked replies are not supported by this client")
-        data = await reader.readexactly(length) if length else b""
-        if close:
+            headers[name.strip().lower()] = value.strip()
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            chunks: list[bytes] = []
+            while size := int((await reader.readline()).split(b";", 1)[0], 16):
+                chunks.append(await reader.readexactly(size))
+                await reader.readexactly(2)
+            while (await reader.readline()) not in (b"\r\n", b""):  # trailers
+                pass
+            data = b"".join(chunks)
+        else:
+            length = int(headers.get("content-length", "0") or 0)
+            data = await reader.readexactly(length) if length else b""
+        if headers.get("connection", "").lower() == "close":
             await self.close()
-        return status, data
+        return HttpReply(status, headers, data)
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -356,6 +389,40 @@ class HttpPool:
 
 def ingest_body(events: Sequence[Mapping[str, Any]]) -> bytes:
     return json.dumps({"events": list(events)}, separators=(",", ":")).encode()
+
+
+# --- text --------------------------------------------------------------------------------------------------------
+
+# Words for made-up travel-chat utterances, most frequent first (picked with a skew towards the front, as in speech).
+_WORDS = """
+    the and to a i we of in it is for you that on be with can at my this are have do so our will what would like
+    about there if from just how or but me all an day get go some your near take by one time want train city old
+    town museum walk see could two night morning evening week food dinner lunch breakfast coffee beach river bridge
+    market square street station ticket tour guide visit plan book room view early late afternoon weekend flight
+    airport bus tram ferry boat island mountain lake park garden church castle palace tower gallery restaurant cafe
+    bar wine cheese bread fish seafood pasta pizza local famous quiet busy cheap expensive price budget euro pay card
+    cash north south east west centre downtown neighbourhood area place spot corner hill coast sunset sunrise weather
+    rain sun warm cold hot windy cloudy umbrella jacket shoes bag passport luggage suitcase backpack map phone charger
+    photo camera picture friend family kids partner parents children together alone first second third last next
+    better best good great nice lovely beautiful amazing interesting boring long short far close minutes hours days
+    leave arrive stay return start finish open closed reservation booking cancel change check recommend suggest
+    prefer think know need maybe perhaps really also still already never always usually often sometimes before after
+    during while because since until around through across along between under over lisbon porto madrid barcelona
+    paris rome florence venice vienna prague berlin amsterdam london dublin edinburgh athens istanbul kyoto tokyo
+    seoul bangkok hanoi sydney montreal boston chicago canyon desert forest valley village harbour lighthouse
+    cathedral monastery vineyard
+"""
+VOCABULARY: tuple[str, ...] = tuple(_WORDS.split())
+# How strongly word choice leans to the front of VOCABULARY: index = floor(len * random() ** SKEW).
+VOCABULARY_SKEW = 1.8
+
+
+def sentence(rng: random.Random, min_words: int, max_words: int) -> str:
+    """A made-up utterance of VOCABULARY words (not grammar, but the word mix and length of chat)."""
+    count = rng.randint(min_words, max_words)
+    words = [VOCABULARY[int(len(VOCABULARY) * rng.random() ** VOCABULARY_SKEW)] for _ in range(count)]
+    text = " ".join(words)
+    return text[:1].upper() + text[1:] + rng.choice(".?.!.")
 
 
 # --- measuring ---------------------------------------------------------------------------------------------------

@@ -4,8 +4,7 @@ Written as SQL because it needs what Piccolo's auto-migrations cannot express: a
 active conversation per user), a descending composite index for keyset pagination and CHECK constraints.
 """
 
-from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.table import Table
+from chatapp.migrations import sql_migration
 
 ID = "2026-11-29T14:45:00:000000"
 VERSION = "1.38.0"
@@ -69,16 +68,4 @@ STATEMENTS = [
 ]
 
 
-class _Raw(Table):
-    pass
-
-
-async def forwards() -> MigrationManager:
-    manager = MigrationManager(migration_id=ID, app_name="chatapp", description=DESCRIPTION)
-
-    async def run() -> None:
-        for statement in STATEMENTS:
-            await _Raw.raw(statement)
-
-    manager.add_raw(run)
-    return manager
+forwards = sql_migration(ID, DESCRIPTION, STATEMENTS)

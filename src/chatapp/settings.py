@@ -41,6 +41,19 @@ def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
+def _float(env: dict[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not value >= minimum:
+        raise SettingsError(f"{name} must be at least {minimum}")
+    return value
+
+
 def _bool(env: dict[str, str], name: str, default: bool = False) -> bool:
     raw = env.get(name, "").strip().lower()
     if not raw:
@@ -72,8 +85,29 @@ class Settings:
     llm_base_url: str = ""
     llm_model: str = ""
     llm_api_key: str = field(default="", repr=False)
-    idle_minutes: int = 30
+    idle_minutes: float = 30
+    reaper_interval: float = 60
+    db_wait_seconds: float = 10
     test_faults: bool = False
+    # Voice over LiveKit: all three LIVEKIT_* set switches from the in-process agent to LiveKit rooms.
+    livekit_url: str = ""
+    livekit_api_key: str = ""
+    livekit_api_secret: str = field(default="", repr=False)
+    livekit_browser_url: str = ""
+    livekit_timeout: float = 5.0
+    livekit_token_ttl: int = 600
+    livekit_empty_timeout: int = 300
+    livekit_departure_timeout: int = 60
+    agent_name: str = "chatapp-agent"
+    ingest_url: str = ""
+    stt_base_url: str = ""
+    stt_model: str = "gpt-4o-mini-transcribe"
+    stt_api_key: str = field(default="", repr=False)
+    stt_language: str = "en"
+    tts_base_url: str = ""
+    tts_model: str = "gpt-4o-mini-tts"
+    tts_voice: str = "ash"
+    tts_api_key: str = field(default="", repr=False)
 
     @property
     def production(self) -> bool:
@@ -90,6 +124,10 @@ class Settings:
     @property
     def llm_configured(self) -> bool:
         return bool(self.llm_base_url or self.llm_api_key)
+
+    @property
+    def livekit_configured(self) -> bool:
+        return bool(self.livekit_url and self.livekit_api_key and self.livekit_api_secret)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -111,6 +149,10 @@ class Settings:
                 raise SettingsError("CHATAPP_TEST_FAULTS cannot be enabled when CHATAPP_ENV=production")
         elif not secret:
             secret = development_secret(data_dir)
+        livekit = [env.get(name, "").strip() for name in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")]
+        if any(livekit) and not all(livekit):
+            raise SettingsError("set all of LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET, or none of them")
+        llm_api_key = env.get("CHATAPP_LLM_API_KEY", "").strip()
         return cls(
             env=mode,  # type: ignore[arg-type]
             database_url=env.get("DATABASE_URL", "").strip() or None,
@@ -127,9 +169,29 @@ class Settings:
             system_prompt=env.get("CHATAPP_SYSTEM_PROMPT", "").strip() or DEFAULT_SYSTEM_PROMPT,
             llm_base_url=env.get("CHATAPP_LLM_BASE_URL", "").strip(),
             llm_model=env.get("CHATAPP_LLM_MODEL", "").strip() or "gpt-4o-mini",
-            llm_api_key=env.get("CHATAPP_LLM_API_KEY", "").strip(),
-            idle_minutes=_int(env, "CHATAPP_IDLE_MINUTES", 30, minimum=1),
+            llm_api_key=llm_api_key,
+            idle_minutes=_float(env, "CHATAPP_IDLE_MINUTES", 30, minimum=0.05),
+            reaper_interval=_float(env, "CHATAPP_REAPER_INTERVAL", 60, minimum=0.5),
+            db_wait_seconds=_float(env, "CHATAPP_DB_WAIT_SECONDS", 10, minimum=0.1),
             test_faults=test_faults,
+            livekit_url=livekit[0],
+            livekit_api_key=livekit[1],
+            livekit_api_secret=livekit[2],
+            livekit_browser_url=env.get("CHATAPP_LIVEKIT_BROWSER_URL", "").strip(),
+            livekit_timeout=_float(env, "CHATAPP_LIVEKIT_TIMEOUT", 5.0, minimum=0.1),
+            livekit_token_ttl=_int(env, "CHATAPP_LIVEKIT_TOKEN_TTL", 600, minimum=60),
+            livekit_empty_timeout=_int(env, "CHATAPP_LIVEKIT_EMPTY_TIMEOUT", 300, minimum=10),
+            livekit_departure_timeout=_int(env, "CHATAPP_LIVEKIT_DEPARTURE_TIMEOUT", 60, minimum=0),
+            agent_name=env.get("CHATAPP_AGENT_NAME", "").strip() or "chatapp-agent",
+            ingest_url=env.get("CHATAPP_INGEST_URL", "").strip().rstrip("/"),
+            stt_base_url=env.get("CHATAPP_STT_BASE_URL", "").strip(),
+            stt_model=env.get("CHATAPP_STT_MODEL", "").strip() or "gpt-4o-mini-transcribe",
+            stt_api_key=env.get("CHATAPP_STT_API_KEY", "").strip() or llm_api_key,
+            stt_language=env.get("CHATAPP_STT_LANGUAGE", "").strip() or "en",
+            tts_base_url=env.get("CHATAPP_TTS_BASE_URL", "").strip(),
+            tts_model=env.get("CHATAPP_TTS_MODEL", "").strip() or "gpt-4o-mini-tts",
+            tts_voice=env.get("CHATAPP_TTS_VOICE", "").strip() or "ash",
+            tts_api_key=env.get("CHATAPP_TTS_API_KEY", "").strip() or llm_api_key,
         )
 
 

@@ -59,6 +59,15 @@ class Utterance(Table, tablename="utterance"):
     received_at = Timestamptz()
 
 
+class ShareLink(Table, tablename="share_link"):
+    """A read-only link to one saved conversation; revoking keeps the row so old links stay dead."""
+
+    token = Varchar(length=64, primary_key=True)
+    session = ForeignKey(references=ChatSession, null=False, on_delete=OnDelete.cascade)
+    created_at = Timestamptz()
+    revoked_at = Timestamptz(null=True, default=None)
+
+
 class HttpSession(Table, tablename="http_session"):
     """Server-side store for login sessions and rate-limit counters, shared by every app process."""
 

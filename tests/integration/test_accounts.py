@@ -185,3 +185,15 @@ async def test_login_is_rate_limited_per_client_address(client: httpx.AsyncClien
         headers={"X-Forwarded-For": client_ip()},
     )
     assert response.status_code == 401
+
+
+async def test_visitors_without_a_session_get_no_session_row_or_cookie(client: httpx.AsyncClient) -> None:
+    async with connection() as conn:
+        before = await conn.fetchval("SELECT count(*) FROM http_session WHERE key LIKE 'session:%'")
+    for path in ("/login", "/signup", "/healthz", "/static/app.css"):
+        response = await client.get(path)
+        assert response.status_code == 200
+        assert "chatapp_session" not in response.headers.get("set-cookie", "")
+    async with connection() as conn:
+        after = await conn.fetchval("SELECT count(*) FROM http_session WHERE key LIKE 'session:%'")
+    assert after == before

@@ -34,7 +34,12 @@ class RotatingSessionBackend(ServerSideSessionBackend):
 
     async def store_in_message(self, scope_session: Any, message: Any, connection: Any) -> None:
         old_id = connection.cookies.get(self.config.key)
-        if _ROTATE in connection.scope and old_id and old_id != "null":
+        has_cookie = bool(old_id) and old_id != "null"
+        if not scope_session and not has_cookie:
+            # Nothing to remember for a visitor without a session (agent ingest, health checks, the login
+            # page): Litestar would otherwise write an empty session row and set a cookie on every request.
+            return
+        if _ROTATE in connection.scope and has_cookie:
             await self.delete(old_id, store=self.config.get_store_from_app(connection.scope["app"]))
         await super().store_in_message(scope_session, message, connection)
 
@@ -61,6 +66,8 @@ PUBLIC_PATHS = [
     "^/api/conversations/[^/]+/events",
     "^/favicon.ico",
     "^/_test/",
+    "^/livekit/webhook",
+    "^/s/",
 ]
 
 

@@ -40,8 +40,18 @@ class StartInfo:
     participant_token: str = ""
 
 
+DEFAULT_START_FAILURE = "The agent could not be started."
+
+
 class AgentStartError(RuntimeError):
-    """The agent could not be started; the conversation exists and the user can retry."""
+    """The agent could not be started; the conversation exists and the user can retry.
+
+    `detail` is what the chat panel shows: safe for the user, free of hosts, keys and tokens.
+    """
+
+    def __init__(self, message: str = "", *, detail: str = DEFAULT_START_FAILURE) -> None:
+        super().__init__(message or detail)
+        self.detail = detail
 
 
 class AgentRuntime(Protocol):

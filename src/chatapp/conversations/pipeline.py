@@ -63,6 +63,11 @@ class TranscriptPipeline:
             await self._touch(conversation_id)
         return stored
 
+    def forget(self, conversation_id: uuid.UUID) -> None:
+        """The conversation ended: drop what is kept in memory for it (late finals are still stored)."""
+        self.buffer.forget(conversation_id)
+        self._touched.pop(conversation_id, None)
+
     async def agent_state(self, event: AgentStateEvent) -> None:
         await self.hub.publish({"k": "state", "c": str(event.conversation_id), "st": event.state, "d": event.detail})
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from chatapp.agents.runtime import AgentRuntime, AgentStartError, ConversationInfo, StartInfo
+from chatapp.agents.runtime import DEFAULT_START_FAILURE, AgentRuntime, AgentStartError, ConversationInfo, StartInfo
 from chatapp.conversations import store
 from chatapp.conversations.events import AgentStateEvent, TranscriptEvent
 from chatapp.conversations.hub import Hub
@@ -86,6 +86,7 @@ class ConversationService:
         self.runtime = runtime
         self.hub = hub
         self._starts: dict[uuid.UUID, StartInfo] = {}
+        self._start_failures: dict[uuid.UUID, str] = {}  # what the panel says when the agent cannot start
 
     async def open(self, user_id: uuid.UUID, display_name: str) -> ChatView:
         """The user's active conversation (created if needed) with its transcript so far and a running agent."""
@@ -104,7 +105,7 @@ class ConversationService:
         messages += [MessageView.of_interim(e) for e in self.pipeline.buffer.pending(conversation.id)]
         state, detail = self.hub.agent_states.get(conversation.id, ("idle" if start else "unavailable", ""))
         if start is None:
-            state, detail = "unavailable", "The agent could not be started."
+            state, detail = "unavailable", self._start_failures.get(conversation.id, DEFAULT_START_FAILURE)
         recent = await store.recent_saved(conversation.owner)
         last_seq = utterances[-1].seq if utterances else 0
         return ChatView(conversation, messages, last_seq, state, detail, start, recent)
@@ -120,6 +121,9 @@ class ConversationService:
             return self._starts[conversation.id]
         if utterances is None:
             utterances = await store.list_utterances(conversation.id)
+        if not utterances and conversation.continued_from is not None:
+            # Continuing a saved conversation: the agent picks up from its transcript (which stays as it was).
+            utterances = await store.list_utterances(conversation.continued_from)
         info = ConversationInfo(
             id=conversation.id,
             room_name=conversation.room_name,
@@ -133,10 +137,11 @@ class ConversationService:
             start = await self.runtime.start(info)
         except (AgentStartError, InjectedFault) as exc:
             log.warning("agent for conversation %s could not start: %s", conversation.id, type(exc).__name__)
-            await self.pipeline.agent_state(
-                AgentStateEvent(conversation.id, "unavailable", "The agent could not be started.")
-            )
+            detail = exc.detail if isinstance(exc, AgentStartError) else DEFAULT_START_FAILURE
+            self._start_failures[conversation.id] = detail
+            await self.pipeline.agent_state(AgentStateEvent(conversation.id, "unavailable", detail))
             return None
+        self._start_failures.pop(conversation.id, None)
         self._starts[conversation.id] = start
         return start
 
@@ -179,12 +184,10 @@ class ConversationService:
     async def ingest(self, conversation_id: uuid.UUID, events: Sequence[TranscriptEvent]) -> IngestResult:
         """Events from an out-of-process agent. Finals for an ended conversation are still stored (late,
         not lost); its interims are dropped, and nothing here ever starts a new conversation."""
-        conversation = await store.get_conversation(conversation_id)
-        if conversation is None:
-            raise ConversationGone(str(conversation_id))
-        accepted = [e for e in events if e.final or conversation.active]
+        # No lookup first: storing the finals locks the conversation row anyway (and raises if it is
+        # unknown), and the buffer already refuses interims for conversations that ended.
         try:
-            stored = await self.pipeline.apply(conversation_id, accepted)
+            stored = await self.pipeline.apply(conversation_id, events)
         except store.UnknownConversation:
             raise ConversationGone(str(conversation_id)) from None
         return IngestResult(stored=len(stored), ignored=len(events) - len(stored))
@@ -196,6 +199,7 @@ class ConversationService:
         expected: uuid.UUID | None,
         reason: EndReason,
         start_next: bool,
+        continue_from: uuid.UUID | None = None,
     ) -> EndResult:
         """End the user's active conversation: New Chat, the JSON save API, the idle reaper and LiveKit's
         room_finished all come here, so every guarantee holds for each of them.
@@ -217,6 +221,7 @@ class ConversationService:
                 pending,
                 reason,
                 self.settings.system_prompt if start_next else None,
+                continue_from,
             )
             if self.faults.consume("slow_save"):
                 await asyncio.sleep(1.0)
@@ -225,24 +230,27 @@ class ConversationService:
         if outcome.changed:
             old_id = outcome.ended.id if outcome.ended else outcome.deleted_id
             assert old_id is not None
-            await self._after_end(user_id, old_id, outcome)
+            await self._after_end(user_id, old_id, outcome, reason)
         if outcome.current is not None and start_next:
-            start = await self.ensure_agent(outcome.current, display_name, [])
+            start = await self.ensure_agent(outcome.current, display_name)
         return EndResult(outcome, start)
 
     def _pending_as_interrupted(self, conversation_id: uuid.UUID) -> list[TranscriptEvent]:
         """Whatever was still being said, saved as it stands and marked as cut off."""
         return [replace(e, final=True, interrupted=True) for e in self.pipeline.buffer.pending(conversation_id)]
 
-    async def _after_end(self, user_id: uuid.UUID, old_id: uuid.UUID, outcome: store.EndOutcome) -> None:
-        self.pipeline.buffer.forget(old_id)
+    async def _after_end(
+        self, user_id: uuid.UUID, old_id: uuid.UUID, outcome: store.EndOutcome, reason: EndReason
+    ) -> None:
+        self.pipeline.forget(old_id)
         self._starts.pop(old_id, None)
+        self._start_failures.pop(old_id, None)
         for utterance in outcome.flushed:
             await self.hub.publish(final_message(utterance))
         # Every tab's sidebar shows the saved one; then tabs showing the old conversation move on.
         if outcome.ended is not None:
             await self.publish_history(user_id)
-        await self.hub.publish({"k": "ended", "c": str(old_id), "u": str(user_id)})
+        await self.hub.publish({"k": "ended", "c": str(old_id), "u": str(user_id), "r": reason})
         try:
             await self.runtime.stop(old_id)
         except Exception:  # the save stands whatever the agent does on its way out
@@ -253,6 +261,3 @@ class ConversationService:
         await self.hub.publish(
             {"k": "history", "u": str(user_id), "recent": [{"id": str(r.id), "title": r.title} for r in recent]}
         )
-
-    def forget(self, conversation_id: uuid.UUID) -> None:
-        self._starts.pop(conversation_id, None)

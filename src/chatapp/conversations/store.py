@@ -94,25 +94,11 @@ async def get_or_create_active(
     """
     async with connection() as conn:
         while True:
-            new_id = uuid.uuid4()
+            created = await _insert_active(conn, owner, system_prompt, continued_from)
+            if created is not None:
+                return created, True
             row = await conn.fetchrow(
-                f"""
-                INSERT INTO chat_session (id, room_name, owner, system_prompt, continued_from)
-                VALUES ($1, $2, $3, $4, $5)
-                ON CONFLICT (owner) WHERE ended_at IS NULL DO NOTHING
-                RETURNING {CONVERSATION_COLUMNS}
-                """,
-                new_id,
-                room_name_for(new_id),
-                owner,
-                system_prompt,
-                continued_from,
-            )
-            if row:
-                return _conversation(row), True
-            row = await conn.fetchrow(
-                f"SELECT {CONVERSATION_COLUMNS} FROM chat_session WHERE owner = $1 AND ended_at IS NULL",
-                owner,
+                f"SELECT {CONVERSATION_COLUMNS} FROM chat_session WHERE owner = $1 AND ended_at IS NULL", owner
             )
             if row:  # else it ended between the two statements: try again
                 return _conversation(row), False
@@ -187,9 +173,12 @@ async def store_finals(
     A repeated item_id is ignored, except that a final completes an utterance stored earlier as
     interrupted (flushed mid-sentence by New Chat) when the real final arrives late with more text.
     """
-    last_seq = await conn.fetchval("SELECT last_seq FROM chat_session WHERE id = $1 FOR UPDATE", conversation_id)
-    if last_seq is None:
+    locked = await conn.fetchrow(
+        "SELECT last_seq, ended_at FROM chat_session WHERE id = $1 FOR UPDATE", conversation_id
+    )
+    if locked is None:
         raise UnknownConversation(str(conversation_id))
+    last_seq: int = locked["last_seq"]
     unique: dict[str, TranscriptEvent] = {}
     for event in events:
         unique.setdefault(event.item_id, event)
@@ -243,8 +232,26 @@ async def store_finals(
         conversation_id,
         last_seq,
     )
+    if stored and locked["ended_at"] is not None:
+        await refresh_search_doc(conn, conversation_id)  # a late final must be findable too
     stored.sort(key=lambda u: u.seq)
     return stored
+
+
+async def refresh_search_doc(conn: Any, conversation_id: uuid.UUID) -> None:
+    """Rebuild a saved conversation's search document: title (weight A) and transcript (weight B)."""
+    await conn.execute(
+        """
+        UPDATE chat_session s SET search_doc =
+            setweight(to_tsvector('english', coalesce(s.title, '')), 'A')
+            || setweight(coalesce(
+                (SELECT to_tsvector('english', string_agg(u.text, ' ' ORDER BY u.seq)) FROM utterance u
+                 WHERE u.session = s.id),
+                ''::tsvector), 'B')
+        WHERE s.id = $1 AND s.ended_at IS NOT NULL
+        """,
+        conversation_id,
+    )
 
 
 async def touch(conversation_id: uuid.UUID) -> None:
@@ -289,6 +296,7 @@ async def end_active(
     flush: Sequence[TranscriptEvent],
     reason: str,
     start_next_with_prompt: str | None,
+    continued_from: uuid.UUID | None = None,
 ) -> EndOutcome:
     """End the user's active conversation inside the caller's transaction, serialised per user.
 
@@ -303,7 +311,7 @@ async def end_active(
     if active is None or (expected is not None and active.id != expected):
         current = active
         if current is None and start_next_with_prompt is not None:
-            current = await _insert_active(conn, owner, start_next_with_prompt)
+            current = await _insert_active(conn, owner, start_next_with_prompt, continued_from)
         return EndOutcome(None, None, current, [], changed=False)
 
     flushed = await store_finals(conn, active.id, [e for e in flush if e.conversation_id == active.id])
@@ -327,22 +335,28 @@ async def end_active(
             make_title(first_user_text),
         )
         ended = _conversation(saved)
+        await refresh_search_doc(conn, active.id)
     current = None
     if start_next_with_prompt is not None:
-        current = await _insert_active(conn, owner, start_next_with_prompt)
+        current = await _insert_active(conn, owner, start_next_with_prompt, continued_from)
     return EndOutcome(ended, deleted_id, current, flushed, changed=True)
 
 
-async def _insert_active(conn: Any, owner: uuid.UUID, system_prompt: str) -> Conversation:
+async def _insert_active(
+    conn: Any, owner: uuid.UUID, system_prompt: str, continued_from: uuid.UUID | None = None
+) -> Conversation | None:
+    """A new active conversation, or None when the user already has one (the partial unique index)."""
     new_id = uuid.uuid4()
     row = await conn.fetchrow(
         f"""
-        INSERT INTO chat_session (id, room_name, owner, system_prompt) VALUES ($1, $2, $3, $4)
+        INSERT INTO chat_session (id, room_name, owner, system_prompt, continued_from) VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (owner) WHERE ended_at IS NULL DO NOTHING
         RETURNING {CONVERSATION_COLUMNS}
         """,
         new_id,
         room_name_for(new_id),
         owner,
         system_prompt,
+        continued_from,
     )
-    return _conversation(row)
+    return _conversation(row) if row else None

@@ -57,13 +57,20 @@ async def conversation_events(
                 elif kind == "state":
                     yield _status(fragments, conversation_id, message["st"], message.get("d", ""))
                 elif kind == "ended":
-                    # New Chat in another tab, or the idle reaper: fetch the user's current panel.
-                    yield ServerSentEvent(data=fragments.block("panel_refresh", template="_live.html"), event="control")
+                    yield ServerSentEvent(data=_ended_fragment(fragments, message), event="control")
                     return
             elif kind == "history":
                 yield ServerSentEvent(
                     data=fragments.block("history_list", **_history_context(message)), event="control"
                 )
+
+
+def _ended_fragment(fragments: Fragments, message: dict[str, Any]) -> str:
+    """New Chat elsewhere: follow it to the new conversation. Ended for being idle (or the room closing):
+    say so and let the person start again, rather than opening agents for a tab nobody is looking at."""
+    if message.get("r") in ("new_chat", "api"):
+        return fragments.block("panel_refresh", template="_live.html")
+    return fragments.block("panel_saved", template="_live.html", reason=message.get("r", ""))
 
 
 def _message(fragments: Fragments, view: MessageView, seq: int | None) -> ServerSentEvent:

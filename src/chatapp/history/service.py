@@ -39,9 +39,16 @@ class Page:
     next_cursor: str | None
 
 
-async def saved_page(owner: uuid.UUID, cursor: str | None = None, limit: int = PAGE_SIZE) -> Page:
-    """One page of saved conversations, newest first. A keyset on (started_at, id) means pages neither
-    repeat nor skip items when conversations are saved meanwhile, and deep pages cost as much as the first."""
+async def saved_page(
+    owner: uuid.UUID,
+    cursor: str | None = None,
+    limit: int = PAGE_SIZE,
+    started_from: datetime | None = None,
+    started_before: datetime | None = None,
+) -> Page:
+    """One page of saved conversations, newest first, optionally within a date range. A keyset on
+    (started_at, id) means pages neither repeat nor skip items when conversations are saved meanwhile, and
+    deep pages cost as much as the first."""
     after = decode_cursor(cursor) if cursor else None
     async with connection() as conn:
         rows = await conn.fetch(
@@ -49,6 +56,8 @@ async def saved_page(owner: uuid.UUID, cursor: str | None = None, limit: int = P
             SELECT id, title, started_at, ended_at, last_seq AS message_count FROM chat_session
             WHERE owner = $1 AND ended_at IS NOT NULL
               AND ($2::timestamptz IS NULL OR (started_at, id) < ($2, $3::uuid))
+              AND ($5::timestamptz IS NULL OR started_at >= $5)
+              AND ($6::timestamptz IS NULL OR started_at < $6)
             ORDER BY started_at DESC, id DESC
             LIMIT $4
             """,
@@ -56,6 +65,8 @@ async def saved_page(owner: uuid.UUID, cursor: str | None = None, limit: int = P
             after[0] if after else None,
             after[1] if after else None,
             limit + 1,
+            started_from,
+            started_before,
         )
     items = [store.SavedSummary(**dict(row)) for row in rows[:limit]]
     next_cursor = encode_cursor(items[-1].started_at, items[-1].id) if len(rows) > limit else None
@@ -74,3 +85,46 @@ async def conversation_detail(owner: uuid.UUID, conversation_id: uuid.UUID) -> D
     if conversation is None:
         return None
     return Detail(conversation, await store.list_utterances(conversation_id))
+
+
+MAX_TITLE_LENGTH = 200
+
+
+class InvalidTitle(ValueError):
+    pass
+
+
+async def saved_conversation(owner: uuid.UUID, conversation_id: uuid.UUID) -> store.Conversation | None:
+    """The owner's saved conversation; None for unknown, someone else's, or still active (all 404)."""
+    conversation = await store.get_conversation(conversation_id, owner=owner)
+    return conversation if conversation is not None and not conversation.active else None
+
+
+async def rename(owner: uuid.UUID, conversation_id: uuid.UUID, title: str) -> store.Conversation | None:
+    title = " ".join(title.split())
+    if not title:
+        raise InvalidTitle("Enter a title.")
+    if len(title) > MAX_TITLE_LENGTH:
+        raise InvalidTitle(f"Use at most {MAX_TITLE_LENGTH} characters.")
+    async with connection() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            f"""
+            UPDATE chat_session SET title = $3 WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL
+            RETURNING {store.CONVERSATION_COLUMNS}
+            """,
+            conversation_id,
+            owner,
+            title,
+        )
+        if row is None:
+            return None
+        await store.refresh_search_doc(conn, conversation_id)
+    return store.Conversation(**dict(row))
+
+
+async def delete(owner: uuid.UUID, conversation_id: uuid.UUID) -> bool:
+    async with connection() as conn:
+        status: str = await conn.execute(
+            "DELETE FROM chat_session WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL", conversation_id, owner
+        )
+    return status.endswith(" 1")

@@ -1,0 +1,829 @@
+"""History: list pages (first, and deep by cursor) and full-text search over 10,000 conversations of one user.
+
+Targets from the issue, with 1,000,000 utterances in the database: p99 under 10 ms for any list page at 8
+concurrent requests, the 400th page within 1.2x of the first, and search under 50 ms even for a very common word.
+Baselines in the same run on the same database: the bare SQL of each page (timed with asyncpg at the same
+concurrency), and OFFSET pagination for the deep page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import html
+import json
+import math
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+import asyncpg
+import httpx
+
+from bench.common import (
+    VOCABULARY,
+    VOCABULARY_SKEW,
+    AppServer,
+    BenchEnv,
+    CpuMeter,
+    HttpConnection,
+    HttpReply,
+    Report,
+    Row,
+    cookie_header,
+    env_float,
+    login,
+    ms,
+    percentile,
+    running_app,
+    signup,
+    times,
+    verdict,
+)
+from bench.newchat import GET_USER, SESSION_RENEW, SESSION_SECONDS, SESSION_STORE
+
+CONVERSATIONS = int(env_float("BENCH_HISTORY_CONVERSATIONS", 10_000))
+PER_CONVERSATION = int(env_float("BENCH_HISTORY_UTTERANCES", 100))  # 10,000 x 100 = 1,000,000 utterances
+REQUESTS = int(env_float("BENCH_HISTORY_REQUESTS", 400))  # per measurement, at CONCURRENCY
+CONCURRENCY = int(env_float("BENCH_HISTORY_CONCURRENCY", 8))
+SERIAL_REQUESTS = 100  # per measurement, one at a time (for the notes)
+PAGE_SIZE = 20  # history.service.PAGE_SIZE
+DEEP_PAGE = min(400, max(2, CONVERSATIONS // PAGE_SIZE))
+LIST_P99_TARGET = 0.010
+DEEP_RATIO_TARGET = 1.2
+SEARCH_P99_TARGET = 0.050
+EMAIL = "bench-history@example.com"  # one user, reused when BENCH_DATABASE_URL points at a seeded database
+RARE_WORD, RARE_SHARE = "aqueduct", 0.01  # in ~1% of utterances (neither word is in VOCABULARY)
+COMMON_WORD, COMMON_SHARE = "hotel", 0.40  # in ~40% of utterances: every conversation matches
+SEED_CONNECTIONS = 2
+HX = {"HX-Request": "true"}
+
+ITEM_ID = re.compile(rb'data-testid="history-item" data-conversation-id="([0-9a-f-]{36})"')
+LOAD_MORE = re.compile(rb'hx-get="(/history\?[^"]+)"')
+
+# --- seeding -----------------------------------------------------------------------------------------------------
+
+SEED_CONVERSATIONS = """
+    INSERT INTO chat_session (id, room_name, owner, system_prompt, started_at, ended_at, title, last_activity_at,
+                              last_seq, end_reason)
+    SELECT id, 'chat-' || replace(id::text, '-', ''), $1, '', t, t + interval '12 minutes', NULL,
+           t + interval '12 minutes', $3, 'new_chat'
+    FROM (SELECT gen_random_uuid() AS id,
+                 now() - n * interval '157 minutes' - random() * interval '60 minutes' AS t
+          FROM generate_series(1, $2) AS n) AS s
+"""
+# Made-up utterances from VOCABULARY (skewed to its front), 4-19 words, alternating user and agent; the rare and
+# the common word are slipped in at a random place with their share of probability.
+SEED_UTTERANCES = """
+    INSERT INTO utterance (session, seq, item_id, role, text, created_at, received_at)
+    SELECT c.id, g.n, 'seed-' || g.n, CASE WHEN g.n % 2 = 1 THEN 'user' ELSE 'agent' END,
+           upper(left(w.words, 1)) || substr(w.words, 2) || '.',
+           c.started_at + g.n * interval '7 seconds', c.started_at + g.n * interval '7 seconds'
+    FROM chat_session c
+    CROSS JOIN generate_series(1, $2) AS g(n)
+    CROSS JOIN LATERAL (
+        SELECT string_agg(x.word, ' ' ORDER BY x.pos) AS words
+        FROM (
+            SELECT ($3::text[])[1 + floor(power(random(), $4) * cardinality($3::text[]))::int] AS word,
+                   i::float8 AS pos
+            FROM generate_series(1, 4 + floor(random() * 16)::int + g.n * 0) AS i
+            UNION ALL SELECT $5, random() * 12 WHERE random() < $6
+            UNION ALL SELECT $7, random() * 12 WHERE random() < $8
+        ) AS x
+    ) AS w
+    WHERE c.owner = $1 AND c.id >= $9 AND ($10::uuid IS NULL OR c.id < $10)
+"""
+# The title is the first user utterance (cut), and search_doc the same expression as store.refresh_search_doc.
+SEED_SEARCH_DOCS = """
+    UPDATE chat_session s SET
+        title = d.title,
+        search_doc = setweight(to_tsvector('english', coalesce(d.title, '')), 'A')
+            || setweight(coalesce(d.doc, ''::tsvector), 'B')
+    FROM (SELECT u.session, left(min(u.text) FILTER (WHERE u.seq = 1), 60) AS title,
+                 to_tsvector('english', string_agg(u.text, ' ' ORDER BY u.seq)) AS doc
+          FROM utterance u JOIN chat_session c ON c.id = u.session
+          WHERE c.owner = $1 AND c.id >= $2 AND ($3::uuid IS NULL OR c.id < $3)
+          GROUP BY u.session) AS d
+    WHERE s.id = d.session
+"""
+SEEDED = """
+    SELECT count(*) AS conversations, count(search_doc) AS documents,
+           coalesce(sum(last_seq), 0) AS utterances
+    FROM chat_session WHERE owner = $1 AND ended_at IS NOT NULL
+"""
+
+# --- the app's SQL, as history/service.py and history/search.py issue it -----------------------------------------
+
+KEYSET_PAGE = """
+    SELECT id, title, started_at, ended_at, last_seq AS message_count FROM chat_session
+    WHERE owner = $1 AND ended_at IS NOT NULL
+      AND ($2::timestamptz IS NULL OR (started_at, id) < ($2, $3::uuid))
+    ORDER BY started_at DESC, id DESC
+    LIMIT $4
+"""
+OFFSET_PAGE = """
+    SELECT id, title, started_at, ended_at, last_seq AS message_count FROM chat_session
+    WHERE owner = $1 AND ended_at IS NOT NULL
+    ORDER BY started_at DESC, id DESC
+    OFFSET $2 LIMIT $3
+"""
+SEARCH_CANDIDATES = 300  # history.search.SEARCH_CANDIDATES
+SEARCH = """
+    WITH q AS (SELECT websearch_to_tsquery('english', $2) AS query),
+    candidates AS (
+        SELECT s.id, s.title, s.started_at, s.ended_at, s.last_seq, s.search_doc
+        FROM chat_session s, q
+        WHERE s.owner = $1 AND s.ended_at IS NOT NULL AND s.search_doc @@ q.query
+          AND ($3::timestamptz IS NULL OR s.started_at >= $3)
+          AND ($4::timestamptz IS NULL OR s.started_at < $4)
+        ORDER BY s.started_at DESC, s.id DESC
+        LIMIT $5
+    ),
+    ranked AS (
+        SELECT c.id, c.title, c.started_at, c.ended_at, c.last_seq,
+               ts_rank(c.search_doc, q.query)::float8 AS rank
+        FROM candidates c, q
+    )
+    SELECT * FROM ranked
+    WHERE $6::float8 IS NULL OR (rank, started_at, id) < ($6, $7::timestamptz, $8::uuid)
+    ORDER BY rank DESC, started_at DESC, id DESC
+    LIMIT $9
+"""
+HEADLINE = 'StartSel=\x02, StopSel=\x03, MaxWords=24, MinWords=10, MaxFragments=2, FragmentDelimiter=" … "'
+SNIPPETS = f"""
+    WITH q AS (SELECT websearch_to_tsquery('english', $2) AS query)
+    SELECT DISTINCT ON (u.session) u.session, ts_headline('english', u.text, q.query, '{HEADLINE}') AS headline
+    FROM utterance u, q
+    WHERE u.session = ANY($1::uuid[]) AND u.tsv @@ q.query
+    ORDER BY u.session, ts_rank(u.tsv, q.query) DESC, u.seq
+"""
+# The suggested fix for the snippets (not what the app runs): pick each conversation's best utterance first, then
+# highlight only those — ts_headline once per conversation on the page instead of once per matching utterance.
+SNIPPETS_ONE_HEADLINE = f"""
+    WITH q AS (SELECT websearch_to_tsquery('english', $2) AS query),
+    best AS (
+        SELECT DISTINCT ON (u.session) u.session, u.text
+        FROM utterance u, q
+        WHERE u.session = ANY($1::uuid[]) AND u.tsv @@ q.query
+        ORDER BY u.session, ts_rank(u.tsv, q.query) DESC, u.seq
+    )
+    SELECT b.session, ts_headline('english', b.text, q.query, '{HEADLINE}') AS headline FROM best b, q
+"""
+WAL_LSN = "SELECT pg_current_wal_lsn()::text"
+WAL_BYTES = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)"
+
+
+@dataclass
+class Seed:
+    user_id: uuid.UUID
+    seconds: float | None  # None: the database was already seeded
+    rare_share: float = math.nan
+    common_share: float = math.nan
+    rare_conversations: int = 0
+    common_conversations: int = 0
+
+
+async def seed(dsn: str, user_id: uuid.UUID) -> Seed:
+    """10,000 saved conversations of 100 utterances for the user, set-based on two connections, then the search
+    documents in one UPDATE per half and VACUUM ANALYZE. Skipped when the user already has exactly that."""
+    conns = [await asyncpg.connect(dsn) for _ in range(SEED_CONNECTIONS)]
+    try:
+        conn = conns[0]
+        have = await conn.fetchrow(SEEDED, user_id)
+        done = CONVERSATIONS * PER_CONVERSATION
+        if have["conversations"] == have["documents"] == CONVERSATIONS and have["utterances"] == done:
+            result = Seed(user_id, None)
+        else:
+            started = time.perf_counter()
+            await conn.execute("DELETE FROM chat_session WHERE owner = $1", user_id)  # a partial earlier seed
+            await conn.execute(SEED_CONVERSATIONS, user_id, CONVERSATIONS, PER_CONVERSATION)
+            # Each connection seeds the conversations whose ids fall in its share of the uuid space.
+            step = (1 << 128) // SEED_CONNECTIONS
+            ranges = [
+                (uuid.UUID(int=k * step), uuid.UUID(int=(k + 1) * step) if k + 1 < SEED_CONNECTIONS else None)
+                for k in range(SEED_CONNECTIONS)
+            ]
+            words = list(VOCABULARY)
+            shares = (RARE_WORD, RARE_SHARE, COMMON_WORD, COMMON_SHARE)
+            await asyncio.gather(
+                *(
+                    c.execute(SEED_UTTERANCES, user_id, PER_CONVERSATION, words, VOCABULARY_SKEW, *shares, low, high)
+                    for c, (low, high) in zip(conns, ranges, strict=True)
+                )
+            )
+            await asyncio.gather(
+                *(c.execute(SEED_SEARCH_DOCS, user_id, low, high) for c, (low, high) in zip(conns, ranges, strict=True))
+            )
+            await asyncio.gather(
+                conns[0].execute("VACUUM ANALYZE chat_session"),
+                conns[1].execute("VACUUM ANALYZE utterance"),
+            )
+            result = Seed(user_id, time.perf_counter() - started)
+        shares = await conn.fetchrow(
+            """
+            SELECT avg((u.tsv @@ to_tsquery('english', $2))::int) AS rare,
+                   avg((u.tsv @@ to_tsquery('english', $3))::int) AS common
+            FROM utterance u JOIN chat_session c ON c.id = u.session WHERE c.owner = $1
+            """,
+            user_id,
+            RARE_WORD,
+            COMMON_WORD,
+        )
+        matches = await conn.fetchrow(
+            """
+            SELECT count(*) FILTER (WHERE search_doc @@ to_tsquery('english', $2)) AS rare,
+                   count(*) FILTER (WHERE search_doc @@ to_tsquery('english', $3)) AS common
+            FROM chat_session WHERE owner = $1 AND ended_at IS NOT NULL
+            """,
+            user_id,
+            RARE_WORD,
+            COMMON_WORD,
+        )
+        result.rare_share, result.common_share = float(shares["rare"]), float(shares["common"])
+        result.rare_conversations, result.common_conversations = matches["rare"], matches["common"]
+        return result
+    finally:
+        for c in conns:
+            await c.close()
+
+
+# --- load --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HttpCall:
+    """One kind of request and how to tell a right answer from a wrong one ("" when right)."""
+
+    name: str
+    path: str
+    headers: Mapping[str, str]
+    check: Callable[[bytes], str]
+
+
+@dataclass
+class Load:
+    """Latencies per call name from one phase, its errors, and where the CPU went meanwhile."""
+
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    requests: int = 0
+    elapsed: float = math.nan
+    cpu: dict[str, float] = field(default_factory=dict)
+    warmup: int = 0  # unmeasured requests sent first
+
+    def p(self, name: str, pct: float) -> float:
+        return percentile(self.latencies.get(name, []), pct)
+
+    def cpu_per_request(self, name: str) -> float:
+        """Seconds of CPU the process group `name` spent per measured request."""
+        return self.cpu.get(name, math.nan) / 100 * self.elapsed / self.requests if self.requests else math.nan
+
+
+async def closed_loop(
+    workers: int, total: int, one: Callable[[int, int], Awaitable[tuple[int, float, str]]], meter: CpuMeter
+) -> tuple[list[tuple[int, float, str]], float, dict[str, float]]:
+    """`workers` loops that each send their next request as soon as the last one is answered, until `total`
+    requests are done. `one(worker, index)` returns (index, seconds, problem)."""
+    counter = iter(range(total))
+    results: list[tuple[int, float, str]] = []
+
+    async def worker(w: int) -> None:
+        for index in counter:
+            results.append(await one(w, index))
+
+    await meter.start()
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(workers)))
+    elapsed = time.perf_counter() - started
+    return results, elapsed, await meter.stop()
+
+
+async def http_load(
+    app: AppServer, cookies: Sequence[str], calls: Sequence[HttpCall], per_call: int, workers: int, dsn: str | None
+) -> Load:
+    """`per_call` requests of each call, interleaved, from `workers` keep-alive connections, each with its own
+    login session (as separate tabs or devices would have); a short unmeasured warm-up first."""
+    connections = [HttpConnection(app.host, app.port) for _ in range(workers)]
+
+    async def one(w: int, index: int) -> tuple[int, float, str]:
+        call = calls[index % len(calls)]
+        headers = {**call.headers, "Cookie": cookies[w % len(cookies)]}
+        started = time.perf_counter()
+        try:
+            reply = await connections[w].request("GET", call.path, None, headers)
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            return index, time.perf_counter() - started, f"{call.name}: {type(exc).__name__}"
+        elapsed = time.perf_counter() - started
+        if reply.status != 200:
+            return index, elapsed, f"{call.name}: HTTP {reply.status} {reply.body[:200]!r}"
+        problem = call.check(reply.body)
+        return index, elapsed, f"{call.name}: {problem}" if problem else ""
+
+    warmup = workers * len(calls) * 2
+    try:
+        await closed_loop(workers, warmup, one, CpuMeter({}))
+        results, elapsed, cpu = await closed_loop(workers, per_call * len(calls), one, CpuMeter({"app": app.pid}, dsn))
+    finally:
+        for connection in connections:
+            await connection.close()
+    load = Load(requests=len(results), elapsed=elapsed, cpu=cpu, warmup=warmup)
+    for index, seconds, problem in results:
+        load.latencies.setdefault(calls[index % len(calls)].name, []).append(seconds)
+        if problem:
+            load.errors.append(problem)
+    return load
+
+
+SqlRun = Callable[[asyncpg.Connection], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class SqlCall:
+    name: str
+    run: SqlRun
+
+
+async def sql_load(
+    conns: Sequence[asyncpg.Connection], calls: Sequence[SqlCall], per_call: int, dsn: str | None
+) -> Load:
+    """The baseline: the same statements straight through asyncpg, one connection per worker, same interleaving."""
+
+    async def one(w: int, index: int) -> tuple[int, float, str]:
+        started = time.perf_counter()
+        await calls[index % len(calls)].run(conns[w])
+        return index, time.perf_counter() - started, ""
+
+    await closed_loop(len(conns), len(conns) * len(calls) * 2, one, CpuMeter({}))
+    results, elapsed, cpu = await closed_loop(len(conns), per_call * len(calls), one, CpuMeter({}, dsn))
+    load = Load(requests=len(results), elapsed=elapsed, cpu=cpu)
+    for index, seconds, _ in results:
+        load.latencies.setdefault(calls[index % len(calls)].name, []).append(seconds)
+    return load
+
+
+# --- checks ------------------------------------------------------------------------------------------------------
+
+
+def rows_check(expected: int) -> Callable[[bytes], str]:
+    def check(body: bytes) -> str:
+        found = body.count(b'data-testid="history-item"')
+        return "" if found == expected else f"{found} rows, expected {expected}"
+
+    return check
+
+
+def json_check(expected: int) -> Callable[[bytes], str]:
+    def check(body: bytes) -> str:
+        found = len(json.loads(body)["items"])
+        return "" if found == expected else f"{found} items, expected {expected}"
+
+    return check
+
+
+def search_check(body: bytes) -> str:
+    found = body.count(b'data-testid="history-item"')
+    if found != PAGE_SIZE:
+        return f"{found} results, expected {PAGE_SIZE}"
+    return "" if body.count(b"<mark>") >= PAGE_SIZE else "snippets without highlights"
+
+
+async def get_once(app: AppServer, call: HttpCall, cookie: str) -> HttpReply:
+    connection = HttpConnection(app.host, app.port)
+    try:
+        reply = await connection.request("GET", call.path, None, {**call.headers, "Cookie": cookie})
+    finally:
+        await connection.close()
+    if reply.status != 200:
+        raise RuntimeError(f"{call.name} answered {reply.status}: {reply.body[:300]!r}")
+    return reply
+
+
+# --- the cursor chain --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Walk:
+    deep_path: str  # the htmx infinite-scroll URL that answers page DEEP_PAGE
+    deep_ids: list[str]
+    json_deep_path: str
+    json_deep_ids: list[str]
+    seen: int
+    duplicates: int
+    seconds: float
+
+
+async def walk(app: AppServer, cookie: str) -> Walk:
+    """Follow the infinite-scroll links from the first page to page DEEP_PAGE as the browser does (each page's
+    'Load more' hx-get), and the JSON API's next_cursor chain as far."""
+    connection = HttpConnection(app.host, app.port)
+    started = time.perf_counter()
+    seen: set[str] = set()
+    duplicates = 0
+    try:
+        path, headers = "/history", {"Cookie": cookie}
+        for page in range(1, DEEP_PAGE + 1):
+            reply = await connection.request("GET", path, None, headers)
+            if reply.status != 200:
+                raise RuntimeError(f"history page {page} ({path}) answered {reply.status}")
+            ids = [m.decode() for m in ITEM_ID.findall(reply.body)]
+            duplicates += sum(1 for i in ids if i in seen)
+            seen.update(ids)
+            if page == DEEP_PAGE:
+                deep_path, deep_ids = path, ids
+                break
+            more = LOAD_MORE.search(reply.body)
+            if more is None or len(ids) != PAGE_SIZE:
+                raise RuntimeError(f"history page {page} has {len(ids)} rows and {'a' if more else 'no'} next link")
+            path = html.unescape(more.group(1).decode())
+            headers = {**HX, "HX-Target": "load-more", "HX-Current-URL": f"{app.url}/history", "Cookie": cookie}
+        json_path = f"/api/users/sessions?limit={PAGE_SIZE}"
+        for page in range(1, DEEP_PAGE + 1):
+            reply = await connection.request("GET", json_path, None, {"Cookie": cookie})
+            if reply.status != 200:
+                raise RuntimeError(f"JSON page {page} ({json_path}) answered {reply.status}")
+            data = json.loads(reply.body)
+            if page == DEEP_PAGE:
+                json_ids = [item["id"] for item in data["items"]]
+                break
+            json_path = f"/api/users/sessions?limit={PAGE_SIZE}&cursor={quote(data['next_cursor'])}"
+    finally:
+        await connection.close()
+    return Walk(deep_path, deep_ids, json_path, json_ids, len(seen), duplicates, time.perf_counter() - started)
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The keyset in a list cursor (history.service.encode_cursor's format), for the bare SQL baseline."""
+    started_at, conversation_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    return datetime.fromisoformat(started_at), uuid.UUID(conversation_id)
+
+
+def cursor_of(path: str) -> str:
+    return parse_qs(urlsplit(path).query)["cursor"][0]
+
+
+# --- EXPLAIN -----------------------------------------------------------------------------------------------------
+
+
+def _nodes(plan: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    found = [plan]
+    for child in plan.get("Plans", []):
+        found += _nodes(child)
+    return found
+
+
+def _total(node: Mapping[str, Any]) -> float:
+    return float(node.get("Actual Total Time", 0.0)) * float(node.get("Actual Loops", 1) or 1)
+
+
+async def explain(conn: asyncpg.Connection, sql: str, *args: Any) -> str:
+    """One line from EXPLAIN (ANALYZE, BUFFERS, VERBOSE): total time, buffers, and the nodes that took longest
+    (own time, not counting their children), including which node computes ts_headline or ts_rank."""
+    raw = await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, VERBOSE, FORMAT JSON) {sql}", *args)
+    result = json.loads(raw)[0]
+    plan = result["Plan"]
+    own: list[tuple[float, str]] = []
+    for node in _nodes(plan):
+        mine = _total(node) - sum(_total(child) for child in node.get("Plans", []))
+        label = node["Node Type"]
+        if "Relation Name" in node:
+            label += f" on {node['Relation Name']}"
+        if "Index Name" in node:
+            label += f" using {node['Index Name']}"
+        details = [f"{node.get('Actual Rows', 0):,.0f} rows x {node.get('Actual Loops', 1)}"]
+        output = " ".join(node.get("Output", []))
+        below = " ".join(" ".join(child.get("Output", [])) for child in node.get("Plans", []))
+        computes = [f for f in ("ts_headline", "ts_rank") if f + "(" in output and f + "(" not in below]
+        if computes:
+            details.append("computes " + " and ".join(computes))
+        if "Sort Method" in node:
+            details.append(str(node["Sort Method"]))
+        own.append((mine, f"{label} {max(mine, 0.0):.2f} ms ({', '.join(details)})"))
+    own.sort(reverse=True)
+    hit, read = plan.get("Shared Hit Blocks", 0), plan.get("Shared Read Blocks", 0)
+    jit = result.get("JIT")
+    jit_note = f", JIT {jit['Timing']['Total']:.1f} ms" if jit else ""
+    return (
+        f"{result['Execution Time']:.2f} ms (planning {result.get('Planning Time', 0.0):.2f} ms{jit_note}; "
+        f"buffers hit {hit:,} read {read:,}); slowest nodes: " + "; ".join(text for _, text in own[:3])
+    )
+
+
+# --- the benchmark -----------------------------------------------------------------------------------------------
+
+
+async def _user(db: asyncpg.Connection, clients: Sequence[httpx.AsyncClient]) -> uuid.UUID:
+    """The history user (signed up through the form the first time), logged in once per client: one login
+    session per concurrent requester."""
+    user_id = await db.fetchval("SELECT id FROM user_account WHERE email = $1", EMAIL)
+    if user_id is None:
+        await signup(clients[0], EMAIL, "Bench History")
+        user_id = await db.fetchval("SELECT id FROM user_account WHERE email = $1", EMAIL)
+    else:
+        await login(clients[0], EMAIL)
+    for client in clients[1:]:
+        await login(client, EMAIL)
+    assert isinstance(user_id, uuid.UUID)
+    return user_id
+
+
+async def run(env: BenchEnv) -> Report:
+    utterances = CONVERSATIONS * PER_CONVERSATION
+    report = Report(
+        f"history: {CONVERSATIONS:,} conversations, {utterances:,} utterances, one user, {CONCURRENCY} concurrent"
+    )
+    clients = [httpx.AsyncClient(timeout=60.0) for _ in range(CONCURRENCY)]
+    conns: list[asyncpg.Connection] = []
+    try:
+        async with running_app(env) as app:
+            for client in clients:
+                client.base_url = httpx.URL(app.url)
+            conns = [await asyncpg.connect(env.dsn) for _ in range(CONCURRENCY)]
+            user_id = await _user(conns[0], clients)
+            seeded = await seed(env.dsn, user_id)
+            cookies = [cookie_header(client) for client in clients]
+            await _measure(report, app, conns, user_id, cookies, seeded, env.dsn)
+            problems = app.log_problems()
+    finally:
+        for conn in conns:
+            await conn.close()
+        for client in clients:
+            await client.aclose()
+    report.notes.append(
+        f"the app logged {len(problems)} error line(s), first: {problems[0][:300]}"
+        if problems
+        else "the app logged no errors"
+    )
+    return report
+
+
+async def _measure(
+    report: Report,
+    app: AppServer,
+    conns: list[asyncpg.Connection],
+    user_id: uuid.UUID,
+    cookies: list[str],
+    seeded: Seed,
+    dsn: str,
+) -> None:
+    chain = await walk(app, cookies[0])
+    deep_offset = (DEEP_PAGE - 1) * PAGE_SIZE
+    offset_ids = [str(r["id"]) for r in await conns[0].fetch(OFFSET_PAGE, user_id, deep_offset, PAGE_SIZE)]
+    deep_at, deep_id = decode_cursor(cursor_of(chain.deep_path))
+    json_cursor = parse_qs(urlsplit(chain.json_deep_path).query)["cursor"][0]
+
+    history_url = {"HX-Current-URL": f"{app.url}/history"}
+    results_fragment = {**HX, **history_url, "HX-Target": "history-results", "HX-Trigger": "search-q"}
+    first_full = HttpCall("first page, full page: GET /history", "/history", {}, rows_check(PAGE_SIZE))
+    first_hx = HttpCall("first page, htmx fragment", "/history?q=&from=&to=", results_fragment, rows_check(PAGE_SIZE))
+    deep_hx = HttpCall(
+        f"page {DEEP_PAGE} by cursor, htmx fragment (infinite scroll)",
+        chain.deep_path,
+        {**HX, **history_url, "HX-Target": "load-more"},
+        rows_check(PAGE_SIZE),
+    )
+    first_json = HttpCall("first page, JSON API", f"/api/users/sessions?limit={PAGE_SIZE}", {}, json_check(PAGE_SIZE))
+    deep_json = HttpCall(f"page {DEEP_PAGE} by cursor, JSON API", chain.json_deep_path, {}, json_check(PAGE_SIZE))
+    rare = HttpCall(
+        f"search '{RARE_WORD}' ({100 * seeded.rare_share:.1f}% of utterances), htmx",
+        f"/history?q={RARE_WORD}&from=&to=",
+        results_fragment,
+        search_check,
+    )
+    common = HttpCall(
+        f"search '{COMMON_WORD}' ({100 * seeded.common_share:.0f}% of utterances), htmx",
+        f"/history?q={COMMON_WORD}&from=&to=",
+        results_fragment,
+        search_check,
+    )
+
+    async def searched(conn: asyncpg.Connection, word: str, snippets: str = SNIPPETS) -> list[str]:
+        rows = await conn.fetch(SEARCH, user_id, word, None, None, SEARCH_CANDIDATES, None, None, None, PAGE_SIZE + 1)
+        await conn.fetch(snippets, [r["id"] for r in rows[:PAGE_SIZE]], word)
+        return [str(r["id"]) for r in rows[:PAGE_SIZE]]
+
+    # What an authenticated page costs in SQL besides its query: the login session is renewed (UPDATE) and
+    # stored again (UPSERT) on every request, and the user is looked up.
+    session_value = json.dumps({"user_id": str(user_id)}).encode()
+    for n, conn in enumerate(conns):
+        await conn.execute(SESSION_STORE, f"bench-history-baseline:{n}", session_value, SESSION_SECONDS)
+
+    def with_session(
+        page: Callable[[asyncpg.Connection], Awaitable[Any]],
+    ) -> Callable[[asyncpg.Connection], Awaitable[Any]]:
+        async def call(conn: asyncpg.Connection) -> None:
+            key = f"bench-history-baseline:{conns.index(conn)}"
+            await conn.fetchval(SESSION_RENEW, key, SESSION_SECONDS)
+            await conn.fetchrow(GET_USER, user_id)
+            await page(conn)
+            await conn.execute(SESSION_STORE, key, session_value, SESSION_SECONDS)
+
+        return call
+
+    key_first = SqlCall("keyset first", lambda c: c.fetch(KEYSET_PAGE, user_id, None, None, PAGE_SIZE + 1))
+    key_deep = SqlCall("keyset deep", lambda c: c.fetch(KEYSET_PAGE, user_id, deep_at, deep_id, PAGE_SIZE + 1))
+    offset_deep = SqlCall("offset deep", lambda c: c.fetch(OFFSET_PAGE, user_id, deep_offset, PAGE_SIZE + 1))
+    rare_sql = SqlCall("rare", lambda c: searched(c, RARE_WORD))
+    common_sql = SqlCall("common", lambda c: searched(c, COMMON_WORD))
+    request_first = SqlCall("request first", with_session(key_first.run))
+    request_deep = SqlCall("request deep", with_session(key_deep.run))
+    rare_fixed = SqlCall("rare, fixed", lambda c: searched(c, RARE_WORD, SNIPPETS_ONE_HEADLINE))
+    common_fixed = SqlCall("common, fixed", lambda c: searched(c, COMMON_WORD, SNIPPETS_ONE_HEADLINE))
+
+    # Same answers from the app and from the bare SQL, or the comparison means nothing.
+    agree: list[str] = []
+    for call, word in ((rare, RARE_WORD), (common, COMMON_WORD)):
+        reply = await get_once(app, call, cookies[0])
+        app_ids = [m.decode() for m in ITEM_ID.findall(reply.body)]
+        if app_ids != await searched(conns[0], word):
+            agree.append(f"search '{word}': the app's first page differs from the bare SQL's")
+    if chain.deep_ids != offset_ids or chain.json_deep_ids != offset_ids:
+        agree.append(f"page {DEEP_PAGE} by cursor differs from OFFSET {deep_offset} (html, JSON)")
+    same_snippets = True
+    for word in (RARE_WORD, COMMON_WORD):
+        ids = [uuid.UUID(i) for i in await searched(conns[0], word)]
+        now = sorted(tuple(r) for r in await conns[0].fetch(SNIPPETS, ids, word))
+        fixed = sorted(tuple(r) for r in await conns[0].fetch(SNIPPETS_ONE_HEADLINE, ids, word))
+        same_snippets = same_snippets and now == fixed
+    if json_cursor != cursor_of(chain.deep_path):
+        agree.append("the JSON API and the page hand out different cursors for the same page")
+
+    # One request at a time first (the cost of each), then CONCURRENCY closed-loop requesters.
+    calls = [first_full, first_hx, deep_hx, first_json, deep_json, rare, common]
+    serial_http = {c.name: await http_load(app, cookies, [c], SERIAL_REQUESTS, 1, None) for c in calls}
+    sql_calls = [key_first, key_deep, offset_deep, rare_sql, common_sql]
+    serial_sql = {c.name: await sql_load(conns[:1], [c], SERIAL_REQUESTS, None) for c in sql_calls}
+    wal_before = await conns[0].fetchval(WAL_LSN)
+    lists_hx = await http_load(app, cookies, [first_hx, deep_hx], REQUESTS, CONCURRENCY, dsn)
+    wal_per_page = float(await conns[0].fetchval(WAL_BYTES, wal_before)) / (lists_hx.requests + lists_hx.warmup)
+    lists_json = await http_load(app, cookies, [first_json, deep_json], REQUESTS, CONCURRENCY, dsn)
+    full = await http_load(app, cookies, [first_full], REQUESTS, CONCURRENCY, dsn)
+    rare_load = await http_load(app, cookies, [rare], REQUESTS, CONCURRENCY, dsn)
+    common_load = await http_load(app, cookies, [common], REQUESTS, CONCURRENCY, dsn)
+    lists_sql = await sql_load(conns, [key_first, key_deep, offset_deep], REQUESTS, dsn)
+    rare_base = await sql_load(conns, [rare_sql], REQUESTS, dsn)
+    common_base = await sql_load(conns, [common_sql], REQUESTS, dsn)
+    request_sql = await sql_load(conns, [request_first, request_deep], REQUESTS, dsn)
+    rare_what_if = await sql_load(conns, [rare_fixed], REQUESTS, dsn)
+    common_what_if = await sql_load(conns, [common_fixed], REQUESTS, dsn)
+
+    def both(load: Load, name: str) -> str:
+        return f"{ms(load.p(name, 50))} / {ms(load.p(name, 99))}"
+
+    def ratio(a: Load, a_name: str, b: Load, b_name: str) -> str:
+        return f"{times(a.p(a_name, 50) / b.p(b_name, 50))} / {times(a.p(a_name, 99) / b.p(b_name, 99))}"
+
+    def row(load: Load, call: HttpCall, base: Load, base_name: str, label: str, target: float) -> Row:
+        p99 = load.p(call.name, 99)
+        return Row(
+            f"{call.name}, p50 / p99",
+            both(load, call.name),
+            f"{label} {both(base, base_name)}",
+            ratio(load, call.name, base, base_name),
+            f"p99 < {ms(target)}",
+            verdict(p99 < target),
+        )
+
+    def deep_vs_first(load: Load, deep: HttpCall, first: HttpCall, what: str) -> Row:
+        value = load.p(deep.name, 99) / load.p(first.name, 99)
+        return Row(
+            f"page {DEEP_PAGE} ÷ first page, {what} (same phase, interleaved), p50 / p99",
+            ratio(load, deep.name, load, first.name),
+            f"keyset SQL {ratio(lists_sql, key_deep.name, lists_sql, key_first.name)}",
+            "—",
+            f"p99 ≤ {DEEP_RATIO_TARGET:g}x",
+            verdict(value <= DEEP_RATIO_TARGET),
+        )
+
+    loads = [lists_hx, lists_json, full, rare_load, common_load]
+    errors = [e for load in loads + list(serial_http.values()) for e in load.errors]
+    requests = sum(load.requests for load in loads + list(serial_http.values()))
+    list_rows = [
+        row(full, first_full, lists_sql, key_first.name, "keyset SQL", LIST_P99_TARGET),
+        row(lists_hx, first_hx, lists_sql, key_first.name, "keyset SQL", LIST_P99_TARGET),
+        row(lists_hx, deep_hx, lists_sql, key_deep.name, "keyset SQL", LIST_P99_TARGET),
+        deep_vs_first(lists_hx, deep_hx, first_hx, "htmx"),
+        Row(
+            f"first page / page {DEEP_PAGE}, htmx, p50, beside all the SQL of the request (session renew, user, "
+            "page, session store)",
+            f"{ms(lists_hx.p(first_hx.name, 50))} / {ms(lists_hx.p(deep_hx.name, 50))}",
+            f"request SQL {ms(request_sql.p(request_first.name, 50))} / {ms(request_sql.p(request_deep.name, 50))}",
+            f"{times(lists_hx.p(first_hx.name, 50) / request_sql.p(request_first.name, 50))} / "
+            f"{times(lists_hx.p(deep_hx.name, 50) / request_sql.p(request_deep.name, 50))}",
+        ),
+        row(lists_json, first_json, lists_sql, key_first.name, "keyset SQL", LIST_P99_TARGET),
+        row(lists_json, deep_json, lists_sql, key_deep.name, "keyset SQL", LIST_P99_TARGET),
+        deep_vs_first(lists_json, deep_json, first_json, "JSON API"),
+    ]
+    search_rows = [
+        row(rare_load, rare, rare_base, rare_sql.name, "search SQL", SEARCH_P99_TARGET),
+        row(common_load, common, common_base, common_sql.name, "search SQL", SEARCH_P99_TARGET),
+    ]
+    report.rows += list_rows
+    report.rows += [
+        Row(
+            f"page {DEEP_PAGE} as bare SQL: keyset (the app's) vs OFFSET {deep_offset} LIMIT {PAGE_SIZE + 1}, "
+            "p50 / p99",
+            f"keyset {both(lists_sql, key_deep.name)}",
+            f"OFFSET {both(lists_sql, offset_deep.name)}",
+            ratio(lists_sql, key_deep.name, lists_sql, offset_deep.name),
+        ),
+        Row(
+            f"page {DEEP_PAGE} by cursor over HTTP (htmx) vs OFFSET pagination as bare SQL, p50 / p99",
+            both(lists_hx, deep_hx.name),
+            f"OFFSET SQL {both(lists_sql, offset_deep.name)}",
+            ratio(lists_hx, deep_hx.name, lists_sql, offset_deep.name),
+        ),
+        *search_rows,
+        Row(
+            "wrong answers: non-200, wrong row count, unhighlighted snippets; app vs SQL disagreements",
+            f"{len(errors)} of {requests}; {len(agree)}",
+            "—",
+            "—",
+            "0; 0",
+            verdict(not errors and not agree),
+        ),
+    ]
+
+    if seeded.seconds is None:
+        report.notes.append("seed: reused (the database already held this user's conversations)")
+    else:
+        report.notes.append(
+            f"seed: {seeded.seconds:.1f} s for {CONVERSATIONS:,} saved conversations x {PER_CONVERSATION} utterances "
+            f"(set-based INSERT … SELECT on {SEED_CONNECTIONS} connections, search_doc with store.refresh_search_doc's "
+            "expression, VACUUM ANALYZE)"
+        )
+    report.notes += [
+        f"words: '{RARE_WORD}' is in {100 * seeded.rare_share:.2f}% of utterances, so in "
+        f"{seeded.rare_conversations:,} of {CONVERSATIONS:,} conversations; '{COMMON_WORD}' in "
+        f"{100 * seeded.common_share:.1f}% of utterances, {seeded.common_conversations:,} conversations — at 100 "
+        "utterances each, a 1% word is in most conversations, so both searches rank the newest "
+        f"{SEARCH_CANDIDATES} matches",
+        f"cursor chain: followed {DEEP_PAGE - 1} 'Load more' links and {DEEP_PAGE - 1} JSON next_cursor links in "
+        f"{chain.seconds:.1f} s; {chain.seen:,} distinct rows, {chain.duplicates} repeated; page {DEEP_PAGE} "
+        f"{'equals' if chain.deep_ids == offset_ids else 'DIFFERS FROM'} OFFSET {deep_offset}",
+        f"each measurement: {REQUESTS} requests from {CONCURRENCY} closed-loop requesters, each with its own "
+        "keep-alive connection and login session; first and deep pages interleaved in one phase; baselines: the "
+        f"same SQL through asyncpg on {CONCURRENCY} connections, interleaved the same way (search SQL = "
+        "the candidates/rank statement and the snippets statement, as the app runs them)",
+        "one request at a time, p50 / p99: "
+        + "; ".join(f"{name} {both(load, name)}" for name, load in serial_http.items())
+        + "; bare SQL: "
+        + "; ".join(f"{name} {both(load, name)}" for name, load in serial_sql.items()),
+    ]
+    for name, load in (
+        ("htmx lists", lists_hx),
+        ("JSON lists", lists_json),
+        ("full page", full),
+        (f"search '{RARE_WORD}'", rare_load),
+        (f"search '{COMMON_WORD}'", common_load),
+    ):
+        report.notes.append(
+            f"{name}: {load.requests / load.elapsed:,.0f} requests/s, CPU per request: app "
+            f"{ms(load.cpu_per_request('app'))}, PostgreSQL {ms(load.cpu_per_request('postgres'))} "
+            f"(CPU {CpuMeter.describe(load.cpu)})"
+        )
+    report.notes += [
+        f"every list page view writes to the database: {wal_per_page:,.0f} bytes of WAL per request during the htmx "
+        "list phase — the login session is renewed (UPDATE http_session … RETURNING) and stored again (INSERT … "
+        "ON CONFLICT DO UPDATE) on each request, two commits waiting for the WAL flush",
+        f"closed loop: with {CONCURRENCY} requests always in flight, latency ≈ {CONCURRENCY} ÷ throughput, so a p99 "
+        f"under {ms(LIST_P99_TARGET)} needs well over {CONCURRENCY / LIST_P99_TARGET:,.0f} requests/s from this one "
+        "app process",
+    ]
+    busiest = max(load.cpu.get("other", 0.0) for load in loads)
+    if busiest > 25:
+        report.notes.append(
+            f"WARNING: other processes on this machine used up to {busiest:.0f}% CPU during the measurements; "
+            "the numbers are slower (and tails longer) than on a quiet machine"
+        )
+    report.notes += errors[:1] + agree
+
+    list_missed = any(r.met == verdict(False) for r in list_rows)
+    search_missed = any(r.met == verdict(False) for r in search_rows)
+    if list_missed:
+        report.notes += [
+            "EXPLAIN first page: " + await explain(conns[0], KEYSET_PAGE, user_id, None, None, PAGE_SIZE + 1),
+            f"EXPLAIN page {DEEP_PAGE}: "
+            + await explain(conns[0], KEYSET_PAGE, user_id, deep_at, deep_id, PAGE_SIZE + 1),
+        ]
+    if search_missed:
+        report.notes.append(
+            "what-if (bare SQL, not the app): with the snippets query rewritten to run ts_headline only on each "
+            "conversation's best utterance (DISTINCT ON first, headline after; "
+            f"{'same' if same_snippets else 'DIFFERENT'} snippets), search SQL at "
+            f"{CONCURRENCY} concurrent takes p50 / p99 '{RARE_WORD}' {both(rare_what_if, rare_fixed.name)} (now "
+            f"{both(rare_base, rare_sql.name)}), '{COMMON_WORD}' {both(common_what_if, common_fixed.name)} (now "
+            f"{both(common_base, common_sql.name)})"
+        )
+        for word in (RARE_WORD, COMMON_WORD):
+            args = (user_id, word, None, None, SEARCH_CANDIDATES, None, None, None, PAGE_SIZE + 1)
+            ids = [r["id"] for r in (await conns[0].fetch(SEARCH, *args))[:PAGE_SIZE]]
+            report.notes += [
+                f"EXPLAIN search '{word}' (candidates + rank): " + await explain(conns[0], SEARCH, *args),
+                f"EXPLAIN search '{word}' (snippets): " + await explain(conns[0], SNIPPETS, ids, word),
+            ]

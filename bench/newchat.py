@@ -1,0 +1,620 @@
+"""New Chat: the server time of POST /conversations/new for a conversation of 500 utterances.
+
+Target from the issue: p99 under 50 ms with the in-process agent (offline model), over 200 runs. Baseline, in the
+same run on the same database: the bare SQL statements the save needs, in one transaction with asyncpg, against a
+similar 500-utterance conversation (and, beside it, every statement the whole request issues).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import asyncpg
+import httpx
+
+from bench.common import (
+    CHAT_PANEL_ID,
+    AppServer,
+    BenchEnv,
+    CpuMeter,
+    HttpConnection,
+    LoopLag,
+    Report,
+    Row,
+    cookie_header,
+    env_float,
+    ingest_auth,
+    ingest_body,
+    ms,
+    open_chat,
+    percentile,
+    running_app,
+    sentence,
+    signup,
+    times,
+    verdict,
+)
+
+RUNS = int(env_float("BENCH_NEWCHAT_RUNS", 200))
+UTTERANCES = int(env_float("BENCH_NEWCHAT_UTTERANCES", 500))
+WARMUP = 3  # runs before the measured ones: first template renders, plan caches, agent imports
+P99_TARGET = 0.050
+INGEST_BATCH = 100  # the ingest API's largest batch
+GREETING_TIMEOUT = 5.0
+HEALTHZ_PER_RUN = 3
+SESSION_SECONDS = 14 * 24 * 3600
+STREAM_TIMEOUT = httpx.Timeout(30.0, read=None)
+GREETING = "Hi! I'm your travel-planning assistant. Where would you like to go, and when?"
+
+# --- the bare SQL of the request, as store.py / history / the session store issue it ------------------------------
+
+COLUMNS = """
+    id, owner, room_name, system_prompt, started_at, ended_at, title, last_activity_at, last_seq,
+    end_reason, continued_from
+"""
+SESSION_RENEW = """
+    UPDATE http_session SET expires_at = now() + make_interval(secs => $2)
+    WHERE key = $1 AND expires_at > now() RETURNING value
+"""
+GET_USER = "SELECT id, email, display_name FROM user_account WHERE id = $1"
+LOCK_USER = "SELECT 1 FROM user_account WHERE id = $1 FOR UPDATE"
+SELECT_ACTIVE = f"SELECT {COLUMNS} FROM chat_session WHERE owner = $1 AND ended_at IS NULL"
+LOCK_CONVERSATION = "SELECT last_seq, ended_at FROM chat_session WHERE id = $1 FOR UPDATE"
+SELECT_EXISTING = (
+    "SELECT item_id, seq, text, interrupted FROM utterance WHERE session = $1 AND item_id = ANY($2::text[])"
+)
+INSERT_FINALS = """
+    INSERT INTO utterance (session, seq, item_id, role, text, is_final, interrupted, created_at)
+    SELECT $1, u.seq, u.item_id, u.role, u.text, true, u.interrupted, u.created_at
+    FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::timestamptz[])
+         AS u(seq, item_id, role, text, interrupted, created_at)
+    ORDER BY u.seq
+    RETURNING seq, item_id, role, text, interrupted, created_at
+"""
+UPDATE_LAST_SEQ = "UPDATE chat_session SET last_seq = $2, last_activity_at = now() WHERE id = $1"
+FIRST_USER_TEXT = "SELECT text FROM utterance WHERE session = $1 AND role = 'user' ORDER BY seq LIMIT 1"
+MARK_ENDED = f"""
+    UPDATE chat_session SET ended_at = now(), end_reason = $2, title = coalesce(title, $3)
+    WHERE id = $1 RETURNING {COLUMNS}
+"""
+REFRESH_SEARCH_DOC = """
+    UPDATE chat_session s SET search_doc =
+        setweight(to_tsvector('english', coalesce(s.title, '')), 'A')
+        || setweight(coalesce(
+            (SELECT to_tsvector('english', string_agg(u.text, ' ' ORDER BY u.seq)) FROM utterance u
+             WHERE u.session = s.id),
+            ''::tsvector), 'B')
+    WHERE s.id = $1 AND s.ended_at IS NOT NULL
+"""
+INSERT_ACTIVE = f"""
+    INSERT INTO chat_session (id, room_name, owner, system_prompt, continued_from) VALUES ($1, $2, $3, $4, $5)
+    RETURNING {COLUMNS}
+"""
+RECENT_SAVED = """
+    SELECT id, title, started_at, ended_at, last_seq AS message_count FROM chat_session
+    WHERE owner = $1 AND ended_at IS NOT NULL
+    ORDER BY started_at DESC, id DESC LIMIT $2
+"""
+LIST_UTTERANCES = """
+    SELECT seq, item_id, role, text, interrupted, created_at FROM utterance
+    WHERE session = $1 AND seq > $2 ORDER BY seq LIMIT $3
+"""
+SESSION_STORE = """
+    INSERT INTO http_session (key, value, expires_at)
+    VALUES ($1, $2, now() + make_interval(secs => $3))
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+"""
+# Untimed: fill the baseline's conversation the way five ingest batches would have.
+FILL_CONVERSATION = """
+    INSERT INTO utterance (session, seq, item_id, role, text, is_final, interrupted, created_at)
+    SELECT $1, u.seq, 'base-' || u.seq, u.role, u.text, true, false, now()
+    FROM unnest($2::int[], $3::text[], $4::text[]) AS u(seq, role, text)
+"""
+VERIFY_SAVED = """
+    SELECT s.ended_at IS NOT NULL AS ended, s.end_reason, s.last_seq, s.title, s.search_doc IS NOT NULL AS has_doc,
+           (SELECT count(*) FROM utterance u WHERE u.session = s.id) AS stored,
+           (SELECT count(*) FROM utterance u WHERE u.session = s.id AND u.interrupted) AS interrupted
+    FROM chat_session s WHERE s.id = $1
+"""
+
+SAVE_STEPS = (
+    "lock user",
+    "select active",
+    "lock conversation",
+    "select existing items",
+    "insert flushed interim",
+    "update last_seq",
+    "select first user text",
+    "mark ended + title",
+    "refresh_search_doc",
+    "insert next conversation",
+)
+
+
+def conversation_texts(count: int) -> list[tuple[str, str]]:
+    """(role, text) for seq 1..count: the agent's greeting, then user and agent turns; the last one is the
+    user's unfinished sentence (an interim at save time)."""
+    rng = random.Random(500)
+    texts = [("agent", GREETING)]
+    for seq in range(2, count + 1):
+        role = "user" if seq % 2 == 0 else "agent"
+        texts.append((role, sentence(rng, 4, 24) if role == "user" else sentence(rng, 12, 48)))
+    return texts
+
+
+def make_title(text: str, limit: int = 60) -> str:
+    """What the app derives from the first user utterance (store.make_title), for the baseline's UPDATE."""
+    line = " ".join(text.split())
+    if len(line) <= limit:
+        return line
+    cut = line[: limit - 1]
+    if " " in cut[limit // 2 :]:
+        cut = cut[: cut.rindex(" ")]
+    return cut.rstrip(" ,.;:!?-") + "…"
+
+
+# --- the baseline ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Baseline:
+    """A second user whose conversations the bare SQL saves, one per run, on one warm asyncpg connection."""
+
+    conn: asyncpg.Connection
+    user_id: uuid.UUID
+    session_key: str
+    conversation_id: uuid.UUID
+    texts: list[tuple[str, str]]
+    title: str
+
+    @classmethod
+    async def create(cls, dsn: str, texts: list[tuple[str, str]]) -> Baseline:
+        conn = await asyncpg.connect(dsn)
+        tag = uuid.uuid4().hex[:8]
+        user_id = await conn.fetchval(
+            "INSERT INTO user_account (email, display_name, password_hash) VALUES ($1, 'Bench Baseline', 'x') "
+            "RETURNING id",
+            f"bench-newchat-baseline-{tag}@example.com",
+        )
+        session_key = f"bench-baseline:{tag}"
+        await conn.execute(SESSION_STORE, session_key, json.dumps({"user_id": str(user_id)}).encode(), SESSION_SECONDS)
+        conversation_id = uuid.uuid4()
+        await conn.execute(
+            "INSERT INTO chat_session (id, room_name, owner, system_prompt) VALUES ($1, $2, $3, '')",
+            conversation_id,
+            f"chat-{conversation_id.hex}",
+            user_id,
+        )
+        first_user = next(text for role, text in texts if role == "user")
+        return cls(conn, user_id, session_key, conversation_id, texts, make_title(first_user))
+
+    async def fill(self) -> None:
+        """Untimed: the active conversation gets every utterance but the last (which is flushed at save)."""
+        stored = self.texts[:-1]
+        async with self.conn.transaction():
+            await self.conn.execute(
+                FILL_CONVERSATION,
+                self.conversation_id,
+                list(range(1, len(stored) + 1)),
+                [role for role, _ in stored],
+                [text for _, text in stored],
+            )
+            await self.conn.execute(UPDATE_LAST_SEQ, self.conversation_id, len(stored))
+
+    async def save(self, run: int) -> tuple[float, float, dict[str, float]]:
+        """The save as bare SQL: returns (transaction seconds, whole-request SQL seconds, seconds per step)."""
+        conn = self.conn
+        steps: dict[str, float] = {}
+
+        async def step(name: str, call: Callable[[], Awaitable[Any]]) -> Any:
+            started = time.perf_counter()
+            result = await call()
+            steps[name] = time.perf_counter() - started
+            return result
+
+        cid, uid = self.conversation_id, self.user_id
+        role, text = self.texts[-1]
+        item = f"base-interim-{run}"
+        started = time.perf_counter()
+        await step("session renew", lambda: conn.fetchval(SESSION_RENEW, self.session_key, SESSION_SECONDS))
+        await step("get user", lambda: conn.fetchrow(GET_USER, uid))
+        save_started = time.perf_counter()
+        async with conn.transaction():
+            await step("lock user", lambda: conn.execute(LOCK_USER, uid))
+            await step("select active", lambda: conn.fetchrow(SELECT_ACTIVE, uid))
+            locked = await step("lock conversation", lambda: conn.fetchrow(LOCK_CONVERSATION, cid))
+            await step("select existing items", lambda: conn.fetch(SELECT_EXISTING, cid, [item]))
+            seq = locked["last_seq"] + 1
+            await step(
+                "insert flushed interim",
+                lambda: conn.fetch(INSERT_FINALS, cid, [seq], [item], [role], [text], [True], [datetime.now(UTC)]),
+            )
+            await step("update last_seq", lambda: conn.execute(UPDATE_LAST_SEQ, cid, seq))
+            await step("select first user text", lambda: conn.fetchval(FIRST_USER_TEXT, cid))
+            await step("mark ended + title", lambda: conn.fetchrow(MARK_ENDED, cid, "new_chat", self.title))
+            await step("refresh_search_doc", lambda: conn.execute(REFRESH_SEARCH_DOC, cid))
+            next_id = uuid.uuid4()
+            await step(
+                "insert next conversation",
+                lambda: conn.fetchrow(INSERT_ACTIVE, next_id, f"chat-{next_id.hex}", uid, "", None),
+            )
+        save_seconds = time.perf_counter() - save_started
+        await step("recent_saved (history push)", lambda: conn.fetch(RECENT_SAVED, uid, 10))
+        await step("list_utterances (next agent)", lambda: conn.fetch(LIST_UTTERANCES, next_id, 0, 10_000))
+        await step("recent_saved (panel)", lambda: conn.fetch(RECENT_SAVED, uid, 10))
+        await step(
+            "session store",
+            lambda: conn.execute(
+                SESSION_STORE, self.session_key, json.dumps({"user_id": str(uid)}).encode(), SESSION_SECONDS
+            ),
+        )
+        full_seconds = time.perf_counter() - started
+        saved = await conn.fetchrow(VERIFY_SAVED, cid)
+        if not (saved["ended"] and saved["last_seq"] == len(self.texts) and saved["has_doc"]):
+            raise RuntimeError(f"baseline save {run} did not save: {dict(saved)}")
+        self.conversation_id = next_id
+        return save_seconds, full_seconds, steps
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+
+# --- the app -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Tab:
+    """The chat tab's SSE stream on the conversation being filled and saved, as the browser keeps it open: it
+    receives every final and, at New Chat, the flushed interim, the history list and the 'ended' control."""
+
+    client: httpx.AsyncClient
+    messages: int = 0
+    controls: int = 0
+    errors: list[str] = field(default_factory=list)
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    async def open(self, conversation_id: uuid.UUID, last_seq: int) -> None:
+        """Connect after `last_seq` (what the page already shows), as a tab that has seen everything so far."""
+        await self.close()
+        self.messages = self.controls = 0
+        self.connected.clear()
+        self.ended.clear()
+        self.task = asyncio.create_task(self._read(conversation_id, last_seq))
+        await asyncio.wait_for(self.connected.wait(), timeout=10)
+
+    async def _read(self, conversation_id: uuid.UUID, last_seq: int) -> None:
+        from httpx_sse import aconnect_sse
+
+        path = f"/conversations/{conversation_id}/stream"
+        try:
+            async with aconnect_sse(self.client, "GET", path, headers={"Last-Event-ID": str(last_seq)}) as source:
+                if source.response.status_code != 200:
+                    self.errors.append(f"stream {conversation_id}: HTTP {source.response.status_code}")
+                    return
+                self.connected.set()
+                async for event in source.aiter_sse():
+                    if event.event == "message":
+                        self.messages += 1
+                    elif event.event == "control":
+                        self.controls += 1
+        except httpx.HTTPError as exc:
+            self.errors.append(f"stream {conversation_id}: {type(exc).__name__}: {exc}")
+        finally:
+            self.connected.set()
+            self.ended.set()
+
+    async def wait_for_messages(self, count: int, timeout: float = 10.0) -> bool:
+        deadline = time.perf_counter() + timeout
+        while self.messages < count and not self.ended.is_set():
+            if time.perf_counter() > deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return self.messages >= count
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+            self.task = None
+
+
+@dataclass
+class AppUser:
+    """The signed-up user whose active conversation is filled through the ingest API and saved by New Chat."""
+
+    app: AppServer
+    conversation_id: uuid.UUID
+    cookie: str
+    csrf: str
+    http: HttpConnection
+    ingest: HttpConnection
+    texts: list[tuple[str, str]]
+    tab: Tab
+    greeting_waits: list[float] = field(default_factory=list)
+    missing_greetings: int = 0
+
+    async def wait_for_greeting(self, db: asyncpg.Connection) -> int:
+        """The new conversation's agent greets first (streamed by the offline model); wait for its final so
+        each saved conversation has exactly the same content. Returns the conversation's last_seq."""
+        started = time.perf_counter()
+        deadline = started + GREETING_TIMEOUT
+        while True:
+            last_seq = int(await db.fetchval("SELECT last_seq FROM chat_session WHERE id = $1", self.conversation_id))
+            if last_seq >= 1:
+                self.greeting_waits.append(time.perf_counter() - started)
+                return last_seq
+            if time.perf_counter() > deadline:
+                self.missing_greetings += 1
+                return last_seq
+            await asyncio.sleep(0.02)
+
+    async def fill(self, run: int, last_seq: int) -> None:
+        """Ingest the rest of the conversation in batches of 100 finals, then one interim (the user is still
+        talking when they press New Chat), with the agent's bearer token."""
+        path = f"/api/conversations/{self.conversation_id}/events"
+        auth = {"Authorization": ingest_auth(self.conversation_id)}
+        finals = [
+            {"item_id": f"run{run}-{seq}", "role": role, "text": text, "final": True}
+            for seq, (role, text) in enumerate(self.texts[:-1], start=1)
+            if seq > last_seq
+        ]
+        for start in range(0, len(finals), INGEST_BATCH):
+            batch = finals[start : start + INGEST_BATCH]
+            status, reply = await self.ingest.post_json(path, ingest_body(batch), auth)
+            if status != 200 or json.loads(reply).get("stored") != len(batch):
+                raise RuntimeError(f"ingest for run {run} failed: {status} {reply[:300]!r}")
+        role, text = self.texts[-1]
+        interim = [{"item_id": f"run{run}-interim", "role": role, "text": text, "final": False}]
+        status, reply = await self.ingest.post_json(path, ingest_body(interim), auth)
+        if status != 200:
+            raise RuntimeError(f"interim for run {run} failed: {status} {reply[:300]!r}")
+
+    async def healthz(self) -> float:
+        started = time.perf_counter()
+        reply = await self.http.request("GET", "/healthz")
+        elapsed = time.perf_counter() - started
+        if reply.status != 200:
+            raise RuntimeError(f"/healthz answered {reply.status}")
+        return elapsed
+
+    async def new_chat(self) -> tuple[float, int, str, bytes]:
+        """The browser's New Chat click: an htmx form POST. Returns (round trip, status, HX-Trigger, body)."""
+        body = urlencode({"conversation_id": str(self.conversation_id)}).encode()
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "HX-Request": "true",
+            "HX-Current-URL": f"{self.app.url}/",
+            "HX-Target": "chat-panel",
+            "HX-Trigger": "new-chat-button",
+            "x-csrftoken": self.csrf,
+            "Cookie": self.cookie,
+        }
+        started = time.perf_counter()
+        reply = await self.http.request("POST", "/conversations/new", body, headers)
+        elapsed = time.perf_counter() - started
+        return elapsed, reply.status, reply.headers.get("hx-trigger", ""), reply.body
+
+
+def check_saved(row: Any, expected: int) -> str:
+    """Why a saved conversation is not what New Chat should have written ("" when it is)."""
+    if row is None:
+        return "conversation row is gone"
+    problems = []
+    if not row["ended"] or row["end_reason"] != "new_chat":
+        problems.append(f"ended={row['ended']} reason={row['end_reason']}")
+    if row["last_seq"] != expected or row["stored"] != expected:
+        problems.append(f"last_seq={row['last_seq']} stored={row['stored']} (expected {expected})")
+    if row["interrupted"] != 1:
+        problems.append(f"{row['interrupted']} interrupted utterances (expected the 1 flushed interim)")
+    if not row["title"] or not row["has_doc"]:
+        problems.append(f"title={row['title']!r} search_doc={'set' if row['has_doc'] else 'missing'}")
+    return "; ".join(problems)
+
+
+@dataclass
+class Results:
+    app: list[float] = field(default_factory=list)
+    base_save: list[float] = field(default_factory=list)
+    base_full: list[float] = field(default_factory=list)
+    base_steps: dict[str, list[float]] = field(default_factory=dict)
+    healthz: list[float] = field(default_factory=list)
+    ok: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+async def run(env: BenchEnv) -> Report:
+    report = Report(f"newchat: POST /conversations/new for a conversation of {UTTERANCES} utterances ({RUNS} runs)")
+    texts = conversation_texts(UTTERANCES)
+    client = httpx.AsyncClient(timeout=30.0)
+    db = await asyncpg.connect(env.dsn)
+    baseline = await Baseline.create(env.dsn, texts)
+    try:
+        async with running_app(env) as app:
+            client.base_url = httpx.URL(app.url)
+            setup_started = time.perf_counter()
+            await signup(client, f"bench-newchat-{uuid.uuid4().hex[:8]}@example.com", "Bench NewChat")
+            user = AppUser(
+                app,
+                await open_chat(client),
+                cookie_header(client),
+                client.cookies["csrftoken"],
+                HttpConnection(app.host, app.port),
+                HttpConnection(app.host, app.port),
+                texts,
+                Tab(
+                    httpx.AsyncClient(base_url=app.url, cookies=client.cookies, timeout=httpx.Timeout(30.0, read=None))
+                ),
+            )
+            report.notes.append(f"setup (sign up, open the chat): {time.perf_counter() - setup_started:.1f} s")
+            results = Results()
+            meter = CpuMeter({"app": app.pid}, env.dsn)
+            try:
+                with LoopLag() as lag:
+                    for run_index in range(WARMUP + RUNS):
+                        if run_index == WARMUP:
+                            await meter.start()
+                            measured_started = time.perf_counter()
+                        await _one_run(run_index, run_index >= WARMUP, user, baseline, db, results)
+                    cpu = await meter.stop()
+                    measured = time.perf_counter() - measured_started
+            finally:
+                await user.tab.close()
+                await user.tab.client.aclose()
+                await user.http.close()
+                await user.ingest.close()
+            _report(report, results, user, cpu, lag, measured, app.log_problems())
+    finally:
+        await baseline.close()
+        await db.close()
+        await client.aclose()
+    return report
+
+
+async def _one_run(
+    run_index: int, measured: bool, user: AppUser, baseline: Baseline, db: asyncpg.Connection, results: Results
+) -> None:
+    last_seq = await user.wait_for_greeting(db)
+    await user.tab.open(user.conversation_id, last_seq)
+    await user.fill(run_index, last_seq)
+    # Every final and the interim reached the tab, so the app is idle again when New Chat is timed.
+    if not await user.tab.wait_for_messages(UTTERANCES - last_seq):
+        raise RuntimeError(f"run {run_index}: the tab got {user.tab.messages} of {UTTERANCES - last_seq} messages")
+    await baseline.fill()
+    floor = [await user.healthz() for _ in range(HEALTHZ_PER_RUN)]
+    # Alternate which goes first, so neither always runs right after the other's writes.
+    if run_index % 2 == 0:
+        app_seconds, status, trigger, body = await user.new_chat()
+        base_save, base_full, steps = await baseline.save(run_index)
+    else:
+        base_save, base_full, steps = await baseline.save(run_index)
+        app_seconds, status, trigger, body = await user.new_chat()
+
+    saved_id = user.conversation_id
+    match = CHAT_PANEL_ID.search(body.decode(errors="replace"))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(user.tab.ended.wait(), timeout=5)
+    problem = ""
+    if status != 200:
+        problem = f"HTTP {status}: {body[:200]!r}"
+    elif "Conversation saved" not in trigger:
+        problem = f"no 'Conversation saved' toast (HX-Trigger {trigger!r})"
+    elif not match or uuid.UUID(match.group(1)) == saved_id:
+        problem = "the reply does not show a new conversation"
+    elif not user.tab.ended.is_set() or not user.tab.controls:
+        problem = f"the open tab was not told (stream ended: {user.tab.ended.is_set()}, controls: {user.tab.controls})"
+    else:
+        problem = check_saved(await db.fetchrow(VERIFY_SAVED, saved_id), UTTERANCES)
+    if match and uuid.UUID(match.group(1)) != saved_id:
+        user.conversation_id = uuid.UUID(match.group(1))
+    if problem:
+        results.failures.append(f"run {run_index}: {problem}")
+        if user.conversation_id == saved_id:
+            raise RuntimeError(f"New Chat run {run_index} failed and left no next conversation: {problem}")
+    if not measured:
+        return
+    if not problem:
+        results.ok += 1
+    results.app.append(app_seconds)
+    results.base_save.append(base_save)
+    results.base_full.append(base_full)
+    for name, seconds in steps.items():
+        results.base_steps.setdefault(name, []).append(seconds)
+    results.healthz += floor
+
+
+def _report(
+    report: Report,
+    results: Results,
+    user: AppUser,
+    cpu: dict[str, float],
+    lag: LoopLag,
+    measured: float,
+    problems: list[str],
+) -> None:
+    app, save, full = results.app, results.base_save, results.base_full
+
+    def row(name: str, p: float, target: float | None = None) -> Row:
+        value, base = percentile(app, p), percentile(save, p)
+        return Row(
+            name,
+            ms(value),
+            f"save SQL {ms(base)}",
+            times(value / base),
+            f"< {ms(target)}" if target else "—",
+            verdict(value < target) if target else "—",
+        )
+
+    label = f"POST /conversations/new round trip, {UTTERANCES} utterances"
+    p50_full, p99_full = percentile(full, 50), percentile(full, 99)
+    report.rows += [
+        row(f"{label}, p50", 50),
+        row(f"{label}, p99", 99, P99_TARGET),
+        row(f"{label}, max", 100),
+        Row(
+            "same, p50 / p99 beside every SQL statement the request issues",
+            f"{ms(percentile(app, 50))} / {ms(percentile(app, 99))}",
+            f"request SQL {ms(p50_full)} / {ms(p99_full)}",
+            f"{times(percentile(app, 50) / p50_full)} / {times(percentile(app, 99) / p99_full)}",
+        ),
+        Row(
+            "saves verified (200, toast, tab told, 500 utterances with the flushed interim, title, search doc)",
+            f"{results.ok} / {len(app)}",
+            "—",
+            "—",
+            "all",
+            verdict(results.ok == len(app) and not results.failures),
+        ),
+    ]
+    floor50, floor99 = percentile(results.healthz, 50), percentile(results.healthz, 99)
+    steps = {name: percentile(values, 50) for name, values in results.base_steps.items()}
+    in_save = sum(steps.get(name, 0.0) for name in SAVE_STEPS)
+    refresh = steps.get("refresh_search_doc", float("nan"))
+    slowest = sorted(((v, k) for k, v in steps.items() if k != "refresh_search_doc"), reverse=True)[:3]
+    report.notes += [
+        f"round trip = the bench's light HTTP client on loopback, request written → reply read; it includes the HTTP "
+        f"and auth floor: GET /healthz (one SELECT 1) took p50 {ms(floor50)} / p99 {ms(floor99)} on the same "
+        f"connection ({len(results.healthz)} samples), so the server's own time is about round trip - "
+        f"{ms(floor50)} (p50 ≈ {ms(percentile(app, 50) - floor50)})",
+        f"each run: the user's active conversation gets {UTTERANCES} utterances — the agent's real greeting, then "
+        f"{UTTERANCES - 2} finals through the ingest API in batches of {INGEST_BATCH} with the agent's bearer token, "
+        "then 1 interim still pending in the server's buffer — while the chat tab's SSE stream is open and has "
+        "received all of it; then New Chat is posted as htmx does (HX-Request, x-csrftoken, conversation_id) and "
+        f"the tab's stream must get the 'ended' control; {WARMUP} warm-up runs not counted",
+        f"save SQL = the {len(SAVE_STEPS)} statements of store.end_active in one transaction (BEGIN … COMMIT) on one "
+        f"warm asyncpg connection, against a second user's conversation with the same {UTTERANCES} texts; request "
+        "SQL adds what the request does outside it (session renew, user, recent_saved twice, list_utterances for "
+        "the next agent, session store) — 16 statements in all",
+        f"save SQL per statement, p50: refresh_search_doc {ms(refresh)} ({100 * refresh / in_save:.0f}% of the "
+        f"statements' time; to_tsvector over {UTTERANCES} utterances), then "
+        + ", ".join(f"{name} {ms(value)}" for value, name in slowest),
+        f"waiting for each new conversation's greeting (offline model, streamed): p50 "
+        f"{ms(percentile(user.greeting_waits, 50))}; greetings missing after {GREETING_TIMEOUT:g} s: "
+        f"{user.missing_greetings}",
+        f"measured phase {measured:.0f} s; CPU during it: {CpuMeter.describe(cpu)}; bench event-loop lag "
+        f"{lag.describe()}",
+    ]
+    if results.failures:
+        report.notes.append(f"{len(results.failures)} failed run(s), first: {results.failures[0]}")
+    if cpu.get("other", 0.0) > 25:
+        report.notes.append(
+            f"WARNING: other processes used {cpu['other']:.0f}% CPU during the measurements; the numbers are "
+            "slower than on a quiet machine"
+        )
+    report.notes.append(
+        f"the app logged {len(problems)} error line(s), first: {problems[0][:300]}"
+        if problems
+        else "the app logged no errors"
+    )

@@ -1,0 +1,189 @@
+"""`chatapp agent`: the LiveKit agent worker. It registers under CHATAPP_AGENT_NAME and is dispatched
+explicitly, one job per conversation room, by the app's LiveKit runtime.
+
+Each job runs the same `TravelAgent` as the in-process runtime, with speech-to-text, the language model and
+text-to-speech from settings (OpenAI-compatible endpoints; Silero VAD, whose model ships in its wheel), and
+reports the transcript to the app through a `TranscriptForwarder` posting to the ingest endpoint named in the
+dispatch metadata. Without STT/TTS settings the agent still answers typed text (`lk.chat`) in text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+from livekit.agents import AgentServer, AgentSession, JobContext, JobProcess, room_io, stt, tts, vad
+from livekit.agents.types import NOT_GIVEN
+from livekit.plugins import openai
+
+from chatapp.agents.forwarder import TranscriptForwarder
+from chatapp.agents.models import build_llm
+from chatapp.agents.product import TravelAgent, greeting_instructions
+from chatapp.agents.runtime import ConversationInfo
+from chatapp.livekit.metadata import BadMetadata, DispatchMetadata
+from chatapp.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+# After a room is deleted the job gets this long to post its last reconciliation before it is killed.
+FORWARD_DRAIN_TIMEOUT = 45.0
+SHUTDOWN_PROCESS_TIMEOUT = 60.0
+_NO_KEY = "not-needed"  # local OpenAI-compatible servers need no key, but the OpenAI client insists on one
+
+
+def speech_configured(settings: Settings) -> bool:
+    """Voice needs both an STT and a TTS endpoint (a base URL, or an API key for OpenAI itself)."""
+    return bool((settings.stt_base_url or settings.stt_api_key) and (settings.tts_base_url or settings.tts_api_key))
+
+
+def build_stt(settings: Settings) -> stt.STT[Any]:
+    return openai.STT(
+        model=settings.stt_model,
+        language=settings.stt_language,
+        base_url=settings.stt_base_url or NOT_GIVEN,
+        api_key=settings.stt_api_key or _NO_KEY,
+        use_realtime=False,
+    )
+
+
+def build_tts(settings: Settings) -> tts.TTS[Any]:
+    return openai.TTS(
+        model=settings.tts_model,
+        voice=settings.tts_voice,
+        base_url=settings.tts_base_url or NOT_GIVEN,
+        api_key=settings.tts_api_key or _NO_KEY,
+    )
+
+
+def load_vad() -> vad.VAD:
+    from livekit.plugins import silero
+
+    return silero.VAD.load()
+
+
+def build_session(settings: Settings, voice_activity: vad.VAD | None) -> AgentSession[None]:
+    if not speech_configured(settings):
+        return AgentSession(llm=build_llm(settings), user_away_timeout=None)
+    return AgentSession(
+        stt=build_stt(settings),
+        llm=build_llm(settings),
+        tts=build_tts(settings),
+        vad=voice_activity or load_vad(),
+        user_away_timeout=None,
+    )
+
+
+def room_options(settings: Settings, forwarder: TranscriptForwarder, identity: str) -> room_io.RoomOptions:
+    """Audio in and out when speech is configured; typed text always. The agent stays when the person's
+    browser disconnects (a reload): the room's deletion, not a departure, ends the job."""
+    speech = speech_configured(settings)
+    return room_io.RoomOptions(
+        text_input=True,
+        audio_input=speech,
+        audio_output=speech,
+        text_output=room_io.TextOutputOptions(next_in_chain=forwarder.text_output()),
+        participant_identity=identity or NOT_GIVEN,
+        close_on_disconnect=False,
+    )
+
+
+def prewarm(proc: JobProcess) -> None:
+    """Load the VAD model once per job process, before any job is assigned to it."""
+    if speech_configured(get_settings()):
+        proc.userdata["vad"] = load_vad()
+
+
+async def entrypoint(ctx: JobContext) -> None:
+    """One conversation: join its room, run the agent, forward the transcript, reconcile on shutdown."""
+    settings = get_settings()
+    try:
+        meta = DispatchMetadata.from_json(ctx.job.metadata)
+    except BadMetadata as exc:
+        log.error("refusing a job for room %s: %s", ctx.job.room.name, exc)
+        ctx.shutdown("bad dispatch metadata")
+        return
+    forwarder = TranscriptForwarder(meta.ingest_url, meta.ingest_token, conversation_id=meta.conversation_id)
+    forwarder.start()
+    info = ConversationInfo(
+        id=meta.conversation_id,
+        room_name=ctx.job.room.name,
+        system_prompt=meta.system_prompt,
+        user_display_name=meta.user_name,
+        history=meta.history,
+    )
+    agent = TravelAgent.for_conversation(info)
+    forwarder.ignore(item.id for item in agent.chat_ctx.items)
+    session = build_session(settings, ctx.proc.userdata.get("vad"))
+    forwarder.attach(session)
+
+    async def finish(reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await session.aclose()  # commits a reply that was cut off, so the history below has it
+        await forwarder.aclose(history=list(session.history.items), timeout=FORWARD_DRAIN_TIMEOUT)
+        log.info(
+            "conversation %s job ended (%s): %d event(s) delivered, %d dropped",
+            meta.conversation_id,
+            reason,
+            forwarder.delivered,
+            forwarder.dropped,
+        )
+
+    ctx.add_shutdown_callback(finish)
+    await ctx.connect()
+    await session.start(agent, room=ctx.room, room_options=room_options(settings, forwarder, meta.user_identity))
+    if not meta.history:
+        session.generate_reply(instructions=greeting_instructions(meta.user_name))
+
+
+def build_server(settings: Settings) -> AgentServer:
+    server = AgentServer(
+        ws_url=settings.livekit_url,
+        api_key=settings.livekit_api_key,
+        api_secret=settings.livekit_api_secret,
+        setup_fnc=prewarm,
+        shutdown_process_timeout=SHUTDOWN_PROCESS_TIMEOUT,
+    )
+    server.rtc_session(entrypoint, agent_name=settings.agent_name)
+    return server
+
+
+def run_worker(settings: Settings, *, dev: bool = False) -> int:
+    """Run until SIGINT/SIGTERM, then let running conversations finish (a second signal stops at once).
+    Returns the exit status: 1 when the worker itself failed (LiveKit unreachable, bad credentials)."""
+    return asyncio.run(_serve(build_server(settings), dev))
+
+
+async def _serve(server: AgentServer, dev: bool) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        stop.set()
+        if signals > 1:
+            running.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    running: asyncio.Task[Any] = asyncio.create_task(server.run(devmode=dev))
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    log.info("agent worker stopping")
+    draining = asyncio.create_task(server.drain())
+    await asyncio.wait({draining, running}, return_when=asyncio.FIRST_COMPLETED)
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await server.aclose()
+    failed = running.done() and not running.cancelled() and running.exception() is not None
+    if failed:
+        log.error("agent worker failed: %s", type(running.exception()).__name__)
+    for task in (draining, running):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    return 1 if failed else 0

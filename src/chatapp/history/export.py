@@ -1,0 +1,76 @@
+"""Exports of one conversation: JSON (complete, documented in the README), plain text and Markdown."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from chatapp.history.service import Detail
+
+FORMATS = {"json": "application/json", "txt": "text/plain; charset=utf-8", "md": "text/markdown; charset=utf-8"}
+EXPORT_VERSION = 1
+
+
+def filename(detail: Detail, extension: str) -> str:
+    """e.g. chatapp-2026-11-29-plan-a-trip-to-lisbon.md"""
+    slug = re.sub(r"[^a-z0-9]+", "-", (detail.conversation.title or "conversation").lower()).strip("-")[:50]
+    return f"chatapp-{detail.conversation.started_at:%Y-%m-%d}-{slug or 'conversation'}.{extension}"
+
+
+def _speaker(role: str) -> str:
+    return "You" if role == "user" else "Agent"
+
+
+def as_json(detail: Detail) -> str:
+    c = detail.conversation
+    document: dict[str, Any] = {
+        "format": "chatapp.conversation",
+        "version": EXPORT_VERSION,
+        "id": str(c.id),
+        "title": c.title,
+        "started_at": c.started_at.isoformat(),
+        "ended_at": c.ended_at.isoformat() if c.ended_at else None,
+        "end_reason": c.end_reason,
+        "message_count": c.message_count,
+        "continued_from": str(c.continued_from) if c.continued_from else None,
+        "utterances": [
+            {
+                "seq": u.seq,
+                "item_id": u.item_id,
+                "role": u.role,
+                "text": u.text,
+                "interrupted": u.interrupted,
+                "created_at": u.created_at.isoformat(),
+            }
+            for u in detail.utterances
+        ],
+    }
+    return json.dumps(document, ensure_ascii=False, indent=2)
+
+
+def as_text(detail: Detail) -> str:
+    c = detail.conversation
+    lines = [c.title or "Conversation", f"Started {c.started_at:%Y-%m-%d %H:%M} UTC", ""]
+    for u in detail.utterances:
+        mark = " [interrupted]" if u.interrupted else ""
+        lines.append(f"[{u.created_at:%H:%M:%S}] {_speaker(u.role)}: {u.text}{mark}")
+    return "\n".join(lines) + "\n"
+
+
+def _md_escape(text: str) -> str:
+    return re.sub(r"([\\`*_{}\[\]<>()#+\-.!|])", r"\\\1", text)
+
+
+def as_markdown(detail: Detail) -> str:
+    c = detail.conversation
+    lines = [f"# {_md_escape(c.title or 'Conversation')}", "", f"*Started {c.started_at:%Y-%m-%d %H:%M} UTC*", ""]
+    for u in detail.utterances:
+        mark = " *(interrupted)*" if u.interrupted else ""
+        body = "  \n".join(_md_escape(line) for line in u.text.splitlines()) or " "
+        lines.append(f"**{_speaker(u.role)}** ({u.created_at:%H:%M:%S}): {body}{mark}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+RENDERERS = {"json": as_json, "txt": as_text, "md": as_markdown}

@@ -1,0 +1,55 @@
+"""Date headings for the history list: Today, Yesterday, Previous 7 days, Previous 30 days, then months."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+UTC = ZoneInfo("UTC")
+
+
+def user_zone(name: str | None) -> ZoneInfo:
+    """The browser's time zone (sent as a cookie by static/app.js); UTC when unknown or invalid."""
+    if not name or len(name) > 64:
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC
+
+
+def group_label(started_at: datetime, now: datetime, zone: ZoneInfo = UTC) -> str:
+    """The heading an item falls under, by calendar day in the person's own time zone."""
+    day = started_at.astimezone(zone).date()
+    today = now.astimezone(zone).date()
+    age = (today - day).days
+    if age <= 0:
+        return "Today"
+    if age == 1:
+        return "Yesterday"
+    if age <= 7:
+        return "Previous 7 days"
+    if age <= 30:
+        return "Previous 30 days"
+    return _month(day)
+
+
+def _month(day: date) -> str:
+    return day.strftime("%B %Y")
+
+
+def duration_label(started_at: datetime, ended_at: datetime | None) -> str:
+    if ended_at is None:
+        return "ongoing"
+    seconds = max(0, int((ended_at - started_at).total_seconds()))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def local_time(moment: datetime, zone: ZoneInfo) -> datetime:
+    return moment.astimezone(zone)

@@ -1,0 +1,284 @@
+"""History pages: the list (paginated, searchable), a conversation's page, rename, delete, export, share,
+continue, and the public read-only page behind a share link."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
+
+from jinja2_fragments.litestar import HTMXBlockTemplate
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import HTTPException, NotFoundException
+from litestar.params import Body, Parameter
+from litestar.plugins.htmx import HTMXRequest
+from litestar.response import Redirect, Template
+
+from chatapp.accounts.service import User
+from chatapp.conversations import store
+from chatapp.conversations.service import ConversationService
+from chatapp.conversations.views import MessageView
+from chatapp.history import export, sharing
+from chatapp.history.grouping import duration_label, group_label, user_zone
+from chatapp.history.search import MAX_QUERY_LENGTH, date_bounds, search
+from chatapp.history.service import (
+    BadCursor,
+    InvalidTitle,
+    conversation_detail,
+    delete,
+    rename,
+    saved_conversation,
+    saved_page,
+)
+from chatapp.web import toast_header
+
+FormBody = Body(media_type=RequestEncodingType.URL_ENCODED)
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One list item with what the page shows about it."""
+
+    id: uuid.UUID
+    title: str
+    started_at: datetime
+    duration: str
+    message_count: int
+    group: str
+    snippet: str = ""
+
+
+def _date(raw: str | None, name: str) -> date | None:
+    if not raw:
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise HTTPException(status_code=400, detail=f"{name} must be a date (YYYY-MM-DD).") from None
+
+
+def _rows(items: list[Any], zone: Any, snippets: list[str] | None = None) -> list[HistoryRow]:
+    now = datetime.now(UTC)
+    return [
+        HistoryRow(
+            id=item.id,
+            title=item.title or "Untitled conversation",
+            started_at=item.started_at.astimezone(zone),
+            duration=duration_label(item.started_at, item.ended_at),
+            message_count=item.message_count,
+            group=group_label(item.started_at, now, zone),
+            snippet=snippets[n] if snippets else "",
+        )
+        for n, item in enumerate(items)
+    ]
+
+
+def service_of(state: State) -> ConversationService:
+    service: ConversationService = state.conversations
+    return service
+
+
+class HistoryController(Controller):
+    path = "/history"
+
+    @get("/", name="history")
+    async def history_page(
+        self,
+        request: HTMXRequest,
+        q: Annotated[str, Parameter(max_length=MAX_QUERY_LENGTH)] = "",
+        date_from: Annotated[str | None, Parameter(query="from")] = None,
+        date_to: Annotated[str | None, Parameter(query="to")] = None,
+        cursor: str | None = None,
+        group: Annotated[str, Parameter(max_length=40)] = "",
+        deleted: bool = False,
+    ) -> Template:
+        user: User = request.user
+        zone = user_zone(request.cookies.get("tz"))
+        start, end = date_bounds(_date(date_from, "from"), _date(date_to, "to"), zone)
+        query = " ".join(q.split())
+        try:
+            if query:
+                page = await search(user.id, query, cursor, start, end)
+                rows = _rows([h.item for h in page.hits], zone, [h.snippet for h in page.hits])
+                next_cursor = page.next_cursor
+            else:
+                listing = await saved_page(user.id, cursor, started_from=start, started_before=end)
+                rows = _rows(listing.items, zone)
+                next_cursor = listing.next_cursor
+        except BadCursor:
+            raise HTTPException(status_code=400, detail="Invalid cursor.") from None
+        context = {
+            "user": user,
+            "rows": rows,
+            "next_cursor": next_cursor,
+            "previous_group": group,
+            "q": query,
+            "date_from": date_from or "",
+            "date_to": date_to or "",
+            "searching": bool(query),
+            "deleted": deleted,
+        }
+        if request.htmx and cursor:
+            return HTMXBlockTemplate(template_name="history.html", block_name="history_rows", context=context)
+        if request.htmx and request.htmx.target == "history-results":
+            return HTMXBlockTemplate(template_name="history.html", block_name="history_results", context=context)
+        return Template("history.html", context=context)
+
+    @get("/{conversation_id:uuid}", name="history_detail")
+    async def detail(self, request: Request[User, Any, Any], conversation_id: uuid.UUID) -> Template | Redirect:
+        user: User = request.user
+        detail = await conversation_detail(user.id, conversation_id)
+        if detail is None:
+            raise NotFoundException()
+        if detail.conversation.active:
+            return Redirect("/", status_code=303)
+        return Template("history_detail.html", context=await _detail_context(user, detail, request))
+
+    @post("/{conversation_id:uuid}/rename", status_code=200)
+    async def rename(
+        self,
+        request: HTMXRequest,
+        state: State,
+        conversation_id: uuid.UUID,
+        data: Annotated[dict[str, Any], FormBody],
+    ) -> Template | Response[Any] | Redirect:
+        user: User = request.user
+        title = data.get("title")
+        try:
+            conversation = await rename(user.id, conversation_id, title if isinstance(title, str) else "")
+        except InvalidTitle as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+        if conversation is None:
+            raise NotFoundException()
+        await service_of(state).publish_history(user.id)
+        if not request.htmx:
+            return Redirect(f"/history/{conversation_id}", status_code=303)
+        return HTMXBlockTemplate(
+            template_name="history_detail.html",
+            block_name="title_block",
+            context={"conversation": conversation},
+            headers=toast_header("Renamed.", "success"),
+        )
+
+    @post("/{conversation_id:uuid}/delete", status_code=200)
+    async def delete(self, request: HTMXRequest, state: State, conversation_id: uuid.UUID) -> Response[Any]:
+        user: User = request.user
+        if not await delete(user.id, conversation_id):
+            raise NotFoundException()
+        await service_of(state).publish_history(user.id)
+        if request.htmx:
+            return Response(None, status_code=204, headers={"HX-Redirect": "/history?deleted=true"})
+        return Redirect("/history?deleted=true", status_code=303)
+
+    @get("/{conversation_id:uuid}/export/{fmt:str}", name="history_export")
+    async def export(self, request: Request[User, Any, Any], conversation_id: uuid.UUID, fmt: str) -> Response[str]:
+        if fmt not in export.FORMATS:
+            raise NotFoundException()
+        detail = await conversation_detail(request.user.id, conversation_id)
+        if detail is None or detail.conversation.active:
+            raise NotFoundException()
+        return Response(
+            export.RENDERERS[fmt](detail),
+            media_type=export.FORMATS[fmt],
+            headers={"Content-Disposition": f'attachment; filename="{export.filename(detail, fmt)}"'},
+        )
+
+    @post("/{conversation_id:uuid}/share", status_code=200)
+    async def share(self, request: HTMXRequest, conversation_id: uuid.UUID) -> Template | Redirect:
+        user: User = request.user
+        conversation = await saved_conversation(user.id, conversation_id)
+        if conversation is None:
+            raise NotFoundException()
+        token = await sharing.create(conversation_id)
+        return _share_block(request, conversation, token, "Share link created.")
+
+    @post("/{conversation_id:uuid}/share/revoke", status_code=200)
+    async def revoke_share(self, request: HTMXRequest, conversation_id: uuid.UUID) -> Template | Redirect:
+        user: User = request.user
+        conversation = await saved_conversation(user.id, conversation_id)
+        if conversation is None:
+            raise NotFoundException()
+        await sharing.revoke(conversation_id)
+        return _share_block(request, conversation, None, "Share link revoked.")
+
+    @post("/{conversation_id:uuid}/continue", status_code=200)
+    async def continue_conversation(
+        self, request: HTMXRequest, state: State, conversation_id: uuid.UUID
+    ) -> Response[Any]:
+        """Start a new active conversation whose agent knows this one; this one stays as it was."""
+        user: User = request.user
+        if await saved_conversation(user.id, conversation_id) is None:
+            raise NotFoundException()
+        await service_of(state).end(
+            user.id, user.display_name, None, "new_chat", start_next=True, continue_from=conversation_id
+        )
+        if request.htmx:
+            return Response(None, status_code=204, headers={"HX-Redirect": "/"})
+        return Redirect("/", status_code=303)
+
+
+def _share_block(
+    request: HTMXRequest, conversation: store.Conversation, token: str | None, message: str
+) -> Template | Redirect:
+    if not request.htmx:
+        return Redirect(f"/history/{conversation.id}", status_code=303)
+    return HTMXBlockTemplate(
+        template_name="history_detail.html",
+        block_name="share",
+        context={"conversation": conversation, "share_url": _share_url(request, token)},
+        headers=toast_header(message, "success"),
+    )
+
+
+def _share_url(request: Request[Any, Any, Any], token: str | None) -> str | None:
+    if token is None:
+        return None
+    settings = request.app.state.settings
+    base = settings.public_url or str(request.base_url).rstrip("/")
+    return f"{base}/s/{token}"
+
+
+async def _detail_context(user: User | None, detail: Any, request: Request[Any, Any, Any]) -> dict[str, Any]:
+    zone = user_zone(request.cookies.get("tz"))
+    conversation = detail.conversation
+    token = await sharing.live_token(conversation.id) if user else None
+    return {
+        "user": user,
+        "conversation": conversation,
+        "messages": [MessageView.of_utterance(u) for u in detail.utterances],
+        "started_at": conversation.started_at.astimezone(zone),
+        "zone": zone,
+        "duration": duration_label(conversation.started_at, conversation.ended_at),
+        "share_url": _share_url(request, token),
+    }
+
+
+class SharedController(Controller):
+    """Anyone with the link sees the transcript, and nothing else: no account, no navigation, noindex."""
+
+    @get("/s/{token:str}", name="shared")
+    async def shared(self, request: Request[Any, Any, Any], token: str) -> Template:
+        conversation_id = await sharing.shared_conversation_id(token)
+        detail = await conversation_detail_any(conversation_id) if conversation_id else None
+        if detail is None:
+            raise NotFoundException()
+        context = await _detail_context(None, detail, request)
+        return Template(
+            "shared.html",
+            context=context,
+            headers={
+                "X-Robots-Tag": "noindex, nofollow",
+                "Referrer-Policy": "no-referrer",
+                "Cache-Control": "no-store",
+            },
+        )
+
+
+async def conversation_detail_any(conversation_id: uuid.UUID) -> Any:
+    conversation = await store.get_conversation(conversation_id)
+    if conversation is None:
+        return None
+    return await conversation_detail(conversation.owner, conversation_id)

@@ -1,0 +1,83 @@
+"""LiveKit's webhook (room_finished ends the conversation) and fresh participant tokens for the browser."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, post
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException, NotFoundException
+
+from chatapp.accounts.service import User
+from chatapp.conversations import store
+from chatapp.conversations.service import ConversationEnded, ConversationGone, ConversationService
+from chatapp.livekit.runtime import UNREACHABLE, LiveKitRuntime
+from chatapp.livekit.webhook import InvalidWebhook, conversation_for_room, verify_webhook
+
+log = logging.getLogger(__name__)
+
+
+class TokenRequest(msgspec.Struct, forbid_unknown_fields=True):
+    conversation_id: uuid.UUID
+
+
+class TokenResponse(msgspec.Struct):
+    url: str
+    token: str
+
+
+async def room_finished(service: ConversationService, room_name: str) -> bool:
+    """End the room's conversation, if it is still active, as the idle reaper would (saved, or deleted when
+    the user never spoke). True when it ended here; a conversation already ended (New Chat deleted the room)
+    is left alone."""
+    conversation_id = conversation_for_room(room_name)
+    if conversation_id is None:
+        return False
+    conversation = await store.get_conversation(conversation_id)
+    if conversation is None or not conversation.active:
+        return False
+    result = await service.end(conversation.owner, "", conversation_id, "room_finished", start_next=False)
+    return result.outcome.changed
+
+
+class LiveKitController(Controller):
+    path = "/livekit"
+    include_in_schema = False
+
+    @post("/webhook", status_code=200, request_max_body_size=256 * 1024)
+    async def webhook(self, request: Request[Any, Any, Any], state: State) -> Response[dict[str, Any]]:
+        """Outside session auth and CSRF: LiveKit authenticates with a JWT over the body's hash instead."""
+        try:
+            body = (await request.body()).decode()
+            event = verify_webhook(state.settings, body, request.headers.get("authorization", ""))
+        except (InvalidWebhook, UnicodeDecodeError) as exc:
+            log.warning("LiveKit webhook rejected: %s", exc if isinstance(exc, InvalidWebhook) else "not UTF-8")
+            return Response({"detail": "Invalid webhook signature."}, status_code=401)
+        ended = False
+        if event.event == "room_finished":
+            ended = await room_finished(state.conversations, event.room.name)
+            if ended:
+                log.info("conversation for LiveKit room %s ended: room_finished", event.room.name)
+        return Response({"ok": True, "ended": ended})
+
+    @post("/token", status_code=200)
+    async def token(self, request: Request[User, Any, Any], state: State, data: TokenRequest) -> TokenResponse:
+        """A fresh participant token for the user's active conversation (the one in the page may have expired)."""
+        service: ConversationService = state.conversations
+        runtime = service.runtime
+        if not isinstance(runtime, LiveKitRuntime):
+            raise NotFoundException()
+        user: User = request.user
+        try:
+            conversation = await service.owned_active(user.id, data.conversation_id)
+        except ConversationGone:
+            raise NotFoundException() from None
+        except ConversationEnded:
+            raise HTTPException(status_code=409, detail="That conversation was saved.") from None
+        if await service.ensure_agent(conversation, user.display_name) is None:
+            raise HTTPException(status_code=503, detail=UNREACHABLE)
+        info = runtime.join_info(conversation.room_name, str(user.id), user.display_name)
+        return TokenResponse(url=info.livekit_url, token=info.participant_token)

@@ -1,0 +1,267 @@
+// Voice over LiveKit: join the conversation's room, publish the microphone, play the agent, show its state.
+// Loaded only when the server runs with LiveKit (see templates/chat.html). The server never depends on it:
+// every utterance reaches the app through the agent worker's ingest path, and when the room cannot be joined
+// typed text falls back to the app's own /messages route, so typing always works.
+(function () {
+  "use strict";
+
+  var LK = window.LivekitClient;
+  var CONNECT_TIMEOUT_MS = 15000;
+  var TOKEN_MARGIN_MS = 30000;
+  var LABELS = {
+    connecting: "Connecting voice…",
+    waiting: "Voice connected. Waiting for the agent to join…",
+    ready: "Voice ready. Press the microphone to talk, or type.",
+    initializing: "The agent is joining…",
+    listening: "Agent is listening",
+    thinking: "Agent is thinking…",
+    speaking: "Agent is speaking…",
+    unavailable: "Voice unavailable: could not connect to LiveKit. You can still type.",
+    denied: "Microphone permission was denied. You can still type.",
+    disconnected: "Voice disconnected. Press the microphone to reconnect. You can still type.",
+    blocked: "Press the microphone to hear the agent.",
+  };
+
+  var current = null; // { id, room, micOn } for the conversation on the page
+  var micWanted = false; // the person asked for the microphone; kept across New Chat
+
+  function panel() { return document.getElementById("chat-panel"); }
+
+  function setStatus(state, text) {
+    var status = document.getElementById("voice-status");
+    if (status) {
+      status.setAttribute("data-state", state);
+      status.textContent = text || LABELS[state] || state;
+    }
+    var button = document.getElementById("voice-button");
+    if (button) {
+      var on = !!(current && current.micOn);
+      button.setAttribute("aria-pressed", on ? "true" : "false");
+      button.classList.toggle("is-active", on);
+      button.title = on ? "Mute the microphone" : "Talk to the agent";
+    }
+  }
+
+  function csrfToken() {
+    try { return JSON.parse(document.body.getAttribute("hx-headers") || "{}")["x-csrftoken"] || ""; }
+    catch (e) { return ""; }
+  }
+
+  function tokenUsable(token) {
+    try {
+      var payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+      return JSON.parse(atob(payload)).exp * 1000 - Date.now() > TOKEN_MARGIN_MS;
+    } catch (e) { return false; }
+  }
+
+  // The token in the page is short-lived; a page open for long gets a fresh one from the app.
+  function freshToken(conversationId) {
+    return fetch("/livekit/token", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "Accept": "application/json", "x-csrftoken": csrfToken() },
+      body: JSON.stringify({ conversation_id: conversationId }),
+    }).then(function (response) {
+      if (!response.ok) throw new Error("token request failed: " + response.status);
+      return response.json();
+    });
+  }
+
+  function withTimeout(promise, ms) {
+    return new Promise(function (resolve, reject) {
+      var timer = setTimeout(function () { reject(new Error("timed out")); }, ms);
+      promise.then(function (value) { clearTimeout(timer); resolve(value); },
+        function (error) { clearTimeout(timer); reject(error); });
+    });
+  }
+
+  function agentOf(room) {
+    var found = null;
+    room.remoteParticipants.forEach(function (p) {
+      if (p.isAgent || (LK.ParticipantKind && p.kind === LK.ParticipantKind.AGENT)) found = p;
+    });
+    return found;
+  }
+
+  function showAgentState(session) {
+    if (current !== session || !session.room) return;
+    var agent = agentOf(session.room);
+    if (!agent) { setStatus("waiting"); return; }
+    var state = (agent.attributes || {})["lk.agent.state"];
+    if (!session.room.canPlaybackAudio) { setStatus("blocked"); return; }
+    if (state && LABELS[state]) { setStatus(state); return; }
+    setStatus("ready");
+  }
+
+  function audioSink() {
+    var sink = document.getElementById("voice-audio");
+    if (!sink) {
+      sink = document.createElement("div");
+      sink.id = "voice-audio";
+      sink.hidden = true;
+      document.body.appendChild(sink);
+    }
+    return sink;
+  }
+
+  function wire(room, session) {
+    var E = LK.RoomEvent;
+    room.on(E.TrackSubscribed, function (track) {
+      if (track.kind === "audio") audioSink().appendChild(track.attach());
+    });
+    room.on(E.TrackUnsubscribed, function (track) {
+      track.detach().forEach(function (el) { el.remove(); });
+    });
+    [E.ParticipantConnected, E.ParticipantDisconnected, E.ParticipantAttributesChanged,
+      E.AudioPlaybackStatusChanged].forEach(function (name) {
+      room.on(name, function () { showAgentState(session); });
+    });
+    room.on(E.Disconnected, function () {
+      if (current !== session) return;
+      session.room = null;
+      session.micOn = false;
+      setStatus("disconnected");
+    });
+  }
+
+  function enableMic(session) {
+    var room = session.room;
+    if (!room) return Promise.resolve();
+    return room.startAudio().catch(function () {}).then(function () {
+      return room.localParticipant.setMicrophoneEnabled(true);
+    }).then(function () {
+      session.micOn = true;
+      showAgentState(session);
+    }, function (error) {
+      micWanted = false;
+      session.micOn = false;
+      var denied = error && (error.name === "NotAllowedError" || error.name === "SecurityError");
+      setStatus(denied ? "denied" : "unavailable",
+        denied ? LABELS.denied : "The microphone could not be started. You can still type.");
+    });
+  }
+
+  function leave(session) {
+    if (!session || !session.room) return Promise.resolve();
+    var room = session.room;
+    session.room = null;
+    session.micOn = false;
+    return room.disconnect().catch(function () {});
+  }
+
+  function disconnect() {
+    var session = current;
+    current = null;
+    return leave(session);
+  }
+
+  // Join the room of the conversation in the panel; New Chat swaps the panel and we follow it here.
+  // `current` changes synchronously, so a second call while joining (several swaps settle) is a no-op.
+  function connect(target) {
+    var id = target.getAttribute("data-conversation-id");
+    if (current && current.id === id && (current.room || current.joining)) return Promise.resolve();
+    var previous = current;
+    var session = current = { id: id, room: null, micOn: false, joining: true };
+    setStatus("connecting");
+    return leave(previous).then(function () {
+      if (current !== session) return;
+      if (!LK) throw new Error("the LiveKit client did not load");
+      var url = target.getAttribute("data-livekit-url");
+      var token = target.getAttribute("data-livekit-token");
+      return token && tokenUsable(token) ? { url: url, token: token } : freshToken(id);
+    }).then(function (credentials) {
+      if (!credentials || current !== session) return;
+      var room = new LK.Room({ adaptiveStream: false, dynacast: false });
+      wire(room, session);
+      return withTimeout(room.connect(credentials.url, credentials.token, { autoSubscribe: true }),
+        CONNECT_TIMEOUT_MS).then(function () {
+        session.joining = false;
+        if (current !== session) { room.disconnect(); return; } // New Chat moved on meanwhile
+        session.room = room;
+        showAgentState(session);
+        if (micWanted) return enableMic(session);
+      }, function (error) {
+        room.disconnect().catch(function () {});
+        throw error;
+      });
+    }).catch(function (error) {
+      session.joining = false;
+      if (current !== session) return;
+      if (window.console) console.warn("voice: could not join the room:", error && error.message);
+      setStatus("unavailable", LK ? LABELS.unavailable
+        : "Voice unavailable: the LiveKit client did not load. You can still type.");
+    });
+  }
+
+  function sync() {
+    var target = panel();
+    if (!target) { disconnect(); return; }
+    var id = target.getAttribute("data-conversation-id");
+    if (target.getAttribute("data-mode") !== "voice") {
+      if (current) disconnect();
+      return; // the server rendered why voice is unavailable
+    }
+    if (!current || current.id !== id) connect(target);
+    else showAgentState(current);
+  }
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("#voice-button");
+    if (!button) return;
+    var target = panel();
+    if (!target || target.getAttribute("data-mode") !== "voice") return;
+    if (!current || !current.room) {
+      micWanted = true;
+      if (current && current.joining) return; // the microphone comes on once joined
+      current = null; // a fresh attempt for the same conversation
+      connect(target);
+      return;
+    }
+    if (current.micOn) {
+      micWanted = false;
+      var session = current;
+      session.room.localParticipant.setMicrophoneEnabled(false).then(function () {
+        session.micOn = false;
+        showAgentState(session);
+      });
+      return;
+    }
+    micWanted = true;
+    enableMic(current);
+  });
+
+  // Typed text goes to the agent over the room's chat stream when the agent is there to hear it (the worker
+  // then reports it to the app); otherwise htmx posts it to the app as usual, so it is stored either way.
+  document.addEventListener("htmx:confirm", function (event) {
+    var form = event.detail.elt;
+    if (!form || form.id !== "message-form") return;
+    var session = current;
+    if (!session || !session.room || !agentOf(session.room)) return;
+    var input = form.querySelector("[name=text]");
+    var text = input ? input.value.trim() : "";
+    if (!text) return;
+    event.preventDefault();
+    session.room.localParticipant.sendText(text, { topic: "lk.chat" }).then(function () {
+      form.reset();
+      var idInput = form.querySelector("[name=item_id]");
+      if (idInput) idInput.value = "";
+      if (input) input.focus();
+    }, function () {
+      event.detail.issueRequest(true);
+    });
+  });
+
+  // After a successful Retry the panel is re-rendered with the room's token.
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var elt = event.detail.elt;
+    if (elt && elt.getAttribute && elt.getAttribute("data-testid") === "agent-retry" && event.detail.successful &&
+      window.htmx) {
+      htmx.ajax("GET", "/", { target: "#chat-panel", swap: "outerHTML" });
+    }
+  });
+
+  document.addEventListener("htmx:afterSettle", sync);
+  document.addEventListener("DOMContentLoaded", sync);
+  if (document.readyState !== "loading") sync();
+  window.chatappVoice = { state: function () { return current; } };
+})();

@@ -1,0 +1,89 @@
+"""The `chatapp agent` worker's wiring, as far as it can be checked without a LiveKit server."""
+
+from __future__ import annotations
+
+import types
+import uuid
+from typing import Any
+
+import pytest
+from livekit.agents.voice import room_io
+from livekit.plugins import openai, silero
+
+from chatapp import cli
+from chatapp.agents import worker
+from chatapp.agents.forwarder import TranscriptForwarder
+from chatapp.agents.offline import OfflineResponder
+from chatapp.settings import Settings
+
+BASE = {"CHATAPP_SECRET_KEY": "s" * 40, "CHATAPP_DATA_DIR": "/nonexistent"}
+LIVEKIT = {"LIVEKIT_URL": "ws://localhost:7880", "LIVEKIT_API_KEY": "key", "LIVEKIT_API_SECRET": "x" * 40}
+SPEECH = {
+    "CHATAPP_STT_BASE_URL": "http://127.0.0.1:9/v1",
+    "CHATAPP_TTS_BASE_URL": "http://127.0.0.1:9/v1",
+    "CHATAPP_TTS_VOICE": "alloy",
+}
+
+
+def test_speech_needs_both_stt_and_tts() -> None:
+    assert not worker.speech_configured(Settings.from_env(BASE))
+    assert not worker.speech_configured(Settings.from_env(BASE | {"CHATAPP_STT_BASE_URL": "http://stt/v1"}))
+    assert worker.speech_configured(Settings.from_env(BASE | SPEECH))
+    assert worker.speech_configured(Settings.from_env(BASE | {"CHATAPP_LLM_API_KEY": "sk-test"}))  # OpenAI
+
+
+async def test_a_voice_session_has_stt_llm_tts_and_silero_vad_from_the_wheel() -> None:
+    settings = Settings.from_env(BASE | SPEECH)
+    session = worker.build_session(settings, None)
+    assert isinstance(session.stt, openai.STT)
+    assert isinstance(session.tts, openai.TTS)
+    assert isinstance(session.llm, OfflineResponder)  # no LLM configured: the offline demo model
+    assert isinstance(session.vad, silero.VAD)  # loaded from the model file in the wheel, no download
+    assert session.stt.capabilities.streaming is False  # plain /audio/transcriptions, turns cut by the VAD
+
+
+async def test_without_speech_settings_the_session_is_text_only() -> None:
+    session = worker.build_session(Settings.from_env(BASE), None)
+    assert session.stt is None
+    assert session.tts is None
+    options = worker.room_options(Settings.from_env(BASE), TranscriptForwarder("http://x", "t"), "")
+    assert options.get_audio_input_options() is None
+    assert options.get_audio_output_options() is None
+    assert options.get_text_input_options() is not None
+
+
+def test_room_options_forward_spoken_text_and_keep_the_agent_through_a_reload() -> None:
+    forwarder = TranscriptForwarder("http://x", "t")
+    user = str(uuid.uuid4())
+    options = worker.room_options(Settings.from_env(BASE | SPEECH), forwarder, user)
+    text_output = options.get_text_output_options()
+    assert isinstance(text_output, room_io.TextOutputOptions)
+    assert text_output.next_in_chain is not None
+    assert text_output.next_in_chain.label == "chatapp-forwarder"
+    assert options.participant_identity == user
+    assert options.close_on_disconnect is False
+    assert options.get_audio_input_options() is not None
+
+
+def test_the_server_registers_under_the_agent_name_for_explicit_dispatch() -> None:
+    settings = Settings.from_env(BASE | LIVEKIT | {"CHATAPP_AGENT_NAME": "travel-agent"})
+    server = worker.build_server(settings)
+    assert server._agent_name == "travel-agent"
+    assert server._entrypoint_fnc is worker.entrypoint
+
+
+async def test_a_job_with_bad_metadata_is_refused() -> None:
+    reasons: list[str] = []
+    job = types.SimpleNamespace(metadata="not json", room=types.SimpleNamespace(name="chat-x"))
+    ctx: Any = types.SimpleNamespace(job=job, shutdown=reasons.append)
+    await worker.entrypoint(ctx)
+    assert reasons == ["bad dispatch metadata"]
+
+
+def test_chatapp_agent_needs_the_livekit_settings(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli, "get_settings", lambda: Settings.from_env(BASE))
+    monkeypatch.setattr(cli, "_setup_logging", lambda settings: None)
+    assert cli.main(["agent"]) == 2
+    assert "LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET" in capsys.readouterr().err

@@ -45,7 +45,7 @@ from bench.common import (
     times,
     verdict,
 )
-from bench.newchat import GET_USER, SESSION_RENEW, SESSION_SECONDS, SESSION_STORE
+from bench.newchat import GET_USER, POOL_RESET, SESSION_RENEW, SESSION_SECONDS, SESSION_STORE
 
 CONVERSATIONS = int(env_float("BENCH_HISTORY_CONVERSATIONS", 10_000))
 PER_CONVERSATION = int(env_float("BENCH_HISTORY_UTTERANCES", 100))  # 10,000 x 100 = 1,000,000 utterances
@@ -78,7 +78,8 @@ SEED_CONVERSATIONS = """
           FROM generate_series(1, $2) AS n) AS s
 """
 # Made-up utterances from VOCABULARY (skewed to its front), 4-19 words, alternating user and agent; the rare and
-# the common word are slipped in at a random place with their share of probability.
+# the common word are slipped in at a random place with their share of probability. The lateral subquery refers to
+# both c and g, so the planner cannot compute it once per seq and reuse it for every conversation.
 SEED_UTTERANCES = """
     INSERT INTO utterance (session, seq, item_id, role, text, created_at, received_at)
     SELECT c.id, g.n, 'seed-' || g.n, CASE WHEN g.n % 2 = 1 THEN 'user' ELSE 'agent' END,
@@ -91,9 +92,9 @@ SEED_UTTERANCES = """
         FROM (
             SELECT ($3::text[])[1 + floor(power(random(), $4) * cardinality($3::text[]))::int] AS word,
                    i::float8 AS pos
-            FROM generate_series(1, 4 + floor(random() * 16)::int + g.n * 0) AS i
-            UNION ALL SELECT $5, random() * 12 WHERE random() < $6
-            UNION ALL SELECT $7, random() * 12 WHERE random() < $8
+            FROM generate_series(1, 4 + floor(random() * 16)::int + g.n * 0 + c.last_seq * 0) AS i
+            UNION ALL SELECT $5, random() * 12 WHERE random() < $6 AND c.id IS NOT NULL
+            UNION ALL SELECT $7, random() * 12 WHERE random() < $8 AND c.id IS NOT NULL
         ) AS x
     ) AS w
     WHERE c.owner = $1 AND c.id >= $9 AND ($10::uuid IS NULL OR c.id < $10)
@@ -202,6 +203,7 @@ async def seed(dsn: str, user_id: uuid.UUID) -> Seed:
             started = time.perf_counter()
             await conn.execute("DELETE FROM chat_session WHERE owner = $1", user_id)  # a partial earlier seed
             await conn.execute(SEED_CONVERSATIONS, user_id, CONVERSATIONS, PER_CONVERSATION)
+            await conn.execute("ANALYZE chat_session")
             # Each connection seeds the conversations whose ids fall in its share of the uuid space.
             step = (1 << 128) // SEED_CONNECTIONS
             ranges = [
@@ -244,6 +246,13 @@ async def seed(dsn: str, user_id: uuid.UUID) -> Seed:
             RARE_WORD,
             COMMON_WORD,
         )
+        distinct = await conn.fetchval(
+            "SELECT count(DISTINCT u.text) FROM utterance u JOIN chat_session c ON c.id = u.session "
+            "WHERE c.owner = $1 AND u.seq = 2",
+            user_id,
+        )
+        if distinct < CONVERSATIONS // 2:
+            raise RuntimeError(f"the seed repeats itself: {distinct} different texts at seq 2 in {CONVERSATIONS}")
         result.rare_share, result.common_share = float(shares["rare"]), float(shares["common"])
         result.rare_conversations, result.common_conversations = matches["rare"], matches["common"]
         return result
@@ -607,7 +616,8 @@ async def _measure(
         return [str(r["id"]) for r in rows[:PAGE_SIZE]]
 
     # What an authenticated page costs in SQL besides its query: the login session is renewed (UPDATE) and
-    # stored again (UPSERT) on every request, and the user is looked up.
+    # stored again (UPSERT) on every request, the user is looked up, and the pool resets each of the 4 connections
+    # the request acquires (as seen with log_statement = 'all').
     session_value = json.dumps({"user_id": str(user_id)}).encode()
     for n, conn in enumerate(conns):
         await conn.execute(SESSION_STORE, f"bench-history-baseline:{n}", session_value, SESSION_SECONDS)
@@ -618,9 +628,13 @@ async def _measure(
         async def call(conn: asyncpg.Connection) -> None:
             key = f"bench-history-baseline:{conns.index(conn)}"
             await conn.fetchval(SESSION_RENEW, key, SESSION_SECONDS)
+            await conn.execute(POOL_RESET)
             await conn.fetchrow(GET_USER, user_id)
+            await conn.execute(POOL_RESET)
             await page(conn)
+            await conn.execute(POOL_RESET)
             await conn.execute(SESSION_STORE, key, session_value, SESSION_SECONDS)
+            await conn.execute(POOL_RESET)
 
         return call
 
@@ -709,7 +723,7 @@ async def _measure(
         deep_vs_first(lists_hx, deep_hx, first_hx, "htmx"),
         Row(
             f"first page / page {DEEP_PAGE}, htmx, p50, beside all the SQL of the request (session renew, user, "
-            "page, session store)",
+            "page, session store, 4 pool resets)",
             f"{ms(lists_hx.p(first_hx.name, 50))} / {ms(lists_hx.p(deep_hx.name, 50))}",
             f"request SQL {ms(request_sql.p(request_first.name, 50))} / {ms(request_sql.p(request_deep.name, 50))}",
             f"{times(lists_hx.p(first_hx.name, 50) / request_sql.p(request_first.name, 50))} / "

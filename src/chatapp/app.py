@@ -84,7 +84,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
         configure_engine(database_url)
         await wait_for_database(database_url, settings.db_wait_seconds)
         engine = get_engine()
-        await engine.start_connection_pool(min_size=2, max_size=20)
+        await engine.start_connection_pool(min_size=2, max_size=20, reset=keep_connection_state)
         try:
             async with channels:
                 tasks = [
@@ -165,6 +165,11 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
     app.state.conversations = conversations
     app.state.fragments = Fragments(templates.engine)
     return app
+
+
+async def keep_connection_state(connection: object) -> None:
+    """asyncpg resets every connection it takes back (advisory locks, cursors, LISTEN, SET) with one more
+    round trip. chatapp sets none of those on pooled connections; open transactions are still rolled back."""
 
 
 def build_runtime(settings: Settings, pipeline: TranscriptPipeline) -> AgentRuntime:

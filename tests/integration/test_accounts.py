@@ -197,3 +197,17 @@ async def test_visitors_without_a_session_get_no_session_row_or_cookie(client: h
     async with connection() as conn:
         after = await conn.fetchval("SELECT count(*) FROM http_session WHERE key LIKE 'session:%'")
     assert after == before
+
+
+async def test_page_views_do_not_rewrite_the_session(client: httpx.AsyncClient) -> None:
+    await signup(client)
+    key = f"session:{client.cookies.get('chatapp_session')}"
+    async with connection() as conn:
+        before = await conn.fetchval("SELECT xmin::text FROM http_session WHERE key = $1", key)
+    for _ in range(3):
+        response = await client.get("/")
+        assert response.status_code == 200
+        assert "chatapp_session" not in response.headers.get("set-cookie", "")
+    async with connection() as conn:
+        after = await conn.fetchval("SELECT xmin::text FROM http_session WHERE key = $1", key)
+    assert after == before  # no write, no commit per page view

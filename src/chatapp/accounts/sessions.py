@@ -13,6 +13,7 @@ from litestar.security.session_auth import SessionAuth
 from chatapp.accounts.service import User, get_user
 
 _ROTATE = "chatapp.rotate_session"
+_LOADED = "chatapp.loaded_session"
 
 
 def rotate_session(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
@@ -32,12 +33,20 @@ class RotatingSessionBackend(ServerSideSessionBackend):
             return str(scope[_ROTATE])
         return super().get_session_id(connection)
 
+    async def load_from_connection(self, connection: ASGIConnection[Any, Any, Any, Any]) -> dict[str, Any]:
+        data = await super().load_from_connection(connection)
+        connection.scope[_LOADED] = data  # type: ignore[literal-required]
+        return data
+
     async def store_in_message(self, scope_session: Any, message: Any, connection: Any) -> None:
         old_id = connection.cookies.get(self.config.key)
         has_cookie = bool(old_id) and old_id != "null"
         if not scope_session and not has_cookie:
             # Nothing to remember for a visitor without a session (agent ingest, health checks, the login
             # page): Litestar would otherwise write an empty session row and set a cookie on every request.
+            return
+        if has_cookie and _ROTATE not in connection.scope and scope_session == connection.scope.get(_LOADED):
+            # Unchanged: Litestar would write the same row again (and commit) on every page view.
             return
         if _ROTATE in connection.scope and has_cookie:
             await self.delete(old_id, store=self.config.get_store_from_app(connection.scope["app"]))
@@ -80,7 +89,8 @@ def session_auth(*, max_age: int, secure: bool) -> SessionAuth[User, ServerSideS
             httponly=True,
             samesite="lax",
             secure=secure,
-            renew_on_access=True,
+            # A fixed lifetime from login: renewing on every access would cost a write per request.
+            renew_on_access=False,
             store="sessions",
         ),
         exclude=PUBLIC_PATHS,

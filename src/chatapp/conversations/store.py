@@ -245,8 +245,7 @@ async def refresh_search_doc(conn: Any, conversation_id: uuid.UUID) -> None:
         UPDATE chat_session s SET search_doc =
             setweight(to_tsvector('english', coalesce(s.title, '')), 'A')
             || setweight(coalesce(
-                (SELECT to_tsvector('english', string_agg(u.text, ' ' ORDER BY u.seq)) FROM utterance u
-                 WHERE u.session = s.id),
+                (SELECT tsvector_agg(u.tsv ORDER BY u.seq) FROM utterance u WHERE u.session = s.id),
                 ''::tsvector), 'B')
         WHERE s.id = $1 AND s.ended_at IS NOT NULL
         """,

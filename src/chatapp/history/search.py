@@ -21,7 +21,7 @@ from chatapp.conversations import store
 from chatapp.database import connection
 from chatapp.history.service import PAGE_SIZE, BadCursor
 
-SEARCH_CANDIDATES = 300
+SEARCH_CANDIDATES = 100
 MAX_QUERY_LENGTH = 200
 # Control characters cannot occur in stored text we render, so they mark highlights safely through escaping.
 _START, _STOP = "\x02", "\x03"
@@ -129,11 +129,16 @@ async def _snippets(conn: object, ids: list[uuid.UUID], query: str) -> dict[uuid
         return {}
     rows = await conn.fetch(  # type: ignore[attr-defined]
         f"""
-        WITH q AS (SELECT websearch_to_tsquery('english', $2) AS query)
-        SELECT DISTINCT ON (u.session) u.session, ts_headline('english', u.text, q.query, '{_HEADLINE}') AS headline
-        FROM utterance u, q
-        WHERE u.session = ANY($1::uuid[]) AND u.tsv @@ q.query
-        ORDER BY u.session, ts_rank(u.tsv, q.query) DESC, u.seq
+        WITH q AS (SELECT websearch_to_tsquery('english', $2) AS query),
+        best AS (
+            SELECT DISTINCT ON (u.session) u.session, u.text
+            FROM utterance u, q
+            WHERE u.session = ANY($1::uuid[]) AND u.tsv @@ q.query
+            ORDER BY u.session, ts_rank(u.tsv, q.query) DESC, u.seq
+        )
+        -- Highlight only each conversation's best utterance: ts_headline is the expensive part.
+        SELECT best.session, ts_headline('english', best.text, q.query, '{_HEADLINE}') AS headline
+        FROM best, q
         """,
         ids,
         query,

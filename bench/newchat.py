@@ -2,48 +2,65 @@
 
 Target from the issue: p99 under 50 ms with the in-process agent (offline model), over 200 runs. Baseline, in the
 same run on the same database: the bare SQL statements the save needs, in one transaction with asyncpg, against a
-similar 500-utterance conversation (and, beside it, every statement the whole request issues).
+similar 500-utterance conversation (and, beside it, every statement the whole request issues). The baseline's
+statements are checked against PostgreSQL's own log of the app's requests in one warm-up run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import asyncpg
 import httpx
 
 from bench.common import (
+    BEGIN,
     CHAT_PANEL_ID,
+    COMMIT,
+    SESSION_READ,
     AppServer,
     BenchEnv,
     CpuMeter,
     HttpConnection,
+    HttpReply,
     LoopLag,
     Report,
     Row,
+    StatementLog,
     cookie_header,
+    describe_statements,
     env_float,
     ingest_auth,
     ingest_body,
+    login_session_row,
     ms,
     open_chat,
     percentile,
     running_app,
     sentence,
     signup,
+    sql_key,
+    statement_facts,
+    statement_log,
+    statement_mismatch,
     times,
     verdict,
 )
+from chatapp.conversations import store
+from chatapp.conversations.store import CONVERSATION_COLUMNS, make_title, room_name_for
+
+T = TypeVar("T")
 
 RUNS = int(env_float("BENCH_NEWCHAT_RUNS", 200))
 UTTERANCES = int(env_float("BENCH_NEWCHAT_UTTERANCES", 500))
@@ -52,23 +69,19 @@ P99_TARGET = 0.050
 INGEST_BATCH = 100  # the ingest API's largest batch
 GREETING_TIMEOUT = 5.0
 HEALTHZ_PER_RUN = 3
-SESSION_SECONDS = 14 * 24 * 3600
 STREAM_TIMEOUT = httpx.Timeout(30.0, read=None)
+RECENT_LIMIT = 10  # store.recent_saved's default: the sidebar's length
+NEW_CHAT_POST = "POST /conversations/new"
+INTERIM_POST = "ingest POST of 1 interim"
 GREETING = "Hi! I'm your travel-planning assistant. Where would you like to go, and when?"
 
-# --- the bare SQL of the request, as store.py / history / the session store issue it ------------------------------
+# --- the bare SQL of the request, as the app issues it ------------------------------------------------------------
+# Copied from conversations/store.py (the SQL is inside its functions); each run checks that the app sends exactly
+# these (PostgreSQL's statement log of one New Chat) and that the baseline's search document is the one
+# store.refresh_search_doc writes.
 
-COLUMNS = """
-    id, owner, room_name, system_prompt, started_at, ended_at, title, last_activity_at, last_seq,
-    end_reason, continued_from
-"""
-SESSION_RENEW = """
-    UPDATE http_session SET expires_at = now() + make_interval(secs => $2)
-    WHERE key = $1 AND expires_at > now() RETURNING value
-"""
-GET_USER = "SELECT id, email, display_name FROM user_account WHERE id = $1"
 LOCK_USER = "SELECT 1 FROM user_account WHERE id = $1 FOR UPDATE"
-SELECT_ACTIVE = f"SELECT {COLUMNS} FROM chat_session WHERE owner = $1 AND ended_at IS NULL"
+SELECT_ACTIVE = f"SELECT {CONVERSATION_COLUMNS} FROM chat_session WHERE owner = $1 AND ended_at IS NULL"
 LOCK_CONVERSATION = "SELECT last_seq, ended_at FROM chat_session WHERE id = $1 FOR UPDATE"
 SELECT_EXISTING = (
     "SELECT item_id, seq, text, interrupted FROM utterance WHERE session = $1 AND item_id = ANY($2::text[])"
@@ -85,20 +98,22 @@ UPDATE_LAST_SEQ = "UPDATE chat_session SET last_seq = $2, last_activity_at = now
 FIRST_USER_TEXT = "SELECT text FROM utterance WHERE session = $1 AND role = 'user' ORDER BY seq LIMIT 1"
 MARK_ENDED = f"""
     UPDATE chat_session SET ended_at = now(), end_reason = $2, title = coalesce(title, $3)
-    WHERE id = $1 RETURNING {COLUMNS}
+    WHERE id = $1 RETURNING {CONVERSATION_COLUMNS}
 """
+# The transcript part of the document concatenates the utterances' stored tsvectors (the tsvector_agg aggregate of
+# migration 2026-11-29T15:40) instead of parsing the whole transcript again.
 REFRESH_SEARCH_DOC = """
     UPDATE chat_session s SET search_doc =
         setweight(to_tsvector('english', coalesce(s.title, '')), 'A')
         || setweight(coalesce(
-            (SELECT to_tsvector('english', string_agg(u.text, ' ' ORDER BY u.seq)) FROM utterance u
-             WHERE u.session = s.id),
+            (SELECT tsvector_agg(u.tsv ORDER BY u.seq) FROM utterance u WHERE u.session = s.id),
             ''::tsvector), 'B')
     WHERE s.id = $1 AND s.ended_at IS NOT NULL
 """
 INSERT_ACTIVE = f"""
     INSERT INTO chat_session (id, room_name, owner, system_prompt, continued_from) VALUES ($1, $2, $3, $4, $5)
-    RETURNING {COLUMNS}
+    ON CONFLICT (owner) WHERE ended_at IS NULL DO NOTHING
+    RETURNING {CONVERSATION_COLUMNS}
 """
 RECENT_SAVED = """
     SELECT id, title, started_at, ended_at, last_seq AS message_count FROM chat_session
@@ -109,13 +124,9 @@ LIST_UTTERANCES = """
     SELECT seq, item_id, role, text, interrupted, created_at FROM utterance
     WHERE session = $1 AND seq > $2 ORDER BY seq LIMIT $3
 """
-SESSION_STORE = """
-    INSERT INTO http_session (key, value, expires_at)
-    VALUES ($1, $2, now() + make_interval(secs => $3))
-    ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
-"""
-# What asyncpg's pool runs on every release (Connection.get_reset_query): one more round trip per acquisition.
-POOL_RESET = "SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;"
+# store.touch: a new conversation's agent streams its greeting as interims right after New Chat starts it, and the
+# first interim notes activity. The app does that on its own while the request finishes; it is not the request's.
+TOUCH = "UPDATE chat_session SET last_activity_at = now() WHERE id = $1 AND ended_at IS NULL"
 # Untimed: fill the baseline's conversation the way five ingest batches would have.
 FILL_CONVERSATION = """
     INSERT INTO utterance (session, seq, item_id, role, text, is_final, interrupted, created_at)
@@ -129,18 +140,46 @@ VERIFY_SAVED = """
     FROM chat_session s WHERE s.id = $1
 """
 
-SAVE_STEPS = (
-    "lock user",
-    "select active",
-    "lock conversation",
-    "select existing items",
-    "insert flushed interim",
-    "update last_seq",
-    "select first user text",
-    "mark ended + title",
-    "refresh_search_doc",
-    "insert next conversation",
+# store.end_active for New Chat, in order: the statements between BEGIN and COMMIT.
+SAVE = (
+    ("lock user", LOCK_USER),
+    ("select active", SELECT_ACTIVE),
+    ("lock conversation", LOCK_CONVERSATION),
+    ("select existing items", SELECT_EXISTING),
+    ("insert flushed interim", INSERT_FINALS),
+    ("update last_seq", UPDATE_LAST_SEQ),
+    ("select first user text", FIRST_USER_TEXT),
+    ("mark ended + title", MARK_ENDED),
+    ("refresh_search_doc", REFRESH_SEARCH_DOC),
+    ("insert next conversation", INSERT_ACTIVE),
 )
+SAVE_STEPS = tuple(name for name, _ in SAVE)
+# POST /conversations/new: the login session read, the save's transaction, then the sidebar push to every tab
+# (recent_saved), the next agent's transcript (list_utterances, empty) and the new panel's sidebar (recent_saved).
+REQUEST = (
+    SESSION_READ,
+    BEGIN,
+    *(sql for _, sql in SAVE),
+    COMMIT,
+    RECENT_SAVED,
+    LIST_UTTERANCES,
+    RECENT_SAVED,
+)
+# An ingest POST of finals (bearer token, no login session): store.store_finals in one transaction.
+INGEST = (BEGIN, LOCK_CONVERSATION, SELECT_EXISTING, INSERT_FINALS, UPDATE_LAST_SEQ, COMMIT)
+NAMES = {
+    sql_key(sql): name
+    for name, sql in (
+        ("session read", SESSION_READ),
+        ("BEGIN", BEGIN),
+        ("COMMIT", COMMIT),
+        *SAVE,
+        ("insert finals", INSERT_FINALS),  # at New Chat, the flushed interim
+        ("recent_saved", RECENT_SAVED),
+        ("list_utterances", LIST_UTTERANCES),
+        ("touch", TOUCH),
+    )
+}
 
 
 def conversation_texts(count: int) -> list[tuple[str, str]]:
@@ -152,17 +191,6 @@ def conversation_texts(count: int) -> list[tuple[str, str]]:
         role = "user" if seq % 2 == 0 else "agent"
         texts.append((role, sentence(rng, 4, 24) if role == "user" else sentence(rng, 12, 48)))
     return texts
-
-
-def make_title(text: str, limit: int = 60) -> str:
-    """What the app derives from the first user utterance (store.make_title), for the baseline's UPDATE."""
-    line = " ".join(text.split())
-    if len(line) <= limit:
-        return line
-    cut = line[: limit - 1]
-    if " " in cut[limit // 2 :]:
-        cut = cut[: cut.rindex(" ")]
-    return cut.rstrip(" ,.;:!?-") + "…"
 
 
 # --- the baseline ------------------------------------------------------------------------------------------------
@@ -178,23 +206,24 @@ class Baseline:
     conversation_id: uuid.UUID
     texts: list[tuple[str, str]]
     title: str
+    last_saved: uuid.UUID | None = None
 
     @classmethod
     async def create(cls, dsn: str, texts: list[tuple[str, str]]) -> Baseline:
         conn = await asyncpg.connect(dsn)
         tag = uuid.uuid4().hex[:8]
+        email = f"bench-newchat-baseline-{tag}@example.com"
         user_id = await conn.fetchval(
             "INSERT INTO user_account (email, display_name, password_hash) VALUES ($1, 'Bench Baseline', 'x') "
             "RETURNING id",
-            f"bench-newchat-baseline-{tag}@example.com",
+            email,
         )
-        session_key = f"bench-baseline:{tag}"
-        await conn.execute(SESSION_STORE, session_key, json.dumps({"user_id": str(user_id)}).encode(), SESSION_SECONDS)
+        session_key = await login_session_row(conn, f"bench-baseline-{tag}", user_id, email, "Bench Baseline")
         conversation_id = uuid.uuid4()
         await conn.execute(
             "INSERT INTO chat_session (id, room_name, owner, system_prompt) VALUES ($1, $2, $3, '')",
             conversation_id,
-            f"chat-{conversation_id.hex}",
+            room_name_for(conversation_id),
             user_id,
         )
         first_user = next(text for role, text in texts if role == "user")
@@ -214,7 +243,8 @@ class Baseline:
             await self.conn.execute(UPDATE_LAST_SEQ, self.conversation_id, len(stored))
 
     async def save(self, run: int) -> tuple[float, float, dict[str, float]]:
-        """The save as bare SQL: returns (transaction seconds, whole-request SQL seconds, seconds per step)."""
+        """The request as bare SQL (REQUEST): returns (save transaction seconds, whole-request SQL seconds,
+        seconds per statement)."""
         conn = self.conn
         steps: dict[str, float] = {}
 
@@ -227,19 +257,8 @@ class Baseline:
         cid, uid = self.conversation_id, self.user_id
         role, text = self.texts[-1]
         item = f"base-interim-{run}"
-        resets: list[float] = []
-
-        async def release() -> None:
-            """The pool's reset after each `async with connection()` block of the request."""
-            reset_started = time.perf_counter()
-            await conn.execute(POOL_RESET)
-            resets.append(time.perf_counter() - reset_started)
-
         started = time.perf_counter()
-        await step("session renew", lambda: conn.fetchval(SESSION_RENEW, self.session_key, SESSION_SECONDS))
-        await release()
-        await step("get user", lambda: conn.fetchrow(GET_USER, uid))
-        await release()
+        await step("session read", lambda: conn.fetchval(SESSION_READ, self.session_key))
         save_started = time.perf_counter()
         async with conn.transaction():
             await step("lock user", lambda: conn.execute(LOCK_USER, uid))
@@ -258,30 +277,36 @@ class Baseline:
             next_id = uuid.uuid4()
             await step(
                 "insert next conversation",
-                lambda: conn.fetchrow(INSERT_ACTIVE, next_id, f"chat-{next_id.hex}", uid, "", None),
+                lambda: conn.fetchrow(INSERT_ACTIVE, next_id, room_name_for(next_id), uid, "", None),
             )
         save_seconds = time.perf_counter() - save_started
-        await release()
-        await step("recent_saved (history push)", lambda: conn.fetch(RECENT_SAVED, uid, 10))
-        await release()
+        await step("recent_saved (history push)", lambda: conn.fetch(RECENT_SAVED, uid, RECENT_LIMIT))
         await step("list_utterances (next agent)", lambda: conn.fetch(LIST_UTTERANCES, next_id, 0, 10_000))
-        await release()
-        await step("recent_saved (panel)", lambda: conn.fetch(RECENT_SAVED, uid, 10))
-        await release()
-        await step(
-            "session store",
-            lambda: conn.execute(
-                SESSION_STORE, self.session_key, json.dumps({"user_id": str(uid)}).encode(), SESSION_SECONDS
-            ),
-        )
-        await release()
-        steps[f"pool resets ({len(resets)})"] = sum(resets)
+        await step("recent_saved (panel)", lambda: conn.fetch(RECENT_SAVED, uid, RECENT_LIMIT))
         full_seconds = time.perf_counter() - started
         saved = await conn.fetchrow(VERIFY_SAVED, cid)
         if not (saved["ended"] and saved["last_seq"] == len(self.texts) and saved["has_doc"]):
             raise RuntimeError(f"baseline save {run} did not save: {dict(saved)}")
-        self.conversation_id = next_id
+        self.last_saved, self.conversation_id = cid, next_id
         return save_seconds, full_seconds, steps
+
+    async def search_doc_differs(self) -> str:
+        """Whether the last saved conversation's search document differs from what the app's own
+        store.refresh_search_doc writes for it ("" when the same); the app's UPDATE is rolled back."""
+        if self.last_saved is None:
+            return "no baseline save to compare"
+        doc = "SELECT search_doc::text FROM chat_session WHERE id = $1"
+        ours = await self.conn.fetchval(doc, self.last_saved)
+        transaction = self.conn.transaction()
+        await transaction.start()
+        try:
+            await store.refresh_search_doc(self.conn, self.last_saved)
+            apps = await self.conn.fetchval(doc, self.last_saved)
+        finally:
+            await transaction.rollback()
+        if ours is None or ours != apps:
+            return "the baseline's search document differs from store.refresh_search_doc's for the same conversation"
+        return ""
 
     async def close(self) -> None:
         await self.conn.close()
@@ -363,6 +388,10 @@ class AppUser:
     tab: Tab
     greeting_waits: list[float] = field(default_factory=list)
     missing_greetings: int = 0
+    probe: Probe | None = None  # set for the one run whose requests PostgreSQL's statement log records
+
+    async def _send(self, what: str, call: Callable[[], Awaitable[T]], ignore: Sequence[str] = ()) -> T:
+        return await call() if self.probe is None else await self.probe.send(what, call, ignore)
 
     async def wait_for_greeting(self, db: asyncpg.Connection) -> int:
         """The new conversation's agent greets first (streamed by the offline model); wait for its final so
@@ -391,12 +420,15 @@ class AppUser:
         ]
         for start in range(0, len(finals), INGEST_BATCH):
             batch = finals[start : start + INGEST_BATCH]
-            status, reply = await self.ingest.post_json(path, ingest_body(batch), auth)
+            post = functools.partial(self.ingest.post_json, path, ingest_body(batch), auth)
+            what = f"ingest POST of {len(batch)} finals"
+            status, reply = await (self._send(what, post) if start == 0 else post())
             if status != 200 or json.loads(reply).get("stored") != len(batch):
                 raise RuntimeError(f"ingest for run {run} failed: {status} {reply[:300]!r}")
         role, text = self.texts[-1]
         interim = [{"item_id": f"run{run}-interim", "role": role, "text": text, "final": False}]
-        status, reply = await self.ingest.post_json(path, ingest_body(interim), auth)
+        post = functools.partial(self.ingest.post_json, path, ingest_body(interim), auth)
+        status, reply = await self._send(INTERIM_POST, post)
         if status != 200:
             raise RuntimeError(f"interim for run {run} failed: {status} {reply[:300]!r}")
 
@@ -420,10 +452,32 @@ class AppUser:
             "x-csrftoken": self.csrf,
             "Cookie": self.cookie,
         }
-        started = time.perf_counter()
-        reply = await self.http.request("POST", "/conversations/new", body, headers)
-        elapsed = time.perf_counter() - started
+
+        async def post() -> tuple[float, HttpReply]:
+            started = time.perf_counter()
+            reply = await self.http.request("POST", "/conversations/new", body, headers)
+            return time.perf_counter() - started, reply
+
+        elapsed, reply = await self._send(NEW_CHAT_POST, post, ignore=(TOUCH,))
         return elapsed, reply.status, reply.headers.get("hx-trigger", ""), reply.body
+
+
+@dataclass
+class Probe:
+    """The statements the app sent for each request of one run (the last warm-up), from PostgreSQL's log."""
+
+    log: StatementLog
+    seen: dict[str, list[str]] = field(default_factory=dict)
+
+    async def send(self, what: str, call: Callable[[], Awaitable[T]], ignore: Sequence[str]) -> T:
+        result, self.seen[what] = await self.log.capture(call, ignore)
+        return result
+
+    def mismatches(self) -> list[str]:
+        """Requests for which the baseline does not run exactly the statements the app sent."""
+        found = [statement_mismatch(NEW_CHAT_POST, self.seen.get(NEW_CHAT_POST, []), REQUEST, NAMES)]
+        found += [statement_mismatch(what, seen, INGEST, NAMES) for what, seen in self.seen.items() if "finals" in what]
+        return [problem for problem in found if problem]
 
 
 def check_saved(row: Any, expected: int) -> str:
@@ -451,6 +505,8 @@ class Results:
     healthz: list[float] = field(default_factory=list)
     ok: int = 0
     failures: list[str] = field(default_factory=list)
+    probe: Probe | None = None
+    disagreements: list[str] = field(default_factory=list)
 
 
 async def run(env: BenchEnv) -> Report:
@@ -482,8 +538,14 @@ async def run(env: BenchEnv) -> Report:
             results = Results()
             meter = CpuMeter({"app": app.pid}, env.dsn)
             try:
-                for run_index in range(WARMUP):
+                for run_index in range(WARMUP - 1):
                     await _one_run(run_index, False, user, baseline, db, results)
+                # The last warm-up run's requests with PostgreSQL's statement log on (not measured: logging
+                # every statement costs time).
+                async with statement_log(env) as log:
+                    user.probe = Probe(log) if log is not None else None
+                    await _one_run(WARMUP - 1, False, user, baseline, db, results)
+                    results.probe, user.probe = user.probe, None
                 await meter.start()
                 measured_started = time.perf_counter()
                 with LoopLag() as lag:
@@ -491,6 +553,9 @@ async def run(env: BenchEnv) -> Report:
                         await _one_run(run_index, True, user, baseline, db, results)
                 cpu = await meter.stop()
                 measured = time.perf_counter() - measured_started
+                results.disagreements = results.probe.mismatches() if results.probe else []
+                if difference := await baseline.search_doc_differs():
+                    results.disagreements.append(difference)
             finally:
                 await user.tab.close()
                 await user.tab.client.aclose()
@@ -580,6 +645,7 @@ def _report(
 
     label = f"POST /conversations/new round trip, {UTTERANCES} utterances"
     p50_full, p99_full = percentile(full, 50), percentile(full, 99)
+    probe = results.probe
     report.rows += [
         row(f"{label}, p50", 50),
         row(f"{label}, p99", 99, P99_TARGET),
@@ -598,12 +664,21 @@ def _report(
             "all",
             verdict(results.ok == len(app) and not results.failures),
         ),
+        Row(
+            "app vs SQL disagreements (statements logged for the app's requests; search_doc)",
+            str(len(results.disagreements)) if probe else f"{len(results.disagreements)} (statements not logged)",
+            "—",
+            "—",
+            "0",
+            verdict(not results.disagreements),
+        ),
     ]
     floor50, floor99 = percentile(results.healthz, 50), percentile(results.healthz, 99)
     steps = {name: percentile(values, 50) for name, values in results.base_steps.items()}
     in_save = sum(steps.get(name, 0.0) for name in SAVE_STEPS)
     refresh = steps.get("refresh_search_doc", float("nan"))
     slowest = sorted(((v, k) for k, v in steps.items() if k != "refresh_search_doc"), reverse=True)[:3]
+    save_trips = len(SAVE) + 2  # and BEGIN, COMMIT
     report.notes += [
         f"round trip = the bench's light HTTP client on loopback, request written → reply read; it includes the HTTP "
         f"and auth floor: GET /healthz (one SELECT 1) took p50 {ms(floor50)} / p99 {ms(floor99)} on the same "
@@ -614,13 +689,13 @@ def _report(
         "then 1 interim still pending in the server's buffer — while the chat tab's SSE stream is open and has "
         "received all of it; then New Chat is posted as htmx does (HX-Request, x-csrftoken, conversation_id) and "
         f"the tab's stream must get the 'ended' control; {WARMUP} warm-up runs not counted",
-        f"save SQL = the {len(SAVE_STEPS)} statements of store.end_active in one transaction (BEGIN … COMMIT) on one "
-        f"warm asyncpg connection, against a second user's conversation with the same {UTTERANCES} texts; request "
-        "SQL adds what the request does outside it (session renew, user, recent_saved twice, list_utterances for "
-        "the next agent, session store, and the pool's reset query after each of the 7 connection acquisitions) — "
-        "23 round trips in all",
+        f"save SQL = the {len(SAVE)} statements of store.end_active in one transaction ({save_trips} round trips with "
+        f"BEGIN and COMMIT) on one warm asyncpg connection, against a second user's conversation with the same "
+        f"{UTTERANCES} texts; request SQL = every statement of the request: "
+        + describe_statements([sql_key(sql) for sql in REQUEST], NAMES),
+        _statements_note(probe),
         f"save SQL per statement, p50: refresh_search_doc {ms(refresh)} ({100 * refresh / in_save:.0f}% of the "
-        f"statements' time; to_tsvector over {UTTERANCES} utterances), then "
+        f"statements' time; tsvector_agg over the stored tsv of {UTTERANCES} utterances), then "
         + ", ".join(f"{name} {ms(value)}" for value, name in slowest),
         f"waiting for each new conversation's greeting (offline model, streamed): p50 "
         f"{ms(percentile(user.greeting_waits, 50))}; greetings missing after {GREETING_TIMEOUT:g} s: "
@@ -628,6 +703,7 @@ def _report(
         f"measured phase {measured:.0f} s; CPU during it: {CpuMeter.describe(cpu)}; bench event-loop lag "
         f"{lag.describe()}",
     ]
+    report.notes += results.disagreements
     if results.failures:
         report.notes.append(f"{len(results.failures)} failed run(s), first: {results.failures[0]}")
     if cpu.get("other", 0.0) > 25:
@@ -639,4 +715,24 @@ def _report(
         f"the app logged {len(problems)} error line(s), first: {problems[0][:300]}"
         if problems
         else "the app logged no errors"
+    )
+
+
+def _statements_note(probe: Probe | None) -> str:
+    """What PostgreSQL logged for the probe run's requests, and whether the baseline runs just that."""
+    if probe is None:
+        return (
+            "statements per request not checked against the app: that needs the bench's embedded database (it "
+            "switches on log_statement around one run's requests)"
+        )
+    seen = "; ".join(f"{what}: {describe_statements(statements, NAMES)}" for what, statements in probe.seen.items())
+    new_chat = ", ".join(statement_facts(probe.seen.get(NEW_CHAT_POST, [])))
+    ingest = [s for what, statements in probe.seen.items() if what != NEW_CHAT_POST for s in statements]
+    session = "read" if any("http_session" in s for s in ingest) else "do not read"
+    same = "" if probe.mismatches() else "; the bench's SQL is exactly these statements"
+    return (
+        f"statements PostgreSQL logged (log_statement = 'all') for the requests of warm-up run {WARMUP}, each one "
+        f"round trip: {seen} (not counted: the new agent's own '{NAMES[sql_key(TOUCH)]}' of its conversation as "
+        f"its greeting streams in) — New Chat: {new_chat}; the ingest POSTs (bearer token) {session} a login "
+        f"session{same}"
     )

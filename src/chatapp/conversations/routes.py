@@ -81,7 +81,8 @@ def chat_context(view: ChatView, user: User, state: State) -> dict[str, Any]:
         "agent_state": view.agent_state,
         "agent_detail": view.agent_detail,
         "start": view.start,
-        "offline_model": not state.settings.llm_configured,
+        # With LiveKit the worker's own settings pick its model; the app cannot tell, so it does not claim.
+        "offline_model": not state.settings.llm_configured and not state.settings.livekit_configured,
         "recent": view.recent,
     }
 

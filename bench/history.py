@@ -54,9 +54,8 @@ from bench.common import (
     verdict,
 )
 from chatapp.conversations import store
-from chatapp.history.search import _HEADLINE as HEADLINE
-from chatapp.history.search import SEARCH_CANDIDATES
-from chatapp.history.service import PAGE_SIZE, decode_cursor
+from chatapp.history.search import SEARCH_CANDIDATES, SEARCH_SQL, SNIPPETS_SQL
+from chatapp.history.service import PAGE_SIZE, SAVED_PAGE_SQL, decode_cursor
 
 CONVERSATIONS = int(env_float("BENCH_HISTORY_CONVERSATIONS", 10_000))
 PER_CONVERSATION = int(env_float("BENCH_HISTORY_UTTERANCES", 100))  # 10,000 x 100 = 1,000,000 utterances
@@ -131,57 +130,18 @@ SEEDED = """
     FROM chat_session WHERE owner = $1 AND ended_at IS NOT NULL
 """
 
-# --- the app's SQL, as history/service.py and history/search.py issue it -----------------------------------------
-# Copied (the SQL is inside the app's functions): the bench checks that the app sends exactly these (PostgreSQL's
-# statement log of one request of each kind) and that the search answers the same conversations as the app.
+# --- the app's SQL, imported from history/service.py and history/search.py ----------------------------------------
+# The bench still checks that the app sends exactly these (PostgreSQL's statement log of one request of each kind)
+# and that the search answers the same conversations as the app.
 
-KEYSET_PAGE = """
-    SELECT id, title, started_at, ended_at, last_seq AS message_count FROM chat_session
-    WHERE owner = $1 AND ended_at IS NOT NULL
-      AND ($2::timestamptz IS NULL OR (started_at, id) < ($2, $3::uuid))
-      AND ($5::timestamptz IS NULL OR started_at >= $5)
-      AND ($6::timestamptz IS NULL OR started_at < $6)
-    ORDER BY started_at DESC, id DESC
-    LIMIT $4
-"""
+KEYSET_PAGE = SAVED_PAGE_SQL
+SEARCH = SEARCH_SQL
+SNIPPETS = SNIPPETS_SQL
 OFFSET_PAGE = """
     SELECT id, title, started_at, ended_at, last_seq AS message_count FROM chat_session
     WHERE owner = $1 AND ended_at IS NOT NULL
     ORDER BY started_at DESC, id DESC
     OFFSET $2 LIMIT $3
-"""
-SEARCH = """
-    WITH q AS (SELECT websearch_to_tsquery('english', $2) AS query),
-    candidates AS (
-        SELECT s.id, s.title, s.started_at, s.ended_at, s.last_seq, s.search_doc
-        FROM chat_session s, q
-        WHERE s.owner = $1 AND s.ended_at IS NOT NULL AND s.search_doc @@ q.query
-          AND ($3::timestamptz IS NULL OR s.started_at >= $3)
-          AND ($4::timestamptz IS NULL OR s.started_at < $4)
-        ORDER BY s.started_at DESC, s.id DESC
-        LIMIT $5
-    ),
-    ranked AS (
-        SELECT c.id, c.title, c.started_at, c.ended_at, c.last_seq,
-               ts_rank(c.search_doc, q.query)::float8 AS rank
-        FROM candidates c, q
-    )
-    SELECT * FROM ranked
-    WHERE $6::float8 IS NULL OR (rank, started_at, id) < ($6, $7::timestamptz, $8::uuid)
-    ORDER BY rank DESC, started_at DESC, id DESC
-    LIMIT $9
-"""
-# Each conversation's best utterance first (DISTINCT ON), then ts_headline on those only.
-SNIPPETS = f"""
-    WITH q AS (SELECT websearch_to_tsquery('english', $2) AS query),
-    best AS (
-        SELECT DISTINCT ON (u.session) u.session, u.text
-        FROM utterance u, q
-        WHERE u.session = ANY($1::uuid[]) AND u.tsv @@ q.query
-        ORDER BY u.session, ts_rank(u.tsv, q.query) DESC, u.seq
-    )
-    SELECT best.session, ts_headline('english', best.text, q.query, '{HEADLINE}') AS headline
-    FROM best, q
 """
 # What each request sends, in order: Litestar reads the login session, then the page's own statement(s).
 LIST_REQUEST = (SESSION_READ, KEYSET_PAGE)

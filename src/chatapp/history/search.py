@@ -28,6 +28,42 @@ _START, _STOP = "\x02", "\x03"
 _HEADLINE = f'StartSel={_START}, StopSel={_STOP}, MaxWords=24, MinWords=10, MaxFragments=2, FragmentDelimiter=" … "'
 
 
+# The statements, as constants so the benchmark's bare-SQL baseline runs exactly what the app runs.
+SEARCH_SQL = """
+WITH q AS (SELECT websearch_to_tsquery('english', $2) AS query),
+candidates AS (
+    SELECT s.id, s.title, s.started_at, s.ended_at, s.last_seq, s.search_doc
+    FROM chat_session s, q
+    WHERE s.owner = $1 AND s.ended_at IS NOT NULL AND s.search_doc @@ q.query
+      AND ($3::timestamptz IS NULL OR s.started_at >= $3)
+      AND ($4::timestamptz IS NULL OR s.started_at < $4)
+    ORDER BY s.started_at DESC, s.id DESC
+    LIMIT $5
+),
+ranked AS (
+    SELECT c.id, c.title, c.started_at, c.ended_at, c.last_seq,
+           ts_rank(c.search_doc, q.query)::float8 AS rank
+    FROM candidates c, q
+)
+SELECT * FROM ranked
+WHERE $6::float8 IS NULL OR (rank, started_at, id) < ($6, $7::timestamptz, $8::uuid)
+ORDER BY rank DESC, started_at DESC, id DESC
+LIMIT $9
+"""
+SNIPPETS_SQL = f"""
+WITH q AS (SELECT websearch_to_tsquery('english', $2) AS query),
+best AS (
+    SELECT DISTINCT ON (u.session) u.session, u.text
+    FROM utterance u, q
+    WHERE u.session = ANY($1::uuid[]) AND u.tsv @@ q.query
+    ORDER BY u.session, ts_rank(u.tsv, q.query) DESC, u.seq
+)
+-- Highlight only each conversation's best utterance: ts_headline is the expensive part.
+SELECT best.session, ts_headline('english', best.text, q.query, '{_HEADLINE}') AS headline
+FROM best, q
+"""
+
+
 @dataclass(frozen=True)
 class SearchHit:
     item: store.SavedSummary
@@ -79,27 +115,7 @@ async def search(
     after = _decode(cursor) if cursor else None
     async with connection() as conn:
         rows = await conn.fetch(
-            """
-            WITH q AS (SELECT websearch_to_tsquery('english', $2) AS query),
-            candidates AS (
-                SELECT s.id, s.title, s.started_at, s.ended_at, s.last_seq, s.search_doc
-                FROM chat_session s, q
-                WHERE s.owner = $1 AND s.ended_at IS NOT NULL AND s.search_doc @@ q.query
-                  AND ($3::timestamptz IS NULL OR s.started_at >= $3)
-                  AND ($4::timestamptz IS NULL OR s.started_at < $4)
-                ORDER BY s.started_at DESC, s.id DESC
-                LIMIT $5
-            ),
-            ranked AS (
-                SELECT c.id, c.title, c.started_at, c.ended_at, c.last_seq,
-                       ts_rank(c.search_doc, q.query)::float8 AS rank
-                FROM candidates c, q
-            )
-            SELECT * FROM ranked
-            WHERE $6::float8 IS NULL OR (rank, started_at, id) < ($6, $7::timestamptz, $8::uuid)
-            ORDER BY rank DESC, started_at DESC, id DESC
-            LIMIT $9
-            """,
+            SEARCH_SQL,
             owner,
             query,
             started_from,
@@ -128,18 +144,7 @@ async def _snippets(conn: object, ids: list[uuid.UUID], query: str) -> dict[uuid
     if not ids:
         return {}
     rows = await conn.fetch(  # type: ignore[attr-defined]
-        f"""
-        WITH q AS (SELECT websearch_to_tsquery('english', $2) AS query),
-        best AS (
-            SELECT DISTINCT ON (u.session) u.session, u.text
-            FROM utterance u, q
-            WHERE u.session = ANY($1::uuid[]) AND u.tsv @@ q.query
-            ORDER BY u.session, ts_rank(u.tsv, q.query) DESC, u.seq
-        )
-        -- Highlight only each conversation's best utterance: ts_headline is the expensive part.
-        SELECT best.session, ts_headline('english', best.text, q.query, '{_HEADLINE}') AS headline
-        FROM best, q
-        """,
+        SNIPPETS_SQL,
         ids,
         query,
     )

@@ -39,6 +39,18 @@ class Page:
     next_cursor: str | None
 
 
+# A constant so the benchmark's bare-SQL baseline runs exactly what the app runs.
+SAVED_PAGE_SQL = """
+SELECT id, title, started_at, ended_at, last_seq AS message_count FROM chat_session
+WHERE owner = $1 AND ended_at IS NOT NULL
+  AND ($2::timestamptz IS NULL OR (started_at, id) < ($2, $3::uuid))
+  AND ($5::timestamptz IS NULL OR started_at >= $5)
+  AND ($6::timestamptz IS NULL OR started_at < $6)
+ORDER BY started_at DESC, id DESC
+LIMIT $4
+"""
+
+
 async def saved_page(
     owner: uuid.UUID,
     cursor: str | None = None,
@@ -52,15 +64,7 @@ async def saved_page(
     after = decode_cursor(cursor) if cursor else None
     async with connection() as conn:
         rows = await conn.fetch(
-            """
-            SELECT id, title, started_at, ended_at, last_seq AS message_count FROM chat_session
-            WHERE owner = $1 AND ended_at IS NOT NULL
-              AND ($2::timestamptz IS NULL OR (started_at, id) < ($2, $3::uuid))
-              AND ($5::timestamptz IS NULL OR started_at >= $5)
-              AND ($6::timestamptz IS NULL OR started_at < $6)
-            ORDER BY started_at DESC, id DESC
-            LIMIT $4
-            """,
+            SAVED_PAGE_SQL,
             owner,
             after[0] if after else None,
             after[1] if after else None,

@@ -45,8 +45,11 @@ log = logging.getLogger("chatapp")
 AUTH_FORMS = {"/login", "/signup"}
 
 
-def _throttle_auth_forms(request: Request[Any, Any, Any]) -> bool:
-    """Only failed-or-not posts to the login and signup forms count against the limit."""
+async def _throttle_auth_forms(request: Request[Any, Any, Any]) -> bool:
+    """Only posts to the login and signup forms count against the limit.
+
+    Async on purpose: Litestar runs a sync check in a thread pool, on every request.
+    """
     return request.method == "POST" and request.url.path in AUTH_FORMS
 
 

@@ -30,7 +30,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed ## Create .venv and install chatapp
 
 .PHONY: run
-run: install ## Set everything up and serve on http://$(HOST):$(PORT) (embedded PostgreSQL unless DATABASE_URL)
+run: install ## Set everything up and serve on http://127.0.0.1:8000 (HOST=, PORT= override; embedded PostgreSQL unless DATABASE_URL)
 	$(BIN)/chatapp serve --migrate --host $(HOST) --port $(PORT)
 
 .PHONY: chromium

@@ -58,7 +58,7 @@ from bench.common import (
     verdict,
 )
 from chatapp.conversations import store
-from chatapp.conversations.store import CONVERSATION_COLUMNS, make_title, room_name_for
+from chatapp.conversations.store import make_title, room_name_for
 
 T = TypeVar("T")
 
@@ -75,58 +75,25 @@ NEW_CHAT_POST = "POST /conversations/new"
 INTERIM_POST = "ingest POST of 1 interim"
 GREETING = "Hi! I'm your travel-planning assistant. Where would you like to go, and when?"
 
-# --- the bare SQL of the request, as the app issues it ------------------------------------------------------------
-# Copied from conversations/store.py (the SQL is inside its functions); each run checks that the app sends exactly
-# these (PostgreSQL's statement log of one New Chat) and that the baseline's search document is the one
-# store.refresh_search_doc writes.
+# --- the bare SQL of the request, imported from conversations/store.py ---------------------------------------------
+# Each run still checks that the app sends exactly these (PostgreSQL's statement log of one New Chat) and that the
+# baseline's search document is the one store.refresh_search_doc writes.
 
-LOCK_USER = "SELECT 1 FROM user_account WHERE id = $1 FOR UPDATE"
-SELECT_ACTIVE = f"SELECT {CONVERSATION_COLUMNS} FROM chat_session WHERE owner = $1 AND ended_at IS NULL"
-LOCK_CONVERSATION = "SELECT last_seq, ended_at FROM chat_session WHERE id = $1 FOR UPDATE"
-SELECT_EXISTING = (
-    "SELECT item_id, seq, text, interrupted FROM utterance WHERE session = $1 AND item_id = ANY($2::text[])"
-)
-INSERT_FINALS = """
-    INSERT INTO utterance (session, seq, item_id, role, text, is_final, interrupted, created_at)
-    SELECT $1, u.seq, u.item_id, u.role, u.text, true, u.interrupted, u.created_at
-    FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::timestamptz[])
-         AS u(seq, item_id, role, text, interrupted, created_at)
-    ORDER BY u.seq
-    RETURNING seq, item_id, role, text, interrupted, created_at
-"""
-UPDATE_LAST_SEQ = "UPDATE chat_session SET last_seq = $2, last_activity_at = now() WHERE id = $1"
-FIRST_USER_TEXT = "SELECT text FROM utterance WHERE session = $1 AND role = 'user' ORDER BY seq LIMIT 1"
-MARK_ENDED = f"""
-    UPDATE chat_session SET ended_at = now(), end_reason = $2, title = coalesce(title, $3)
-    WHERE id = $1 RETURNING {CONVERSATION_COLUMNS}
-"""
-# The transcript part of the document concatenates the utterances' stored tsvectors (the tsvector_agg aggregate of
-# migration 2026-11-29T15:40) instead of parsing the whole transcript again.
-REFRESH_SEARCH_DOC = """
-    UPDATE chat_session s SET search_doc =
-        setweight(to_tsvector('english', coalesce(s.title, '')), 'A')
-        || setweight(coalesce(
-            (SELECT tsvector_agg(u.tsv ORDER BY u.seq) FROM utterance u WHERE u.session = s.id),
-            ''::tsvector), 'B')
-    WHERE s.id = $1 AND s.ended_at IS NOT NULL
-"""
-INSERT_ACTIVE = f"""
-    INSERT INTO chat_session (id, room_name, owner, system_prompt, continued_from) VALUES ($1, $2, $3, $4, $5)
-    ON CONFLICT (owner) WHERE ended_at IS NULL DO NOTHING
-    RETURNING {CONVERSATION_COLUMNS}
-"""
-RECENT_SAVED = """
-    SELECT id, title, started_at, ended_at, last_seq AS message_count FROM chat_session
-    WHERE owner = $1 AND ended_at IS NOT NULL
-    ORDER BY started_at DESC, id DESC LIMIT $2
-"""
-LIST_UTTERANCES = """
-    SELECT seq, item_id, role, text, interrupted, created_at FROM utterance
-    WHERE session = $1 AND seq > $2 ORDER BY seq LIMIT $3
-"""
+LOCK_USER = store.LOCK_USER_SQL
+SELECT_ACTIVE = store.SELECT_ACTIVE_SQL
+LOCK_CONVERSATION = store.LOCK_CONVERSATION_SQL
+SELECT_EXISTING = store.SELECT_EXISTING_SQL
+INSERT_FINALS = store.INSERT_FINALS_SQL
+UPDATE_LAST_SEQ = store.UPDATE_LAST_SEQ_SQL
+FIRST_USER_TEXT = store.FIRST_USER_TEXT_SQL
+MARK_ENDED = store.MARK_ENDED_SQL
+REFRESH_SEARCH_DOC = store.REFRESH_SEARCH_DOC_SQL
+INSERT_ACTIVE = store.INSERT_ACTIVE_SQL
+RECENT_SAVED = store.RECENT_SAVED_SQL
+LIST_UTTERANCES = store.LIST_UTTERANCES_SQL
 # store.touch: a new conversation's agent streams its greeting as interims right after New Chat starts it, and the
 # first interim notes activity. The app does that on its own while the request finishes; it is not the request's.
-TOUCH = "UPDATE chat_session SET last_activity_at = now() WHERE id = $1 AND ended_at IS NULL"
+TOUCH = store.TOUCH_SQL
 # Untimed: fill the baseline's conversation the way five ingest batches would have.
 FILL_CONVERSATION = """
     INSERT INTO utterance (session, seq, item_id, role, text, is_final, interrupted, created_at)

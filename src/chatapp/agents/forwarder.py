@@ -34,17 +34,13 @@ from livekit.agents import AgentSession
 from livekit.agents.voice import io
 from livekit.agents.voice.events import ConversationItemAddedEvent, UserInputTranscribedEvent
 
-from chatapp.conversations.events import MAX_TEXT_LENGTH
+from chatapp.conversations.events import MAX_TEXT_LENGTH, utcnow
 
 log = logging.getLogger(__name__)
 
 Role = Literal["user", "agent"]
 MAX_BATCH = 100  # the ingest endpoint's limit
 _RETRYABLE = {408, 429}
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +52,7 @@ class WireEvent:
     text: str
     final: bool
     interrupted: bool = False
-    timestamp: datetime = field(default_factory=_now)
+    timestamp: datetime = field(default_factory=utcnow)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -230,7 +226,7 @@ class TranscriptForwarder:
                 missing += 1
         for current, role in ((self._user, "user"), (self._reply, "agent")):
             if current is not None and current.reported and current.item_id not in self._finals:
-                self._final(current.item_id, role, current.reported, True, _now())  # type: ignore[arg-type]
+                self._final(current.item_id, role, current.reported, True, utcnow())  # type: ignore[arg-type]
                 missing += 1
         self._user = self._reply = None
         return missing
@@ -366,7 +362,7 @@ def _role(item: Any) -> Role | None:
 
 def _created(item: Any) -> datetime:
     created = getattr(item, "created_at", None)
-    return datetime.fromtimestamp(created, UTC) if isinstance(created, int | float) else _now()
+    return datetime.fromtimestamp(created, UTC) if isinstance(created, int | float) else utcnow()
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -21,6 +21,53 @@ CONVERSATION_COLUMNS = """
     end_reason, continued_from
 """
 
+# The statements, as constants: several functions share them, and the New Chat benchmark's bare-SQL baseline runs
+# exactly these.
+SELECT_ACTIVE_SQL = f"SELECT {CONVERSATION_COLUMNS} FROM chat_session WHERE owner = $1 AND ended_at IS NULL"
+RECENT_SAVED_SQL = """
+SELECT id, title, started_at, ended_at, last_seq AS message_count FROM chat_session
+WHERE owner = $1 AND ended_at IS NOT NULL
+ORDER BY started_at DESC, id DESC LIMIT $2
+"""
+LIST_UTTERANCES_SQL = """
+SELECT seq, item_id, role, text, interrupted, created_at FROM utterance
+WHERE session = $1 AND seq > $2 ORDER BY seq LIMIT $3
+"""
+LOCK_CONVERSATION_SQL = "SELECT last_seq, ended_at FROM chat_session WHERE id = $1 FOR UPDATE"
+SELECT_EXISTING_SQL = (
+    "SELECT item_id, seq, text, interrupted FROM utterance WHERE session = $1 AND item_id = ANY($2::text[])"
+)
+INSERT_FINALS_SQL = """
+INSERT INTO utterance (session, seq, item_id, role, text, is_final, interrupted, created_at)
+SELECT $1, u.seq, u.item_id, u.role, u.text, true, u.interrupted, u.created_at
+FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::timestamptz[])
+     AS u(seq, item_id, role, text, interrupted, created_at)
+ORDER BY u.seq
+RETURNING seq, item_id, role, text, interrupted, created_at
+"""
+UPDATE_LAST_SEQ_SQL = "UPDATE chat_session SET last_seq = $2, last_activity_at = now() WHERE id = $1"
+# The transcript part concatenates the utterances' stored tsvectors (tsvector_agg) instead of re-parsing the text.
+REFRESH_SEARCH_DOC_SQL = """
+UPDATE chat_session s SET search_doc =
+    setweight(to_tsvector('english', coalesce(s.title, '')), 'A')
+    || setweight(coalesce(
+        (SELECT tsvector_agg(u.tsv ORDER BY u.seq) FROM utterance u WHERE u.session = s.id),
+        ''::tsvector), 'B')
+WHERE s.id = $1 AND s.ended_at IS NOT NULL
+"""
+TOUCH_SQL = "UPDATE chat_session SET last_activity_at = now() WHERE id = $1 AND ended_at IS NULL"
+LOCK_USER_SQL = "SELECT 1 FROM user_account WHERE id = $1 FOR UPDATE"
+FIRST_USER_TEXT_SQL = "SELECT text FROM utterance WHERE session = $1 AND role = 'user' ORDER BY seq LIMIT 1"
+MARK_ENDED_SQL = f"""
+UPDATE chat_session SET ended_at = now(), end_reason = $2, title = coalesce(title, $3)
+WHERE id = $1 RETURNING {CONVERSATION_COLUMNS}
+"""
+INSERT_ACTIVE_SQL = f"""
+INSERT INTO chat_session (id, room_name, owner, system_prompt, continued_from) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (owner) WHERE ended_at IS NULL DO NOTHING
+RETURNING {CONVERSATION_COLUMNS}
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Conversation:
@@ -79,9 +126,7 @@ def room_name_for(conversation_id: uuid.UUID) -> str:
 
 async def get_active(owner: uuid.UUID) -> Conversation | None:
     async with connection() as conn:
-        row = await conn.fetchrow(
-            f"SELECT {CONVERSATION_COLUMNS} FROM chat_session WHERE owner = $1 AND ended_at IS NULL", owner
-        )
+        row = await conn.fetchrow(SELECT_ACTIVE_SQL, owner)
     return _conversation(row) if row else None
 
 
@@ -97,9 +142,7 @@ async def get_or_create_active(
             created = await _insert_active(conn, owner, system_prompt, continued_from)
             if created is not None:
                 return created, True
-            row = await conn.fetchrow(
-                f"SELECT {CONVERSATION_COLUMNS} FROM chat_session WHERE owner = $1 AND ended_at IS NULL", owner
-            )
+            row = await conn.fetchrow(SELECT_ACTIVE_SQL, owner)
             if row:  # else it ended between the two statements: try again
                 return _conversation(row), False
 
@@ -116,15 +159,7 @@ class SavedSummary:
 async def recent_saved(owner: uuid.UUID, limit: int = 10) -> list[SavedSummary]:
     """The sidebar's list: the newest saved conversations (keyset index on owner, started_at, id)."""
     async with connection() as conn:
-        rows = await conn.fetch(
-            """
-            SELECT id, title, started_at, ended_at, last_seq AS message_count FROM chat_session
-            WHERE owner = $1 AND ended_at IS NOT NULL
-            ORDER BY started_at DESC, id DESC LIMIT $2
-            """,
-            owner,
-            limit,
-        )
+        rows = await conn.fetch(RECENT_SAVED_SQL, owner, limit)
     return [SavedSummary(**dict(row)) for row in rows]
 
 
@@ -139,15 +174,7 @@ async def get_conversation(conversation_id: uuid.UUID, owner: uuid.UUID | None =
 
 async def list_utterances(conversation_id: uuid.UUID, after_seq: int = 0, limit: int = 10_000) -> list[StoredUtterance]:
     async with connection() as conn:
-        rows = await conn.fetch(
-            """
-            SELECT seq, item_id, role, text, interrupted, created_at FROM utterance
-            WHERE session = $1 AND seq > $2 ORDER BY seq LIMIT $3
-            """,
-            conversation_id,
-            after_seq,
-            limit,
-        )
+        rows = await conn.fetch(LIST_UTTERANCES_SQL, conversation_id, after_seq, limit)
     return [_utterance(conversation_id, row) for row in rows]
 
 
@@ -173,9 +200,7 @@ async def store_finals(
     A repeated item_id is ignored, except that a final completes an utterance stored earlier as
     interrupted (flushed mid-sentence by New Chat) when the real final arrives late with more text.
     """
-    locked = await conn.fetchrow(
-        "SELECT last_seq, ended_at FROM chat_session WHERE id = $1 FOR UPDATE", conversation_id
-    )
+    locked = await conn.fetchrow(LOCK_CONVERSATION_SQL, conversation_id)
     if locked is None:
         raise UnknownConversation(str(conversation_id))
     last_seq: int = locked["last_seq"]
@@ -185,7 +210,7 @@ async def store_finals(
     existing = {
         row["item_id"]: row
         for row in await conn.fetch(
-            "SELECT item_id, seq, text, interrupted FROM utterance WHERE session = $1 AND item_id = ANY($2::text[])",
+            SELECT_EXISTING_SQL,
             conversation_id,
             list(unique),
         )
@@ -195,14 +220,7 @@ async def store_finals(
     if fresh:
         seqs = list(range(last_seq + 1, last_seq + 1 + len(fresh)))
         rows = await conn.fetch(
-            """
-            INSERT INTO utterance (session, seq, item_id, role, text, is_final, interrupted, created_at)
-            SELECT $1, u.seq, u.item_id, u.role, u.text, true, u.interrupted, u.created_at
-            FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::timestamptz[])
-                 AS u(seq, item_id, role, text, interrupted, created_at)
-            ORDER BY u.seq
-            RETURNING seq, item_id, role, text, interrupted, created_at
-            """,
+            INSERT_FINALS_SQL,
             conversation_id,
             seqs,
             [e.item_id for e in fresh],
@@ -227,11 +245,7 @@ async def store_finals(
                 event.interrupted,
             )
             stored.append(_utterance(conversation_id, updated))
-    await conn.execute(
-        "UPDATE chat_session SET last_seq = $2, last_activity_at = now() WHERE id = $1",
-        conversation_id,
-        last_seq,
-    )
+    await conn.execute(UPDATE_LAST_SEQ_SQL, conversation_id, last_seq)
     if stored and locked["ended_at"] is not None:
         await refresh_search_doc(conn, conversation_id)  # a late final must be findable too
     stored.sort(key=lambda u: u.seq)
@@ -240,26 +254,13 @@ async def store_finals(
 
 async def refresh_search_doc(conn: Any, conversation_id: uuid.UUID) -> None:
     """Rebuild a saved conversation's search document: title (weight A) and transcript (weight B)."""
-    await conn.execute(
-        """
-        UPDATE chat_session s SET search_doc =
-            setweight(to_tsvector('english', coalesce(s.title, '')), 'A')
-            || setweight(coalesce(
-                (SELECT tsvector_agg(u.tsv ORDER BY u.seq) FROM utterance u WHERE u.session = s.id),
-                ''::tsvector), 'B')
-        WHERE s.id = $1 AND s.ended_at IS NOT NULL
-        """,
-        conversation_id,
-    )
+    await conn.execute(REFRESH_SEARCH_DOC_SQL, conversation_id)
 
 
 async def touch(conversation_id: uuid.UUID) -> None:
     """Note activity (an interim) so the idle reaper does not end a conversation someone is speaking in."""
     async with connection() as conn:
-        await conn.execute(
-            "UPDATE chat_session SET last_activity_at = now() WHERE id = $1 AND ended_at IS NULL",
-            conversation_id,
-        )
+        await conn.execute(TOUCH_SQL, conversation_id)
 
 
 TITLE_LENGTH = 60
@@ -302,10 +303,8 @@ async def end_active(
     `expected` is the conversation the caller means to end: when another request already ended it (double
     click, second tab, retry) nothing more happens and the current active conversation is returned.
     """
-    await conn.execute("SELECT 1 FROM user_account WHERE id = $1 FOR UPDATE", owner)
-    row = await conn.fetchrow(
-        f"SELECT {CONVERSATION_COLUMNS} FROM chat_session WHERE owner = $1 AND ended_at IS NULL", owner
-    )
+    await conn.execute(LOCK_USER_SQL, owner)
+    row = await conn.fetchrow(SELECT_ACTIVE_SQL, owner)
     active = _conversation(row) if row else None
     if active is None or (expected is not None and active.id != expected):
         current = active
@@ -314,9 +313,7 @@ async def end_active(
         return EndOutcome(None, None, current, [], changed=False)
 
     flushed = await store_finals(conn, active.id, [e for e in flush if e.conversation_id == active.id])
-    first_user_text = await conn.fetchval(
-        "SELECT text FROM utterance WHERE session = $1 AND role = 'user' ORDER BY seq LIMIT 1", active.id
-    )
+    first_user_text = await conn.fetchval(FIRST_USER_TEXT_SQL, active.id)
     ended: Conversation | None = None
     deleted_id: uuid.UUID | None = None
     if first_user_text is None:
@@ -324,15 +321,7 @@ async def end_active(
         await conn.execute("DELETE FROM chat_session WHERE id = $1", active.id)
         deleted_id = active.id
     else:
-        saved = await conn.fetchrow(
-            f"""
-            UPDATE chat_session SET ended_at = now(), end_reason = $2, title = coalesce(title, $3)
-            WHERE id = $1 RETURNING {CONVERSATION_COLUMNS}
-            """,
-            active.id,
-            reason,
-            make_title(first_user_text),
-        )
+        saved = await conn.fetchrow(MARK_ENDED_SQL, active.id, reason, make_title(first_user_text))
         ended = _conversation(saved)
         await refresh_search_doc(conn, active.id)
     current = None
@@ -347,11 +336,7 @@ async def _insert_active(
     """A new active conversation, or None when the user already has one (the partial unique index)."""
     new_id = uuid.uuid4()
     row = await conn.fetchrow(
-        f"""
-        INSERT INTO chat_session (id, room_name, owner, system_prompt, continued_from) VALUES ($1, $2, $3, $4, $5)
-        ON CONFLICT (owner) WHERE ended_at IS NULL DO NOTHING
-        RETURNING {CONVERSATION_COLUMNS}
-        """,
+        INSERT_ACTIVE_SQL,
         new_id,
         room_name_for(new_id),
         owner,

@@ -32,7 +32,14 @@ from chatapp.conversations.pipeline import TranscriptPipeline
 from chatapp.conversations.routes import ChatController, IngestController
 from chatapp.conversations.service import ConversationService
 from chatapp.conversations.views import STATUS_LABELS, Fragments
-from chatapp.database import DatabaseUnavailable, configure_engine, connection, get_engine, wait_for_database
+from chatapp.database import (
+    OUTAGE_ERRORS,
+    DatabaseUnavailable,
+    configure_engine,
+    connection,
+    get_engine,
+    wait_for_database,
+)
 from chatapp.faults import FaultController, Faults
 from chatapp.history.api import SessionsApiController
 from chatapp.history.reaper import run_reaper
@@ -84,7 +91,11 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        configure_engine(database_url)
+        configure_engine(
+            database_url,
+            connect_timeout=settings.db_connect_timeout,
+            statement_timeout=settings.db_statement_timeout,
+        )
         await wait_for_database(database_url, settings.db_wait_seconds)
         engine = get_engine()
         await engine.start_connection_pool(min_size=2, max_size=20, reset=keep_connection_state)
@@ -150,6 +161,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
             NotFoundException: web.not_found,
             HTTPException: web.http_error,
             Exception: web.server_error,
+            **dict.fromkeys(OUTAGE_ERRORS, web.database_unavailable),
         },
         openapi_config=OpenAPIConfig(title="chatapp", version="0.1.0", path="/schema"),
         debug=False,

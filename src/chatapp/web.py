@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 from urllib.parse import quote
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException, ValidationException
 from litestar.response import Redirect, Template
-from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 
 from chatapp.accounts.service import User
 
@@ -94,4 +95,36 @@ def server_error(request: Request[Any, Any, Any], exc: Exception) -> Response[An
     return http_error(
         request,
         HTTPException(status_code=HTTP_500_INTERNAL_SERVER_ERROR, detail="Something went wrong. Please try again."),
+    )
+
+
+DATABASE_DOWN = "The database is unavailable right now. Please try again in a moment."
+RETRY_AFTER_SECONDS = 5
+# One warning per this many seconds during an outage, not one per request.
+_OUTAGE_LOG_INTERVAL = 30.0
+_outage_log = {"last": 0.0, "suppressed": 0}
+
+
+def database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Every database outage error (see database.OUTAGE_ERRORS), wherever raised (session middleware, rate
+    limit store, a route), answers 503 with Retry-After in the request's own format; logged briefly and rarely."""
+    now = time.monotonic()
+    if now - _outage_log["last"] >= _OUTAGE_LOG_INTERVAL:
+        log.warning(
+            "database unavailable (%s) on %s %s; %d similar since the last warning",
+            type(exc).__name__,
+            request.method,
+            request.url.path,
+            _outage_log["suppressed"],
+        )
+        _outage_log.update(last=now, suppressed=0)
+    else:
+        _outage_log["suppressed"] += 1
+    return http_error(
+        request,
+        HTTPException(
+            status_code=HTTP_503_SERVICE_UNAVAILABLE,
+            detail=DATABASE_DOWN,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        ),
     )

@@ -101,6 +101,8 @@ def session_auth(*, max_age: int, secure: bool) -> SessionAuth[User, ServerSideS
             # A fixed lifetime from login: renewing on every access would cost a write per request.
             renew_on_access=False,
             store="sessions",
+            # Health checks must not read a session row: during an outage that read would fail first.
+            exclude=["^/healthz"],
         ),
         exclude=PUBLIC_PATHS,
     )

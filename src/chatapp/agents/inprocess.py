@@ -25,6 +25,8 @@ from livekit.agents.voice.events import CloseEvent, ErrorEvent
 from chatapp.agents.product import TravelAgent, greeting_instructions
 from chatapp.agents.runtime import AgentStartError, ConversationInfo, EventSink, StartInfo
 from chatapp.conversations.events import MAX_TEXT_LENGTH, AgentState, AgentStateEvent, TranscriptEvent
+from chatapp.conversations.store import UnknownConversation
+from chatapp.database import OUTAGE_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +83,7 @@ class _Conversation:
         self._worker: asyncio.Task[None] | None = None
         self._emitter: asyncio.Task[None] | None = None
         self.closing = False
+        self._gone = False  # the conversation was deleted (New Chat on an empty one): nothing more to report
 
     async def start(self) -> None:
         self._emitter = asyncio.create_task(self._emit_events(), name=f"agent-events-{self.id}")
@@ -217,11 +220,19 @@ class _Conversation:
 
     async def _emit_events(self) -> None:
         while (event := await self._outbox.get()) is not None:
+            if self._gone:
+                continue
             try:
                 if isinstance(event, TranscriptEvent):
                     await self._sink.transcript(event)
                 else:
                     await self._sink.agent_state(event)
+            except UnknownConversation:
+                # Expected: New Chat deleted the (empty) conversation while its greeting was still streaming.
+                self._gone = True
+                logger.info("conversation %s is gone; its agent's remaining output is dropped", self.id)
+            except OUTAGE_ERRORS as exc:
+                logger.warning("agent output for conversation %s not stored: %s", self.id, type(exc).__name__)
             except Exception:
                 logger.exception(
                     "event sink failed",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from chatapp.database import EmbeddedPostgres
@@ -47,6 +48,19 @@ class OwnPostgres:
     def stop(self) -> None:
         self._pg_ctl("-w", "-m", "fast", "stop")
 
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Every PostgreSQL process stopped (SIGSTOP): connections stay open but nothing ever answers."""
+        postmaster = psutil.Process(int((self.pgdata / "postmaster.pid").read_text().split()[0]))
+        processes = [postmaster, *postmaster.children(recursive=True)]
+        for process in processes:
+            process.suspend()
+        try:
+            yield
+        finally:
+            for process in processes:
+                process.resume()
+
 
 @pytest.fixture(scope="module")
 def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnPostgres]:
@@ -73,9 +87,22 @@ def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnPostgr
 
 @pytest.fixture(scope="module")
 def outage_server(own_postgres: OwnPostgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
-    server = AppServer.start(own_postgres.dsn, Path(tmp_path_factory.mktemp("outage-app")))
+    server = AppServer.start(
+        own_postgres.dsn,
+        Path(tmp_path_factory.mktemp("outage-app")),
+        CHATAPP_DB_CONNECT_TIMEOUT="1",
+        CHATAPP_DB_STATEMENT_TIMEOUT="2",
+    )
     yield server
     server.stop()
+
+
+async def wait_healthy(client: httpx.AsyncClient, timeout: float = 10.0) -> httpx.Response:
+    """Poll /healthz until the app sees the database again (no restart of the app)."""
+    deadline = time.monotonic() + timeout
+    while (health := await client.get("/healthz")).status_code != 200 and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    return health
 
 
 async def timed(request: object) -> tuple[httpx.Response, float]:
@@ -140,13 +167,28 @@ async def test_outage_answers_503_quickly_in_every_format_then_recovers(
         finally:
             own_postgres.start()
 
-        deadline = time.monotonic() + 10
-        while (health := await client.get("/healthz")).status_code != 200 and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        assert health.status_code == 200
+        assert (await wait_healthy(client)).status_code == 200
         assert (await client.get("/")).status_code == 200  # the same cookie: the session row survived
         page = await client.get("/")
         assert "Trip to Lisbon before the outage" in page.text  # stored before the outage, still there
         assert "During the outage" not in page.text
     log = outage_server.log_path.read_text()
     assert "Traceback" not in log
+
+
+async def test_a_database_that_stops_answering_gives_503_within_the_timeouts(
+    own_postgres: OwnPostgres, outage_server: AppServer
+) -> None:
+    async with httpx.AsyncClient(
+        base_url=outage_server.url, headers={"X-Forwarded-For": client_ip()}, timeout=4 * BOUND
+    ) as client:
+        await signup(client)
+        with own_postgres.frozen():
+            page, page_took = await timed(client.get("/"))
+            api, api_took = await timed(client.get("/api/users/sessions"))
+        assert page.status_code == 503
+        assert api.status_code == 503
+        assert api.json()["status_code"] == 503
+        assert max(page_took, api_took) < BOUND  # statement timeout 2 s, connect/acquire timeout 1 s
+        assert (await wait_healthy(client)).status_code == 200
+        assert (await client.get("/")).status_code == 200

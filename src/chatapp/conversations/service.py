@@ -200,6 +200,7 @@ class ConversationService:
         reason: EndReason,
         start_next: bool,
         continue_from: uuid.UUID | None = None,
+        idle_seconds: float | None = None,
     ) -> EndResult:
         """End the user's active conversation: New Chat, the JSON save API, the idle reaper and LiveKit's
         room_finished all come here, so every guarantee holds for each of them.
@@ -207,6 +208,7 @@ class ConversationService:
         In one transaction under a per-user lock: flush pending interims as interrupted finals, keep the
         conversation (ended_at, title) or delete it if the user never spoke, and (New Chat) open the next
         one. Only after the commit: stop the old agent and start the new one. A failed write changes nothing.
+        `idle_seconds` (the idle reaper): end only if the conversation is still idle that long, under the lock.
         """
         target = expected
         if target is None:
@@ -222,6 +224,7 @@ class ConversationService:
                 reason,
                 self.settings.system_prompt if start_next else None,
                 continue_from,
+                idle_seconds,
             )
             if self.faults.consume("slow_save"):
                 await asyncio.sleep(1.0)
@@ -236,8 +239,15 @@ class ConversationService:
         return EndResult(outcome, start)
 
     def _pending_as_interrupted(self, conversation_id: uuid.UUID) -> list[TranscriptEvent]:
-        """Whatever was still being said, saved as it stands and marked as cut off."""
-        return [replace(e, final=True, interrupted=True) for e in self.pipeline.buffer.pending(conversation_id)]
+        """Whatever was still being said, saved as it stands and marked as cut off; an interim PostgreSQL
+        would refuse is dropped (with a warning) rather than failing the whole save, every time."""
+        flush = []
+        for event in self.pipeline.buffer.pending(conversation_id):
+            if reason := store.unstorable(event):
+                log.warning("unstorable interim dropped from conversation %s: %s", conversation_id, reason)
+                continue
+            flush.append(replace(event, final=True, interrupted=True))
+        return flush
 
     async def _after_end(
         self, user_id: uuid.UUID, old_id: uuid.UUID, outcome: store.EndOutcome, reason: EndReason

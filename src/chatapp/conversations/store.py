@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from chatapp.conversations.events import Role, TranscriptEvent
+from chatapp.conversations.events import MAX_ITEM_ID_LENGTH, Role, TranscriptEvent
 from chatapp.database import connection
 
 CONVERSATION_COLUMNS = """
@@ -57,6 +57,9 @@ WHERE s.id = $1 AND s.ended_at IS NOT NULL
 """
 TOUCH_SQL = "UPDATE chat_session SET last_activity_at = now() WHERE id = $1 AND ended_at IS NULL"
 LOCK_USER_SQL = "SELECT 1 FROM user_account WHERE id = $1 FOR UPDATE"
+STILL_IDLE_SQL = """
+SELECT last_activity_at < now() - make_interval(secs => $2) FROM chat_session WHERE id = $1 FOR UPDATE
+"""
 FIRST_USER_TEXT_SQL = "SELECT text FROM utterance WHERE session = $1 AND role = 'user' ORDER BY seq LIMIT 1"
 MARK_ENDED_SQL = f"""
 UPDATE chat_session SET ended_at = now(), end_reason = $2, title = coalesce(title, $3)
@@ -188,6 +191,18 @@ async def get_utterance(conversation_id: uuid.UUID, seq: int) -> StoredUtterance
     return _utterance(conversation_id, row) if row else None
 
 
+def unstorable(event: TranscriptEvent) -> str | None:
+    """Why PostgreSQL would refuse this utterance (varchar(128) item ids, no NUL in text), or None.
+
+    Ending a conversation checks its buffered interims with this, so one bad row cannot fail every save.
+    """
+    if len(event.item_id) > MAX_ITEM_ID_LENGTH:
+        return f"item id longer than {MAX_ITEM_ID_LENGTH} characters"
+    if "\x00" in event.item_id or "\x00" in event.text:
+        return "NUL character"
+    return None
+
+
 class UnknownConversation(LookupError):
     """Finals for a conversation that does not exist (never did, or was empty and deleted)."""
 
@@ -297,11 +312,14 @@ async def end_active(
     reason: str,
     start_next_with_prompt: str | None,
     continued_from: uuid.UUID | None = None,
+    idle_seconds: float | None = None,
 ) -> EndOutcome:
     """End the user's active conversation inside the caller's transaction, serialised per user.
 
     `expected` is the conversation the caller means to end: when another request already ended it (double
     click, second tab, retry) nothing more happens and the current active conversation is returned.
+    With `idle_seconds` (the idle reaper) it ends only if still idle that long, checked under the locks, so
+    a message that arrived after the reaper's scan keeps the conversation open.
     """
     await conn.execute(LOCK_USER_SQL, owner)
     row = await conn.fetchrow(SELECT_ACTIVE_SQL, owner)
@@ -311,6 +329,8 @@ async def end_active(
         if current is None and start_next_with_prompt is not None:
             current = await _insert_active(conn, owner, start_next_with_prompt, continued_from)
         return EndOutcome(None, None, current, [], changed=False)
+    if idle_seconds is not None and not await conn.fetchval(STILL_IDLE_SQL, active.id, idle_seconds):
+        return EndOutcome(None, None, active, [], changed=False)
 
     flushed = await store_finals(conn, active.id, [e for e in flush if e.conversation_id == active.id])
     first_user_text = await conn.fetchval(FIRST_USER_TEXT_SQL, active.id)

@@ -12,7 +12,7 @@ import logging
 
 from chatapp.accounts.store import PostgresStore
 from chatapp.conversations.service import ConversationService
-from chatapp.database import connection
+from chatapp.database import OUTAGE_ERRORS, connection
 
 log = logging.getLogger(__name__)
 
@@ -33,22 +33,41 @@ async def reap_idle(service: ConversationService, idle_minutes: float) -> int:
         )
     ended = 0
     for row in rows:
-        # Still idle? A message may have arrived since the scan; end() re-checks nothing about activity,
-        # so look once more right before ending.
-        async with connection() as conn:
-            still_idle = await conn.fetchval(
-                """
-                SELECT true FROM chat_session WHERE id = $1 AND ended_at IS NULL
-                  AND last_activity_at < now() - make_interval(secs => $2)
-                """,
-                row["id"],
-                idle_minutes * 60,
+        # Still idle? A message may have arrived since the scan: end() re-checks under the per-user lock.
+        try:
+            result = await service.end(
+                row["owner"], "", row["id"], "idle", start_next=False, idle_seconds=idle_minutes * 60
             )
-        if not still_idle:
+        except OUTAGE_ERRORS:
+            raise  # the database is down: every other row would fail the same way
+        except Exception as exc:  # one conversation that cannot be saved must not stop everyone else's
+            # The type only: exception messages can quote transcript text.
+            log.warning("idle reaper could not end conversation %s: %s", row["id"], type(exc).__name__)
             continue
-        result = await service.end(row["owner"], "", row["id"], "idle", start_next=False)
         ended += int(result.outcome.changed)
     return ended
+
+
+async def reap_round(service: ConversationService, idle_minutes: float, sessions: PostgresStore) -> None:
+    """One round: end idle conversations, then delete expired login sessions whatever happened to the first."""
+    try:
+        ended = await reap_idle(service, idle_minutes)
+        if ended:
+            log.info("idle reaper ended %d conversation(s)", ended)
+    except Exception as exc:  # the database may be briefly down; try again next round
+        _round_failed("idle conversations", exc)
+    try:
+        await sessions.delete_expired()
+    except Exception as exc:
+        _round_failed("expired sessions", exc)
+
+
+def _round_failed(step: str, exc: Exception) -> None:
+    # One line with the type only: an outage would repeat a traceback every round, and messages can quote text.
+    if isinstance(exc, OUTAGE_ERRORS):
+        log.warning("idle reaper skipped %s: database unavailable (%s)", step, type(exc).__name__)
+    else:
+        log.error("idle reaper failed on %s: %s", step, type(exc).__name__)
 
 
 async def run_reaper(
@@ -56,13 +75,5 @@ async def run_reaper(
 ) -> None:
     """Reap forever (until cancelled), never letting one failure stop the loop."""
     while True:
-        try:
-            ended = await reap_idle(service, idle_minutes)
-            if ended:
-                log.info("idle reaper ended %d conversation(s)", ended)
-            await sessions.delete_expired()
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # the database may be briefly down; try again next round
-            log.exception("idle reaper round failed")
+        await reap_round(service, idle_minutes, sessions)
         await asyncio.sleep(interval)

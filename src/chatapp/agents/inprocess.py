@@ -220,8 +220,8 @@ class _Conversation:
 
     async def _emit_events(self) -> None:
         while (event := await self._outbox.get()) is not None:
-            if self._gone:
-                continue
+            if self._gone and isinstance(event, TranscriptEvent):
+                continue  # nothing to store it in; its status updates still reach (no) listeners
             try:
                 if isinstance(event, TranscriptEvent):
                     await self._sink.transcript(event)

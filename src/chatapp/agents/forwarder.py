@@ -6,7 +6,7 @@ when cut off); typed messages (`lk.chat`) as finals. An interim and its final sh
 updates one bubble in place and the app stores each utterance once.
 
 How: one ordered queue, sent in batches of at most 100 by one task, each batch retried with exponential
-backoff until the app acknowledges it (2xx). 408, 429, 5xx and network errors are retried; 404 means the
+backoff until the app acknowledges it (2xx). 408, 429, 5xx and network errors are retried; 404 (or 410) means the
 conversation is gone (dropped, with a warning); any other 4xx is a bug on our side (logged, dropped). Retries
 can deliver a batch twice; the app ignores a final whose item id it already has. Interims superseded by a later
 event for the same item are dropped before sending. On shutdown, `aclose(history=...)` adds a final for every
@@ -330,7 +330,7 @@ class TranscriptForwarder:
                     if failures:
                         log.info("ingest for conversation %s recovered after %d retries", self._cid, failures)
                     return
-                if status == 404:
+                if status in (404, 410):  # unknown, or ended longer ago than the app accepts late finals
                     log.warning("conversation %s is gone: dropping %d event(s) and any later", self._cid, len(batch))
                     self._drop(batch, gone=True)
                     return

@@ -44,13 +44,16 @@ class TranscriptPipeline:
     async def transcript(self, event: TranscriptEvent) -> None:
         await self.apply(event.conversation_id, [event])
 
-    async def apply(self, conversation_id: uuid.UUID, events: Sequence[TranscriptEvent]) -> list[store.StoredUtterance]:
-        """Store the finals (one transaction), then broadcast. Raises store.UnknownConversation."""
+    async def apply(
+        self, conversation_id: uuid.UUID, events: Sequence[TranscriptEvent], late_grace: float | None = None
+    ) -> list[store.StoredUtterance]:
+        """Store the finals (one transaction), then broadcast. Raises store.UnknownConversation, and (with
+        `late_grace`, see store.store_finals) store.ConversationClosed."""
         finals = [e for e in events if e.final]
         stored: list[store.StoredUtterance] = []
         if finals:
             async with connection() as conn, conn.transaction():
-                stored = await store.store_finals(conn, conversation_id, finals)
+                stored = await store.store_finals(conn, conversation_id, finals, late_grace)
             for event in finals:
                 self.buffer.finish(conversation_id, event.item_id)
         fresh_interims = [e for e in events if not e.final and self.buffer.apply_interim(e)]

@@ -26,6 +26,7 @@ from chatapp.conversations.service import (
     ConversationEnded,
     ConversationGone,
     ConversationService,
+    IngestClosed,
     valid_ingest_token,
 )
 from chatapp.conversations.stream import conversation_events
@@ -275,4 +276,6 @@ class IngestController(Controller):
             result = await chat_service(state).ingest(conversation_id, events)
         except ConversationGone:
             raise NotFoundException(detail="Unknown conversation.") from None
+        except IngestClosed:
+            raise HTTPException(status_code=410, detail="This conversation ended too long ago.") from None
         return IngestResponse(stored=result.stored, ignored=result.ignored)

@@ -32,6 +32,10 @@ class ConversationEnded(RuntimeError):
     """The conversation was saved (New Chat in another tab, or the idle reaper); the page should reload."""
 
 
+class IngestClosed(RuntimeError):
+    """The conversation ended longer ago than CHATAPP_LATE_FINAL_GRACE_SECONDS: its agent's token is spent."""
+
+
 def ingest_token(secret_key: str, conversation_id: uuid.UUID) -> str:
     """The bearer token an out-of-process agent uses to report one conversation's transcript."""
     return hmac.new(secret_key.encode(), f"ingest:{conversation_id}".encode(), hashlib.sha256).hexdigest()
@@ -183,13 +187,16 @@ class ConversationService:
 
     async def ingest(self, conversation_id: uuid.UUID, events: Sequence[TranscriptEvent]) -> IngestResult:
         """Events from an out-of-process agent. Finals for an ended conversation are still stored (late,
-        not lost); its interims are dropped, and nothing here ever starts a new conversation."""
+        not lost) within the grace window after its end, refused after it; its interims are dropped, and
+        nothing here ever starts a new conversation."""
         # No lookup first: storing the finals locks the conversation row anyway (and raises if it is
         # unknown), and the buffer already refuses interims for conversations that ended.
         try:
-            stored = await self.pipeline.apply(conversation_id, events)
+            stored = await self.pipeline.apply(conversation_id, events, self.settings.late_final_grace_seconds)
         except store.UnknownConversation:
             raise ConversationGone(str(conversation_id)) from None
+        except store.ConversationClosed:
+            raise IngestClosed(str(conversation_id)) from None
         return IngestResult(stored=len(stored), ignored=len(events) - len(stored))
 
     async def end(

@@ -207,17 +207,31 @@ class UnknownConversation(LookupError):
     """Finals for a conversation that does not exist (never did, or was empty and deleted)."""
 
 
+class ConversationClosed(LookupError):
+    """Late finals for a conversation that ended longer ago than the grace window allows."""
+
+
+ENDED_LONG_AGO_SQL = "SELECT now() - ended_at > make_interval(secs => $2) FROM chat_session WHERE id = $1"
+
+
 async def store_finals(
-    conn: Any, conversation_id: uuid.UUID, events: Sequence[TranscriptEvent]
+    conn: Any, conversation_id: uuid.UUID, events: Sequence[TranscriptEvent], late_grace: float | None = None
 ) -> list[StoredUtterance]:
     """Persist finals inside the caller's transaction; return those newly stored or completed, in order.
 
     A repeated item_id is ignored, except that a final completes an utterance stored earlier as
     interrupted (flushed mid-sentence by New Chat) when the real final arrives late with more text.
+    With `late_grace` (seconds), finals for a conversation ended longer ago raise ConversationClosed.
     """
     locked = await conn.fetchrow(LOCK_CONVERSATION_SQL, conversation_id)
     if locked is None:
         raise UnknownConversation(str(conversation_id))
+    if (
+        late_grace is not None
+        and locked["ended_at"] is not None
+        and await conn.fetchval(ENDED_LONG_AGO_SQL, conversation_id, late_grace)
+    ):
+        raise ConversationClosed(str(conversation_id))
     last_seq: int = locked["last_seq"]
     unique: dict[str, TranscriptEvent] = {}
     for event in events:

@@ -88,6 +88,8 @@ class Settings:
     idle_minutes: float = 30
     reaper_interval: float = 60
     db_wait_seconds: float = 10
+    # Open SSE streams per user and process; a further one is answered 429 (every tab holds one).
+    max_streams_per_user: int = 20
     test_faults: bool = False
     # Voice over LiveKit: all three LIVEKIT_* set switches from the in-process agent to LiveKit rooms.
     livekit_url: str = ""
@@ -173,6 +175,7 @@ class Settings:
             idle_minutes=_float(env, "CHATAPP_IDLE_MINUTES", 30, minimum=0.05),
             reaper_interval=_float(env, "CHATAPP_REAPER_INTERVAL", 60, minimum=0.5),
             db_wait_seconds=_float(env, "CHATAPP_DB_WAIT_SECONDS", 10, minimum=0.1),
+            max_streams_per_user=_int(env, "CHATAPP_MAX_STREAMS_PER_USER", 20, minimum=1),
             test_faults=test_faults,
             livekit_url=livekit[0],
             livekit_api_key=livekit[1],

@@ -253,6 +253,19 @@ class Hub:
                     if not group:
                         del index[key]
 
+    async def end_login_session(self, user_id: uuid.UUID, session: str) -> None:
+        """Logout: end the streams of that login session (`session`, a hash of its id) in every process."""
+        message = {"k": "logout", "u": str(user_id), "sh": session}
+        try:
+            await self.publish(message)
+        except CONNECTION_ERRORS:  # the database is down: end this process's streams at least
+            log.warning("could not publish a logout to the other processes")
+            self.dispatch(message)
+
+    def streams_of(self, user_id: uuid.UUID) -> int:
+        """This process's open streams of one user (the per-user cap)."""
+        return len(self._by_user.get(user_id, ()))
+
     def _listener_changed(self, up: bool) -> None:
         """The LISTEN connection went down or came back. Either way, end every local stream: events published
         meanwhile never arrive here, and a client that reconnects replays them from the database."""

@@ -30,7 +30,9 @@ async def conversation_events(
     conversation_id: uuid.UUID,
     user_id: uuid.UUID,
     after: int,
+    session: str = "",
 ) -> AsyncIterator[ServerSentEvent]:
+    """`session` names the login session (accounts.sessions.session_tag): its logout ends this stream."""
     # Listen before reading the replay, so nothing published in between is missed (the cursor dedupes).
     async with hub.listen(conversation_id, user_id) as listener:
         cursor = after
@@ -71,6 +73,8 @@ async def conversation_events(
                 elif kind == "ended":
                     yield ServerSentEvent(data=_ended_fragment(fragments, message), event="control")
                     return
+            elif kind == "logout" and message.get("sh") == session:
+                return
             elif kind == "history":
                 yield ServerSentEvent(
                     data=fragments.block("history_list", **_history_context(message)), event="control"

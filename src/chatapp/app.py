@@ -12,6 +12,7 @@ from typing import Any
 from litestar import Litestar, Request, get
 from litestar.config.csrf import CSRFConfig
 from litestar.contrib.jinja import JinjaTemplateEngine
+from litestar.datastructures import State
 from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig
@@ -61,12 +62,14 @@ async def _throttle_auth_forms(request: Request[Any, Any, Any]) -> bool:
 
 
 @get("/healthz", include_in_schema=False)
-async def healthz() -> Response[dict[str, str]]:
+async def healthz(state: State) -> Response[dict[str, str]]:
     try:
         async with connection() as conn:
             await conn.fetchval("SELECT 1")
     except (OSError, DatabaseUnavailable, Exception):
         return Response({"status": "database unavailable"}, status_code=503)
+    if not state.conversations.hub.live:  # the LISTEN connection is down: streams would get nothing
+        return Response({"status": "live events unavailable"}, status_code=503)
     return Response({"status": "ok"})
 
 

@@ -93,6 +93,8 @@ class Settings:
     db_statement_timeout: float = 15
     # Finals for an ended conversation are still accepted from an agent worker for this long after its end.
     late_final_grace_seconds: float = 120
+    # Open SSE streams per user and process; a further one is answered 429 (every tab holds one).
+    max_streams_per_user: int = 20
     test_faults: bool = False
     # Voice over LiveKit: all three LIVEKIT_* set switches from the in-process agent to LiveKit rooms.
     livekit_url: str = ""
@@ -181,6 +183,7 @@ class Settings:
             db_connect_timeout=_float(env, "CHATAPP_DB_CONNECT_TIMEOUT", 5, minimum=0.1),
             db_statement_timeout=_float(env, "CHATAPP_DB_STATEMENT_TIMEOUT", 15, minimum=0.1),
             late_final_grace_seconds=_float(env, "CHATAPP_LATE_FINAL_GRACE_SECONDS", 120),
+            max_streams_per_user=_int(env, "CHATAPP_MAX_STREAMS_PER_USER", 20, minimum=1),
             test_faults=test_faults,
             livekit_url=livekit[0],
             livekit_api_key=livekit[1],

@@ -11,7 +11,7 @@ from litestar.params import Body
 from litestar.response import Redirect, Template
 
 from chatapp.accounts import service
-from chatapp.accounts.sessions import rotate_session, session_for
+from chatapp.accounts.sessions import rotate_session, session_for, session_tag
 
 FormBody = Body(media_type=RequestEncodingType.URL_ENCODED)
 
@@ -79,5 +79,7 @@ class AccountController(Controller):
 
     @post("/logout", status_code=303)
     async def logout(self, request: Request[Any, Any, Any]) -> Redirect:
+        # Open streams of this login would otherwise keep showing the conversation after logout.
+        await request.app.state.conversations.hub.end_login_session(request.user.id, session_tag(request))
         request.clear_session()
         return Redirect("/login", status_code=303)

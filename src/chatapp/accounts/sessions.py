@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,7 @@ from litestar.security.session_auth import SessionAuth
 
 from chatapp.accounts.service import User, get_user
 
+SESSION_COOKIE = "chatapp_session"
 _ROTATE = "chatapp.rotate_session"
 _LOADED = "chatapp.loaded_session"
 
@@ -58,6 +60,12 @@ class SessionConfig(ServerSideSessionConfig):
     _backend_class = RotatingSessionBackend
 
 
+def session_tag(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """Names this login session on the hub (logout ends its streams) without sending the credential itself."""
+    session_id = connection.cookies.get(SESSION_COOKIE, "")
+    return hashlib.sha256(session_id.encode()).hexdigest()[:32]
+
+
 def session_for(user: User) -> dict[str, str]:
     """What a login session holds: enough to know the user without a query on every request (the session row
     itself is the credential, and deleting it at logout is what revokes it)."""
@@ -93,7 +101,7 @@ def session_auth(*, max_age: int, secure: bool) -> SessionAuth[User, ServerSideS
     return SessionAuth[User, ServerSideSessionBackend](
         retrieve_user_handler=retrieve_user,
         session_backend_config=SessionConfig(
-            key="chatapp_session",
+            key=SESSION_COOKIE,
             max_age=max_age,
             httponly=True,
             samesite="lax",

@@ -32,28 +32,112 @@ CHANNEL = "chatapp_events"
 MAX_PAYLOAD_BYTES = 7000
 LISTENER_QUEUE_SIZE = 2000
 PROCESS_ID = uuid.uuid4().hex
+CONNECT_TIMEOUT = 5.0
+LISTENER_CHECK_SECONDS = 5.0
+RECONNECT_MIN_SECONDS = 0.1
+RECONNECT_MAX_SECONDS = 2.0
+CONNECTION_ERRORS = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InterfaceError,
+)
 
 
 class PersistentAsyncPgChannelsBackend(AsyncPgChannelsBackend):
-    """Litestar's asyncpg backend, publishing over one kept connection instead of a new one per message."""
+    """Litestar's asyncpg backend, publishing over one kept connection, and surviving a lost LISTEN connection.
+
+    Litestar never re-establishes its listener after PostgreSQL restarts: streams would stay open and receive
+    nothing. A watchdog notices the loss (asyncpg's termination callback, or a failed periodic check),
+    reconnects with backoff and re-LISTENs. Loss and recovery are reported through the event queue itself as
+    a local `listener` message, so the hub sees them in order with the events around them.
+    """
 
     def __init__(self, dsn: str) -> None:
         super().__init__(dsn=dsn)
         self._dsn = dsn
         self._publisher: asyncpg.Connection | None = None
         self._publish_lock = asyncio.Lock()
+        self._lost = asyncio.Event()
+        self._watchdog: asyncio.Task[None] | None = None
 
-    async def publish(self, data: bytes, channels: Iterable[str]) -> None:
-        async with self._publish_lock:
-            if self._publisher is None or self._publisher.is_closed():
-                self._publisher = await asyncpg.connect(dsn=self._dsn)
-            for channel in channels:
-                await self._publisher.execute("SELECT pg_notify($1, $2)", channel, data.decode())
+    async def on_startup(self) -> None:
+        await super().on_startup()
+        self._listener_conn.add_termination_listener(self._terminated)
+        self._watchdog = asyncio.create_task(self._watch(), name="chatapp-listen-watchdog")
 
     async def on_shutdown(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
         if self._publisher is not None:
-            await self._publisher.close()
-        await super().on_shutdown()
+            self._publisher.terminate()
+        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await super().on_shutdown()
+
+    async def publish(self, data: bytes, channels: Iterable[str]) -> None:
+        """Send over the kept connection; a connection lost meanwhile (a restart) is replaced once."""
+        async with self._publish_lock:
+            for attempt in (1, 2):
+                try:
+                    if self._publisher is None or self._publisher.is_closed():
+                        self._publisher = await asyncpg.connect(dsn=self._dsn, timeout=CONNECT_TIMEOUT)
+                    for channel in channels:
+                        await self._publisher.execute("SELECT pg_notify($1, $2)", channel, data.decode())
+                    return
+                except CONNECTION_ERRORS:
+                    if self._publisher is not None:
+                        self._publisher.terminate()
+                        self._publisher = None
+                    if attempt == 2:
+                        raise
+
+    def _terminated(self, connection: asyncpg.Connection) -> None:
+        if connection is self._listener_conn:
+            self._lost.set()
+
+    async def _watch(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), LISTENER_CHECK_SECONDS)
+            if not self._lost.is_set() and await self._alive():
+                continue
+            log.warning("lost the LISTEN connection to PostgreSQL; live events paused until it is back")
+            self._report(up=False)
+            await self._reconnect()
+            log.warning("LISTEN connection to PostgreSQL re-established")
+            self._report(up=True)
+
+    async def _alive(self) -> bool:
+        """A connection can die without a word (network, failover): ask it."""
+        try:
+            async with self._listener_lock:
+                await asyncio.wait_for(self._listener_conn.fetchval("SELECT 1"), LISTENER_CHECK_SECONDS)
+        except (TimeoutError, *CONNECTION_ERRORS):
+            return False
+        return True
+
+    async def _reconnect(self) -> None:
+        delay = RECONNECT_MIN_SECONDS
+        while True:
+            self._lost.clear()
+            try:
+                connection = await asyncpg.connect(dsn=self._dsn, timeout=CONNECT_TIMEOUT)
+                async with self._listener_lock:
+                    for channel in self._subscribed_channels:
+                        await connection.add_listener(channel, self._listener)
+                    old, self._listener_conn = self._listener_conn, connection
+                connection.add_termination_listener(self._terminated)
+                old.terminate()
+                return
+            except (TimeoutError, *CONNECTION_ERRORS):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+
+    def _report(self, *, up: bool) -> None:
+        if self._queue is not None:
+            self._queue.put_nowait((CHANNEL, json.dumps({"k": "listener", "up": up, "o": PROCESS_ID}).encode()))
 
 
 def make_channels(kind: str, dsn: str) -> ChannelsPlugin:
@@ -100,6 +184,8 @@ class Hub:
         self._by_user: dict[uuid.UUID, set[Listener]] = {}
         self._parts: dict[str, list[str | None]] = {}
         self.agent_states: dict[uuid.UUID, tuple[str, str]] = {}
+        # False while the LISTEN connection is down (postgres channels): /healthz reports it.
+        self.live = True
 
     async def publish(self, message: dict[str, Any]) -> None:
         message = {**message, "o": PROCESS_ID}
@@ -128,6 +214,9 @@ class Hub:
 
     def dispatch(self, message: dict[str, Any]) -> None:
         kind = message.get("k")
+        if kind == "listener":
+            self._listener_changed(bool(message.get("up")))
+            return
         conversation_id = uuid.UUID(message["c"]) if "c" in message else None
         remote = message.get("o") != PROCESS_ID
         if conversation_id is not None and remote:
@@ -163,6 +252,26 @@ class Hub:
                     group.discard(listener)
                     if not group:
                         del index[key]
+
+    async def end_login_session(self, user_id: uuid.UUID, session: str) -> None:
+        """Logout: end the streams of that login session (`session`, a hash of its id) in every process."""
+        message = {"k": "logout", "u": str(user_id), "sh": session}
+        try:
+            await self.publish(message)
+        except CONNECTION_ERRORS:  # the database is down: end this process's streams at least
+            log.warning("could not publish a logout to the other processes")
+            self.dispatch(message)
+
+    def streams_of(self, user_id: uuid.UUID) -> int:
+        """This process's open streams of one user (the per-user cap)."""
+        return len(self._by_user.get(user_id, ()))
+
+    def _listener_changed(self, up: bool) -> None:
+        """The LISTEN connection went down or came back. Either way, end every local stream: events published
+        meanwhile never arrive here, and a client that reconnects replays them from the database."""
+        self.live = up
+        self._parts.clear()  # the rest of a message in parts will not come
+        self.drop_all()
 
     def drop_all(self) -> None:
         """End every local stream (test fault switch); clients reconnect and replay from their cursor."""

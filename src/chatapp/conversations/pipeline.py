@@ -21,7 +21,8 @@ _TOUCH_INTERVAL = 30.0
 
 
 def final_message(utterance: store.StoredUtterance) -> dict[str, Any]:
-    return {
+    """`lt` marks a late completion: streams replace that bubble although its seq is behind their cursor."""
+    message: dict[str, Any] = {
         "k": "final",
         "c": str(utterance.conversation_id),
         "s": utterance.seq,
@@ -31,6 +32,9 @@ def final_message(utterance: store.StoredUtterance) -> dict[str, Any]:
         "x": utterance.interrupted,
         "ts": utterance.created_at.isoformat(),
     }
+    if utterance.completed_late:
+        message["lt"] = True
+    return message
 
 
 class TranscriptPipeline:

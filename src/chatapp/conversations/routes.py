@@ -20,6 +20,7 @@ from litestar.response import Redirect, Template
 from sse_starlette import EventSourceResponse
 
 from chatapp.accounts.service import User
+from chatapp.accounts.sessions import session_tag
 from chatapp.conversations.events import MAX_ITEM_ID_LENGTH, MAX_TEXT_LENGTH, TranscriptEvent, utcnow
 from chatapp.conversations.service import (
     ChatView,
@@ -225,10 +226,18 @@ class ChatController(Controller):
 
         if await store.get_conversation(conversation_id, owner=user.id) is None:
             raise NotFoundException()
+        limit = state.settings.max_streams_per_user
+        if service.hub.streams_of(user.id) >= limit:
+            raise HTTPException(
+                status_code=429,
+                detail=f"Too many live views open ({limit}) for this account. Close some tabs, then reload.",
+            )
         header = request.headers.get("last-event-id", "")
         cursor = max(after, int(header)) if header.isdigit() else after
         fragments: Fragments = state.fragments
-        events = conversation_events(service.hub, service.pipeline.buffer, fragments, conversation_id, user.id, cursor)
+        events = conversation_events(
+            service.hub, service.pipeline.buffer, fragments, conversation_id, user.id, cursor, session_tag(request)
+        )
         return EventSourceResponse(events, ping=15, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 

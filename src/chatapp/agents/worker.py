@@ -77,11 +77,12 @@ def build_session(settings: Settings, voice_activity: vad.VAD | None) -> AgentSe
 
 
 def room_options(settings: Settings, forwarder: TranscriptForwarder, identity: str) -> room_io.RoomOptions:
-    """Audio in and out when speech is configured; typed text always. The agent stays when the person's
-    browser disconnects (a reload): the room's deletion, not a departure, ends the job."""
+    """Audio in and out when speech is configured; typed text always (its item id noted by the forwarder, so
+    text the browser also posted to the app is stored once). The agent stays when the person's browser
+    disconnects (a reload): the room's deletion, not a departure, ends the job."""
     speech = speech_configured(settings)
     return room_io.RoomOptions(
-        text_input=True,
+        text_input=room_io.TextInputOptions(text_input_cb=forwarder.text_input_cb),
         audio_input=speech,
         audio_output=speech,
         text_output=room_io.TextOutputOptions(next_in_chain=forwarder.text_output()),

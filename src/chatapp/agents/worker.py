@@ -24,6 +24,7 @@ from chatapp.agents.models import build_llm
 from chatapp.agents.product import TravelAgent, greeting_instructions
 from chatapp.agents.runtime import ConversationInfo
 from chatapp.livekit.metadata import BadMetadata, DispatchMetadata
+from chatapp.logfilters import keep_transcripts_out
 from chatapp.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,7 @@ def build_server(settings: Settings) -> AgentServer:
 def run_worker(settings: Settings, *, dev: bool = False) -> int:
     """Run until SIGINT/SIGTERM, then let running conversations finish (a second signal stops at once).
     Returns the exit status: 1 when the worker itself failed (LiveKit unreachable, bad credentials)."""
+    keep_transcripts_out(settings.log_level)  # livekit-agents logs what people say at DEBUG
     return asyncio.run(_serve(build_server(settings), dev))
 
 

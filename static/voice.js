@@ -1,13 +1,14 @@
 // Voice over LiveKit: join the conversation's room, publish the microphone, play the agent, show its state.
 // Loaded only when the server runs with LiveKit (see templates/chat.html). The server never depends on it:
-// every utterance reaches the app through the agent worker's ingest path, and when the room cannot be joined
-// typed text falls back to the app's own /messages route, so typing always works.
+// every utterance reaches the app through the agent worker's ingest path, and typed text is always posted to the
+// app's own /messages route too (with the item id the worker reports it under), so typing always works.
 (function () {
   "use strict";
 
   var LK = window.LivekitClient;
   var CONNECT_TIMEOUT_MS = 15000;
   var TOKEN_MARGIN_MS = 30000;
+  var ITEM_ID_ATTRIBUTE = "chatapp.item_id"; // read by the worker (chatapp/agents/forwarder.py)
   var LABELS = {
     connecting: "Connecting voice…",
     waiting: "Voice connected. Waiting for the agent to join…",
@@ -24,6 +25,11 @@
 
   var current = null; // { id, room, micOn } for the conversation on the page
   var micWanted = false; // the person asked for the microphone; kept across New Chat
+
+  function newId() {
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+    return String(Date.now()) + "-" + Math.random().toString(16).slice(2);
+  }
 
   function panel() { return document.getElementById("chat-panel"); }
 
@@ -230,25 +236,24 @@
     enableMic(current);
   });
 
-  // Typed text goes to the agent over the room's chat stream when the agent is there to hear it (the worker
-  // then reports it to the app); otherwise htmx posts it to the app as usual, so it is stored either way.
+  // Typed text goes to the agent over the room's chat stream when the agent is there to hear it, and is also
+  // posted to the app as usual (so it is stored even if the worker dies). Both carry the same item id: the
+  // worker's forwarder reports the message under it, so the app stores it once.
   document.addEventListener("htmx:confirm", function (event) {
     var form = event.detail.elt;
     if (!form || form.id !== "message-form") return;
     var session = current;
     if (!session || !session.room || !agentOf(session.room)) return;
     var input = form.querySelector("[name=text]");
+    var idInput = form.querySelector("[name=item_id]");
     var text = input ? input.value.trim() : "";
-    if (!text) return;
+    if (!text || !idInput) return;
+    if (!idInput.value) idInput.value = newId(); // app.js keeps a set id for the post
     event.preventDefault();
-    session.room.localParticipant.sendText(text, { topic: "lk.chat" }).then(function () {
-      form.reset();
-      var idInput = form.querySelector("[name=item_id]");
-      if (idInput) idInput.value = "";
-      if (input) input.focus();
-    }, function () {
-      event.detail.issueRequest(true);
-    });
+    var attributes = {};
+    attributes[ITEM_ID_ATTRIBUTE] = "typed-" + idInput.value;
+    var post = function () { event.detail.issueRequest(true); };
+    session.room.localParticipant.sendText(text, { topic: "lk.chat", attributes: attributes }).then(post, post);
   });
 
   // After a successful Retry the panel is re-rendered with the room's token.

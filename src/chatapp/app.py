@@ -46,6 +46,7 @@ from chatapp.history.api import SessionsApiController
 from chatapp.history.reaper import run_reaper
 from chatapp.history.routes import HistoryController, SharedController
 from chatapp.paths import STATIC_DIR, TEMPLATES_DIR
+from chatapp.security import security_headers
 from chatapp.settings import Settings, get_settings
 
 log = logging.getLogger("chatapp")
@@ -136,6 +137,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
             create_static_files_router(path="/static", directories=[STATIC_DIR], include_in_schema=False),
         ],
         lifespan=[lifespan],
+        before_send=[security_headers(settings)],
         on_app_init=[auth.on_app_init],
         plugins=[HTMXPlugin()],
         stores=StoreRegistry(

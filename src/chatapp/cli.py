@@ -53,6 +53,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from chatapp.app import create_app
+    from chatapp.httpserver import MAX_REQUEST_HEAD, http_protocol
+    from chatapp.logfilters import uvicorn_log_config
 
     host = args.host or settings.host
     port = args.port or settings.port
@@ -70,6 +72,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             host=host,
             port=port,
             log_level=settings.log_level,
+            log_config=uvicorn_log_config(),  # uvicorn's own, with search words and share tokens redacted
+            http=http_protocol(),  # headers capped at MAX_REQUEST_HEAD: 431, not unbounded memory
+            h11_max_incomplete_event_size=MAX_REQUEST_HEAD,
             proxy_headers=bool(settings.forwarded_allow_ips),
             forwarded_allow_ips=settings.forwarded_allow_ips or None,
             timeout_graceful_shutdown=5,

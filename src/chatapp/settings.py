@@ -17,6 +17,8 @@ DEFAULT_SYSTEM_PROMPT = (
     "may be spoken aloud. Ask one clarifying question at a time."
 )
 
+MIN_SECRET_LENGTH = 32  # characters of the key that signs sessions and CSRF tokens
+
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message says which and how to fix it."""
@@ -150,7 +152,7 @@ class Settings:
         secret = env.get("CHATAPP_SECRET_KEY", "").strip()
         test_faults = _bool(env, "CHATAPP_TEST_FAULTS")
         if mode == "production":
-            if len(secret) < 32:
+            if len(secret) < MIN_SECRET_LENGTH:
                 raise SettingsError("CHATAPP_SECRET_KEY must be set (32+ characters) when CHATAPP_ENV=production")
             if test_faults:
                 raise SettingsError("CHATAPP_TEST_FAULTS cannot be enabled when CHATAPP_ENV=production")
@@ -207,10 +209,21 @@ class Settings:
 
 
 def development_secret(data_dir: Path) -> str:
-    """Return the development secret kept in the data dir, creating it (mode 0600) on first use."""
+    """Return the development secret kept in the data dir, creating it (mode 0600) on first use.
+
+    An empty file (a write cut short, or `touch`) holds no key at all, so it is replaced by a new one; a
+    short one was put there by someone, so it is refused rather than silently signing sessions weakly."""
     path = data_dir / "secret_key"
     if path.exists():
-        return path.read_text().strip()
+        secret = path.read_text().strip()
+        if len(secret) >= MIN_SECRET_LENGTH:
+            return secret
+        if secret:
+            raise SettingsError(
+                f"{path} holds a secret key shorter than {MIN_SECRET_LENGTH} characters: "
+                "delete the file to have a new one generated, or set CHATAPP_SECRET_KEY"
+            )
+        path.unlink()
     data_dir.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(48)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -6,9 +6,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import pytest
-from playwright.async_api import BrowserContext, expect
+from playwright.async_api import BrowserContext, Request, expect
 
 from chatapp.conversations import store
 from chatapp.database import connection
@@ -93,7 +94,7 @@ STUB_LIVEKIT_CLIENT = """
     this.canPlaybackAudio = true;
     this.localParticipant = {
       sendText: function (text, options) {
-        log.texts.push({ text: text, topic: options.topic, room: self.name });
+        log.texts.push({ text: text, topic: options.topic, room: self.name, attributes: options.attributes });
         return Promise.resolve({});
       },
       setMicrophoneEnabled: function (on) {
@@ -138,14 +139,24 @@ async def test_the_page_joins_talks_types_over_lk_chat_and_follows_new_chat(
     assert joined["room"] == store.room_name_for(cid)
     assert joined["url"] == fake.url.replace("http://", "ws://")
 
-    # Typed text goes to the agent over the room's chat stream (the worker reports it to the app).
-    posts: list[str] = []
-    page.on("request", lambda request: posts.append(request.url) if request.method == "POST" else None)
+    # Typed text goes to the agent over the room's chat stream, and to the app, both with one item id (the
+    # worker reports the message under it), so it is stored once even if the worker dies.
+    posts: list[Request] = []
+    page.on("request", lambda request: posts.append(request) if request.url.endswith("/messages") else None)
     await chat.send("Typed into the room")
-    assert await page.evaluate("window.__lk.texts") == [
-        {"text": "Typed into the room", "topic": "lk.chat", "room": store.room_name_for(cid)}
-    ]
-    assert not [url for url in posts if url.endswith("/messages")]
+    [sent] = await page.evaluate("window.__lk.texts")
+    assert {k: sent[k] for k in ("text", "topic", "room")} == {
+        "text": "Typed into the room",
+        "topic": "lk.chat",
+        "room": store.room_name_for(cid),
+    }
+    [post] = posts
+    item_id = parse_qs(post.post_data or "")["item_id"][0]
+    assert sent["attributes"] == {"chatapp.item_id": f"typed-{item_id}"}
+    await expect(chat.finals("user").locator(".bubble")).to_have_text(["Typed into the room"])
+    async with connection() as conn:
+        stored = await conn.fetch("SELECT item_id, text FROM utterance WHERE session = $1 AND role = 'user'", cid)
+    assert [(r["item_id"], r["text"]) for r in stored] == [(f"typed-{item_id}", "Typed into the room")]
 
     # The microphone: on, then off; a denied permission says so and leaves typing alone.
     button = page.get_by_test_id("voice-button")

@@ -10,9 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
+from livekit import rtc
 from livekit.agents import AgentSession, llm
+from livekit.agents.voice import room_io
 
-from chatapp.agents.forwarder import TranscriptForwarder
+from chatapp.agents.forwarder import ITEM_ID_ATTRIBUTE, TranscriptForwarder
 from chatapp.agents.product import TravelAgent, history_context
 from tests.unit.test_agents import ScriptedLLM
 
@@ -27,6 +29,7 @@ class FakeIngest:
         self.finals: dict[str, dict[str, Any]] = {}
         self.script: list[int | Exception] = []  # answers to give before behaving normally
         self.tokens: set[str] = set()
+        self.bad_texts: set[str] = set()  # content the app refuses with 422
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         self.tokens.add(request.headers["authorization"])
@@ -38,6 +41,8 @@ class FakeIngest:
             return httpx.Response(step, json={"detail": "scripted"}, headers=headers)
         events = json.loads(request.content)["events"]
         assert 1 <= len(events) <= 100
+        if any(e["text"] in self.bad_texts for e in events):
+            return httpx.Response(422, json={"detail": "bad text", "status_code": 422})
         self.batches.append(events)
         for event in events:
             if event["final"]:
@@ -132,9 +137,12 @@ async def test_backoff_grows_exponentially_up_to_the_cap(ingest: Ingest) -> None
     assert 0.23 < elapsed < 1.0
 
 
-async def test_a_404_drops_the_conversations_events_for_good(ingest: Ingest, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("status", [404, 410])
+async def test_a_gone_conversation_drops_its_events_for_good(
+    ingest: Ingest, caplog: pytest.LogCaptureFixture, status: int
+) -> None:
     app, make = ingest
-    app.script = [404]
+    app.script = [status]
     forwarder = make()
     forwarder._final("a", "user", "secret words", False, _at())
     forwarder.start()
@@ -143,11 +151,56 @@ async def test_a_404_drops_the_conversations_events_for_good(ingest: Ingest, cap
     assert await forwarder.flush(5)
     assert app.events == []
     assert forwarder.dropped == 2
+    assert forwarder.attempts == 1
     assert "is gone" in caplog.text
+    assert f"HTTP {status}" in caplog.text
     assert "secret words" not in caplog.text
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 413, 422])
+@pytest.mark.parametrize("status", [401, 403])
+async def test_a_rejected_token_drops_the_conversation_loudly_once(
+    ingest: Ingest, caplog: pytest.LogCaptureFixture, status: int
+) -> None:
+    app, make = ingest
+    app.script = [status]
+    forwarder = make(batch_size=1)
+    forwarder._final("a", "user", "secret words", False, _at())
+    forwarder._final("b", "user", "more", False, _at())
+    forwarder.start()
+    assert await forwarder.flush(5)
+    forwarder._final("c", "agent", "later", False, _at())
+    assert await forwarder.flush(5)
+    assert app.events == []
+    assert forwarder.attempts == 1  # nothing more is tried with a token the app refuses
+    assert forwarder.dropped == 3
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1
+    assert "rejected the token" in errors[0].getMessage()
+    assert f"HTTP {status}" in errors[0].getMessage()
+    assert "secret words" not in caplog.text
+    assert "tok" not in caplog.text.replace("token", "")
+
+
+async def test_a_422_batch_is_split_and_only_the_bad_event_dropped(
+    ingest: Ingest, caplog: pytest.LogCaptureFixture
+) -> None:
+    app, make = ingest
+    app.bad_texts = {"unstorable words"}
+    forwarder = make()
+    forwarder._final("a", "user", "one", False, _at())
+    forwarder._final("bad", "agent", "unstorable words", False, _at())
+    forwarder._final("c", "user", "three", False, _at())
+    forwarder.start()
+    assert await forwarder.flush(5)
+    assert [e["item_id"] for e in app.events] == ["a", "c"]
+    assert forwarder.delivered == 2
+    assert forwarder.dropped == 1
+    assert "one by one" in caplog.text
+    assert "first item bad" in caplog.text  # the dropped event is named by its id...
+    assert "unstorable words" not in caplog.text  # ...never by its text
+
+
+@pytest.mark.parametrize("status", [400, 413, 422])
 async def test_other_4xx_is_a_bug_logged_and_dropped(
     ingest: Ingest, caplog: pytest.LogCaptureFixture, status: int
 ) -> None:
@@ -162,6 +215,26 @@ async def test_other_4xx_is_a_bug_logged_and_dropped(
     assert forwarder.dropped == 1
     assert f"HTTP {status}" in caplog.text
     assert "refused" not in caplog.text.replace("ingest refused", "")
+
+
+async def test_a_batch_that_keeps_failing_is_dropped_after_its_retry_time_and_the_next_goes(
+    ingest: Ingest, caplog: pytest.LogCaptureFixture
+) -> None:
+    app, make = ingest
+    app.script = [500] * 6  # the first batch's attempts within its retry time; then the app recovers
+    forwarder = make(batch_size=2, initial_backoff=0.02, max_backoff=0.04, retry_for=0.15)
+    for n in range(3):
+        forwarder._final(f"i-{n}", "user", f"text {n}", False, _at())
+    began = time.monotonic()
+    forwarder.start()
+    assert await forwarder.flush(5)
+    assert time.monotonic() - began < 1.0
+    assert [e["item_id"] for e in app.events] == ["i-2"]
+    assert forwarder.dropped == 2
+    assert forwarder.delivered == 1
+    assert "still failing (HTTP 500)" in caplog.text
+    assert "dropped 2 event(s) (2 final)" in caplog.text
+    assert "text 0" not in caplog.text
 
 
 async def test_close_gives_up_after_its_timeout(ingest: Ingest) -> None:
@@ -310,3 +383,44 @@ async def test_very_long_text_is_cut_to_what_the_app_accepts(ingest: Ingest) -> 
     assert await forwarder.aclose(timeout=5)
     assert len(app.events[0]["text"]) == 10_000
     await asyncio.sleep(0)
+
+
+def _typed_event(text: str, attributes: dict[str, str] | None) -> room_io.TextInputEvent:
+    info = rtc.TextStreamInfo(
+        stream_id="s",
+        mime_type="text/plain",
+        topic="lk.chat",
+        timestamp=0,
+        size=None,
+        attributes=attributes,
+        attachments=[],
+    )
+    return room_io.TextInputEvent(text=text, info=info, participant=None)
+
+
+async def test_typed_text_with_the_browsers_item_id_is_sent_under_that_id(ingest: Ingest) -> None:
+    app, make = ingest
+    forwarder = make()
+    forwarder.start()
+    session: AgentSession[None] = AgentSession(llm=ScriptedLLM(["Noted.", "Sure."]))
+    session.output.transcription = forwarder.text_output()
+    forwarder.attach(session)
+    await session.start(TravelAgent(instructions="x"))
+    forwarder.on_user_transcribed("and I was say", False)  # speech in progress keeps its own item
+    await forwarder.text_input_cb(session, _typed_event("Typed in voice mode", {ITEM_ID_ATTRIBUTE: "typed-abc-123"}))
+    await forwarder.text_input_cb(session, _typed_event("No id given", None))
+    await forwarder.text_input_cb(session, _typed_event("Bad id", {ITEM_ID_ATTRIBUTE: "agent-x; drop"}))
+    for _ in range(200):
+        if len([m for m in session.history.items if getattr(m, "role", "") == "user"]) == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert await forwarder.aclose(history=session.history.items, timeout=5)
+    await session.aclose()
+    users = {v["text"]: k for k, v in app.finals.items() if v["role"] == "user"}
+    assert users["Typed in voice mode"] == "typed-abc-123"
+    assert users["No id given"].startswith("user-")
+    assert users["Bad id"].startswith("user-")
+    speech = [e for e in app.events if e["text"] == "and I was say"]
+    assert speech
+    assert speech[0]["item_id"] != "typed-abc-123"
+    assert list(app.finals).count("typed-abc-123") == 1

@@ -68,6 +68,7 @@ def test_participant_token_joins_one_room_as_the_user() -> None:
     assert claims.video.can_publish
     assert claims.video.can_subscribe
     assert claims.video.can_publish_data
+    assert jwt.decode(token, options={"verify_signature": False})["video"]["canPublishSources"] == ["microphone"]
     assert not claims.video.room_admin
     assert not claims.video.room_create
     expires = jwt.decode(token, options={"verify_signature": False})["exp"]

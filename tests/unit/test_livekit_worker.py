@@ -63,6 +63,9 @@ def test_room_options_forward_spoken_text_and_keep_the_agent_through_a_reload() 
     assert options.participant_identity == user
     assert options.close_on_disconnect is False
     assert options.get_audio_input_options() is not None
+    text_input = options.get_text_input_options()
+    assert text_input is not None
+    assert text_input.text_input_cb == forwarder.text_input_cb  # typed text keeps the browser's item id
 
 
 def test_the_server_registers_under_the_agent_name_for_explicit_dispatch() -> None:

@@ -62,3 +62,19 @@ def test_environment_beats_the_env_file(tmp_path: Path, monkeypatch: pytest.Monk
     settings = Settings.from_env()
     assert settings.port == 9002
     assert settings.log_level == "debug"
+
+
+def test_an_empty_development_secret_file_is_replaced(tmp_path: Path) -> None:
+    (tmp_path / "secret_key").write_text("")
+    settings = Settings.from_env({"CHATAPP_DATA_DIR": str(tmp_path)})
+    assert len(settings.secret_key) >= 32
+    assert (tmp_path / "secret_key").read_text() == settings.secret_key
+    assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("content", ["short", "x" * 31 + "\n"])
+def test_a_too_short_development_secret_file_is_refused(tmp_path: Path, content: str) -> None:
+    (tmp_path / "secret_key").write_text(content)
+    with pytest.raises(SettingsError, match="shorter than 32 characters"):
+        Settings.from_env({"CHATAPP_DATA_DIR": str(tmp_path)})
+    assert (tmp_path / "secret_key").read_text() == content

@@ -5,12 +5,21 @@ the agent's text as it is spoken as interims and each finished agent message as 
 when cut off); typed messages (`lk.chat`) as finals. An interim and its final share an item id, so the page
 updates one bubble in place and the app stores each utterance once.
 
-How: one ordered queue, sent in batches of at most 100 by one task, each batch retried with exponential
-backoff until the app acknowledges it (2xx). 408, 429, 5xx and network errors are retried; 404 (or 410) means the
-conversation is gone (dropped, with a warning); any other 4xx is a bug on our side (logged, dropped). Retries
-can deliver a batch twice; the app ignores a final whose item id it already has. Interims superseded by a later
-event for the same item are dropped before sending. On shutdown, `aclose(history=...)` adds a final for every
-message in the session history not yet sent, so nothing said is missing, and drains the queue.
+How: one ordered queue, sent in batches of at most 100 by one task. Nothing can hold the queue for long:
+- 408, 429, 5xx and network errors are retried with exponential backoff for up to `retry_for` seconds (2 min)
+  per batch; then that batch is dropped (an error with the counts) and the next one goes.
+- 404 and 410: the conversation is gone (or past its late-final window): this and every later event dropped.
+- 401 and 403: the app rejected the bearer token: the conversation's events are dropped, logged once as an error.
+- 422: the app refused the batch's content: it is split and sent event by event, so only the bad event is
+  dropped (logged with its item id), not the good ones around it.
+- any other 4xx is a bug on our side (logged, dropped).
+Retries can deliver a batch twice; the app ignores a final whose item id it already has. Interims superseded
+by a later event for the same item are dropped before sending. On shutdown, `aclose(history=...)` adds a final
+for every message in the session history not yet sent, so nothing said is missing, and drains the queue.
+
+Typed text the browser also posted to the app carries its item id (`typed-<id>`) as the text stream's
+`chatapp.item_id` attribute; `text_input_cb` notes it, and that message's final goes under the same id, so the
+app stores it once.
 
 The class knows nothing of rooms: feed it events (or `attach` it to an `AgentSession`) and it delivers them.
 Logs carry counts and statuses, never transcript text or the bearer token.
@@ -22,6 +31,8 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
+import time
 import uuid
 from collections import deque
 from collections.abc import Iterable
@@ -31,7 +42,7 @@ from typing import Any, Literal
 
 import httpx
 from livekit.agents import AgentSession
-from livekit.agents.voice import io
+from livekit.agents.voice import io, room_io
 from livekit.agents.voice.events import ConversationItemAddedEvent, UserInputTranscribedEvent
 
 from chatapp.conversations.events import MAX_TEXT_LENGTH, utcnow
@@ -41,6 +52,11 @@ log = logging.getLogger(__name__)
 Role = Literal["user", "agent"]
 MAX_BATCH = 100  # the ingest endpoint's limit
 _RETRYABLE = {408, 429}
+_GONE = {404, 410}
+_TOKEN_REJECTED = {401, 403}
+ITEM_ID_ATTRIBUTE = "chatapp.item_id"  # set by static/voice.js on typed text it also posted to the app
+_TYPED_ID = re.compile(r"typed-[A-Za-z0-9-]{1,64}")  # what the app's /messages route stores
+_DEFAULT_TEXT_INPUT = room_io.TextInputOptions().text_input_cb  # RoomIO's: interrupt, then answer the text
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +121,7 @@ class TranscriptForwarder:
         initial_backoff: float = 0.2,
         max_backoff: float = 5.0,
         request_timeout: float = 10.0,
+        retry_for: float = 120.0,
     ) -> None:
         self._url = ingest_url
         self._headers = {"Authorization": f"Bearer {token}"}
@@ -115,6 +132,7 @@ class TranscriptForwarder:
         self._initial_backoff = initial_backoff
         self._max_backoff = max_backoff
         self._request_timeout = request_timeout
+        self._retry_for = retry_for
         self._queue: deque[WireEvent] = deque()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -129,6 +147,7 @@ class TranscriptForwarder:
         self._item_ids: dict[str, str] = {}  # session message id -> the item id it was sent under
         self._finals: set[str] = set()
         self._ignored: set[str] = set()
+        self._typed: deque[tuple[str, str]] = deque(maxlen=20)  # (text, item id) announced, not yet committed
         self.delivered = 0
         self.dropped = 0
         self.attempts = 0
@@ -147,6 +166,27 @@ class TranscriptForwarder:
     def ignore(self, item_ids: Iterable[str]) -> None:
         """Messages never to send, such as the earlier turns a continued conversation is seeded with."""
         self._ignored.update(item_ids)
+
+    async def text_input_cb(self, session: AgentSession[Any], event: room_io.TextInputEvent) -> None:
+        """RoomIO's `TextInputOptions(text_input_cb=...)`: note the item id the browser gave typed text, then
+        let the session answer it as usual."""
+        attributes = event.info.attributes if event.info is not None else {}
+        self._safely(self.on_typed, event.text, (attributes or {}).get(ITEM_ID_ATTRIBUTE, ""))
+        answered = _DEFAULT_TEXT_INPUT(session, event)
+        if answered is not None:
+            await answered
+
+    def on_typed(self, text: str, item_id: str) -> None:
+        """Typed text about to become a user message: send its final under `item_id` (if well formed)."""
+        if _TYPED_ID.fullmatch(item_id) and text.strip():
+            self._typed.append((text.strip(), item_id))
+
+    def _typed_id(self, text: str) -> str | None:
+        for index, (typed, item_id) in enumerate(self._typed):
+            if typed == text:
+                del self._typed[index]
+                return item_id
+        return None
 
     def _on_transcribed(self, event: UserInputTranscribedEvent) -> None:
         self._safely(self.on_user_transcribed, event.transcript, event.is_final)
@@ -198,6 +238,10 @@ class TranscriptForwarder:
         if role is None or item.id in self._ignored:
             return
         text = (item.text_content or "").strip()
+        if role == "user" and (typed_id := self._typed_id(text)) is not None:
+            self._item_ids[item.id] = typed_id  # typed text, not the speech turn that may be in progress
+            self._final(typed_id, role, text, False, _created(item))
+            return
         if role == "user":
             current, self._user = self._user, None
             interrupted = False
@@ -312,10 +356,12 @@ class TranscriptForwarder:
         return batch
 
     async def _deliver(self, batch: list[WireEvent]) -> None:
+        """Send one batch until acknowledged, refused, or out of retry time; never raises for the app's answers."""
         assert self._client is not None
         body = {"events": [event.to_json() for event in batch]}
         delay = self._initial_backoff
         failures = 0
+        give_up_at = time.monotonic() + self._retry_for
         while True:
             self.attempts += 1
             retry_after: float | None = None
@@ -330,20 +376,69 @@ class TranscriptForwarder:
                     if failures:
                         log.info("ingest for conversation %s recovered after %d retries", self._cid, failures)
                     return
-                if status in (404, 410):  # unknown, or ended longer ago than the app accepts late finals
-                    log.warning("conversation %s is gone: dropping %d event(s) and any later", self._cid, len(batch))
+                if status in _GONE:
+                    log.warning(
+                        "conversation %s is gone (HTTP %d): dropping %d event(s) and any later",
+                        self._cid,
+                        status,
+                        len(batch),
+                    )
                     self._drop(batch, gone=True)
                     return
+                if status in _TOKEN_REJECTED:
+                    log.error(
+                        "ingest rejected the token for conversation %s (HTTP %d): dropping %d event(s) and "
+                        "every later one; its transcript is not being stored",
+                        self._cid,
+                        status,
+                        len(batch) + len(self._queue),
+                    )
+                    self._drop(batch, gone=True)
+                    return
+                if status == 422 and len(batch) > 1:
+                    log.warning(
+                        "ingest refused a batch of %d event(s) for %s (HTTP 422); sending them one by one",
+                        len(batch),
+                        self._cid,
+                    )
+                    for event in batch:
+                        if not self._gone:
+                            await self._deliver([event])
+                        else:
+                            self._drop([event])
+                    return
                 if status < 500 and status not in _RETRYABLE:
-                    log.error("ingest refused %d event(s) for %s: HTTP %d; dropped", len(batch), self._cid, status)
+                    log.error(
+                        "ingest refused %d event(s) for %s: HTTP %d; dropped (first item %s, %s, %s)",
+                        len(batch),
+                        self._cid,
+                        status,
+                        batch[0].item_id,
+                        batch[0].role,
+                        "final" if batch[0].final else "interim",
+                    )
                     self._drop(batch)
                     return
                 reason = f"HTTP {status}"
                 retry_after = _retry_after(response)
             failures += 1
+            pause = retry_after if retry_after is not None else delay * random.uniform(0.8, 1.2)
+            if time.monotonic() + pause > give_up_at:
+                log.error(
+                    "ingest for conversation %s still failing (%s) after %d attempt(s) over %.0f s: dropped %d "
+                    "event(s) (%d final), moving on to the next",
+                    self._cid,
+                    reason,
+                    failures,
+                    self._retry_for,
+                    len(batch),
+                    sum(event.final for event in batch),
+                )
+                self._drop(batch)
+                return
             level = logging.WARNING if failures == 1 else logging.DEBUG
             log.log(level, "ingest for conversation %s failed (%s); retrying", self._cid, reason)
-            await asyncio.sleep(retry_after if retry_after is not None else delay * random.uniform(0.8, 1.2))
+            await asyncio.sleep(pause)
             delay = min(delay * 2, self._max_backoff)
 
     def _drop(self, batch: list[WireEvent], *, gone: bool = False) -> None:

@@ -24,6 +24,7 @@ from chatapp.agents.models import build_llm
 from chatapp.agents.product import TravelAgent, greeting_instructions
 from chatapp.agents.runtime import ConversationInfo
 from chatapp.livekit.metadata import BadMetadata, DispatchMetadata
+from chatapp.logfilters import keep_transcripts_out
 from chatapp.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -77,11 +78,12 @@ def build_session(settings: Settings, voice_activity: vad.VAD | None) -> AgentSe
 
 
 def room_options(settings: Settings, forwarder: TranscriptForwarder, identity: str) -> room_io.RoomOptions:
-    """Audio in and out when speech is configured; typed text always. The agent stays when the person's
-    browser disconnects (a reload): the room's deletion, not a departure, ends the job."""
+    """Audio in and out when speech is configured; typed text always (its item id noted by the forwarder, so
+    text the browser also posted to the app is stored once). The agent stays when the person's browser
+    disconnects (a reload): the room's deletion, not a departure, ends the job."""
     speech = speech_configured(settings)
     return room_io.RoomOptions(
-        text_input=True,
+        text_input=room_io.TextInputOptions(text_input_cb=forwarder.text_input_cb),
         audio_input=speech,
         audio_output=speech,
         text_output=room_io.TextOutputOptions(next_in_chain=forwarder.text_output()),
@@ -153,6 +155,7 @@ def build_server(settings: Settings) -> AgentServer:
 def run_worker(settings: Settings, *, dev: bool = False) -> int:
     """Run until SIGINT/SIGTERM, then let running conversations finish (a second signal stops at once).
     Returns the exit status: 1 when the worker itself failed (LiveKit unreachable, bad credentials)."""
+    keep_transcripts_out(settings.log_level)  # livekit-agents logs what people say at DEBUG
     return asyncio.run(_serve(build_server(settings), dev))
 
 

@@ -8,14 +8,19 @@ from livekit import api
 
 from chatapp.settings import Settings
 
+# LiveKit compares publish sources as the lower-cased TrackSource names; the person only ever talks.
+PUBLISH_SOURCES = [api.TrackSource.Name(api.TrackSource.MICROPHONE).lower()]
+
 
 def participant_token(settings: Settings, *, room: str, identity: str, name: str = "") -> str:
     """A short-lived token that lets one person join one room (and nothing else): publish their microphone,
-    hear the agent and send chat text. It only has to be valid when they join; LiveKit renews it after."""
+    hear the agent and send chat text (no camera, no screen share). It only has to be valid when they join;
+    LiveKit renews it after."""
     grants = api.VideoGrants(
         room_join=True,
         room=room,
         can_publish=True,
+        can_publish_sources=PUBLISH_SOURCES,
         can_subscribe=True,
         can_publish_data=True,
     )

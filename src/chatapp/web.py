@@ -80,7 +80,10 @@ def not_authorized(request: Request[Any, Any, Any], exc: NotAuthorizedException)
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     login_url = f"/login?next={quote(target, safe='')}"
     if is_htmx(request):
-        return Response("", status_code=204, headers={"HX-Redirect": login_url})
+        # Say so and keep the page (and the text being typed); a redirect would drop both.
+        headers = toast_header("You were logged out — log in again", "error", link=login_url, ttl=60_000)
+        headers["HX-Reswap"] = "none"
+        return Response("You were logged out.", status_code=401, headers=headers, media_type="text/plain")
     return Redirect(login_url, status_code=303)
 
 

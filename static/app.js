@@ -243,6 +243,16 @@
     });
   }
   document.addEventListener("htmx:historyRestore", fillSearchForm);
+  // The range error arrives out of band; the date fields say whether it applies to them.
+  document.addEventListener("htmx:afterSettle", function () {
+    var error = document.getElementById("range-error");
+    if (!error) return;
+    ["search-from", "search-to"].forEach(function (id) {
+      var field = document.getElementById(id);
+      if (!field) return;
+      if (error.hidden) field.removeAttribute("aria-invalid"); else field.setAttribute("aria-invalid", "true");
+    });
+  });
   window.addEventListener("pageshow", function (event) { if (event.persisted) fillSearchForm(); });
 
   // ---- Keyboard help: "?" (outside text fields) or the ? button opens it; Esc closes it (a <dialog>). ----

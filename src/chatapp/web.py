@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException, ValidationException
@@ -78,6 +78,10 @@ def not_authorized(request: Request[Any, Any, Any], exc: NotAuthorizedException)
         detail = exc.detail if isinstance(exc, BearerTokenRequired) else "Authentication required"
         return Response({"detail": detail, "status_code": 401}, status_code=401)
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if is_htmx(request):
+        # Back to the page the person is on, not to the URL htmx posted to.
+        current = urlsplit(request.headers.get("hx-current-url", ""))
+        target = (current.path or "/") + (f"?{current.query}" if current.query else "")
     login_url = f"/login?next={quote(target, safe='')}"
     if is_htmx(request):
         # Say so and keep the page (and the text being typed); a redirect would drop both.

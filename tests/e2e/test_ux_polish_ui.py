@@ -353,6 +353,7 @@ async def test_phone_layout_gives_the_transcript_the_screen(
     await expect(page.locator("#message-input")).to_be_in_viewport()
     await expect(page.locator("#new-chat-button")).to_be_in_viewport()
     header = await page.locator("#messages-container").evaluate("el => el.getBoundingClientRect().top")
+    print(f"phone: the transcript starts {header:.0f} px from the top")
     assert header <= 200, header  # was 232 px of bars above the transcript
     small = await page.evaluate(
         """() => [...document.querySelectorAll('button, a, summary, textarea')]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
+import pytest
 from playwright.async_api import BrowserContext, Page, expect
 
 from chatapp.accounts.service import User, get_user
@@ -220,18 +221,12 @@ async def test_history_filters_survive_back_and_bad_ranges_are_inline_errors(
         await expect(page.get_by_role("searchbox")).to_be_visible()
 
 
-async def test_keyboard_help_focus_and_axe_on_every_page_in_both_themes(
-    new_context: Any, app_server: AppServer, screenshots: Path
+async def test_keyboard_focus_the_transcript_log_the_status_and_the_help_dialog(
+    context: BrowserContext, app_server: AppServer, screenshots: Path
 ) -> None:
-    # axe is injected as a script, which a strict CSP would block: the test browser ignores CSP.
-    context: BrowserContext = await new_context(bypass_csp=True, extra_http_headers={"X-Forwarded-For": client_ip()})
     chat = ChatPage(await context.new_page(), app_server.url)
+    await chat.signup()
     page = chat.page
-    await page.goto(f"{app_server.url}/login")
-    login_violations = await axe_violations(page)
-    user = await user_of(await chat.signup())
-    saved = await make_saved(user, "Trip to Kyoto", datetime.now(UTC) - timedelta(hours=1))
-
     await expect(page.locator("#message-input")).to_be_focused()
     log = page.locator("#messages-container")
     await expect(log).to_have_attribute("role", "log")
@@ -245,23 +240,39 @@ async def test_keyboard_help_focus_and_axe_on_every_page_in_both_themes(
     await page.screenshot(path=screenshots / "ux-help-dialog.png")
     await page.keyboard.press("Escape")
     await expect(dialog).to_be_hidden()
+    await page.locator("#message-input").press("?")  # typing a question mark is just typing
+    await expect(dialog).to_be_hidden()
+    await expect(page.locator("#message-input")).to_have_value("?")
     await page.get_by_role("button", name="Keyboard shortcuts").click()
     await expect(dialog).to_be_visible()
     await page.keyboard.press("Escape")
+    await expect(dialog).to_be_hidden()
 
-    found: dict[str, list[dict[str, Any]]] = {"login light": login_violations}
-    for scheme in ("light", "dark"):
-        await page.emulate_media(color_scheme=scheme)
-        for name, path in [("chat", "/"), ("history", "/history"), ("detail", f"/history/{saved}")]:
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+async def test_axe_finds_nothing_serious_on_login_chat_history_and_detail(
+    new_context: Any, app_server: AppServer, screenshots: Path, scheme: Literal["light", "dark"]
+) -> None:
+    # axe is injected as a script, which a strict CSP would block: the test browser ignores CSP.
+    context: BrowserContext = await new_context(
+        bypass_csp=True, color_scheme=scheme, extra_http_headers={"X-Forwarded-For": client_ip()}
+    )
+    chat = ChatPage(await context.new_page(), app_server.url)
+    page = chat.page
+    await page.goto(f"{app_server.url}/login")
+    found = {"login": await axe_violations(page)}
+    await page.screenshot(path=screenshots / f"ux-login-{scheme}.png")
+    user = await user_of(await chat.signup())
+    saved = await make_saved(user, "Trip to Kyoto", datetime.now(UTC) - timedelta(hours=1))
+    for name, path in [("chat", "/"), ("history", "/history"), ("detail", f"/history/{saved}")]:
+        if path != "/":
             await page.goto(f"{app_server.url}{path}")
-            await expect(page.locator("main")).to_be_visible()
-            found[f"{name} {scheme}"] = await axe_violations(page)
-            await page.screenshot(path=screenshots / f"ux-{name}-{scheme}.png")
-    await page.get_by_test_id("logout").click()
-    found["login dark"] = await axe_violations(page)
-    await page.screenshot(path=screenshots / "ux-login-dark.png")
+        await expect(page.locator("main")).to_be_visible()
+        found[name] = await axe_violations(page)
+        await page.screenshot(path=screenshots / f"ux-{name}-{scheme}.png")
     assert {k: v for k, v in found.items() if v} == {}
-    assert await page.evaluate("getComputedStyle(document.documentElement).backgroundColor") == "rgb(15, 20, 25)"
+    background = await page.evaluate("getComputedStyle(document.documentElement).backgroundColor")
+    assert background == ("rgb(15, 20, 25)" if scheme == "dark" else "rgb(246, 247, 249)")
 
 
 async def test_the_composer_grows_with_its_text_then_scrolls(
@@ -296,7 +307,7 @@ async def test_a_revoked_share_link_says_it_was_revoked(
     saved = await make_saved(user, "Shared then revoked", datetime.now(UTC) - timedelta(hours=1))
     token = await sharing.create(saved)
     await sharing.revoke(saved)
-    stranger: BrowserContext = await new_context()
+    stranger: BrowserContext = await new_context(bypass_csp=True)  # for axe's injected script
     page = await stranger.new_page()
     response = await page.goto(f"{app_server.url}/s/{token}")
     assert response is not None
@@ -305,6 +316,7 @@ async def test_a_revoked_share_link_says_it_was_revoked(
     await expect(page.get_by_test_id("error-page")).to_contain_text("revoked")
     await expect(page.get_by_role("link", name="Back to chat")).to_have_count(0)
     await page.screenshot(path=screenshots / "ux-share-revoked.png")
+    assert await axe_violations(page) == []
     response = await page.goto(f"{app_server.url}/s/never-existed")
     assert response is not None
     assert response.status == 404

@@ -13,6 +13,14 @@
     var text = document.createElement("span");
     text.textContent = message;
     toast.appendChild(text);
+    if (options && options.link) {
+      // Same-site paths only (the server sends /login?next=...): never a link to somewhere else.
+      var link = document.createElement("a");
+      link.href = String(options.link).charAt(0) === "/" && String(options.link).charAt(1) !== "/" ? options.link : "/login";
+      link.className = "toast-link";
+      link.textContent = options.linkText || "Log in";
+      toast.appendChild(link);
+    }
     var close = document.createElement("button");
     close.type = "button";
     close.className = "toast-close";
@@ -134,12 +142,133 @@
   document.addEventListener("htmx:sseError", function () { setConnectionState(true); });
   document.addEventListener("htmx:sseOpen", function () { setConnectionState(false); });
 
-  // A fresh panel (New Chat, or another tab moved on) is ready to type into at once.
+  // ---- The draft: kept per tab (sessionStorage) so no swap, reload or re-login erases what is being typed. ----
+  var DRAFT_KEY = "chatapp:draft";
+  function saveDraft(value) {
+    try {
+      if (value) sessionStorage.setItem(DRAFT_KEY, value); else sessionStorage.removeItem(DRAFT_KEY);
+    } catch (e) { /* storage off: the draft lives only in the text box */ }
+  }
+  function storedDraft() {
+    try { return sessionStorage.getItem(DRAFT_KEY) || ""; } catch (e) { return ""; }
+  }
+  function restoreDraft() {
+    var input = document.getElementById("message-input");
+    var draft = storedDraft();
+    if (!input || !draft || input.value) return false;
+    input.value = draft;
+    autogrow(input);
+    return true;
+  }
+
+  // ---- The composer grows with its text up to its CSS max-height, then scrolls. ----
+  function autogrow(input) {
+    if (!input || input.id !== "message-input") return;
+    input.style.height = "auto";
+    var style = getComputedStyle(input);
+    var limit = parseFloat(style.maxHeight) || 160;
+    var borders = parseFloat(style.borderTopWidth) + parseFloat(style.borderBottomWidth);
+    var wanted = input.scrollHeight + borders;
+    input.style.height = Math.min(wanted, limit) + "px";
+    input.style.overflowY = wanted > limit ? "auto" : "hidden";
+  }
+  document.addEventListener("input", function (event) {
+    if (event.target && event.target.id === "message-input") {
+      saveDraft(event.target.value);
+      autogrow(event.target);
+    }
+  });
+
+  // ---- The transcript opens at the newest message. ----
+  function scrollToNewest() {
+    var container = messages();
+    if (container) container.scrollTop = container.scrollHeight;
+  }
+
+  // ---- The header names the conversation once its first message does (as the saved title will). ----
+  function makeTitle(text) {
+    var line = text.split(/\s+/).join(" ").trim();
+    if (line.length <= 60) return line;
+    var cut = line.slice(0, 59);
+    if (cut.slice(30).indexOf(" ") !== -1) cut = cut.slice(0, cut.lastIndexOf(" "));
+    return cut.replace(/[ ,.;:!?-]+$/, "") + "\u2026";
+  }
+  function nameConversation() {
+    var heading = document.getElementById("conversation-title");
+    var first = document.querySelector('#messages-container .message[data-role="user"][data-final="true"] .bubble');
+    if (!heading || !first || heading.getAttribute("data-untitled") !== "true") return;
+    heading.textContent = makeTitle(first.textContent);
+    heading.removeAttribute("data-untitled");
+  }
+  document.addEventListener("htmx:sseMessage", nameConversation);
+
+  // A refresh asked for by the stream means another tab saved this conversation (this tab's own New Chat
+  // drops that event): say so once the new panel is in.
+  var savedElsewhere = false;
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    if (event.detail.elt && event.detail.elt.id === "panel-refresh") savedElsewhere = true;
+  });
+
+  // A fresh panel (New Chat, or another tab moved on) is ready to type into at once, with the draft.
   document.addEventListener("htmx:afterSettle", function (event) {
     var panel = event.detail.elt;
     if (panel && panel.id === "chat-panel") {
+      var kept = restoreDraft();
       var input = document.getElementById("message-input");
       if (input) input.focus();
+      scrollToNewest();
+      if (savedElsewhere) {
+        savedElsewhere = false;
+        showToast("This conversation was saved in another tab." + (kept ? " Your draft was kept." : ""), "info",
+          { ttl: 8000 });
+      }
+    }
+  });
+
+  document.addEventListener("DOMContentLoaded", function () {
+    restoreDraft();
+    autogrow(document.getElementById("message-input"));
+    scrollToNewest();
+    fillSearchForm();
+  });
+
+  // ---- History search: after Back, the fields show the filter the URL (and so the results) carry. ----
+  function fillSearchForm() {
+    var form = document.querySelector("form.search-form");
+    if (!form) return;
+    var params = new URLSearchParams(window.location.search);
+    ["q", "from", "to"].forEach(function (name) {
+      var field = form.elements.namedItem(name);
+      if (field) field.value = params.get(name) || "";
+    });
+  }
+  document.addEventListener("htmx:historyRestore", fillSearchForm);
+  // The range error arrives out of band; the date fields say whether it applies to them.
+  document.addEventListener("htmx:afterSettle", function () {
+    var error = document.getElementById("range-error");
+    if (!error) return;
+    ["search-from", "search-to"].forEach(function (id) {
+      var field = document.getElementById(id);
+      if (!field) return;
+      if (error.hidden) field.removeAttribute("aria-invalid"); else field.setAttribute("aria-invalid", "true");
+    });
+  });
+  window.addEventListener("pageshow", function (event) { if (event.persisted) fillSearchForm(); });
+
+  // ---- Keyboard help: "?" (outside text fields) or the ? button opens it; Esc closes it (a <dialog>). ----
+  function openHelp() {
+    var dialog = document.getElementById("help-dialog");
+    if (dialog && !dialog.open) dialog.showModal();
+  }
+  document.addEventListener("click", function (event) {
+    if (event.target.closest && event.target.closest("[data-help-open]")) openHelp();
+  });
+  document.addEventListener("keydown", function (event) {
+    var t = event.target;
+    var typing = t && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName));
+    if (event.key === "?" && !typing && !event.ctrlKey && !event.metaKey && !event.altKey) {
+      event.preventDefault();
+      openHelp();
     }
   });
 
@@ -178,7 +307,9 @@
     if (form && form.id === "message-form" && event.detail.successful) {
       form.reset();
       form.querySelector("[name=item_id]").value = "";
+      saveDraft("");
       var input = document.getElementById("message-input");
+      autogrow(input);
       if (input) input.focus();
     }
   });

@@ -18,11 +18,10 @@ from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.htmx import HTMXPlugin
 from litestar.response import Response
-from litestar.static_files import create_static_files_router
 from litestar.stores.registry import StoreRegistry
 from litestar.template.config import TemplateConfig
 
-from chatapp import web
+from chatapp import assets, web
 from chatapp.accounts.routes import AccountController
 from chatapp.accounts.sessions import session_auth
 from chatapp.accounts.store import PostgresStore
@@ -45,7 +44,7 @@ from chatapp.faults import FaultController, Faults
 from chatapp.history.api import SessionsApiController
 from chatapp.history.reaper import run_reaper
 from chatapp.history.routes import HistoryController, SharedController
-from chatapp.paths import STATIC_DIR, TEMPLATES_DIR
+from chatapp.paths import TEMPLATES_DIR
 from chatapp.security import security_headers
 from chatapp.settings import Settings, get_settings
 
@@ -84,6 +83,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
     templates = JinjaTemplateEngine(directory=TEMPLATES_DIR)
     templates.engine.globals["status_labels"] = STATUS_LABELS
     templates.engine.globals["voice_enabled"] = settings.livekit_configured
+    templates.engine.globals["static_url"] = assets.static_url
     buffer = TranscriptBuffer()
     channels = make_channels(settings.channels, database_url)
     hub = Hub(channels, buffer)
@@ -134,7 +134,8 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
             HistoryController,
             SharedController,
             healthz,
-            create_static_files_router(path="/static", directories=[STATIC_DIR], include_in_schema=False),
+            assets.static_router(),
+            assets.favicon,
         ],
         lifespan=[lifespan],
         before_send=[security_headers(settings)],
@@ -160,6 +161,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
             exclude=["^/api/conversations/[^/]+/events", "^/_test/", "^/livekit/webhook"],
         ),
         template_config=TemplateConfig(instance=templates),
+        compression_config=assets.compression(),
         request_max_body_size=1024 * 1024,
         exception_handlers={
             NotAuthorizedException: web.not_authorized,

@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException, ValidationException
@@ -79,9 +79,16 @@ def not_authorized(request: Request[Any, Any, Any], exc: NotAuthorizedException)
         detail = exc.detail if isinstance(exc, BearerTokenRequired) else "Authentication required"
         return Response({"detail": detail, "status_code": 401}, status_code=401)
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if is_htmx(request):
+        # Back to the page the person is on, not to the URL htmx posted to.
+        current = urlsplit(request.headers.get("hx-current-url", ""))
+        target = (current.path or "/") + (f"?{current.query}" if current.query else "")
     login_url = f"/login?next={quote(target, safe='')}"
     if is_htmx(request):
-        return Response("", status_code=204, headers={"HX-Redirect": login_url})
+        # Say so and keep the page (and the text being typed); a redirect would drop both.
+        headers = toast_header("You were logged out — log in again", "error", link=login_url, ttl=60_000)
+        headers["HX-Reswap"] = "none"
+        return Response("You were logged out.", status_code=401, headers=headers, media_type="text/plain")
     return Redirect(login_url, status_code=303)
 
 

@@ -64,7 +64,9 @@ async def test_new_chat_saves_clears_and_starts_a_fresh_agent(
     assert current.active
 
 
-async def test_new_chat_on_an_empty_conversation_adds_nothing(context: BrowserContext, app_server: AppServer) -> None:
+async def test_new_chat_on_an_empty_conversation_adds_nothing_and_says_so(
+    context: BrowserContext, app_server: AppServer
+) -> None:
     chat = ChatPage(await context.new_page(), app_server.url)
     await chat.signup()
     await chat.wait_for_agent_reply(1)
@@ -72,7 +74,8 @@ async def test_new_chat_on_an_empty_conversation_adds_nothing(context: BrowserCo
     await chat.page.locator("#new-chat-button").click()
     await expect(chat.panel).not_to_have_attribute("data-conversation-id", old_id)
     await expect(chat.page.locator("#history-list [data-testid=history-item]")).to_have_count(0)
-    await expect(chat.page.get_by_test_id("toast")).to_have_count(0)
+    await expect(chat.page.get_by_test_id("toast")).to_have_count(1)
+    await expect(chat.page.get_by_test_id("toast")).to_contain_text("Nothing to save - started fresh")
     assert await store.get_conversation(uuid.UUID(old_id)) is None
 
 

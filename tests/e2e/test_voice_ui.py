@@ -126,7 +126,7 @@ async def test_the_page_joins_talks_types_over_lk_chat_and_follows_new_chat(
 ) -> None:
     page = await context.new_page()
     await page.route(
-        "**/static/vendor/livekit-client/livekit-client.umd.js",
+        "**/static/vendor/livekit-client/livekit-client.umd.js*",  # versioned: ?v=<hash>
         lambda route: route.fulfill(body=STUB_LIVEKIT_CLIENT, content_type="text/javascript"),
     )
     chat = ChatPage(page, voice_app.url)

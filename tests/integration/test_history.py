@@ -97,7 +97,7 @@ async def test_detail_page_shows_the_transcript_in_order(app_server: AppServer) 
         async with connection() as conn:
             await conn.execute("UPDATE utterance SET interrupted = true WHERE session = $1 AND seq = 2", cid)
         html = (await client.get(f"/history/{cid}")).text
-        texts = re.findall(r'<div class="transcript-text">([^<]*)</div>', html)
+        texts = re.findall(r'<div class="transcript-text" dir="auto">([^<]*)</div>', html)
         assert texts == ["Where to in June?", "Try &lt;Norway&gt;", "Fjords!"]
         assert html.count('data-testid="interrupted"') == 1
         assert 'data-testid="message-count">3<' in html
@@ -227,7 +227,7 @@ async def test_share_links_show_only_the_transcript_and_can_be_revoked(app_serve
             assert (await stranger.get(f"/history/{cid}")).status_code == 303  # still needs a login
             revoked = await client.post(f"/history/{cid}/share/revoke", headers=csrf(client))
             assert revoked.status_code == 200
-            assert (await stranger.get(path)).status_code == 404
+            assert (await stranger.get(path)).status_code == 410  # revoked: the page says so
             assert (await stranger.get("/s/not-a-token")).status_code == 404
 
 

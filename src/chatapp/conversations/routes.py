@@ -11,7 +11,7 @@ import asyncpg
 import msgspec
 from jinja2_fragments.litestar import HTMXBlockTemplate
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import State
+from litestar.datastructures import CacheControlHeader, State
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import Body, Parameter
@@ -21,6 +21,7 @@ from sse_starlette import EventSourceResponse
 
 from chatapp.accounts.service import User
 from chatapp.accounts.sessions import session_tag
+from chatapp.conversations import store
 from chatapp.conversations.events import MAX_ITEM_ID_LENGTH, MAX_TEXT_LENGTH, TranscriptEvent, utcnow
 from chatapp.conversations.service import (
     ChatView,
@@ -31,7 +32,7 @@ from chatapp.conversations.service import (
     valid_ingest_token,
 )
 from chatapp.conversations.stream import conversation_events
-from chatapp.conversations.views import Fragments
+from chatapp.conversations.views import Fragments, MessageView
 from chatapp.database import DatabaseUnavailable
 from chatapp.faults import InjectedFault
 from chatapp.web import BearerTokenRequired, toast_header
@@ -89,6 +90,28 @@ def chat_context(view: ChatView, user: User, state: State) -> dict[str, Any]:
     }
 
 
+CONTEXT_TURNS = 4
+
+
+async def page_extras(view: ChatView) -> dict[str, Any]:
+    """The header's title (the saved title, else what the first message will make it) and, for a continued
+    conversation, what is being continued: its title, its last few turns and a link back."""
+    conversation = view.conversation
+    first = next((m.text for m in view.messages if m.role == "user" and m.final), None)
+    title = conversation.title or (store.make_title(first) if first else None)
+    origin = None
+    if conversation.continued_from is not None:
+        earlier = await store.get_conversation(conversation.continued_from, owner=conversation.owner)
+        if earlier is not None:
+            turns = await store.list_utterances(earlier.id, after_seq=max(0, earlier.last_seq - CONTEXT_TURNS))
+            origin = {
+                "id": earlier.id,
+                "title": earlier.title or "Untitled conversation",
+                "turns": [MessageView.of_utterance(u) for u in turns],
+            }
+    return {"header_title": title, "origin": origin}
+
+
 SAVE_FAILURES = (InjectedFault, asyncpg.PostgresError, OSError, DatabaseUnavailable)
 
 
@@ -120,11 +143,14 @@ def _item_id(raw: object) -> str:
 
 
 class ChatController(Controller):
+    # Private pages: Back after logging out must ask the server again, not show them from the cache.
+    cache_control = CacheControlHeader(no_store=True)
+
     @get("/", name="chat")
     async def chat_page(self, request: HTMXRequest, state: State) -> Template:
         user: User = request.user
         view = await chat_service(state).open(user.id, user.display_name)
-        context = chat_context(view, user, state)
+        context = chat_context(view, user, state) | await page_extras(view)
         if request.htmx:
             return HTMXBlockTemplate(
                 template_name="chat.html", block_names=["chat_panel", "history_list"], context=context | {"oob": True}
@@ -153,8 +179,11 @@ class ChatController(Controller):
             return Redirect("/", status_code=303)
         assert result.outcome.current is not None
         view = await service.view(result.outcome.current, result.start)
-        context = chat_context(view, user, state) | {"oob": True}
-        headers = toast_header("Conversation saved", "success") if result.saved else {}
+        context = chat_context(view, user, state) | await page_extras(view) | {"oob": True}
+        if result.saved:
+            headers = toast_header("Conversation saved", "success")
+        else:
+            headers = toast_header("Nothing to save - started fresh", "info")
         return HTMXBlockTemplate(
             template_name="chat.html", block_names=["chat_panel", "history_list"], context=context, headers=headers
         )
@@ -222,8 +251,6 @@ class ChatController(Controller):
     ) -> EventSourceResponse:
         user: User = request.user
         service = chat_service(state)
-        from chatapp.conversations import store
-
         if await store.get_conversation(conversation_id, owner=user.id) is None:
             raise NotFoundException()
         limit = state.settings.max_streams_per_user

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from jinja2_fragments.litestar import HTMXBlockTemplate
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import State
+from litestar.datastructures import CacheControlHeader, State
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import Body, Parameter
@@ -60,6 +60,23 @@ def _date(raw: str | None, name: str) -> date | None:
         raise HTTPException(status_code=400, detail=f"{name} must be a date (YYYY-MM-DD).") from None
 
 
+class BadRange(ValueError):
+    """The history filter's dates cannot be used; the message is shown next to the fields."""
+
+
+def _range(raw_from: str | None, raw_to: str | None, zone: Any) -> tuple[datetime | None, datetime | None]:
+    """The From/To filter as timestamps, or BadRange: a typo'd date, one out of range, or From after To."""
+    try:
+        date_from, date_to = _date(raw_from, "From"), _date(raw_to, "To")
+        if date_from and date_to and date_from > date_to:
+            raise BadRange("From must be on or before To.")
+        return date_bounds(date_from, date_to, zone)
+    except HTTPException as exc:
+        raise BadRange(str(exc.detail)) from None
+    except OverflowError:
+        raise BadRange("Pick a date no later than 9999-12-30.") from None
+
+
 def _rows(items: list[Any], zone: Any, snippets: list[str] | None = None) -> list[HistoryRow]:
     now = datetime.now(UTC)
     return [
@@ -83,6 +100,7 @@ def service_of(state: State) -> ConversationService:
 
 class HistoryController(Controller):
     path = "/history"
+    cache_control = CacheControlHeader(no_store=True)  # private pages, never from the cache after logout
 
     @get("/", name="history")
     async def history_page(
@@ -97,10 +115,16 @@ class HistoryController(Controller):
     ) -> Template:
         user: User = request.user
         zone = user_zone(request.cookies.get("tz"))
-        start, end = date_bounds(_date(date_from, "from"), _date(date_to, "to"), zone)
         query = " ".join(q.split())
+        range_error = ""
         try:
-            if query:
+            start, end = _range(date_from, date_to, zone)
+        except BadRange as exc:
+            range_error, start, end = str(exc), None, None
+        try:
+            if range_error:
+                rows, next_cursor = [], None
+            elif query:
                 page = await search(user.id, query, cursor, start, end)
                 rows = _rows([h.item for h in page.hits], zone, [h.snippet for h in page.hits])
                 next_cursor = page.next_cursor
@@ -119,13 +143,20 @@ class HistoryController(Controller):
             "date_from": date_from or "",
             "date_to": date_to or "",
             "searching": bool(query),
+            "filtered": bool(start or end),
+            "range_error": range_error,
             "deleted": deleted,
         }
         if request.htmx and cursor:
             return HTMXBlockTemplate(template_name="history.html", block_name="history_rows", context=context)
         if request.htmx and request.htmx.target == "history-results":
-            return HTMXBlockTemplate(template_name="history.html", block_name="history_results", context=context)
-        return Template("history.html", context=context)
+            # 200 even for a bad range: htmx swaps no 4xx, and the error belongs next to the fields (OOB).
+            return HTMXBlockTemplate(
+                template_name="history.html",
+                block_names=["history_results", "range_error"],
+                context=context | {"oob": True},
+            )
+        return Template("history.html", context=context, status_code=400 if range_error else 200)
 
     @get("/{conversation_id:uuid}", name="history_detail")
     async def detail(self, request: Request[User, Any, Any], conversation_id: uuid.UUID) -> Template | Redirect:
@@ -159,7 +190,7 @@ class HistoryController(Controller):
         return HTMXBlockTemplate(
             template_name="history_detail.html",
             block_name="title_block",
-            context={"conversation": conversation},
+            context={"conversation": conversation, "oob": True},  # oob: with a <title> the tab follows
             headers=toast_header("Renamed.", "success"),
         )
 
@@ -253,7 +284,15 @@ async def _detail_context(user: User | None, detail: Any, request: Request[Any, 
         "zone": zone,
         "duration": duration_label(conversation.started_at, conversation.ended_at),
         "share_url": _share_url(request, token),
+        "origin": await _origin(user, conversation),
     }
+
+
+async def _origin(user: User | None, conversation: store.Conversation) -> store.Conversation | None:
+    """The saved conversation this one continued, shown to its owner only (a share link reveals nothing else)."""
+    if user is None or conversation.continued_from is None:
+        return None
+    return await store.get_conversation(conversation.continued_from, owner=user.id)
 
 
 class SharedController(Controller):
@@ -264,6 +303,8 @@ class SharedController(Controller):
         conversation_id = await sharing.shared_conversation_id(token)
         detail = await conversation_detail_any(conversation_id) if conversation_id else None
         if detail is None:
+            if await sharing.was_revoked(token):
+                raise HTTPException(status_code=410, detail="This share link was revoked by its owner.")
             raise NotFoundException()
         context = await _detail_context(None, detail, request)
         return Template(

@@ -51,3 +51,14 @@ async def shared_conversation_id(token: str) -> uuid.UUID | None:
             token,
         )
     return conversation_id
+
+
+async def was_revoked(token: str) -> bool:
+    """A link its owner revoked (a 410 says so), as opposed to one that never existed (404)."""
+    if not token or len(token) > 64:
+        return False
+    async with connection() as conn:
+        revoked: bool = await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM share_link WHERE token = $1 AND revoked_at IS NOT NULL)", token
+        )
+    return revoked

@@ -103,22 +103,19 @@ def _account_key(email: str) -> str:
     return "login-failures:" + hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
 
 
-async def ensure_login_allowed(connection: ASGIConnection[Any, Any, Any, Any], email: str) -> None:
-    """Refuse logins to an account with too many recent failures, from any address (checked before hashing).
+async def count_login_attempt(connection: ASGIConnection[Any, Any, Any, Any], email: str) -> None:
+    """Count an attempt on this account (from any address) and refuse it once the account is locked.
 
-    Any email can be locked, existing or not, so a lock says nothing about whether an account exists.
+    Counted before the password is checked, atomically, so a burst of concurrent guesses cannot slip
+    past the lock; a successful login clears the count, so what it counts is failures. Any email can be
+    locked, existing or not, so a lock says nothing about whether an account exists.
     """
-    settings: Settings = connection.app.state.settings
-    hits, remaining = await _store(connection).count(_account_key(email))
-    if hits >= settings.login_failure_limit.limit:
+    rate: Rate = connection.app.state.settings.login_failure_limit
+    hits, remaining = await _store(connection).hit(_account_key(email), rate.window)
+    if hits > rate.limit:
+        if hits == rate.limit + 1:
+            log.warning("logins locked for an account after %d failures", rate.limit)
         raise RateLimited("Too many failed logins for this account.", remaining)
-
-
-async def record_login_failure(connection: ASGIConnection[Any, Any, Any, Any], email: str) -> None:
-    settings: Settings = connection.app.state.settings
-    hits, _ = await _store(connection).hit(_account_key(email), settings.login_failure_limit.window)
-    if hits == settings.login_failure_limit.limit:
-        log.warning("logins locked for an account after %d failures", hits)
 
 
 async def clear_login_failures(connection: ASGIConnection[Any, Any, Any, Any], email: str) -> None:

@@ -151,6 +151,23 @@ async def test_failed_logins_lock_the_account_from_every_address_and_process(
         assert_wait(await login(attacker, ghost.upper(), "any password at all"), "Too many failed logins")
 
 
+async def test_a_burst_of_concurrent_guesses_gets_no_more_than_the_limit(
+    servers: tuple[AppServer, AppServer],
+) -> None:
+    victim = unique_email()
+    attackers = [browser(servers[n % 2]) for n in range(8)]
+    tokens = [await form_token(c) for c in attackers]
+    responses = await asyncio.gather(
+        *(
+            c.post("/login", data={"_csrf_token": t, "email": victim, "password": f"guess {n}"})
+            for n, (c, t) in enumerate(zip(attackers, tokens, strict=True))
+        )
+    )
+    for c in attackers:
+        await c.aclose()
+    assert sorted(r.status_code for r in responses) == [401] * 3 + [429] * 5
+
+
 async def test_htmx_gets_a_toast_and_a_page_gets_the_wait_in_words(a: httpx.AsyncClient) -> None:
     token = await form_token(a)
     for _ in range(4):

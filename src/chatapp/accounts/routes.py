@@ -12,7 +12,7 @@ from litestar.response import Redirect, Template
 
 from chatapp.accounts import service
 from chatapp.accounts.sessions import rotate_session, session_for
-from chatapp.limits import clear_login_failures, ensure_login_allowed, limit, record_login_failure
+from chatapp.limits import clear_login_failures, count_login_attempt, limit
 
 FormBody = Body(media_type=RequestEncodingType.URL_ENCODED)
 
@@ -64,10 +64,9 @@ class AccountController(Controller):
     ) -> Template | Redirect:
         values = {"email": _form(data, "email"), "next": _form(data, "next")}
         account = service.login_key(values["email"])
-        await ensure_login_allowed(request, account)
+        await count_login_attempt(request, account)
         user = await service.authenticate(values["email"], _form(data, "password"))
         if user is None:
-            await record_login_failure(request, account)
             return Template(
                 "login.html",
                 context={

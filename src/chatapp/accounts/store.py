@@ -26,10 +26,6 @@ ON CONFLICT (key) DO UPDATE SET
     expires_at = CASE WHEN s.expires_at <= now() THEN excluded.expires_at ELSE s.expires_at END
 RETURNING convert_from(value, 'UTF8')::int AS hits, extract(epoch FROM expires_at - now()) AS remaining
 """
-_COUNT = """
-SELECT convert_from(value, 'UTF8')::int AS hits, extract(epoch FROM expires_at - now()) AS remaining
-FROM http_session WHERE key = $1 AND expires_at > now()
-"""
 
 
 class PostgresStore(NamespacedStore):
@@ -108,12 +104,6 @@ class PostgresStore(NamespacedStore):
             row = await conn.fetchrow(_HIT, self._key(key), float(window))
         assert row is not None
         return int(row["hits"]), max(0.0, float(row["remaining"]))
-
-    async def count(self, key: str) -> tuple[int, float]:
-        """The events counted in `key`'s current window and the seconds until it ends; (0, 0) when none."""
-        async with connection() as conn:
-            row = await conn.fetchrow(_COUNT, self._key(key))
-        return (0, 0.0) if row is None else (int(row["hits"]), max(0.0, float(row["remaining"])))
 
     async def expires_in(self, key: str) -> int | None:
         async with connection() as conn:

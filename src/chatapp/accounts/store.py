@@ -16,10 +16,13 @@ def _seconds(value: int | timedelta | None) -> float | None:
 
 
 # Counters keep their count as decimal text in `value`, so they live in the same table (and expire with the
-# same cleanup) as sessions. An expired row starts a new window.
+# same cleanup) as sessions. An expired row starts a new window. The commit does not wait for the WAL flush
+# (synchronous_commit off for this statement only): a crash may forget the last few counts, which is harmless,
+# and a hit costs ~0.5-1.5 ms instead of ~8.5 ms (measured on the embedded server, loaded 2-core machine).
 _HIT = """
 INSERT INTO http_session AS s (key, value, expires_at)
-VALUES ($1, '1'::bytea, now() + make_interval(secs => $2))
+SELECT $1, '1'::bytea, now() + make_interval(secs => $2)
+FROM (SELECT set_config('synchronous_commit', 'off', true)) AS counters_need_no_fsync
 ON CONFLICT (key) DO UPDATE SET
     value = CASE WHEN s.expires_at <= now() THEN '1'::bytea
                  ELSE convert_to((convert_from(s.value, 'UTF8')::int + 1)::text, 'UTF8') END,

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -138,6 +139,8 @@ class HashGate:
     def configure(self, concurrency: int, wait: float) -> None:
         self._slots = asyncio.Semaphore(concurrency)
         self._wait = wait
+        self._refused = 0
+        self._warned_at = -math.inf
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(*args)` in a worker thread once a slot is free; Overloaded when none frees up in time."""
@@ -145,7 +148,7 @@ class HashGate:
             try:
                 await asyncio.wait_for(self._slots.acquire(), timeout=self._wait)
             except TimeoutError:
-                log.warning("password hashing is saturated: refused one request")
+                self._note_refusal()
                 raise Overloaded() from None
         else:
             await self._slots.acquire()
@@ -153,3 +156,11 @@ class HashGate:
             return await asyncio.to_thread(fn, *args)
         finally:
             self._slots.release()
+
+    def _note_refusal(self) -> None:
+        """One warning per 10 s at most: a flood must not turn into a flood of log lines."""
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._warned_at >= 10:
+            log.warning("password hashing is saturated: refused %d request(s)", self._refused)
+            self._refused, self._warned_at = 0, now

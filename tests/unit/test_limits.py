@@ -122,3 +122,12 @@ def test_interims_in_total_are_capped_refusing_new_items() -> None:
     buffer.finish(first, "a-1")
     assert buffer.apply_interim(interim(third, "c-0"))
     assert buffer.total() == 4
+
+
+def test_hashing_bounds_come_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {"CHATAPP_SECRET_KEY": "k" * 40, "CHATAPP_HASH_CONCURRENCY": "3", "CHATAPP_HASH_WAIT_SECONDS": "0.5"}
+    )
+    assert (settings.hash_concurrency, settings.hash_wait_seconds) == (3, 0.5)
+    with pytest.raises(SettingsError, match="CHATAPP_HASH_CONCURRENCY"):
+        Settings.from_env({"CHATAPP_SECRET_KEY": "k" * 40, "CHATAPP_HASH_CONCURRENCY": "0"})

@@ -101,7 +101,7 @@ def login_key(raw_email: str) -> str:
     try:
         return normalize_email(raw_email)
     except AccountError:
-        return raw_email.strip().lower()[:MAX_PASSWORD_LENGTH]
+        return raw_email.strip().lower()
 
 
 async def authenticate(email: str, password: str) -> User | None:

@@ -130,7 +130,8 @@ async def test_failed_logins_lock_the_account_from_every_address_and_process(
     servers: tuple[AppServer, AppServer], a: httpx.AsyncClient
 ) -> None:
     victim = await signup(a)
-    bystander = await signup(browser_like(a, client_ip()))
+    async with browser_like(a, client_ip()) as fresh:
+        bystander = await signup(fresh)
     for n in range(3):
         async with browser(servers[n % 2]) as attacker:  # each guess from a new address, on either process
             assert (await login(attacker, victim, f"guess number {n}")).status_code == 401

@@ -7,14 +7,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-from litestar import Litestar, Request, get
+from litestar import Litestar, get
 from litestar.config.csrf import CSRFConfig
 from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException
-from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.htmx import HTMXPlugin
 from litestar.response import Response
@@ -22,6 +20,7 @@ from litestar.stores.registry import StoreRegistry
 from litestar.template.config import TemplateConfig
 
 from chatapp import assets, web
+from chatapp.accounts import service as accounts
 from chatapp.accounts.routes import AccountController
 from chatapp.accounts.sessions import session_auth
 from chatapp.accounts.store import PostgresStore
@@ -50,16 +49,6 @@ from chatapp.settings import Settings, get_settings
 
 log = logging.getLogger("chatapp")
 
-AUTH_FORMS = {"/login", "/signup"}
-
-
-async def _throttle_auth_forms(request: Request[Any, Any, Any]) -> bool:
-    """Only posts to the login and signup forms count against the limit.
-
-    Async on purpose: Litestar runs a sync check in a thread pool, on every request.
-    """
-    return request.method == "POST" and request.url.path in AUTH_FORMS
-
 
 @get("/healthz", include_in_schema=False)
 async def healthz(state: State) -> Response[dict[str, str]]:
@@ -85,6 +74,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
     templates.engine.globals["voice_enabled"] = settings.livekit_configured
     templates.engine.globals["static_url"] = assets.static_url
     buffer = TranscriptBuffer()
+    accounts.hash_gate.configure(settings.hash_concurrency, settings.hash_wait_seconds)
     channels = make_channels(settings.channels, database_url)
     hub = Hub(channels, buffer)
     pipeline = TranscriptPipeline(buffer, hub)
@@ -142,15 +132,9 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
         on_app_init=[auth.on_app_init],
         plugins=[HTMXPlugin()],
         stores=StoreRegistry(
+            # Rate-limit counters (chatapp.limits guards on the routes), shared by every process.
             {"sessions": sessions, "rate_limit": PostgresStore("ratelimit")},
         ),
-        middleware=[
-            RateLimitConfig(
-                rate_limit=("minute", settings.auth_rate_limit),
-                check_throttle_handler=_throttle_auth_forms,
-                store="rate_limit",
-            ).middleware,
-        ],
         csrf_config=CSRFConfig(
             secret=settings.secret_key,
             cookie_secure=settings.secure_cookies,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -68,6 +69,34 @@ def _bool(env: dict[str, str], name: str, default: bool = False) -> bool:
 
 
 @dataclass(frozen=True)
+class Rate:
+    """At most `limit` events per `window` seconds (a fixed window that starts with the first event)."""
+
+    limit: int
+    window: int
+
+    def __str__(self) -> str:
+        return f"{self.limit}/{self.window}s"
+
+
+_RATE = re.compile(r"^(\d+)\s*(?:/\s*(\d*)\s*(s|sec|second|m|min|minute|h|hour|d|day)s?)?$")
+_UNIT_SECONDS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+_UNIT_SECONDS |= {"d": 86400, "day": 86400}
+
+
+def _rate(env: dict[str, str], name: str, default: Rate) -> Rate:
+    """`N` (per minute, as the integer setting meant) or `N/unit` or `N/<count><unit>`: `20/hour`, `10/15min`."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    match = _RATE.match(raw)
+    if not match or int(match.group(1)) < 1 or match.group(2) == "0":
+        raise SettingsError(f"{name} must look like 10, 60/minute, 20/hour or 10/15min (at least 1), got {raw!r}")
+    count, units, unit = match.groups()
+    return Rate(int(count), int(units or 1) * _UNIT_SECONDS[unit or "m"])
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything configurable about chatapp; see the README for each variable."""
 
@@ -82,7 +111,18 @@ class Settings:
     public_url: str = ""
     forwarded_allow_ips: str = ""
     session_max_age: int = 14 * 24 * 3600
-    auth_rate_limit: int = 10
+    # Per client address: login posts and sign-up posts have separate quotas.
+    auth_rate_limit: Rate = Rate(10, 60)
+    signup_rate_limit: Rate = Rate(20, 3600)
+    # Per account (normalised email), whatever the address: failed logins that lock its logins for the window.
+    login_failure_limit: Rate = Rate(10, 15 * 60)
+    # Per signed-in user.
+    message_rate_limit: Rate = Rate(60, 60)
+    dictation_rate_limit: Rate = Rate(600, 60)
+    new_chat_rate_limit: Rate = Rate(20, 60)
+    # argon2 hashes at once per process (each ~0.25 s of CPU and 64 MiB), and how long an excess one may wait.
+    hash_concurrency: int = field(default_factory=lambda: os.cpu_count() or 2)
+    hash_wait_seconds: float = 5.0
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     llm_base_url: str = ""
     llm_model: str = ""
@@ -174,7 +214,14 @@ class Settings:
             public_url=env.get("CHATAPP_PUBLIC_URL", "").strip().rstrip("/"),
             forwarded_allow_ips=env.get("CHATAPP_FORWARDED_ALLOW_IPS", "").strip(),
             session_max_age=_int(env, "CHATAPP_SESSION_MAX_AGE", 14 * 24 * 3600, minimum=60),
-            auth_rate_limit=_int(env, "CHATAPP_AUTH_RATE_LIMIT", 10, minimum=1),
+            auth_rate_limit=_rate(env, "CHATAPP_AUTH_RATE_LIMIT", Rate(10, 60)),
+            signup_rate_limit=_rate(env, "CHATAPP_SIGNUP_RATE_LIMIT", Rate(20, 3600)),
+            login_failure_limit=_rate(env, "CHATAPP_LOGIN_FAILURE_LIMIT", Rate(10, 15 * 60)),
+            message_rate_limit=_rate(env, "CHATAPP_MESSAGE_RATE_LIMIT", Rate(60, 60)),
+            dictation_rate_limit=_rate(env, "CHATAPP_DICTATION_RATE_LIMIT", Rate(600, 60)),
+            new_chat_rate_limit=_rate(env, "CHATAPP_NEW_CHAT_RATE_LIMIT", Rate(20, 60)),
+            hash_concurrency=_int(env, "CHATAPP_HASH_CONCURRENCY", os.cpu_count() or 2, minimum=1),
+            hash_wait_seconds=_float(env, "CHATAPP_HASH_WAIT_SECONDS", 5.0, minimum=0.0),
             system_prompt=env.get("CHATAPP_SYSTEM_PROMPT", "").strip() or DEFAULT_SYSTEM_PROMPT,
             llm_base_url=env.get("CHATAPP_LLM_BASE_URL", "").strip(),
             llm_model=env.get("CHATAPP_LLM_MODEL", "").strip() or "gpt-4o-mini",

@@ -32,7 +32,7 @@ async def test_email_is_case_insensitive_and_unique(client: httpx.AsyncClient) -
             data={"_csrf_token": token, "email": email.upper(), "display_name": "Copy", "password": PASSWORD},
         )
     assert response.status_code == 422
-    assert "already exists" in response.text
+    assert "could not create an account" in response.text
     async with connection() as conn:
         count = await conn.fetchval("SELECT count(*) FROM user_account WHERE email = $1", email)
     assert count == 1

@@ -12,6 +12,7 @@ from litestar.response import Redirect, Template
 
 from chatapp.accounts import service
 from chatapp.accounts.sessions import rotate_session, session_for, session_tag
+from chatapp.limits import clear_login_failures, count_login_attempt, limit
 
 FormBody = Body(media_type=RequestEncodingType.URL_ENCODED)
 
@@ -36,7 +37,7 @@ class AccountController(Controller):
     async def signup_page(self, next: str | None = None) -> Template:
         return Template("signup.html", context={"next": safe_next(next), "errors": {}, "values": {}})
 
-    @post("/signup", status_code=303)
+    @post("/signup", status_code=303, guards=[limit("signup")])
     async def signup(
         self, request: Request[Any, Any, Any], data: Annotated[dict[str, Any], FormBody]
     ) -> Template | Redirect:
@@ -57,11 +58,13 @@ class AccountController(Controller):
     async def login_page(self, next: str | None = None) -> Template:
         return Template("login.html", context={"next": safe_next(next), "errors": {}, "values": {}})
 
-    @post("/login", status_code=303)
+    @post("/login", status_code=303, guards=[limit("login")])
     async def login(
         self, request: Request[Any, Any, Any], data: Annotated[dict[str, Any], FormBody]
     ) -> Template | Redirect:
         values = {"email": _form(data, "email"), "next": _form(data, "next")}
+        account = service.login_key(values["email"])
+        await count_login_attempt(request, account)
         user = await service.authenticate(values["email"], _form(data, "password"))
         if user is None:
             return Template(
@@ -73,6 +76,7 @@ class AccountController(Controller):
                 },
                 status_code=401,
             )
+        await clear_login_failures(request, account)
         rotate_session(request)
         request.set_session(session_for(user))
         return Redirect(safe_next(values["next"]), status_code=303)

@@ -35,6 +35,7 @@ from chatapp.conversations.stream import conversation_events
 from chatapp.conversations.views import Fragments, MessageView
 from chatapp.database import DatabaseUnavailable
 from chatapp.faults import InjectedFault
+from chatapp.limits import limit
 from chatapp.web import BearerTokenRequired, toast_header
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ class ChatController(Controller):
             )
         return Template("chat.html", context=context)
 
-    @post("/conversations/new", status_code=200)
+    @post("/conversations/new", status_code=200, guards=[limit("new_chat")])
     async def new_chat(
         self,
         request: HTMXRequest,
@@ -188,7 +189,7 @@ class ChatController(Controller):
             template_name="chat.html", block_names=["chat_panel", "history_list"], context=context, headers=headers
         )
 
-    @post("/conversations/{conversation_id:uuid}/messages", status_code=200)
+    @post("/conversations/{conversation_id:uuid}/messages", status_code=200, guards=[limit("messages")])
     async def send_message(
         self,
         request: HTMXRequest,
@@ -208,7 +209,7 @@ class ChatController(Controller):
             return Response(None, status_code=204)
         return Redirect("/", status_code=303)
 
-    @post("/conversations/{conversation_id:uuid}/dictation", status_code=200)
+    @post("/conversations/{conversation_id:uuid}/dictation", status_code=200, guards=[limit("dictation")])
     async def dictation(
         self, request: Request[User, Any, Any], state: State, conversation_id: uuid.UUID, data: DictationForm
     ) -> Response[None]:
@@ -224,7 +225,7 @@ class ChatController(Controller):
             return _ended_response(request)
         return Response(None, status_code=204)
 
-    @post("/conversations/{conversation_id:uuid}/agent", status_code=200)
+    @post("/conversations/{conversation_id:uuid}/agent", status_code=200, guards=[limit("new_chat")])
     async def retry_agent(
         self, request: Request[User, Any, Any], state: State, conversation_id: uuid.UUID
     ) -> Response[None]:

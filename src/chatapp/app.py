@@ -39,6 +39,7 @@ from chatapp.history.reaper import run_reaper
 from chatapp.history.routes import HistoryController, SharedController
 from chatapp.paths import STATIC_DIR, TEMPLATES_DIR
 from chatapp.settings import Settings, get_settings
+from chatapp.validation import StrictRequest
 
 log = logging.getLogger("chatapp")
 
@@ -124,6 +125,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
         lifespan=[lifespan],
         on_app_init=[auth.on_app_init],
         plugins=[HTMXPlugin()],
+        request_class=StrictRequest,
         stores=StoreRegistry(
             {"sessions": sessions, "rate_limit": PostgresStore("ratelimit")},
         ),

@@ -12,6 +12,7 @@ from litestar.response import Redirect, Template
 
 from chatapp.accounts import service
 from chatapp.accounts.sessions import rotate_session, session_for
+from chatapp.validation import FORM_ONLY
 
 FormBody = Body(media_type=RequestEncodingType.URL_ENCODED)
 
@@ -36,7 +37,7 @@ class AccountController(Controller):
     async def signup_page(self, next: str | None = None) -> Template:
         return Template("signup.html", context={"next": safe_next(next), "errors": {}, "values": {}})
 
-    @post("/signup", status_code=303)
+    @post("/signup", status_code=303, guards=FORM_ONLY)
     async def signup(
         self, request: Request[Any, Any, Any], data: Annotated[dict[str, Any], FormBody]
     ) -> Template | Redirect:
@@ -57,7 +58,7 @@ class AccountController(Controller):
     async def login_page(self, next: str | None = None) -> Template:
         return Template("login.html", context={"next": safe_next(next), "errors": {}, "values": {}})
 
-    @post("/login", status_code=303)
+    @post("/login", status_code=303, guards=FORM_ONLY)
     async def login(
         self, request: Request[Any, Any, Any], data: Annotated[dict[str, Any], FormBody]
     ) -> Template | Redirect:

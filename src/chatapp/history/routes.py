@@ -23,7 +23,7 @@ from chatapp.conversations.service import ConversationService
 from chatapp.conversations.views import MessageView
 from chatapp.history import export, sharing
 from chatapp.history.grouping import duration_label, group_label, user_zone
-from chatapp.history.search import MAX_QUERY_LENGTH, date_bounds, search
+from chatapp.history.search import FIRST_DATE, LAST_DATE, MAX_QUERY_LENGTH, date_bounds, search
 from chatapp.history.service import (
     BadCursor,
     InvalidTitle,
@@ -33,6 +33,7 @@ from chatapp.history.service import (
     saved_conversation,
     saved_page,
 )
+from chatapp.validation import FORM_ONLY, checked_text
 from chatapp.web import toast_header
 
 FormBody = Body(media_type=RequestEncodingType.URL_ENCODED)
@@ -55,9 +56,12 @@ def _date(raw: str | None, name: str) -> date | None:
     if not raw:
         return None
     try:
-        return date.fromisoformat(raw)
+        day = date.fromisoformat(raw)
     except ValueError:
         raise HTTPException(status_code=400, detail=f"{name} must be a date (YYYY-MM-DD).") from None
+    if not FIRST_DATE <= day <= LAST_DATE:
+        raise HTTPException(status_code=400, detail=f"{name} must be between {FIRST_DATE} and {LAST_DATE}.")
+    return day
 
 
 def _rows(items: list[Any], zone: Any, snippets: list[str] | None = None) -> list[HistoryRow]:
@@ -98,7 +102,7 @@ class HistoryController(Controller):
         user: User = request.user
         zone = user_zone(request.cookies.get("tz"))
         start, end = date_bounds(_date(date_from, "from"), _date(date_to, "to"), zone)
-        query = " ".join(q.split())
+        query = " ".join(checked_text(q, "The search").split())
         try:
             if query:
                 page = await search(user.id, query, cursor, start, end)
@@ -137,7 +141,7 @@ class HistoryController(Controller):
             return Redirect("/", status_code=303)
         return Template("history_detail.html", context=await _detail_context(user, detail, request))
 
-    @post("/{conversation_id:uuid}/rename", status_code=200)
+    @post("/{conversation_id:uuid}/rename", status_code=200, guards=FORM_ONLY)
     async def rename(
         self,
         request: HTMXRequest,

@@ -4,7 +4,7 @@
   text (a 500 before), and the others are invisible, break terminals and logs, or fake search highlights.
 - Times must be representable in UTC (Python's and so asyncpg's range is years 1 to 9999).
 - JSON bodies must be `application/json` and nested at most about a thousand levels deep (msgspec's limit,
-  Python's recursion limit); form bodies must be a form media type, in UTF-8 (the `form_body` guard).
+  Python's recursion limit); form bodies must be URL-encoded UTF-8 (the `form_body` guard).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE, HTTP_422_UNPR
 
 # Unicode category Cc without \t \n \r; lone surrogates cannot be stored as UTF-8 either.
 _CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
-_FORM_TYPES = {RequestEncodingType.URL_ENCODED.value, RequestEncodingType.MULTI_PART.value}
 
 
 class InvalidInput(HTTPException):
@@ -78,24 +77,23 @@ class StrictRequest(HTMXRequest):
 
 
 async def form_body(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard for handlers that read a form: only form media types, and only UTF-8.
+    """Guard for handlers that read a URL-encoded form (every form the app's pages send): that media type
+    only, in UTF-8 only.
 
-    Litestar parses whatever arrives (a JSON body as an empty form, invalid UTF-8 as replacement or
-    Latin-1 characters), so a handler would act on data the client never meant.
+    Litestar parses whatever arrives as URL-encoded (a JSON or multipart body as an empty or garbled form,
+    invalid UTF-8 as replacement or Latin-1 characters), so a handler would act on data never meant.
     """
-    if not isinstance(connection, Request):
-        return
+    if not isinstance(connection, Request) or not (body := await connection.body()):
+        return  # an empty body is an empty form, whatever it is labelled
     media_type, _options = connection.content_type
-    if media_type not in _FORM_TYPES:
+    if media_type != RequestEncodingType.URL_ENCODED:
         raise ClientException(
-            status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-            detail="Send application/x-www-form-urlencoded or multipart/form-data.",
+            status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE, detail="Send application/x-www-form-urlencoded."
         )
-    if media_type == RequestEncodingType.URL_ENCODED.value:
-        try:
-            parse_qsl((await connection.body()).decode(), keep_blank_values=True, errors="strict")
-        except UnicodeDecodeError:
-            raise ClientException(detail="The form is not valid UTF-8.") from None
+    try:
+        parse_qsl(body.decode(), keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise ClientException(detail="The form is not valid UTF-8.") from None
 
 
 FORM_ONLY = [form_body]

@@ -143,6 +143,22 @@ async def test_a_display_name_with_a_nul_is_a_form_error(client: httpx.AsyncClie
         assert await conn.fetchval("SELECT count(*) FROM user_account WHERE email = $1", email) == 0
 
 
+async def test_a_next_target_with_control_characters_goes_home(client: httpx.AsyncClient) -> None:
+    token = await form_token(client, "/signup")
+    response = await client.post(
+        "/signup",
+        data={
+            "_csrf_token": token,
+            "email": unique_email(),
+            "display_name": "Ada",
+            "password": PASSWORD,
+            "next": "/history\r\nSet-Cookie: x=1\x00",
+        },
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == "/"
+
+
 async def test_a_share_token_with_a_nul_is_404(client: httpx.AsyncClient) -> None:
     response = await client.get("/s/%00abc")
     assert response.status_code == 404

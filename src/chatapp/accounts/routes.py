@@ -12,14 +12,14 @@ from litestar.response import Redirect, Template
 
 from chatapp.accounts import service
 from chatapp.accounts.sessions import rotate_session, session_for
-from chatapp.validation import FORM_ONLY
+from chatapp.validation import FORM_ONLY, has_control_characters
 
 FormBody = Body(media_type=RequestEncodingType.URL_ENCODED)
 
 
 def safe_next(target: str | None) -> str:
     """Only same-site paths: an open redirect after login would help phishing."""
-    if not target:
+    if not target or has_control_characters(target):  # a NUL or newline cannot go into a Location header
         return "/"
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):

@@ -264,6 +264,14 @@ async def test_dates_at_the_edge_of_the_calendar_are_400(client: httpx.AsyncClie
     assert "must be between 0001-01-02 and 9999-12-30" in response.text
 
 
+@pytest.mark.parametrize("zone", ["Pacific/Kiritimati", "Etc/GMT+12", "Asia/Manila"])
+async def test_the_first_and_last_allowed_dates_work_in_every_zone(client: httpx.AsyncClient, zone: str) -> None:
+    await signup(client)
+    client.cookies.set("tz", zone)
+    for params in ({"from": "0001-01-02", "to": "9999-12-30"}, {"q": "x", "from": "0001-01-02", "to": "9999-12-30"}):
+        assert (await client.get("/history", params=params)).status_code == 200
+
+
 # ---- 5. deeply nested JSON ----
 
 

@@ -46,6 +46,7 @@ from chatapp.history.routes import HistoryController, SharedController
 from chatapp.paths import TEMPLATES_DIR
 from chatapp.security import security_headers
 from chatapp.settings import Settings, get_settings
+from chatapp.validation import StrictRequest
 
 log = logging.getLogger("chatapp")
 
@@ -131,6 +132,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
         before_send=[security_headers(settings)],
         on_app_init=[auth.on_app_init],
         plugins=[HTMXPlugin()],
+        request_class=StrictRequest,
         stores=StoreRegistry(
             # Rate-limit counters (chatapp.limits guards on the routes), shared by every process.
             {"sessions": sessions, "rate_limit": PostgresStore("ratelimit")},

@@ -142,8 +142,8 @@ async def test_save_api_status_codes(app_server: AppServer) -> None:
         assert "session_id is required" in (await save(owner, {})).json()["detail"]
         assert (await save(owner, {"session_id": "not-a-uuid"})).status_code == 400
         assert (await save(owner, {"session_id": str(uuid.uuid4())})).status_code == 404
-        forbidden = await save(other, {"session_id": str(cid)})
-        assert forbidden.status_code == 403
+        not_theirs = await save(other, {"session_id": str(cid)})
+        assert not_theirs.status_code == 404  # like a missing one: it leaks nothing
         assert (await store.get_conversation(cid)).active  # type: ignore[union-attr]
         anonymous = httpx.AsyncClient(base_url=app_server.url)
         async with anonymous:

@@ -11,7 +11,7 @@ import pytest
 from chatapp.conversations.store import Conversation
 from chatapp.history.export import filename
 from chatapp.history.grouping import duration_label, group_label, user_zone
-from chatapp.history.search import highlight
+from chatapp.history.search import _START, _STOP, highlight
 from chatapp.history.service import Detail
 
 NOW = datetime(2026, 3, 1, 0, 30, tzinfo=UTC)  # just after midnight, on the first of a month
@@ -59,7 +59,7 @@ def test_durations(seconds: int, label: str) -> None:
 
 
 def test_snippets_escape_everything_but_the_highlights() -> None:
-    html = highlight("use \x02<script>\x03 & <b>bold</b>")
+    html = highlight(f"use {_START}<script>{_STOP} & <b>bold</b>")
     assert str(html) == "use <mark>&lt;script&gt;</mark> &amp; &lt;b&gt;bold&lt;/b&gt;"
 
 

@@ -13,13 +13,14 @@ from litestar.response import Redirect, Template
 from chatapp.accounts import service
 from chatapp.accounts.sessions import rotate_session, session_for, session_tag
 from chatapp.limits import clear_login_failures, count_login_attempt, limit
+from chatapp.validation import FORM_ONLY, has_control_characters
 
 FormBody = Body(media_type=RequestEncodingType.URL_ENCODED)
 
 
 def safe_next(target: str | None) -> str:
     """Only same-site paths: an open redirect after login would help phishing."""
-    if not target:
+    if not target or has_control_characters(target):  # a NUL or newline cannot go into a Location header
         return "/"
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
@@ -37,7 +38,7 @@ class AccountController(Controller):
     async def signup_page(self, next: str | None = None) -> Template:
         return Template("signup.html", context={"next": safe_next(next), "errors": {}, "values": {}})
 
-    @post("/signup", status_code=303, guards=[limit("signup")])
+    @post("/signup", status_code=303, guards=[*FORM_ONLY, limit("signup")])
     async def signup(
         self, request: Request[Any, Any, Any], data: Annotated[dict[str, Any], FormBody]
     ) -> Template | Redirect:
@@ -58,7 +59,7 @@ class AccountController(Controller):
     async def login_page(self, next: str | None = None) -> Template:
         return Template("login.html", context={"next": safe_next(next), "errors": {}, "values": {}})
 
-    @post("/login", status_code=303, guards=[limit("login")])
+    @post("/login", status_code=303, guards=[*FORM_ONLY, limit("login")])
     async def login(
         self, request: Request[Any, Any, Any], data: Annotated[dict[str, Any], FormBody]
     ) -> Template | Redirect:

@@ -12,6 +12,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from chatapp.database import connection
 from chatapp.limits import HashGate
+from chatapp.validation import control_character_message, has_control_characters
 
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 256
@@ -58,8 +59,10 @@ def validate_signup(email: str, display_name: str, password: str) -> tuple[str, 
         email = normalize_email(email)
     except AccountError as exc:
         errors.update(exc.errors)
-    display_name = " ".join(display_name.split())
-    if not display_name:
+    raw_name, display_name = display_name, " ".join(display_name.split())
+    if has_control_characters(raw_name):
+        errors["display_name"] = control_character_message("Your name")
+    elif not display_name:
         errors["display_name"] = "Enter the name the agent should call you."
     elif len(display_name) > MAX_DISPLAY_NAME_LENGTH:
         errors["display_name"] = f"Use at most {MAX_DISPLAY_NAME_LENGTH} characters."

@@ -33,6 +33,12 @@ class TranscriptEvent:
     interrupted: bool = False
     timestamp: datetime = field(default_factory=utcnow)
 
+    def __post_init__(self) -> None:
+        # A longer id would fail every later save of the conversation (item_id is varchar(128)):
+        # callers that add a prefix must leave room for it when they validate the client's part.
+        if len(self.item_id) > MAX_ITEM_ID_LENGTH:
+            raise ValueError(f"item_id longer than {MAX_ITEM_ID_LENGTH} characters")
+
 
 @dataclass(frozen=True, slots=True)
 class AgentStateEvent:

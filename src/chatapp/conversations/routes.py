@@ -36,12 +36,19 @@ from chatapp.conversations.views import Fragments, MessageView
 from chatapp.database import DatabaseUnavailable
 from chatapp.faults import InjectedFault
 from chatapp.limits import limit
+from chatapp.validation import FORM_ONLY, checked_text, checked_timestamp
 from chatapp.web import BearerTokenRequired, toast_header
 
 log = logging.getLogger(__name__)
 
 ItemId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ITEM_ID_LENGTH, pattern=r"^[\w.:\-]+$")]
 Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_LENGTH)]
+DICTATION_PREFIX = "dictation-"
+# The stored id is the prefix plus the client's id, and must fit the column.
+DictationItemId = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=MAX_ITEM_ID_LENGTH - len(DICTATION_PREFIX), pattern=r"^[\w.:\-]+$")
+]
+MAX_SEQ = 2**31 - 1  # utterance.seq is an int4
 
 
 class IngestEvent(msgspec.Struct, forbid_unknown_fields=True):
@@ -65,7 +72,7 @@ class IngestResponse(msgspec.Struct):
 
 
 class DictationForm(msgspec.Struct):
-    item_id: ItemId
+    item_id: DictationItemId
     text: Text
     final: bool = False
 
@@ -126,7 +133,7 @@ def _optional_uuid(raw: object) -> uuid.UUID | None:
 
 
 def _clean_text(raw: object) -> str:
-    text = raw.strip() if isinstance(raw, str) else ""
+    text = checked_text(raw, "The message").strip() if isinstance(raw, str) else ""
     if not text:
         raise HTTPException(status_code=422, detail="Type a message first.")
     if len(text) > MAX_TEXT_LENGTH:
@@ -158,7 +165,7 @@ class ChatController(Controller):
             )
         return Template("chat.html", context=context)
 
-    @post("/conversations/new", status_code=200, guards=[limit("new_chat")])
+    @post("/conversations/new", status_code=200, guards=[*FORM_ONLY, limit("new_chat")])
     async def new_chat(
         self,
         request: HTMXRequest,
@@ -189,7 +196,7 @@ class ChatController(Controller):
             template_name="chat.html", block_names=["chat_panel", "history_list"], context=context, headers=headers
         )
 
-    @post("/conversations/{conversation_id:uuid}/messages", status_code=200, guards=[limit("messages")])
+    @post("/conversations/{conversation_id:uuid}/messages", status_code=200, guards=[*FORM_ONLY, limit("messages")])
     async def send_message(
         self,
         request: HTMXRequest,
@@ -214,11 +221,13 @@ class ChatController(Controller):
         self, request: Request[User, Any, Any], state: State, conversation_id: uuid.UUID, data: DictationForm
     ) -> Response[None]:
         user: User = request.user
-        text = data.text.strip()
+        text = checked_text(data.text, "text").strip()
         if not text:
             return Response(None, status_code=204)
         try:
-            await chat_service(state).dictate(user.id, conversation_id, f"dictation-{data.item_id}", text, data.final)
+            await chat_service(state).dictate(
+                user.id, conversation_id, DICTATION_PREFIX + data.item_id, text, data.final
+            )
         except ConversationGone:
             raise NotFoundException() from None
         except ConversationEnded:
@@ -248,7 +257,7 @@ class ChatController(Controller):
         request: Request[User, Any, Any],
         state: State,
         conversation_id: uuid.UUID,
-        after: Annotated[int, Parameter(ge=0, le=2**31)] = 0,
+        after: Annotated[int, Parameter(ge=0, le=MAX_SEQ)] = 0,
     ) -> EventSourceResponse:
         user: User = request.user
         service = chat_service(state)
@@ -260,13 +269,21 @@ class ChatController(Controller):
                 status_code=429,
                 detail=f"Too many live views open ({limit}) for this account. Close some tabs, then reload.",
             )
-        header = request.headers.get("last-event-id", "")
-        cursor = max(after, int(header)) if header.isdigit() else after
+        cursor = max(after, _last_event_id(request.headers.get("last-event-id", "")))
         fragments: Fragments = state.fragments
         events = conversation_events(
             service.hub, service.pipeline.buffer, fragments, conversation_id, user.id, cursor, session_tag(request)
         )
         return EventSourceResponse(events, ping=15, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+def _last_event_id(header: str) -> int:
+    """EventSource only ever sends back an id we gave it (a seq), so anything else is a broken client: 400."""
+    if not header:
+        return 0
+    if not (header.isascii() and header.isdigit()) or int(header) > MAX_SEQ:
+        raise HTTPException(status_code=400, detail="Last-Event-ID must be a message sequence number.")
+    return int(header)
 
 
 def _ended_response(request: Request[Any, Any, Any]) -> Response[None]:
@@ -302,12 +319,12 @@ class IngestController(Controller):
                 conversation_id=conversation_id,
                 item_id=e.item_id,
                 role=e.role,
-                text=e.text,
+                text=checked_text(e.text, f"events[{n}].text"),
                 final=e.final,
                 interrupted=e.interrupted,
-                timestamp=e.timestamp or utcnow(),
+                timestamp=utcnow() if e.timestamp is None else checked_timestamp(e.timestamp, f"events[{n}].timestamp"),
             )
-            for e in data.events
+            for n, e in enumerate(data.events)
         ]
         try:
             result = await chat_service(state).ingest(conversation_id, events)

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
+from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import Parameter
 
 from chatapp.accounts.service import User
@@ -24,6 +24,7 @@ from chatapp.conversations import store
 from chatapp.conversations.events import MAX_TEXT_LENGTH, TranscriptEvent
 from chatapp.conversations.service import ConversationService
 from chatapp.history.service import BadCursor, conversation_detail, saved_page
+from chatapp.validation import as_utc, checked_text
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,7 @@ def _timestamp(raw: object, index: int) -> datetime | None:
         if isinstance(raw, int | float) and not isinstance(raw, bool):
             return datetime.fromtimestamp(raw / 1000, tz=UTC)
         if isinstance(raw, str):
-            parsed = datetime.fromisoformat(raw)
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+            return as_utc(datetime.fromisoformat(raw))
     except (ValueError, OverflowError, OSError):
         pass
     raise _bad(422, f"messages[{index}].timestamp must be milliseconds since the epoch or an ISO 8601 time.")
@@ -112,6 +112,7 @@ def parse_messages(conversation_id: uuid.UUID, raw: object) -> list[tuple[Transc
             raise _bad(422, f"messages[{index}].text must be a non-empty string.")
         if len(text) > MAX_TEXT_LENGTH:
             raise _bad(422, f"messages[{index}].text is longer than {MAX_TEXT_LENGTH:,} characters.")
+        checked_text(text, f"messages[{index}].text")
         if client_id is not None and not (isinstance(client_id, str) and CLIENT_ID.match(client_id)):
             raise _bad(422, f"messages[{index}].id must be 1-128 letters, digits or . : _ -")
         timestamp = _timestamp(message.get("timestamp"), index)
@@ -175,11 +176,11 @@ class SessionsApiController(Controller):
         session_id = parse_session_id(data)
         events = parse_messages(session_id, data.get("messages"))
         conversation = await store.get_conversation(session_id)
+        if conversation is not None and conversation.owner != user.id:
+            log.warning("user %s tried to save conversation %s of another user", user.id, session_id)
+            conversation = None  # answered like a missing one: its existence is not theirs to learn
         if conversation is None:
             raise NotFoundException(detail="Session not found.")
-        if conversation.owner != user.id:
-            log.warning("user %s tried to save conversation %s of another user", user.id, session_id)
-            raise PermissionDeniedException(detail="Session belongs to another user.")
         service: ConversationService = state.conversations
         if events:
             existing = await store.list_utterances(session_id)

@@ -23,7 +23,7 @@ from chatapp.conversations.service import ConversationService
 from chatapp.conversations.views import MessageView
 from chatapp.history import export, sharing
 from chatapp.history.grouping import duration_label, group_label, user_zone
-from chatapp.history.search import MAX_QUERY_LENGTH, date_bounds, search
+from chatapp.history.search import FIRST_DATE, LAST_DATE, MAX_QUERY_LENGTH, date_bounds, search
 from chatapp.history.service import (
     BadCursor,
     InvalidTitle,
@@ -33,6 +33,7 @@ from chatapp.history.service import (
     saved_conversation,
     saved_page,
 )
+from chatapp.validation import FORM_ONLY, checked_text
 from chatapp.web import toast_header
 
 FormBody = Body(media_type=RequestEncodingType.URL_ENCODED)
@@ -55,9 +56,12 @@ def _date(raw: str | None, name: str) -> date | None:
     if not raw:
         return None
     try:
-        return date.fromisoformat(raw)
+        day = date.fromisoformat(raw)
     except ValueError:
         raise HTTPException(status_code=400, detail=f"{name} must be a date (YYYY-MM-DD).") from None
+    if not FIRST_DATE <= day <= LAST_DATE:
+        raise HTTPException(status_code=400, detail=f"{name} must be between {FIRST_DATE} and {LAST_DATE}.")
+    return day
 
 
 class BadRange(ValueError):
@@ -115,7 +119,7 @@ class HistoryController(Controller):
     ) -> Template:
         user: User = request.user
         zone = user_zone(request.cookies.get("tz"))
-        query = " ".join(q.split())
+        query = " ".join(checked_text(q, "The search").split())
         range_error = ""
         try:
             start, end = _range(date_from, date_to, zone)
@@ -168,7 +172,7 @@ class HistoryController(Controller):
             return Redirect("/", status_code=303)
         return Template("history_detail.html", context=await _detail_context(user, detail, request))
 
-    @post("/{conversation_id:uuid}/rename", status_code=200)
+    @post("/{conversation_id:uuid}/rename", status_code=200, guards=FORM_ONLY)
     async def rename(
         self,
         request: HTMXRequest,

@@ -8,8 +8,8 @@ snippet is the best-matching utterance of each conversation on the page, highlig
 from __future__ import annotations
 
 import base64
-import binascii
 import json
+import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -19,12 +19,15 @@ from markupsafe import Markup, escape
 
 from chatapp.conversations import store
 from chatapp.database import connection
-from chatapp.history.service import PAGE_SIZE, BadCursor
+from chatapp.history.service import CURSOR_ERRORS, PAGE_SIZE, BadCursor
+from chatapp.validation import as_utc
 
 SEARCH_CANDIDATES = 100
 MAX_QUERY_LENGTH = 200
-# Control characters cannot occur in stored text we render, so they mark highlights safely through escaping.
-_START, _STOP = "\x02", "\x03"
+# Highlight markers no stored text can contain, so a message cannot fake a highlight: a random word per
+# process (letters and digits survive escaping and need no quoting in the options).
+_NONCE = secrets.token_hex(12)
+_START, _STOP = f"hlstart{_NONCE}", f"hlstop{_NONCE}"
 _HEADLINE = f'StartSel={_START}, StopSel={_STOP}, MaxWords=24, MinWords=10, MaxFragments=2, FragmentDelimiter=" … "'
 
 
@@ -90,9 +93,13 @@ def _encode(rank: float, started_at: datetime, conversation_id: uuid.UUID) -> st
 def _decode(cursor: str) -> tuple[float, datetime, uuid.UUID]:
     try:
         rank, started_at, conversation_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return float(rank), datetime.fromisoformat(started_at), uuid.UUID(conversation_id)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+        return float(rank), as_utc(datetime.fromisoformat(started_at)), uuid.UUID(conversation_id)
+    except CURSOR_ERRORS:
         raise BadCursor("invalid cursor") from None
+
+
+# A day more than Python's range on each side, so every zone's day bounds still fit in UTC.
+FIRST_DATE, LAST_DATE = date(1, 1, 2), date(9999, 12, 30)
 
 
 def date_bounds(

@@ -11,12 +11,25 @@ from datetime import datetime
 
 from chatapp.conversations import store
 from chatapp.database import connection
+from chatapp.validation import as_utc, control_character_message, has_control_characters
 
 PAGE_SIZE = 20
 
 
 class BadCursor(ValueError):
     """The cursor was not made by us (or was mangled in transit)."""
+
+
+# Whatever a crafted cursor can make decoding raise: bad base64 or JSON, wrong shapes, dates UTC cannot hold.
+CURSOR_ERRORS = (
+    binascii.Error,
+    ValueError,
+    TypeError,
+    AttributeError,
+    UnicodeDecodeError,
+    OverflowError,
+    RecursionError,
+)
 
 
 def encode_cursor(started_at: datetime, conversation_id: uuid.UUID) -> str:
@@ -28,8 +41,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         started_at, conversation_id = json.loads(raw)
-        return datetime.fromisoformat(started_at), uuid.UUID(conversation_id)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+        return as_utc(datetime.fromisoformat(started_at)), uuid.UUID(conversation_id)
+    except CURSOR_ERRORS:
         raise BadCursor("invalid cursor") from None
 
 
@@ -105,6 +118,8 @@ async def saved_conversation(owner: uuid.UUID, conversation_id: uuid.UUID) -> st
 
 
 async def rename(owner: uuid.UUID, conversation_id: uuid.UUID, title: str) -> store.Conversation | None:
+    if has_control_characters(title):
+        raise InvalidTitle(control_character_message("The title"))
     title = " ".join(title.split())
     if not title:
         raise InvalidTitle("Enter a title.")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import uuid
 
 from chatapp.database import connection
+
+SHARE_TOKEN = re.compile(r"[\w-]{1,64}", re.ASCII)  # what token_urlsafe makes
 
 
 async def live_token(conversation_id: uuid.UUID) -> str | None:
@@ -40,7 +43,7 @@ async def revoke(conversation_id: uuid.UUID) -> None:
 
 
 async def shared_conversation_id(token: str) -> uuid.UUID | None:
-    if not token or len(token) > 64:
+    if not SHARE_TOKEN.fullmatch(token):  # e.g. a NUL, which PostgreSQL would refuse with an error
         return None
     async with connection() as conn:
         conversation_id: uuid.UUID | None = await conn.fetchval(

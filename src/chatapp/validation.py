@@ -1,0 +1,99 @@
+"""What the app accepts from clients, in one place, so every input follows the same rules.
+
+- Text holds no control characters other than newline, carriage return and tab: PostgreSQL refuses NUL in
+  text (a 500 before), and the others are invisible, break terminals and logs, or fake search highlights.
+- Times must be representable in UTC (Python's and so asyncpg's range is years 1 to 9999).
+- JSON bodies must be `application/json` and nested at most about a thousand levels deep (msgspec's limit,
+  Python's recursion limit); form bodies must be URL-encoded UTF-8 (the `form_body` guard).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import ClientException, HTTPException
+from litestar.handlers import BaseRouteHandler
+from litestar.plugins.htmx import HTMXRequest
+from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE, HTTP_422_UNPROCESSABLE_ENTITY
+
+# Unicode category Cc without \t \n \r; lone surrogates cannot be stored as UTF-8 either.
+_CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+class InvalidInput(HTTPException):
+    """A value the client sent breaks one of the rules above; the message names the field."""
+
+    status_code = HTTP_422_UNPROCESSABLE_ENTITY
+
+
+def has_control_characters(text: str) -> bool:
+    return _CONTROL_CHARACTERS.search(text) is not None
+
+
+def control_character_message(field: str) -> str:
+    return f"{field} must not contain control characters."
+
+
+def checked_text(text: str, field: str) -> str:
+    """`text` unchanged, or InvalidInput (422) naming `field`."""
+    if has_control_characters(text):
+        raise InvalidInput(detail=control_character_message(field))
+    return text
+
+
+def as_utc(value: datetime) -> datetime:
+    """`value` in UTC (naive means UTC); OverflowError when UTC cannot hold it (e.g. 9999-12-31T23:59-14:00)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def checked_timestamp(value: datetime, field: str) -> datetime:
+    """`value` in UTC, or InvalidInput (422) naming `field`."""
+    try:
+        return as_utc(value)
+    except (OverflowError, ValueError):
+        raise InvalidInput(detail=f"{field} is out of range (years 1 to 9999 in UTC).") from None
+
+
+class StrictRequest(HTMXRequest):
+    """The app's request class: a JSON body must say it is JSON and be nested at most ~1000 levels deep
+    (msgspec stops at Python's recursion limit with a RecursionError, which was a 500)."""
+
+    async def json(self) -> Any:
+        media_type, _ = self.content_type
+        if media_type != "application/json" and not media_type.endswith("+json"):
+            raise ClientException(status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE, detail="Send application/json.")
+        try:
+            return await super().json()
+        except RecursionError:
+            raise ClientException(detail="The JSON body is nested too deeply.") from None
+
+
+async def form_body(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard for handlers that read a URL-encoded form (every form the app's pages send): that media type
+    only, in UTF-8 only.
+
+    Litestar parses whatever arrives as URL-encoded (a JSON or multipart body as an empty or garbled form,
+    invalid UTF-8 as replacement or Latin-1 characters), so a handler would act on data never meant.
+    """
+    if not isinstance(connection, Request) or not (body := await connection.body()):
+        return  # an empty body is an empty form, whatever it is labelled
+    media_type, _options = connection.content_type
+    if media_type != RequestEncodingType.URL_ENCODED:
+        raise ClientException(
+            status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE, detail="Send application/x-www-form-urlencoded."
+        )
+    try:
+        parse_qsl(body.decode(), keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise ClientException(detail="The form is not valid UTF-8.") from None
+
+
+FORM_ONLY = [form_body]

@@ -58,7 +58,7 @@ async def shared_conversation_id(token: str) -> uuid.UUID | None:
 
 async def was_revoked(token: str) -> bool:
     """A link its owner revoked (a 410 says so), as opposed to one that never existed (404)."""
-    if not token or len(token) > 64:
+    if not SHARE_TOKEN.fullmatch(token):
         return False
     async with connection() as conn:
         revoked: bool = await conn.fetchval(

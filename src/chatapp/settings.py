@@ -90,7 +90,7 @@ class Settings:
     db_wait_seconds: float = 10
     # Bounds on every database call, so an outage answers 503 quickly instead of hanging requests.
     db_connect_timeout: float = 5
-    db_statement_timeout: float = 15
+    db_statement_timeout: float = 30
     # Finals for an ended conversation are still accepted from an agent worker for this long after its end.
     late_final_grace_seconds: float = 120
     test_faults: bool = False
@@ -179,7 +179,7 @@ class Settings:
             reaper_interval=_float(env, "CHATAPP_REAPER_INTERVAL", 60, minimum=0.5),
             db_wait_seconds=_float(env, "CHATAPP_DB_WAIT_SECONDS", 10, minimum=0.1),
             db_connect_timeout=_float(env, "CHATAPP_DB_CONNECT_TIMEOUT", 5, minimum=0.1),
-            db_statement_timeout=_float(env, "CHATAPP_DB_STATEMENT_TIMEOUT", 15, minimum=0.1),
+            db_statement_timeout=_float(env, "CHATAPP_DB_STATEMENT_TIMEOUT", 30, minimum=0.1),
             late_final_grace_seconds=_float(env, "CHATAPP_LATE_FINAL_GRACE_SECONDS", 120),
             test_faults=test_faults,
             livekit_url=livekit[0],

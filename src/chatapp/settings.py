@@ -132,7 +132,7 @@ class Settings:
     db_wait_seconds: float = 10
     # Bounds on every database call, so an outage answers 503 quickly instead of hanging requests.
     db_connect_timeout: float = 5
-    db_statement_timeout: float = 15
+    db_statement_timeout: float = 30
     # Finals for an ended conversation are still accepted from an agent worker for this long after its end.
     late_final_grace_seconds: float = 120
     # Open SSE streams per user and process; a further one is answered 429 (every tab holds one).
@@ -230,7 +230,7 @@ class Settings:
             reaper_interval=_float(env, "CHATAPP_REAPER_INTERVAL", 60, minimum=0.5),
             db_wait_seconds=_float(env, "CHATAPP_DB_WAIT_SECONDS", 10, minimum=0.1),
             db_connect_timeout=_float(env, "CHATAPP_DB_CONNECT_TIMEOUT", 5, minimum=0.1),
-            db_statement_timeout=_float(env, "CHATAPP_DB_STATEMENT_TIMEOUT", 15, minimum=0.1),
+            db_statement_timeout=_float(env, "CHATAPP_DB_STATEMENT_TIMEOUT", 30, minimum=0.1),
             late_final_grace_seconds=_float(env, "CHATAPP_LATE_FINAL_GRACE_SECONDS", 120),
             max_streams_per_user=_int(env, "CHATAPP_MAX_STREAMS_PER_USER", 20, minimum=1),
             test_faults=test_faults,

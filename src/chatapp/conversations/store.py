@@ -7,14 +7,19 @@ serialise there and a repeated delivery never consumes a number.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+import asyncpg
+
 from chatapp.conversations.events import MAX_ITEM_ID_LENGTH, Role, TranscriptEvent
 from chatapp.database import connection
+
+log = logging.getLogger(__name__)
 
 CONVERSATION_COLUMNS = """
     id, owner, room_name, system_prompt, started_at, ended_at, title, last_activity_at, last_seq,
@@ -53,6 +58,26 @@ UPDATE chat_session s SET search_doc =
     || setweight(coalesce(
         (SELECT tsvector_agg(u.tsv ORDER BY u.seq) FROM utterance u WHERE u.session = s.id),
         ''::tsvector), 'B')
+WHERE s.id = $1 AND s.ended_at IS NOT NULL
+"""
+# PostgreSQL refuses a tsvector over 1 MB ("string is too long for tsvector"). When the full document would be
+# larger, keep every word without positions (stripped: still found, ranked less finely, no "phrase" matches)...
+REFRESH_SEARCH_DOC_STRIPPED_SQL = """
+UPDATE chat_session s SET search_doc =
+    setweight(to_tsvector('english', coalesce(s.title, '')), 'A')
+    || coalesce((SELECT tsvector_agg(strip(u.tsv)) FROM utterance u WHERE u.session = s.id), ''::tsvector)
+WHERE s.id = $1 AND s.ended_at IS NOT NULL
+"""
+# ... and when even that is too large, the stripped words of the utterances that fit in a text budget, in order:
+# the limit counts lexeme bytes (plus positions, gone here), never more than the words' own text, so 800 kB of text
+# stays under it.
+SEARCH_DOC_TEXT_BUDGET = 800_000
+REFRESH_SEARCH_DOC_PREFIX_SQL = """
+UPDATE chat_session s SET search_doc =
+    setweight(to_tsvector('english', coalesce(s.title, '')), 'A')
+    || coalesce((SELECT tsvector_agg(strip(p.tsv)) FROM (
+           SELECT u.tsv, sum(octet_length(u.text)) OVER (ORDER BY u.seq) AS upto FROM utterance u WHERE u.session = s.id
+       ) p WHERE p.upto <= $2), ''::tsvector)
 WHERE s.id = $1 AND s.ended_at IS NOT NULL
 """
 TOUCH_SQL = "UPDATE chat_session SET last_activity_at = now() WHERE id = $1 AND ended_at IS NULL"
@@ -284,8 +309,25 @@ async def store_finals(
 
 
 async def refresh_search_doc(conn: Any, conversation_id: uuid.UUID) -> None:
-    """Rebuild a saved conversation's search document: title (weight A) and transcript (weight B)."""
-    await conn.execute(REFRESH_SEARCH_DOC_SQL, conversation_id)
+    """Rebuild a saved conversation's search document: title (weight A) and transcript (weight B).
+
+    A transcript too large for one tsvector (1 MB of distinct lexemes plus 4 bytes of positions each: some
+    50,000 to 90,000 distinct words, depending on their length) must not fail the save that calls this: each
+    attempt runs in a savepoint and a smaller document replaces the one that did not fit.
+    """
+    attempts: list[tuple[str, tuple[Any, ...]]] = [
+        (REFRESH_SEARCH_DOC_SQL, (conversation_id,)),
+        (REFRESH_SEARCH_DOC_STRIPPED_SQL, (conversation_id,)),
+    ]
+    for sql, args in attempts:
+        try:
+            async with conn.transaction():
+                await conn.execute(sql, *args)
+        except asyncpg.ProgramLimitExceededError:
+            log.warning("search document of conversation %s too large; trying a smaller one", conversation_id)
+            continue
+        return
+    await conn.execute(REFRESH_SEARCH_DOC_PREFIX_SQL, conversation_id, SEARCH_DOC_TEXT_BUDGET)
 
 
 async def touch(conversation_id: uuid.UUID) -> None:

@@ -14,6 +14,7 @@ from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 
 from chatapp.accounts.service import User
+from chatapp.logfilters import redact_path
 
 log = logging.getLogger("chatapp.web")
 
@@ -98,7 +99,7 @@ def not_found(request: Request[Any, Any, Any], exc: NotFoundException) -> Respon
 
 def server_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     # The type and route only: exception messages can quote transcript text or connection strings.
-    log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
+    log.error("unhandled %s on %s %s", type(exc).__name__, request.method, redact_path(request.url.path))
     return http_error(
         request,
         HTTPException(status_code=HTTP_500_INTERNAL_SERVER_ERROR, detail="Something went wrong. Please try again."),

@@ -14,7 +14,8 @@ from tests.support import AppServer
 WATCH_VIOLATIONS = """
 window.__cspViolations = [];
 document.addEventListener("securitypolicyviolation", function (e) {
-  window.__cspViolations.push(e.violatedDirective + " " + (e.blockedURI || "inline") + " " + (e.sourceFile || ""));
+  var where = e.target && e.target.outerHTML ? e.target.outerHTML.slice(0, 120) : "";
+  window.__cspViolations.push([e.violatedDirective, e.blockedURI || "inline", e.sourceFile || "", where].join(" "));
 });
 """
 
@@ -59,8 +60,9 @@ async def test_chat_history_and_share_pages_work_with_no_csp_violation(
     assert await watched.violations(page) == []
 
     # New Chat saves this conversation; history lists it and searches it.
+    first = await chat.conversation_id()
     await page.locator("#new-chat-button").click()
-    await expect(page.locator("#conversation-title")).to_have_text("New Conversation")
+    await expect(chat.panel).not_to_have_attribute("data-conversation-id", first)
     await page.goto(f"{app_server.url}/history")
     await expect(page.get_by_test_id("history-item")).to_have_count(1)
     await page.locator("#search-q").fill("Lisbon")

@@ -14,6 +14,7 @@ from playwright.async_api import BrowserContext, Request, expect
 from chatapp.conversations import store
 from chatapp.database import connection
 from tests.e2e.pages import ChatPage
+from tests.e2e.test_csp_ui import WATCH_VIOLATIONS
 from tests.fakes.livekit import API_KEY, API_SECRET, FakeLiveKit
 from tests.support import AppServer
 
@@ -35,6 +36,7 @@ def voice_app(db: str, fake: FakeLiveKit, tmp_path_factory: pytest.TempPathFacto
 async def test_voice_unavailable_is_shown_cleanly_and_typing_still_works(
     context: BrowserContext, voice_app: AppServer, fake: FakeLiveKit, screenshots: Path
 ) -> None:
+    await context.add_init_script(WATCH_VIOLATIONS)
     page = await context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
@@ -76,6 +78,7 @@ async def test_voice_unavailable_is_shown_cleanly_and_typing_still_works(
     await chat.send("Still typing after New Chat")
     await expect(chat.finals("user").locator(".bubble")).to_have_text(["Still typing after New Chat"])
     assert errors == []
+    assert await page.evaluate("window.__cspViolations") == []  # livekit-client reaching LiveKit is allowed
 
 
 # livekit-client itself cannot reach a media server here. To check the page's own glue (static/voice.js), this

@@ -7,7 +7,10 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from litestar import Litestar, get
+from litestar.testing import TestClient
 
+from chatapp import web
 from chatapp.agents import worker
 from chatapp.logfilters import AccessLogRedactor, redact_path, uvicorn_log_config
 from chatapp.security import content_security_policy
@@ -103,3 +106,16 @@ def test_the_dev_worker_logs_no_transcripts_even_at_debug(
     assert "session started" in text
     assert "chatapp debug stays on" in text
     assert "my secret itinerary" not in text
+
+
+def test_an_unhandled_error_on_a_share_page_logs_no_token(caplog: pytest.LogCaptureFixture) -> None:
+    @get("/s/{token:str}")
+    async def shared() -> None:
+        raise RuntimeError("boom")
+
+    app = Litestar([shared], exception_handlers={Exception: web.server_error}, logging_config=None)
+    with TestClient(app) as client:
+        response = client.get("/s/the-secret-share-token", headers={"accept": "application/json"})
+    assert response.status_code == 500
+    assert "unhandled RuntimeError on GET /s/<redacted>" in caplog.text
+    assert "the-secret-share-token" not in caplog.text

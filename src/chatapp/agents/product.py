@@ -55,8 +55,8 @@ def greeting_instructions(user_display_name: str = "") -> str:
     """What the agent is told when it speaks first in a new conversation."""
     who = f" The person's name is {user_display_name}." if user_display_name.strip() else ""
     return (
-        "Greet the person warmly in one or two short sentences, say you can help plan a trip, "
-        f"and ask where they would like to go.{who}"
+        "Greet the person warmly in one or two short sentences, say briefly what you can help with, "
+        f"and ask what they would like to do.{who}"
     )
 
 

@@ -8,9 +8,11 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from livekit.agents import llm
 
 from chatapp.agents.inprocess import InProcessRuntime
 from chatapp.agents.models import build_llm
+from chatapp.agents.product import merge_system_messages
 from chatapp.agents.runtime import ConversationInfo
 from chatapp.conversations.events import AgentStateEvent
 from chatapp.settings import Settings
@@ -150,3 +152,22 @@ async def test_server_error_that_persists_reports_unavailable(wire: Start) -> No
     [state] = [e for e in sink.events if isinstance(e, AgentStateEvent) and e.state == "unavailable"]
     assert "did not answer" in state.detail
     assert sink.finals == []
+
+
+def test_only_adjacent_system_messages_are_merged() -> None:
+    ctx = llm.ChatContext.empty()
+    ctx.add_message(role="system", content="Instructions.")
+    ctx.add_message(role="system", content="Greet.")
+    ctx.add_message(role="user", content="Hi")
+    ctx.add_message(role="system", content="Be brief.")
+    ctx.add_message(role="assistant", content="Hello!")
+
+    merged = merge_system_messages(ctx)
+
+    assert [(m.role, m.text_content) for m in merged.messages()] == [
+        ("system", "Instructions.\n\nGreet."),
+        ("user", "Hi"),
+        ("system", "Be brief."),
+        ("assistant", "Hello!"),
+    ]
+    assert len(ctx.messages()) == 5  # the session's own context is left as it was

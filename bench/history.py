@@ -619,7 +619,9 @@ async def _measure(
         return [str(r["id"]) for r in rows[:PAGE_SIZE]]
 
     async def searched(conn: asyncpg.Connection, word: str) -> list[str]:
-        rows = await conn.fetch(SEARCH, user_id, word, None, None, SEARCH_CANDIDATES, None, None, None, PAGE_SIZE + 1)
+        rows = await conn.fetch(
+            SEARCH, user_id, word, None, None, SEARCH_CANDIDATES, None, None, None, PAGE_SIZE + 1, None, None
+        )
         await conn.fetch(SNIPPETS, [r["id"] for r in rows[:PAGE_SIZE]], word)
         return [str(r["id"]) for r in rows[:PAGE_SIZE]]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -49,13 +50,20 @@ async def collect(
     *,
     headers: dict[str, str] | None = None,
     timeout: float = 10.0,
+    connected: asyncio.Event | None = None,
 ) -> list[ServerSentEvent]:
-    """The first `want` message events whose element is one of ours (the offline agent may speak too)."""
+    """The first `want` message events whose element is one of ours (the offline agent may speak too).
+
+    `connected` is set on the first event of any kind: the stream subscribes before it replays anything,
+    so from then on whatever is published reaches this reader live, not through the replay.
+    """
     received: list[ServerSentEvent] = []
 
     async def read() -> None:
         async with aconnect_sse(client, "GET", url, headers=dict(headers or {})) as source:
             async for sse in source.aiter_sse():
+                if connected is not None:
+                    connected.set()
                 if sse.event == "message" and "probe-" in sse.data:
                     received.append(sse)
                     if len(received) >= want:
@@ -63,6 +71,29 @@ async def collect(
 
     await asyncio.wait_for(read(), timeout)
     return received
+
+
+async def live_reader(
+    client: httpx.AsyncClient,
+    cid: uuid.UUID,
+    want: int,
+    *,
+    ingest_client: httpx.AsyncClient | None = None,
+) -> asyncio.Task[list[ServerSentEvent]]:
+    """A reader of the conversation's stream that is subscribed by the time this returns.
+
+    A warm-up interim (not a probe) makes the stream send something whether it was published before the
+    subscription (replayed from the buffer) or after (live); either way the reader is then listening.
+    """
+    connected = asyncio.Event()
+    reader = asyncio.create_task(collect(client, f"/conversations/{cid}/stream", want, connected=connected))
+    warm_up = event(f"w-{uuid.uuid4().hex[:12]}", "warming up", role="agent", final=False)
+    while not connected.is_set():
+        assert (await ingest(ingest_client or client, cid, [warm_up])).status_code == 200
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(connected.wait()), 0.2)
+        assert not reader.done(), "the stream ended before it was connected"
+    return reader
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -73,8 +104,7 @@ async def chat(client: httpx.AsyncClient) -> AsyncIterator[tuple[httpx.AsyncClie
 
 async def test_an_ingested_final_reaches_a_subscriber(chat: tuple[httpx.AsyncClient, uuid.UUID]) -> None:
     client, cid = chat
-    reader = asyncio.create_task(collect(client, f"/conversations/{cid}/stream", 1))
-    await asyncio.sleep(0.3)
+    reader = await live_reader(client, cid, 1)
     response = await ingest(client, cid, [event("i-1", "probe-1 Hello from the worker")])
     assert response.status_code == 200
     assert response.json() == {"stored": 1, "ignored": 0}
@@ -108,8 +138,7 @@ async def test_resume_replays_exactly_the_missed_finals(chat: tuple[httpx.AsyncC
 
 async def test_interims_update_in_place(chat: tuple[httpx.AsyncClient, uuid.UUID]) -> None:
     client, cid = chat
-    reader = asyncio.create_task(collect(client, f"/conversations/{cid}/stream", 3))
-    await asyncio.sleep(0.3)
+    reader = await live_reader(client, cid, 3)
     await ingest(client, cid, [event("a-1", "probe-a Lis", role="agent", final=False)])
     await ingest(client, cid, [event("a-1", "probe-a Lisbon", role="agent", final=False)])
     await ingest(client, cid, [event("a-1", "probe-a Lisbon in May.", role="agent")])
@@ -124,8 +153,7 @@ async def test_interims_update_in_place(chat: tuple[httpx.AsyncClient, uuid.UUID
 
 async def test_transcript_text_is_escaped(chat: tuple[httpx.AsyncClient, uuid.UUID]) -> None:
     client, cid = chat
-    reader = asyncio.create_task(collect(client, f"/conversations/{cid}/stream", 1))
-    await asyncio.sleep(0.3)
+    reader = await live_reader(client, cid, 1)
     await ingest(client, cid, [event("x-1", "probe-x <script>alert(1)</script> & <b>bold</b>")])
     [sse] = await reader
     assert "<script>" not in sse.data
@@ -204,9 +232,8 @@ async def test_two_processes_share_live_events_through_postgres(db: str, tmp_pat
         async with httpx.AsyncClient(base_url=b.url, headers={"X-Forwarded-For": client_ip()}) as on_b:
             await signup(on_b)
             cid = await open_conversation(on_b)
-            reader = asyncio.create_task(collect(on_b, f"/conversations/{cid}/stream", 2))
-            await asyncio.sleep(0.5)
             async with httpx.AsyncClient(base_url=a.url) as on_a:
+                reader = await live_reader(on_b, cid, 2, ingest_client=on_a)
                 long_text = "probe-long " + "wörd " * 1900  # > 8000 bytes of UTF-8: must arrive whole
                 response = await ingest(on_a, cid, [event("p-1", "probe-p1 via A"), event("p-2", long_text)])
                 assert response.status_code == 200

@@ -168,7 +168,7 @@ async def test_agent_greets_a_new_conversation(started: Runtime) -> None:
     await sink.wait_for(lambda: len(sink.finals) == 1)
 
     assert sink.finals[0].text == "Hello! Where to?"
-    assert [role for role, _ in model.contexts[0]] == ["system", "system"]  # instructions, then "greet"
+    assert [role for role, _ in model.contexts[0]] == ["system"]  # instructions and "greet", as one message
 
 
 async def test_history_seeds_the_context_and_skips_the_greeting(started: Runtime) -> None:

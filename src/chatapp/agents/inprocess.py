@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from livekit.agents import AgentSession, llm
+from livekit.agents import AgentSession, APIConnectionError, APIStatusError, APITimeoutError, llm
 from livekit.agents.types import NOT_GIVEN
 from livekit.agents.voice import io
 from livekit.agents.voice.agent_session import SessionConnectOptions
@@ -153,7 +153,7 @@ class _Conversation:
             if self.closing:
                 return
             logger.exception("agent turn failed", extra={"conversation_id": str(self.id)})
-            reply.error = type(exc).__name__
+            reply.error = describe_error(exc)
             self._finish_reply(reply, reply.text, interrupted=False)
             self._state("unavailable", FAILED_DETAIL.format(error=reply.error))
             return
@@ -164,7 +164,7 @@ class _Conversation:
         if self.closing:
             return
         if error := handle.exception():
-            reply.error = reply.error or type(error).__name__
+            reply.error = reply.error or describe_error(error)
         if reply.error:
             logger.warning(
                 "agent reply failed",
@@ -200,9 +200,12 @@ class _Conversation:
             self._put(TranscriptEvent(self.id, reply.item_id, "agent", text, final=True, interrupted=interrupted))
 
     def _on_error(self, event: ErrorEvent) -> None:
+        # A recoverable error is one LiveKit retries (a 429 or 500 once): the turn may still be answered.
+        if getattr(event.error, "recoverable", False):
+            return
         error = getattr(event.error, "error", event.error)
         if self._reply is not None and getattr(event.error, "type", "") == "llm_error":
-            self._reply.error = type(error).__name__
+            self._reply.error = describe_error(error) if isinstance(error, BaseException) else type(error).__name__
 
     def _on_close(self, event: CloseEvent) -> None:
         if not self.closing:
@@ -238,6 +241,17 @@ class _Conversation:
                     "event sink failed",
                     extra={"conversation_id": str(self.id), "event": type(event).__name__},
                 )
+
+
+def describe_error(error: BaseException) -> str:
+    """A short, safe reason for the chat panel: the HTTP status or the kind of failure, never the body."""
+    if isinstance(error, APIStatusError) and error.status_code > 0:
+        return f"HTTP {error.status_code}"
+    if isinstance(error, APITimeoutError):
+        return "timed out"
+    if isinstance(error, APIConnectionError):
+        return "could not connect"
+    return type(error).__name__
 
 
 async def _quietly(awaitable: Awaitable[Any], what: str, conversation_id: uuid.UUID) -> None:

@@ -11,6 +11,7 @@ from livekit.agents import llm, utils
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConnectOptions, NotGivenOr
 
 OFFLINE_NOTICE = "(I'm the offline demo model — set CHATAPP_LLM_BASE_URL to use a real one.)"
+OFF_TOPIC = "I'm the offline demo, so I can't really answer that; configure a model to get real answers."
 
 _GREETINGS = {
     "hi",
@@ -39,7 +40,19 @@ _NOT_PLACES = {
     "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday", "January", "February",
     "March", "April", "May", "June", "July", "August", "September", "October", "November", "December",
 }  # fmt: skip
+# Words that keep a question on a travel assistant's topic even without a trip word.
+_TOPIC_WORDS = {
+    "pack", "packing", "luggage", "budget", "hotel", "hotels", "hostel", "itinerary", "transport", "train",
+    "trains", "bus", "visa", "passport", "stay", "sightseeing", "destination", "destinations", "plan",
+}  # fmt: skip
+_QUESTION_WORDS = {
+    "what", "who", "whom", "whose", "when", "why", "how", "which", "is", "are", "was", "were", "does", "do",
+    "did", "can", "could", "will", "should", "tell", "explain",
+}  # fmt: skip
 _SYSTEM = {"system", "developer"}
+_FIRST_SENTENCE = re.compile(r"^\s*(.+?[.!?])(?:\s|$)", re.DOTALL)
+_YOU_ARE = re.compile(r"^you(?:'re| are)\s+(.+?)[.!?]?$", re.IGNORECASE)
+_YOU_VERB = re.compile(r"^you\s+(.+?)[.!?]?$", re.IGNORECASE)
 _WORD = re.compile(r"[A-Za-zÀ-ÿ'\u2019-]+")
 _NAME = r"[A-ZÀ-Þ][a-zà-ÿ'\u2019-]+"
 _PLACE = re.compile(rf"\b({_NAME}(?:\s+(?:de|da|do|del|la|le)?\s*{_NAME})*)")
@@ -81,9 +94,36 @@ def _is_greeting(words: list[str]) -> bool:
     return bool(words) and len(words) <= 4 and (words[0] in _GREETINGS or " ".join(words[:2]) == "good morning")
 
 
-def _greeting(with_notice: bool) -> str:
-    reply = "Hi! I'm your travel-planning assistant. Where would you like to go, and when?"
+def purpose(system_prompt: str) -> str:
+    """What the agent is for, in its own words, from the prompt's first sentence.
+
+    "You are Wayfarer, a friendly travel-planning assistant. ..." gives "I'm Wayfarer, a friendly
+    travel-planning assistant."; "You plan trips." gives "I plan trips."; anything else is quoted briefly.
+    """
+    match = _FIRST_SENTENCE.match(" ".join(system_prompt.split()) + " ")
+    first = match.group(1) if match else system_prompt.strip()
+    if not first:
+        return "I'm an assistant."
+    if you_are := _YOU_ARE.match(first):
+        return f"I'm {you_are.group(1)}."
+    if you_verb := _YOU_VERB.match(first):
+        return f"I {you_verb.group(1)}."
+    return f"I'm set up for this: \u201c{first[:120]}\u201d"
+
+
+def is_travel(system_prompt: str) -> bool:
+    """Whether the prompt is about travel, so the demo's trip-planning replies fit it."""
+    return bool(_TRIP_WORDS.intersection(_words(system_prompt)) or "trip" in system_prompt.lower())
+
+
+def _greeting(with_notice: bool, system_prompt: str) -> str:
+    ask = "Where would you like to go, and when?" if is_travel(system_prompt) else "What can I help you with?"
+    reply = f"Hi! {purpose(system_prompt)} {ask}"
     return f"{reply} {OFFLINE_NOTICE}" if with_notice else reply
+
+
+def _is_question(text: str, words: list[str]) -> bool:
+    return text.rstrip().endswith("?") or (bool(words) and words[0] in _QUESTION_WORDS)
 
 
 def _trip_reply(text: str, destination: str | None) -> str:
@@ -106,21 +146,31 @@ def _trip_reply(text: str, destination: str | None) -> str:
 def compose_reply(messages: Sequence[tuple[str, str]]) -> str:
     """The demo model's whole reply to a conversation given as (role, text) pairs, oldest first.
 
-    Greets when the last turn is not the user's (the agent was asked to speak first); mentions that it is
-    the offline demo model only in its first greeting.
+    Greets when the last turn is not the user's (the agent was asked to speak first), saying what it is for
+    (from the system prompt); mentions that it is the offline demo model only in its first greeting. It plays
+    along with trip planning when the prompt is about travel, and says honestly that it cannot answer
+    anything else rather than pretending to.
     """
     noticed = any(role == "assistant" and OFFLINE_NOTICE in text for role, text in messages)
     start = next((i for i, (role, _) in enumerate(messages) if role not in _SYSTEM), len(messages))
+    system_prompt = " ".join(text for _, text in messages[:start])
     turns = messages[start:]  # leading system messages are the instructions, not a turn
     last_user = next((text for role, text in reversed(turns) if role == "user"), None)
     if not turns or turns[-1][0] != "user" or last_user is None:
-        return _greeting(with_notice=not noticed)
+        return _greeting(not noticed, system_prompt)
     words = _words(last_user)
     if _is_greeting(words):
-        return _greeting(with_notice=not noticed)
+        return _greeting(not noticed, system_prompt)
+    travel = is_travel(system_prompt)
     if any(w.startswith("thank") for w in words):
-        return "You're welcome! Is there anything else you'd like to plan for your trip?"
+        more = "for your trip" if travel else "I can help with"
+        return f"You're welcome! Is there anything else {more}?"
+    if not travel:
+        return f"{OFF_TOPIC} {purpose(system_prompt)}"
     about_trip = _about_trip(words)
+    on_topic = about_trip or bool(_TOPIC_WORDS.intersection(words))
+    if _is_question(last_user, words) and not on_topic:
+        return f"{OFF_TOPIC} I can help sketch a trip, though: where would you like to go?"
     destination = find_destination(last_user, allow_opener=about_trip)
     if destination or about_trip:
         earlier = (

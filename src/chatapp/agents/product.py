@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Literal
+from collections.abc import AsyncIterable, Iterable
+from typing import Any, Literal
 
-from livekit.agents import Agent, llm
+from livekit.agents import Agent, ModelSettings, llm
 
 from chatapp.agents.runtime import ConversationInfo
 
@@ -27,12 +27,36 @@ def history_context(history: Iterable[tuple[str, str]]) -> llm.ChatContext:
     return ctx
 
 
+def merge_system_messages(chat_ctx: llm.ChatContext) -> llm.ChatContext:
+    """A copy of `chat_ctx` where each run of consecutive system messages is one message.
+
+    Bookkeeping items the provider never sees (agent config updates, handoffs) do not break a run.
+    """
+    merged = chat_ctx.copy()
+    items: list[llm.ChatItem] = []
+    system_at: int | None = None  # index in `items` of the system message the run so far is folded into
+    for item in merged.items:
+        if isinstance(item, llm.ChatMessage) and item.role == "system" and system_at is not None:
+            last = items[system_at]
+            assert isinstance(last, llm.ChatMessage)
+            text = "\n\n".join(t for t in (last.text_content, item.text_content) if t)
+            items[system_at] = last.model_copy(update={"content": [text]})
+            continue
+        if isinstance(item, llm.ChatMessage):
+            system_at = len(items) if item.role == "system" else None
+        elif item.type in ("function_call", "function_call_output"):
+            system_at = None
+        items.append(item)
+    merged.items = items
+    return merged
+
+
 def greeting_instructions(user_display_name: str = "") -> str:
     """What the agent is told when it speaks first in a new conversation."""
     who = f" The person's name is {user_display_name}." if user_display_name.strip() else ""
     return (
-        "Greet the person warmly in one or two short sentences, say you can help plan a trip, "
-        f"and ask where they would like to go.{who}"
+        "Greet the person warmly in one or two short sentences, say briefly what you can help with, "
+        f"and ask what they would like to do.{who}"
     )
 
 
@@ -41,6 +65,17 @@ class TravelAgent(Agent):
 
     def __init__(self, *, instructions: str, chat_ctx: llm.ChatContext | None = None) -> None:
         super().__init__(instructions=instructions, chat_ctx=chat_ctx)
+
+    async def llm_node(
+        self, chat_ctx: llm.ChatContext, tools: list[llm.Tool], model_settings: ModelSettings
+    ) -> AsyncIterable[Any]:
+        """The default model call on a context whose adjacent system messages are joined into one.
+
+        `generate_reply(instructions=...)` (the greeting) appends a second system message after the agent's
+        instructions, and many local models' chat templates reject two system messages in a row.
+        """
+        async for chunk in Agent.default.llm_node(self, merge_system_messages(chat_ctx), tools, model_settings):
+            yield chunk
 
     @classmethod
     def for_conversation(cls, conversation: ConversationInfo) -> TravelAgent:

@@ -125,16 +125,19 @@ class ConversationService:
             return self._starts[conversation.id]
         if utterances is None:
             utterances = await store.list_utterances(conversation.id)
-        if not utterances and conversation.continued_from is not None:
-            # Continuing a saved conversation: the agent picks up from its transcript (which stays as it was).
-            utterances = await store.list_utterances(conversation.continued_from)
+        history = [(u.role, u.text) for u in utterances]
+        if conversation.continued_from is not None:
+            # Continuing a saved conversation: the agent's context is its transcript (which stays as it was)
+            # and then what was said since, also when the agent is started again later.
+            earlier = await store.list_utterances(conversation.continued_from)
+            history = [(u.role, u.text) for u in earlier] + history
         info = ConversationInfo(
             id=conversation.id,
             room_name=conversation.room_name,
             system_prompt=conversation.system_prompt or self.settings.system_prompt,
             user_display_name=display_name,
             user_id=conversation.owner,
-            history=tuple((u.role, u.text) for u in utterances),
+            history=tuple(history),
         )
         try:
             self.faults.check("agent_start")

@@ -1,8 +1,11 @@
 """Full-text search over saved conversations (PostgreSQL, no extra service).
 
-Ranking every match of a very common word across 10,000 conversations costs about a second, so results
-are ranked among the newest SEARCH_CANDIDATES matches (found through the GIN index on search_doc); the
-snippet is the best-matching utterance of each conversation on the page, highlighted with ts_headline.
+Ranking every match of a very common word across 10,000 conversations costs about a second, so matches
+are ranked in windows: the newest SEARCH_CANDIDATES matches (found through the GIN index on search_doc)
+are ranked among themselves and paged through by rank, then the next older window, and so on, so every
+match is reachable and none is shown twice. The cursor holds the window (the oldest conversation of the
+previous one) and the position in it (rank, started_at, id). A page costs at most two window rankings.
+The snippet is the best-matching utterance of each conversation on the page, highlighted with ts_headline.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from markupsafe import Markup, escape
@@ -40,13 +44,18 @@ candidates AS (
     WHERE s.owner = $1 AND s.ended_at IS NOT NULL AND s.search_doc @@ q.query
       AND ($3::timestamptz IS NULL OR s.started_at >= $3)
       AND ($4::timestamptz IS NULL OR s.started_at < $4)
+      AND ($10::timestamptz IS NULL OR (s.started_at, s.id) < ($10, $11::uuid))
     ORDER BY s.started_at DESC, s.id DESC
     LIMIT $5
 ),
 ranked AS (
     SELECT c.id, c.title, c.started_at, c.ended_at, c.last_seq,
-           ts_rank(c.search_doc, q.query)::float8 AS rank
+           ts_rank(c.search_doc, q.query)::float8 AS rank,
+           count(*) OVER w AS window_size,
+           last_value(c.started_at) OVER w AS edge_started_at,
+           last_value(c.id) OVER w AS edge_id
     FROM candidates c, q
+    WINDOW w AS (ORDER BY c.started_at DESC, c.id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
 )
 SELECT * FROM ranked
 WHERE $6::float8 IS NULL OR (rank, started_at, id) < ($6, $7::timestamptz, $8::uuid)
@@ -85,17 +94,31 @@ def highlight(headline: str) -> Markup:
     return Markup(escaped.replace(_START, "<mark>").replace(_STOP, "</mark>"))  # noqa: S704 - escaped above
 
 
-def _encode(rank: float, started_at: datetime, conversation_id: uuid.UUID) -> str:
-    raw = json.dumps([rank, started_at.isoformat(), str(conversation_id)]).encode()
+_Key = tuple[datetime, uuid.UUID]
+_Position = tuple[float, datetime, uuid.UUID]
+
+
+def _encode(window: _Key | None, after: _Position | None) -> str:
+    edge = [window[0].isoformat(), str(window[1])] if window else None
+    position = [after[0], after[1].isoformat(), str(after[2])] if after else None
+    raw = json.dumps([edge, position]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode(cursor: str) -> tuple[float, datetime, uuid.UUID]:
+def _decode(cursor: str) -> tuple[_Key | None, _Position | None]:
     try:
-        rank, started_at, conversation_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return float(rank), as_utc(datetime.fromisoformat(started_at)), uuid.UUID(conversation_id)
+        edge, position = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        window = (as_utc(datetime.fromisoformat(edge[0])), uuid.UUID(edge[1])) if edge is not None else None
+        after = (
+            (float(position[0]), as_utc(datetime.fromisoformat(position[1])), uuid.UUID(position[2]))
+            if position is not None
+            else None
+        )
     except CURSOR_ERRORS:
         raise BadCursor("invalid cursor") from None
+    if window is None and after is None:
+        raise BadCursor("invalid cursor")
+    return window, after
 
 
 # A day more than Python's range on each side, so every zone's day bounds still fit in UTC.
@@ -119,21 +142,42 @@ async def search(
     started_before: datetime | None = None,
     limit: int = PAGE_SIZE,
 ) -> SearchPage:
-    after = _decode(cursor) if cursor else None
+    """One page of matches, best first within each window of SEARCH_CANDIDATES, windows newest first."""
+    window, after = _decode(cursor) if cursor else (None, None)
+    page: list[Any] = []
+    next_cursor: str | None = None
     async with connection() as conn:
-        rows = await conn.fetch(
-            SEARCH_SQL,
-            owner,
-            query,
-            started_from,
-            started_before,
-            SEARCH_CANDIDATES,
-            after[0] if after else None,
-            after[1] if after else None,
-            after[2] if after else None,
-            limit + 1,
-        )
-        page = rows[:limit]
+
+        async def fetch(after: _Position | None, count: int) -> list[Any]:
+            return list(
+                await conn.fetch(
+                    SEARCH_SQL,
+                    owner,
+                    query,
+                    started_from,
+                    started_before,
+                    SEARCH_CANDIDATES,
+                    *(after or (None, None, None)),
+                    count,
+                    *(window or (None, None)),
+                )
+            )
+
+        while True:
+            need = limit - len(page)  # 0 once the page is full: then only look whether anything is left
+            rows = await fetch(after, need + 1)
+            page += rows[:need]
+            if len(rows) > need:
+                last = page[-1] if need else None
+                next_cursor = _encode(window, (last["rank"], last["started_at"], last["id"]) if last else after)
+                break
+            this_window = rows[0] if rows else None
+            if this_window is None and after is not None:
+                # The cursor is past the window's last row (matches deleted since); its edge is still needed.
+                this_window = next(iter(await fetch(None, 1)), None)
+            if this_window is None or this_window["window_size"] < SEARCH_CANDIDATES:
+                break  # the oldest window: nothing older matches
+            window, after = (this_window["edge_started_at"], this_window["edge_id"]), None
         snippets = await _snippets(conn, [r["id"] for r in page], query)
     hits = [
         SearchHit(
@@ -142,8 +186,6 @@ async def search(
         )
         for r in page
     ]
-    last = page[-1] if page else None
-    next_cursor = _encode(last["rank"], last["started_at"], last["id"]) if last and len(rows) > limit else None
     return SearchPage(hits, next_cursor)
 
 

@@ -26,6 +26,8 @@ CURSOR_ERRORS = (
     ValueError,
     TypeError,
     AttributeError,
+    IndexError,
+    KeyError,
     UnicodeDecodeError,
     OverflowError,
     RecursionError,

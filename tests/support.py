@@ -49,6 +49,7 @@ class AppServer:
             "CHATAPP_LOG_LEVEL": "warning",
             "CHATAPP_ENV_FILE": "/nonexistent",
             "CHATAPP_SECRET_KEY": SECRET_KEY,
+            "CHATAPP_WORKERS": "1",  # one process per AppServer: its fault switches and agents are all in it
             **env,
         }
         log = log_path.open("wb")

@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -32,6 +32,8 @@ CHANNEL = "chatapp_events"
 MAX_PAYLOAD_BYTES = 7000
 LISTENER_QUEUE_SIZE = 2000
 PROCESS_ID = uuid.uuid4().hex
+# Commands for a conversation's agent (see conversations/ownership.py): handed to `on_command`, never to streams.
+COMMAND_KINDS = frozenset({"agent.text"})
 
 
 class PersistentAsyncPgChannelsBackend(AsyncPgChannelsBackend):
@@ -100,6 +102,8 @@ class Hub:
         self._by_user: dict[uuid.UUID, set[Listener]] = {}
         self._parts: dict[str, list[str | None]] = {}
         self.agent_states: dict[uuid.UUID, tuple[str, str]] = {}
+        # Set by the agent ownership layer; sees agent commands and `ended` (which stops an agent anywhere).
+        self.on_command: Callable[[dict[str, Any]], None] | None = None
 
     async def publish(self, message: dict[str, Any]) -> None:
         message = {**message, "o": PROCESS_ID}
@@ -130,6 +134,10 @@ class Hub:
         kind = message.get("k")
         conversation_id = uuid.UUID(message["c"]) if "c" in message else None
         remote = message.get("o") != PROCESS_ID
+        if self.on_command is not None and conversation_id is not None and (kind in COMMAND_KINDS or kind == "ended"):
+            self.on_command(message)
+        if kind in COMMAND_KINDS:
+            return
         if conversation_id is not None and remote:
             # Keep this process's buffer in step with interims ingested elsewhere, so New Chat here flushes them.
             if kind == "interim":

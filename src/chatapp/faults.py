@@ -5,6 +5,7 @@ The routes exist only when CHATAPP_TEST_FAULTS is on, and Settings refuses that 
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import msgspec
@@ -68,4 +69,4 @@ class FaultController(Controller):
         from chatapp.conversations.hub import PROCESS_ID
 
         running = getattr(state.conversations.runtime, "running", list)
-        return {"process": PROCESS_ID, "agents": sorted(str(c) for c in running())}
+        return {"process": PROCESS_ID, "pid": os.getpid(), "agents": sorted(str(c) for c in running())}

@@ -75,8 +75,6 @@ def serve_workers(requested: int | None, env: dict[str, str]) -> tuple[int, Lite
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from chatapp.app import create_app
-
     host = args.host or settings.host
     port = args.port or settings.port
     workers, channels = serve_workers(args.workers, env_values())
@@ -98,6 +96,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         if workers > 1:
             _serve_workers(settings, dsn, workers)
             return 0
+        from chatapp.app import create_app  # here: with several workers, only the workers import the app
+
         app = create_app(settings, dsn=dsn)
         config = uvicorn.Config(
             app,
@@ -227,6 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(settings)
     try:
         return int(args.func(settings, args))
+    except SettingsError as exc:  # e.g. `serve --workers 2` with CHATAPP_CHANNELS=memory
+        print(f"chatapp: configuration error: {exc}", file=sys.stderr)
+        return 2
     except DatabaseUnavailable as exc:
         print(f"chatapp: {exc}", file=sys.stderr)
         return 1

@@ -18,13 +18,16 @@ from tests.integration.test_live_stream import open_conversation
 from tests.support import AppServer, client_ip, signup
 
 ANSWER_WITHIN = 5.0
+READY = 60.0  # seconds for a server to start: imports are slow when the shared machine is busy
 
 
 @pytest.fixture(scope="module")
 def pair(db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AppServer, AppServer]]:
     """Two app processes, A and B, on the session's database."""
     root = Path(tmp_path_factory.mktemp("pair"))
-    servers = [AppServer.start(db, root / name, CHATAPP_CHANNELS="postgres") for name in ("a", "b")]
+    servers = [
+        AppServer.start(db, root / name, CHATAPP_CHANNELS="postgres", ready_timeout=READY) for name in ("a", "b")
+    ]
     yield servers[0], servers[1]
     for server in servers:
         server.stop()
@@ -196,8 +199,11 @@ async def test_parallel_new_chats_over_both_processes_save_exactly_once(pair: tu
         await wait_for(one_agent, 3.0)
 
 
-async def test_killing_the_owner_hands_the_conversation_to_the_other_process(db: str, tmp_path: Path) -> None:
-    a, b = (AppServer.start(db, tmp_path / name, CHATAPP_CHANNELS="postgres") for name in ("a", "b"))
+async def test_killing_the_owner_hands_the_conversation_to_the_other_process(
+    pair: tuple[AppServer, AppServer], db: str, tmp_path: Path
+) -> None:
+    _, b = pair
+    a = AppServer.start(db, tmp_path / "victim", CHATAPP_CHANNELS="postgres", ready_timeout=READY)
     try:
         async with browser() as client:
             client.base_url = httpx.URL(a.url)
@@ -229,7 +235,6 @@ async def test_killing_the_owner_hands_the_conversation_to_the_other_process(db:
             # The new agent carried on from the transcript: no second greeting.
             assert [role for _, role, _ in await rows(cid)] == ["agent", "user", "agent", "user", "agent"]
     finally:
-        b.stop()
         if a.process.poll() is None:
             a.stop()
 
@@ -237,7 +242,7 @@ async def test_killing_the_owner_hands_the_conversation_to_the_other_process(db:
 @pytest.mark.parametrize("channels", ["memory", "postgres"])
 async def test_after_a_restart_typed_text_is_answered_without_a_reload(db: str, tmp_path: Path, channels: str) -> None:
     """15.2: kill -9 the only process, start it again: the active conversation's next message gets an answer."""
-    server = AppServer.start(db, tmp_path / "app", CHATAPP_CHANNELS=channels)
+    server = AppServer.start(db, tmp_path / "app", CHATAPP_CHANNELS=channels, ready_timeout=READY)
     try:
         async with browser() as client:
             client.base_url = httpx.URL(server.url)
@@ -247,7 +252,7 @@ async def test_after_a_restart_typed_text_is_answered_without_a_reload(db: str, 
             os.kill(server.process.pid, signal.SIGKILL)
             server.process.wait()
             port = int(server.url.rsplit(":", 1)[1])
-            server = AppServer.start(db, tmp_path / "app", port=port, CHATAPP_CHANNELS=channels)
+            server = AppServer.start(db, tmp_path / "app", port=port, CHATAPP_CHANNELS=channels, ready_timeout=READY)
             item = await type_text(client, server, cid, "Still there? Madrid in June")
             await answered_once(cid, item)
             assert [role for _, role, _ in await rows(cid)] == ["agent", "user", "agent"]
@@ -265,7 +270,8 @@ def running(pid: int) -> bool:
 
 async def test_serve_with_two_workers(db: str, tmp_path: Path) -> None:
     """`chatapp serve --workers 2`: both workers answer requests, and a conversation still has one agent."""
-    server = AppServer.start(db, tmp_path / "workers", CHATAPP_WORKERS="2")
+    # Each worker is a fresh (spawned) interpreter importing the app: slow on a busy machine.
+    server = AppServer.start(db, tmp_path / "workers", ready_timeout=2 * READY, CHATAPP_WORKERS="2")
     pids: set[int] = set()
     try:
         async with browser() as client:

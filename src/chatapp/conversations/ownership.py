@@ -173,9 +173,7 @@ class CommandRouter:
                 return
             work = self._service.deliver_local_text(conversation_id, str(message["t"]))
         elif kind == "ended" and message.get("o") != PROCESS_ID:
-            if not self._service.runtime.is_running(conversation_id):
-                return
-            work = self._service.runtime.stop(conversation_id)
+            work = self._service.ended_elsewhere(conversation_id)
         else:
             return
         task = asyncio.create_task(self._run(work, kind), name=f"agent-command-{conversation_id}")

@@ -216,6 +216,14 @@ class ConversationService:
             else:
                 log.warning("handed-over text for conversation %s found no agent here", conversation_id)
 
+    async def ended_elsewhere(self, conversation_id: uuid.UUID) -> None:
+        """Another process ended the conversation: stop its agent if it runs here, and forget it."""
+        self._starts.pop(conversation_id, None)
+        self._start_failures.pop(conversation_id, None)
+        self._agent_locks.pop(conversation_id, None)
+        if self.runtime.is_running(conversation_id):
+            await self.runtime.stop(conversation_id)
+
     async def adopt(self, conversation_id: uuid.UUID) -> None:
         """Take over the agent of an active conversation whose process died (the lease decides who)."""
         conversation = await store.get_conversation(conversation_id)

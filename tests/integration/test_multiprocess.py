@@ -25,12 +25,14 @@ READY = 60.0  # seconds for a server to start: imports are slow when the shared 
 def pair(db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AppServer, AppServer]]:
     """Two app processes, A and B, on the session's database."""
     root = Path(tmp_path_factory.mktemp("pair"))
-    servers = [
-        AppServer.start(db, root / name, CHATAPP_CHANNELS="postgres", ready_timeout=READY) for name in ("a", "b")
-    ]
-    yield servers[0], servers[1]
-    for server in servers:
-        server.stop()
+    servers: list[AppServer] = []
+    try:
+        for name in ("a", "b"):
+            servers.append(AppServer.start(db, root / name, CHATAPP_CHANNELS="postgres", ready_timeout=READY))
+        yield servers[0], servers[1]
+    finally:
+        for server in servers:
+            server.stop()
 
 
 def browser() -> httpx.AsyncClient:

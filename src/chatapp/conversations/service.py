@@ -221,8 +221,7 @@ class ConversationService:
         self._starts.pop(conversation_id, None)
         self._start_failures.pop(conversation_id, None)
         self._agent_locks.pop(conversation_id, None)
-        if self.runtime.is_running(conversation_id):
-            await self.runtime.stop(conversation_id)
+        await self.runtime.stop(conversation_id)  # idempotent, and waits for a start still in progress
 
     async def adopt(self, conversation_id: uuid.UUID) -> None:
         """Take over the agent of an active conversation whose process died (the lease decides who)."""

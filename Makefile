@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+WORKERS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -30,8 +31,8 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed ## Create .venv and install chatapp
 
 .PHONY: run
-run: install ## Set everything up and serve on http://127.0.0.1:8000 (HOST=, PORT= override; embedded PostgreSQL unless DATABASE_URL)
-	$(BIN)/chatapp serve --migrate --host $(HOST) --port $(PORT)
+run: install ## Set everything up and serve on http://127.0.0.1:8000 (HOST=, PORT=, WORKERS= override; one worker per core; embedded PostgreSQL unless DATABASE_URL)
+	$(BIN)/chatapp serve --migrate --host $(HOST) --port $(PORT) $(if $(WORKERS),--workers $(WORKERS))
 
 .PHONY: chromium
 chromium: ## Install Debian's Chromium for the browser tests (when missing and root)

@@ -35,7 +35,9 @@ class AppServer:
     log_path: Path
 
     @classmethod
-    def start(cls, dsn: str, data_dir: Path, *, port: int | None = None, **env: str) -> AppServer:
+    def start(
+        cls, dsn: str, data_dir: Path, *, port: int | None = None, ready_timeout: float = 30.0, **env: str
+    ) -> AppServer:
         """Start on `port` (a restart on the same address), or on a free one."""
         port = port or free_port()
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -49,6 +51,7 @@ class AppServer:
             "CHATAPP_LOG_LEVEL": "warning",
             "CHATAPP_ENV_FILE": "/nonexistent",
             "CHATAPP_SECRET_KEY": SECRET_KEY,
+            "CHATAPP_WORKERS": "1",  # one process per AppServer: its fault switches and agents are all in it
             **env,
         }
         log = log_path.open("wb")
@@ -60,7 +63,11 @@ class AppServer:
             stderr=subprocess.STDOUT,
         )
         server = cls(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
-        server.wait_ready()
+        try:
+            server.wait_ready(ready_timeout)
+        except RuntimeError:
+            server.stop()
+            raise
         return server
 
     def wait_ready(self, timeout: float = 30.0) -> None:

@@ -27,6 +27,7 @@ from chatapp.accounts.store import PostgresStore
 from chatapp.agents.runtime import AgentRuntime
 from chatapp.conversations.buffer import TranscriptBuffer
 from chatapp.conversations.hub import Hub, make_channels
+from chatapp.conversations.ownership import CommandRouter, build_ownership, keep_leases
 from chatapp.conversations.pipeline import TranscriptPipeline
 from chatapp.conversations.routes import ChatController, IngestController
 from chatapp.conversations.service import ConversationService
@@ -82,7 +83,10 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
     runtime = build_runtime(settings, pipeline)
     faults = Faults()
     sessions = PostgresStore("session")
-    conversations = ConversationService(settings, pipeline, runtime, hub, faults)
+    ownership = build_ownership(settings.channels, in_process_agent=not settings.livekit_configured)
+    conversations = ConversationService(settings, pipeline, runtime, hub, faults, ownership)
+    if ownership.distributed:
+        hub.on_command = CommandRouter(conversations)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -103,10 +107,15 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
                         name="chatapp-idle-reaper",
                     ),
                 ]
+                leases = asyncio.create_task(keep_leases(conversations), name="chatapp-agent-leases")
                 try:
                     yield
                 finally:
+                    leases.cancel()  # adopt nothing more, then stop this process's agents and hand them over
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await leases
                     await runtime.aclose()
+                    await ownership.close()
                     for task in tasks:
                         task.cancel()
                     for task in tasks:
@@ -173,6 +182,14 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
     app.state.conversations = conversations
     app.state.fragments = Fragments(templates.engine)
     return app
+
+
+def create_app_from_env() -> Litestar:
+    """The app factory each `chatapp serve --workers N` worker runs: the parent put the DSN in the environment."""
+    from chatapp.cli import setup_worker_logging
+
+    setup_worker_logging()
+    return create_app(get_settings())
 
 
 async def keep_connection_state(connection: object) -> None:

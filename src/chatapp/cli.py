@@ -7,12 +7,14 @@ import asyncio
 import dataclasses
 import getpass
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any, Literal
 
 from chatapp.database import DatabaseUnavailable, configure_engine, resolve_database, wait_for_database
-from chatapp.settings import Settings, SettingsError, get_settings
+from chatapp.settings import Settings, SettingsError, env_values, get_settings
 
 log = logging.getLogger("chatapp")
 
@@ -49,15 +51,33 @@ def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def serve_workers(requested: int | None, env: dict[str, str]) -> tuple[int, Literal["postgres"] | None]:
+    """How many worker processes, and the channels they must use (None: as configured).
+
+    Default: one per core, but one when CHATAPP_CHANNELS=memory is chosen explicitly; several workers share
+    live events and agent ownership through PostgreSQL, so they default to (and need) postgres channels.
+    """
+    chosen = env.get("CHATAPP_CHANNELS", "").strip().lower()
+    if requested is None and (raw := env.get("CHATAPP_WORKERS", "").strip()):
+        try:
+            requested = int(raw)
+        except ValueError:
+            raise SettingsError("CHATAPP_WORKERS must be a whole number") from None
+    if requested is None:
+        requested = 1 if chosen == "memory" else (os.cpu_count() or 1)
+    if requested < 1:
+        raise SettingsError("--workers (CHATAPP_WORKERS) must be at least 1")
+    if requested > 1 and chosen == "memory":
+        raise SettingsError("several workers need CHATAPP_CHANNELS=postgres (memory channels are per process)")
+    return requested, ("postgres" if requested > 1 else None)
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from chatapp.app import create_app
-    from chatapp.httpserver import MAX_REQUEST_HEAD, http_protocol
-    from chatapp.logfilters import uvicorn_log_config
-
     host = args.host or settings.host
     port = args.port or settings.port
+    workers, channels = serve_workers(args.workers, env_values())
     dsn, embedded = resolve_database(settings)
     try:
         if args.migrate:
@@ -65,29 +85,65 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         else:
             asyncio.run(wait_for_database(dsn, settings.db_wait_seconds))
         # The address actually served is what the LiveKit agent worker posts transcripts back to by default.
-        settings = dataclasses.replace(settings, host=host, port=port)
-        app = create_app(settings, dsn=dsn)
-        config = uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            log_level=settings.log_level,
-            log_config=uvicorn_log_config(),  # uvicorn's own, with search words and share tokens redacted
-            http=http_protocol(),  # headers capped at MAX_REQUEST_HEAD: 431, not unbounded memory
-            h11_max_incomplete_event_size=MAX_REQUEST_HEAD,
-            proxy_headers=bool(settings.forwarded_allow_ips),
-            forwarded_allow_ips=settings.forwarded_allow_ips or None,
-            timeout_graceful_shutdown=5,
+        settings = dataclasses.replace(settings, host=host, port=port, channels=channels or settings.channels)
+        print(
+            f"chatapp serving on http://{host}:{port} ({'embedded' if embedded else 'external'} PostgreSQL"
+            + (f", {workers} workers)" if workers > 1 else ")")
         )
-        print(f"chatapp serving on http://{host}:{port} ({'embedded' if embedded else 'external'} PostgreSQL)")
         # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler it found: make
         # that an exception, so the embedded PostgreSQL below is stopped instead of the process just dying.
         signal.signal(signal.SIGTERM, _exit_on_signal)
-        uvicorn.Server(config).run()
+        if workers > 1:
+            _serve_workers(settings, dsn, workers)
+            return 0
+        from chatapp.app import create_app  # here: with several workers, only the workers import the app
+
+        app = create_app(settings, dsn=dsn)
+        uvicorn.Server(uvicorn.Config(app, host=host, port=port, **_uvicorn_options(settings))).run()
     finally:
         if embedded:
             embedded.stop()
     return 0
+
+
+def _serve_workers(settings: Settings, dsn: str, workers: int) -> None:
+    """uvicorn's supervisor runs `workers` processes on one socket, each building the app from the environment
+    (`create_app_from_env`); the database (embedded or not) was started once, here in the parent. On SIGTERM
+    or Ctrl+C the supervisor stops its workers and returns, and the caller then stops the embedded server."""
+    import uvicorn
+
+    os.environ.update(
+        {
+            "DATABASE_URL": dsn,
+            "CHATAPP_CHANNELS": settings.channels,
+            "CHATAPP_HOST": settings.host,
+            "CHATAPP_PORT": str(settings.port),
+        }
+    )
+    uvicorn.run(
+        "chatapp.app:create_app_from_env",
+        factory=True,
+        workers=workers,
+        host=settings.host,
+        port=settings.port,
+        **_uvicorn_options(settings),
+    )
+
+
+def _uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """What one process and several workers share: logging, header limits, proxies, shutdown."""
+    from chatapp.httpserver import MAX_REQUEST_HEAD, http_protocol
+    from chatapp.logfilters import uvicorn_log_config
+
+    return {
+        "log_level": settings.log_level,
+        "log_config": uvicorn_log_config(),  # uvicorn's own, with search words and share tokens redacted
+        "http": http_protocol(),  # headers capped at MAX_REQUEST_HEAD: 431, not unbounded memory
+        "h11_max_incomplete_event_size": MAX_REQUEST_HEAD,
+        "proxy_headers": bool(settings.forwarded_allow_ips),
+        "forwarded_allow_ips": settings.forwarded_allow_ips or None,
+        "timeout_graceful_shutdown": 5,
+    }
 
 
 async def _createuser(dsn: str, wait: float, email: str, display_name: str, password: str) -> str:
@@ -141,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="listen address (default CHATAPP_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="listen port (default CHATAPP_PORT or 8000)")
     serve.add_argument("--migrate", action="store_true", help="apply pending migrations first")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="app processes (default CHATAPP_WORKERS, else one per core; 1 with CHATAPP_CHANNELS=memory)",
+    )
     serve.set_defaults(func=cmd_serve)
     migrate = sub.add_parser("migrate", help="apply pending database migrations")
     migrate.set_defaults(func=cmd_migrate)
@@ -154,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def setup_worker_logging() -> None:
+    """A uvicorn worker process starts afresh: configure logging as `main` does."""
+    _setup_logging(get_settings())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -164,6 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(settings)
     try:
         return int(args.func(settings, args))
+    except SettingsError as exc:  # e.g. `serve --workers 2` with CHATAPP_CHANNELS=memory
+        print(f"chatapp: configuration error: {exc}", file=sys.stderr)
+        return 2
     except DatabaseUnavailable as exc:
         print(f"chatapp: {exc}", file=sys.stderr)
         return 1

@@ -5,10 +5,11 @@ The routes exist only when CHATAPP_TEST_FAULTS is on, and Settings refuses that 
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import msgspec
-from litestar import Controller, Request, post
+from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 
 
@@ -61,3 +62,11 @@ class FaultController(Controller):
     async def drop_streams(self, request: Request[Any, Any, Any], state: State) -> None:
         """End every open SSE stream, as a proxy timeout or a network blip would."""
         state.conversations.hub.drop_all()
+
+    @get("/agents")
+    async def agents(self, state: State) -> dict[str, Any]:
+        """This process's running agents, so tests can count agents across app processes."""
+        from chatapp.conversations.hub import PROCESS_ID
+
+        running = getattr(state.conversations.runtime, "running", list)
+        return {"process": PROCESS_ID, "pid": os.getpid(), "agents": sorted(str(c) for c in running())}

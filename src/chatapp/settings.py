@@ -31,6 +31,11 @@ def _env() -> dict[str, str]:
     return values
 
 
+def env_values() -> dict[str, str]:
+    """The environment as settings see it: the .env file, overridden by the process environment."""
+    return _env()
+
+
 def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
     raw = env.get(name, "").strip()
     if not raw:

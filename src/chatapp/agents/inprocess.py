@@ -13,7 +13,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from livekit.agents import AgentSession, APIConnectionError, APIStatusError, APITimeoutError, llm
@@ -73,7 +73,11 @@ class _Conversation:
         self.id = info.id
         self._sink = sink
         self._llm = model
-        self._greet = greet and not info.history
+        self._pending = ""
+        if info.answer_last and info.history and info.history[-1][0] == "user":
+            self._pending = info.history[-1][1]
+            info = replace(info, history=info.history[:-1])
+        self._greet = greet and not info.history and not self._pending
         self._agent = TravelAgent.for_conversation(info)
         self._session: AgentSession[None] | None = None
         self._session_lost = False
@@ -129,7 +133,9 @@ class _Conversation:
         self._session = session
 
     async def _work(self) -> None:
-        if self._greet:
+        if self._pending:
+            await self._respond(user_input=self._pending)
+        elif self._greet:
             await self._respond(instructions=greeting_instructions(self.info.user_display_name))
         while not self.closing and (text := await self._turns.get()) is not None:
             await self._respond(user_input=text)
@@ -274,6 +280,8 @@ async def _finish(task: asyncio.Task[None], conversation_id: uuid.UUID) -> None:
 class InProcessRuntime:
     """The `AgentRuntime` that runs each conversation's agent in this process, text in and text out."""
 
+    answers_typed_text = True  # typed text posted to the app reaches this agent (LiveKit's goes over lk.chat)
+
     def __init__(self, sink: EventSink, llm_factory: Callable[[], llm.LLM[Any]], greet: bool = True) -> None:
         self._sink = sink
         self._llm_factory = llm_factory
@@ -332,6 +340,10 @@ class InProcessRuntime:
     def is_running(self, conversation_id: uuid.UUID) -> bool:
         running = self._conversations.get(conversation_id)
         return running is not None and not running.closing
+
+    def running(self) -> list[uuid.UUID]:
+        """The conversations whose agent runs in this process."""
+        return [cid for cid, running in self._conversations.items() if not running.closing]
 
     async def aclose(self) -> None:
         self._closed = True

@@ -29,6 +29,9 @@ class ConversationInfo:
     user_id: uuid.UUID | None = None
     # Earlier turns as (role, text), oldest first: set when a saved conversation is continued.
     history: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    # The last history item is a user message nobody answered (its agent's process died, or the app restarted):
+    # an agent that can, answers it first instead of greeting.
+    answer_last: bool = False
 
 
 @dataclass(frozen=True)

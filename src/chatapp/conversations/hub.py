@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -42,6 +42,8 @@ CONNECTION_ERRORS = (
     asyncpg.OperatorInterventionError,
     asyncpg.InterfaceError,
 )
+# Commands for a conversation's agent (see conversations/ownership.py): handed to `on_command`, never to streams.
+COMMAND_KINDS = frozenset({"agent.text"})
 
 
 class PersistentAsyncPgChannelsBackend(AsyncPgChannelsBackend):
@@ -186,6 +188,8 @@ class Hub:
         self.agent_states: dict[uuid.UUID, tuple[str, str]] = {}
         # False while the LISTEN connection is down (postgres channels): /healthz reports it.
         self.live = True
+        # Set by the agent ownership layer; sees agent commands and `ended` (which stops an agent anywhere).
+        self.on_command: Callable[[dict[str, Any]], None] | None = None
 
     async def publish(self, message: dict[str, Any]) -> None:
         message = {**message, "o": PROCESS_ID}
@@ -219,6 +223,10 @@ class Hub:
             return
         conversation_id = uuid.UUID(message["c"]) if "c" in message else None
         remote = message.get("o") != PROCESS_ID
+        if self.on_command is not None and conversation_id is not None and (kind in COMMAND_KINDS or kind == "ended"):
+            self.on_command(message)
+        if kind in COMMAND_KINDS:
+            return
         if conversation_id is not None and remote:
             # Keep this process's buffer in step with interims ingested elsewhere, so New Chat here flushes them.
             if kind == "interim":

@@ -15,6 +15,7 @@ from chatapp.agents.runtime import DEFAULT_START_FAILURE, AgentRuntime, AgentSta
 from chatapp.conversations import store
 from chatapp.conversations.events import AgentStateEvent, TranscriptEvent
 from chatapp.conversations.hub import Hub
+from chatapp.conversations.ownership import AGENT_TEXT, Ownership
 from chatapp.conversations.pipeline import TranscriptPipeline, final_message
 from chatapp.conversations.views import MessageView
 from chatapp.database import connection
@@ -83,6 +84,7 @@ class ConversationService:
         runtime: AgentRuntime,
         hub: Hub,
         faults: Faults | None = None,
+        ownership: Ownership | None = None,
     ) -> None:
         self.settings = settings
         self.faults = faults or Faults()
@@ -91,6 +93,8 @@ class ConversationService:
         self.hub = hub
         self._starts: dict[uuid.UUID, StartInfo] = {}
         self._start_failures: dict[uuid.UUID, str] = {}  # what the panel says when the agent cannot start
+        self.ownership = ownership or Ownership()
+        self._agent_locks: dict[uuid.UUID, asyncio.Lock] = {}  # one start (or hand-over) at a time
 
     async def open(self, user_id: uuid.UUID, display_name: str) -> ChatView:
         """The user's active conversation (created if needed) with its transcript so far and a running agent."""
@@ -120,11 +124,31 @@ class ConversationService:
         display_name: str,
         utterances: Sequence[store.StoredUtterance] | None = None,
     ) -> StartInfo | None:
-        """Start the conversation's agent unless it runs; None (and an 'unavailable' status) when it cannot."""
+        """Start the conversation's agent unless it runs here or in another live app process; None (and an
+        'unavailable' status) when it cannot."""
         if self.runtime.is_running(conversation.id) and conversation.id in self._starts:
             return self._starts[conversation.id]
+        async with self._agent_lock(conversation.id):
+            return await self._start_agent(conversation, display_name, utterances)
+
+    def _agent_lock(self, conversation_id: uuid.UUID) -> asyncio.Lock:
+        return self._agent_locks.setdefault(conversation_id, asyncio.Lock())
+
+    async def _start_agent(
+        self,
+        conversation: store.Conversation,
+        display_name: str,
+        utterances: Sequence[store.StoredUtterance] | None,
+    ) -> StartInfo | None:
+        """ensure_agent's work, under the conversation's agent lock."""
+        if self.runtime.is_running(conversation.id) and conversation.id in self._starts:
+            return self._starts[conversation.id]
+        if not await self.ownership.claim(conversation.id):
+            return StartInfo(mode="text")  # another live process runs it; typed text is handed over to it
         if utterances is None:
             utterances = await store.list_utterances(conversation.id)
+        # A user message stored while no agent ran (its process died, the app restarted) is answered now.
+        answer_last = bool(utterances) and utterances[-1].role == "user"
         history = [(u.role, u.text) for u in utterances]
         if conversation.continued_from is not None:
             # Continuing a saved conversation: the agent's context is its transcript (which stays as it was)
@@ -138,6 +162,7 @@ class ConversationService:
             user_display_name=display_name,
             user_id=conversation.owner,
             history=tuple(history),
+            answer_last=answer_last,
         )
         try:
             self.faults.check("agent_start")
@@ -146,6 +171,7 @@ class ConversationService:
             log.warning("agent for conversation %s could not start: %s", conversation.id, type(exc).__name__)
             detail = exc.detail if isinstance(exc, AgentStartError) else DEFAULT_START_FAILURE
             self._start_failures[conversation.id] = detail
+            await self.ownership.release(conversation.id, only_mine=True)
             await self.pipeline.agent_state(AgentStateEvent(conversation.id, "unavailable", detail))
             return None
         self._start_failures.pop(conversation.id, None)
@@ -172,9 +198,43 @@ class ConversationService:
             raise ConversationGone(str(conversation_id)) from None
         if not stored:
             return False
-        if self.runtime.is_running(conversation_id):
+        if self.runtime.is_running(conversation_id) or not getattr(self.runtime, "answers_typed_text", False):
             await self.runtime.send_text(conversation_id, text)
+        else:
+            await self._hand_over_text(conversation_id, text)
         return True
+
+    async def _hand_over_text(self, conversation_id: uuid.UUID, text: str) -> None:
+        """Typed text (already stored) for an agent not running here: to the live process that runs it, or
+        else to a new agent here, which answers it as the conversation's last message."""
+        async with self._agent_lock(conversation_id):
+            if self.runtime.is_running(conversation_id):
+                await self.runtime.send_text(conversation_id, text)
+            elif (holder := await self.ownership.holder_elsewhere(conversation_id)) is not None:
+                await self.hub.publish({"k": AGENT_TEXT, "c": str(conversation_id), "to": holder, "t": text})
+            elif (conversation := await store.get_conversation(conversation_id)) is not None and conversation.active:
+                await self._start_agent(conversation, "", None)
+
+    async def deliver_local_text(self, conversation_id: uuid.UUID, text: str) -> None:
+        """Typed text handed over by another process: for this process's agent (if it is still here)."""
+        async with self._agent_lock(conversation_id):
+            if self.runtime.is_running(conversation_id):
+                await self.runtime.send_text(conversation_id, text)
+            else:
+                log.warning("handed-over text for conversation %s found no agent here", conversation_id)
+
+    async def ended_elsewhere(self, conversation_id: uuid.UUID) -> None:
+        """Another process ended the conversation: stop its agent if it runs here, and forget it."""
+        self._starts.pop(conversation_id, None)
+        self._start_failures.pop(conversation_id, None)
+        self._agent_locks.pop(conversation_id, None)
+        await self.runtime.stop(conversation_id)  # idempotent, and waits for a start still in progress
+
+    async def adopt(self, conversation_id: uuid.UUID) -> None:
+        """Take over the agent of an active conversation whose process died (the lease decides who)."""
+        conversation = await store.get_conversation(conversation_id)
+        if conversation is not None and conversation.active:
+            await self.ensure_agent(conversation, "")
 
     async def dictate(
         self, user_id: uuid.UUID, conversation_id: uuid.UUID, item_id: str, text: str, final: bool
@@ -265,6 +325,7 @@ class ConversationService:
         self.pipeline.forget(old_id)
         self._starts.pop(old_id, None)
         self._start_failures.pop(old_id, None)
+        self._agent_locks.pop(old_id, None)
         for utterance in outcome.flushed:
             await self.hub.publish(final_message(utterance))
         # Every tab's sidebar shows the saved one; then tabs showing the old conversation move on.
@@ -273,6 +334,7 @@ class ConversationService:
         await self.hub.publish({"k": "ended", "c": str(old_id), "u": str(user_id), "r": reason})
         try:
             await self.runtime.stop(old_id)
+            await self.ownership.release(old_id)
         except Exception:  # the save stands whatever the agent does on its way out
             log.exception("stopping the agent of conversation %s failed", old_id)
 

@@ -1,0 +1,300 @@
+"""One agent per active conversation across real app processes sharing one PostgreSQL (postgres channels)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from chatapp.database import connection
+from tests.integration.test_live_stream import open_conversation
+from tests.support import AppServer, client_ip, signup
+
+ANSWER_WITHIN = 5.0
+READY = 60.0  # seconds for a server to start: imports are slow when the shared machine is busy
+
+
+@pytest.fixture(scope="module")
+def pair(db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AppServer, AppServer]]:
+    """Two app processes, A and B, on the session's database."""
+    root = Path(tmp_path_factory.mktemp("pair"))
+    servers: list[AppServer] = []
+    try:
+        for name in ("a", "b"):
+            servers.append(AppServer.start(db, root / name, CHATAPP_CHANNELS="postgres", ready_timeout=READY))
+        yield servers[0], servers[1]
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def browser() -> httpx.AsyncClient:
+    """One person's browser: the cookies (session, CSRF) work on every app process (same host, one database)."""
+    return httpx.AsyncClient(headers={"X-Forwarded-For": client_ip()}, timeout=10.0)
+
+
+def htmx(client: httpx.AsyncClient) -> dict[str, str]:
+    return {"HX-Request": "true", "x-csrftoken": str(client.cookies.get("csrftoken"))}
+
+
+async def agents_on(client: httpx.AsyncClient, server: AppServer) -> set[uuid.UUID]:
+    response = await client.get(f"{server.url}/_test/agents")
+    assert response.status_code == 200
+    return {uuid.UUID(c) for c in response.json()["agents"]}
+
+
+async def agent_count(client: httpx.AsyncClient, servers: tuple[AppServer, ...], cid: uuid.UUID) -> int:
+    return sum([cid in await agents_on(client, s) for s in servers])
+
+
+async def rows(cid: uuid.UUID) -> list[tuple[int, str, str]]:
+    async with connection() as conn:
+        found = await conn.fetch("SELECT seq, role, item_id FROM utterance WHERE session = $1 ORDER BY seq", cid)
+    return [(r["seq"], r["role"], r["item_id"]) for r in found]
+
+
+async def wait_for(condition: object, timeout: float = ANSWER_WITHIN) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if await condition():  # type: ignore[operator]
+            return
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def greeted(cid: uuid.UUID) -> None:
+    """The agent's greeting is stored (so what follows is an answer to typed text)."""
+
+    async def done() -> bool:
+        return any(role == "agent" for _, role, _ in await rows(cid))
+
+    await wait_for(done, 10.0)
+
+
+async def type_text(client: httpx.AsyncClient, server: AppServer, cid: uuid.UUID, text: str) -> str:
+    item = uuid.uuid4().hex
+    response = await client.post(
+        f"{server.url}/conversations/{cid}/messages", data={"text": text, "item_id": item}, headers=htmx(client)
+    )
+    assert response.status_code == 204, response.text
+    return f"typed-{item}"
+
+
+async def answers_after(cid: uuid.UUID, item_id: str) -> int:
+    """Agent finals stored after the user message `item_id` (and before any later user message)."""
+    found = await rows(cid)
+    seq = next(s for s, _, i in found if i == item_id)
+    count = 0
+    for s, role, _ in found:
+        if s > seq:
+            if role == "user":
+                break
+            count += 1
+    return count
+
+
+async def answered_once(cid: uuid.UUID, item_id: str, timeout: float = ANSWER_WITHIN) -> float:
+    """Waits for the answer to `item_id`; returns how long it took. A second answer would show up meanwhile."""
+    started = time.monotonic()
+
+    async def done() -> bool:
+        return await answers_after(cid, item_id) >= 1
+
+    await wait_for(done, timeout)
+    took = time.monotonic() - started
+    await asyncio.sleep(0.5)  # a duplicate agent would answer as fast as the first one did
+    assert await answers_after(cid, item_id) == 1
+    return took
+
+
+async def test_a_page_view_on_another_process_adds_no_agent_and_typed_text_is_answered_once(
+    pair: tuple[AppServer, AppServer],
+) -> None:
+    a, b = pair
+    async with browser() as client:
+        client.base_url = httpx.URL(a.url)
+        await signup(client)
+        cid = await open_conversation(client)
+        await greeted(cid)
+        client.base_url = httpx.URL(b.url)
+        assert await open_conversation(client) == cid
+        assert await open_conversation(client) == cid
+        assert cid in await agents_on(client, a)
+        assert cid not in await agents_on(client, b)
+        async with connection() as conn:
+            holders = await conn.fetchval("SELECT count(*) FROM agent_lease WHERE conversation = $1", cid)
+        assert holders == 1
+
+        item = await type_text(client, b, cid, "Typed on B: what about Porto?")
+        await answered_once(cid, item)
+        assert await agent_count(client, pair, cid) == 1
+
+
+async def test_new_chat_via_b_stops_the_agent_on_a(pair: tuple[AppServer, AppServer]) -> None:
+    a, b = pair
+    async with browser() as client:
+        client.base_url = httpx.URL(a.url)
+        await signup(client)
+        cid = await open_conversation(client)
+        await greeted(cid)
+        item = await type_text(client, a, cid, "Plan three days in Lisbon")
+        await answered_once(cid, item)
+        assert cid in await agents_on(client, a)
+
+        response = await client.post(
+            f"{b.url}/conversations/new", data={"conversation_id": str(cid)}, headers=htmx(client)
+        )
+        assert response.status_code == 200
+
+        async def stopped_on_a() -> bool:
+            return cid not in await agents_on(client, a)
+
+        await wait_for(stopped_on_a, 3.0)
+        client.base_url = httpx.URL(b.url)
+        new = await open_conversation(client)
+        assert new != cid
+        assert await agent_count(client, pair, cid) == 0
+        assert await agent_count(client, pair, new) == 1
+        async with connection() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM agent_lease WHERE conversation = $1", cid) == 0
+
+
+async def test_parallel_new_chats_over_both_processes_save_exactly_once(pair: tuple[AppServer, AppServer]) -> None:
+    a, b = pair
+    async with browser() as client:
+        client.base_url = httpx.URL(a.url)
+        await signup(client)
+        cid = await open_conversation(client)
+        await greeted(cid)
+        await type_text(client, b, cid, "Somewhere warm in March")
+        responses = await asyncio.gather(
+            *(
+                client.post(
+                    f"{(a, b)[n % 2].url}/conversations/new",
+                    data={"conversation_id": str(cid)},
+                    headers=htmx(client),
+                )
+                for n in range(20)
+            )
+        )
+        assert [r.status_code for r in responses] == [200] * 20
+        async with connection() as conn:
+            owner = await conn.fetchval("SELECT owner FROM chat_session WHERE id = $1", cid)
+            saved = await conn.fetchval(
+                "SELECT count(*) FROM chat_session WHERE owner = $1 AND ended_at IS NOT NULL", owner
+            )
+            active = await conn.fetch("SELECT id FROM chat_session WHERE owner = $1 AND ended_at IS NULL", owner)
+        assert saved == 1
+        assert len(active) == 1
+        [current] = [r["id"] for r in active]
+
+        async def one_agent() -> bool:
+            return await agent_count(client, pair, current) == 1 and await agent_count(client, pair, cid) == 0
+
+        await wait_for(one_agent, 3.0)
+
+
+async def test_killing_the_owner_hands_the_conversation_to_the_other_process(
+    pair: tuple[AppServer, AppServer], db: str, tmp_path: Path
+) -> None:
+    _, b = pair
+    a = AppServer.start(db, tmp_path / "victim", CHATAPP_CHANNELS="postgres", ready_timeout=READY)
+    try:
+        async with browser() as client:
+            client.base_url = httpx.URL(a.url)
+            await signup(client)
+            cid = await open_conversation(client)
+            await greeted(cid)
+            first = await type_text(client, b, cid, "Before the crash: Rome or Naples?")
+            await answered_once(cid, first)
+            assert cid in await agents_on(client, a)
+            dead = (await client.get(f"{a.url}/_test/agents")).json()["process"]
+
+            os.kill(a.process.pid, signal.SIGKILL)
+            a.process.wait()
+            second = await type_text(client, b, cid, "After the crash: and Florence?")
+            took = await answered_once(cid, second)
+            assert took < ANSWER_WITHIN
+            # Another live process holds the lease now (b, or any other app process on this database).
+            async with connection() as conn:
+                lease = await conn.fetchrow(
+                    "SELECT holder, expires_at > now() AS live FROM agent_lease WHERE conversation = $1", cid
+                )
+            assert lease is not None
+            assert lease["holder"] != dead
+            assert lease["live"]
+            # Nothing acknowledged is lost: both messages and the answer to each are stored, in order.
+            items = [i for _, _, i in await rows(cid)]
+            assert items.index(first) < items.index(second)
+            assert await answers_after(cid, first) == 1
+            # The new agent carried on from the transcript: no second greeting.
+            assert [role for _, role, _ in await rows(cid)] == ["agent", "user", "agent", "user", "agent"]
+    finally:
+        if a.process.poll() is None:
+            a.stop()
+
+
+@pytest.mark.parametrize("channels", ["memory", "postgres"])
+async def test_after_a_restart_typed_text_is_answered_without_a_reload(db: str, tmp_path: Path, channels: str) -> None:
+    """15.2: kill -9 the only process, start it again: the active conversation's next message gets an answer."""
+    server = AppServer.start(db, tmp_path / "app", CHATAPP_CHANNELS=channels, ready_timeout=READY)
+    try:
+        async with browser() as client:
+            client.base_url = httpx.URL(server.url)
+            await signup(client)
+            cid = await open_conversation(client)
+            await greeted(cid)
+            os.kill(server.process.pid, signal.SIGKILL)
+            server.process.wait()
+            port = int(server.url.rsplit(":", 1)[1])
+            server = AppServer.start(db, tmp_path / "app", port=port, CHATAPP_CHANNELS=channels, ready_timeout=READY)
+            item = await type_text(client, server, cid, "Still there? Madrid in June")
+            await answered_once(cid, item)
+            assert [role for _, role, _ in await rows(cid)] == ["agent", "user", "agent"]
+    finally:
+        server.stop()
+
+
+def running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_serve_with_two_workers(db: str, tmp_path: Path) -> None:
+    """`chatapp serve --workers 2`: both workers answer requests, and a conversation still has one agent."""
+    # Each worker is a fresh (spawned) interpreter importing the app: slow on a busy machine.
+    server = AppServer.start(db, tmp_path / "workers", ready_timeout=2 * READY, CHATAPP_WORKERS="2")
+    pids: set[int] = set()
+    try:
+        async with browser() as client:
+            client.base_url = httpx.URL(server.url)
+            await signup(client)
+            cid = await open_conversation(client)
+            await greeted(cid)
+            holders: dict[int, bool] = {}
+            deadline = time.monotonic() + 10
+            while len(holders) < 2 and time.monotonic() < deadline:
+                # A new connection each time, so the kernel spreads them over the workers.
+                async with httpx.AsyncClient(base_url=server.url, cookies=client.cookies) as fresh:
+                    assert await open_conversation(fresh) == cid
+                    state = (await fresh.get("/_test/agents")).json()
+                    holders[state["pid"]] = str(cid) in state["agents"]
+            assert len(holders) == 2, "only one worker answered"
+            assert sorted(holders.values()) == [False, True]
+            pids = set(holders)
+            item = await type_text(client, server, cid, "Two workers: Oslo or Bergen?")
+            await answered_once(cid, item)
+    finally:
+        server.stop()
+    assert server.process.returncode is not None
+    assert not [pid for pid in pids if running(pid)]

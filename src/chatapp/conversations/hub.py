@@ -266,8 +266,8 @@ class Hub:
         message = {"k": "logout", "u": str(user_id), "sh": session}
         try:
             await self.publish(message)
-        except CONNECTION_ERRORS:  # the database is down: end this process's streams at least
-            log.warning("could not publish a logout to the other processes")
+        except Exception:  # logout must succeed whatever live delivery does: end this process's streams at least
+            log.warning("could not publish a logout to the other processes", exc_info=True)
             self.dispatch(message)
 
     def streams_of(self, user_id: uuid.UUID) -> int:

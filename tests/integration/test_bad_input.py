@@ -233,7 +233,10 @@ LIST_CURSORS = [encode_cursor(t, uuid.uuid4()) for t in EDGE_TIMES] + [
     b64("[" * 5000 + "]" * 5000),
     "%%%",
 ]
-SEARCH_CURSORS = [encode_search_cursor(1.0, t, uuid.uuid4()) for t in EDGE_TIMES] + [
+SEARCH_CURSORS = [
+    *(encode_search_cursor(None, (1.0, t, uuid.uuid4())) for t in EDGE_TIMES),
+    *(encode_search_cursor((t, uuid.uuid4()), None) for t in EDGE_TIMES),
+    b64(f'[null, [{10**400}, "2024-01-01T00:00:00+00:00", "{uuid.uuid4()}"]]'),
     b64(f'[{10**400}, "2024-01-01T00:00:00+00:00", "{uuid.uuid4()}"]'),
     b64('[1, "2024-01-01", {}]'),
     b64("[" * 5000 + "]" * 5000),

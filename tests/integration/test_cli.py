@@ -44,7 +44,10 @@ async def test_createuser_reads_the_password_from_stdin(db: str, tmp_path: Path)
         ["createuser", "--email", email, "--display-name", "Twice"], environment(db, tmp_path), "a long password here\n"
     )
     assert again.returncode == 2
-    assert "already exists" in again.stderr
+    assert "could not create an account" in again.stderr
+    unchanged = await authenticate(email, "a long password here")
+    assert unchanged is not None
+    assert unchanged.display_name == "Cli User"
 
 
 def test_an_unreachable_database_is_one_clear_line(tmp_path: Path) -> None:

@@ -69,7 +69,7 @@ def test_migrations_apply_to_an_empty_database(tmp_path: Path) -> None:
         }
         first = subprocess.run([sys.executable, "-m", "chatapp", "migrate"], env=env, capture_output=True, text=True)
         assert first.returncode == 0, first.stderr
-        assert "applied 3 migration(s)" in first.stdout
+        assert "applied 4 migration(s)" in first.stdout
         second = subprocess.run([sys.executable, "-m", "chatapp", "migrate"], env=env, capture_output=True, text=True)
         assert second.returncode == 0, second.stderr
         assert "up to date" in second.stdout

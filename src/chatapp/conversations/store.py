@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from chatapp.conversations.events import MAX_ITEM_ID_LENGTH, Role, TranscriptEvent
+from chatapp.conversations.events import Role, TranscriptEvent
 from chatapp.database import connection
 
 log = logging.getLogger(__name__)
@@ -219,12 +219,11 @@ async def get_utterance(conversation_id: uuid.UUID, seq: int) -> StoredUtterance
 
 
 def unstorable(event: TranscriptEvent) -> str | None:
-    """Why PostgreSQL would refuse this utterance (varchar(128) item ids, no NUL in text), or None.
+    """Why PostgreSQL would refuse this utterance (no NUL in text or id), or None. (An id too long for
+    varchar(128) cannot exist: TranscriptEvent refuses it.)
 
     Ending a conversation checks its buffered interims with this, so one bad row cannot fail every save.
     """
-    if len(event.item_id) > MAX_ITEM_ID_LENGTH:
-        return f"item id longer than {MAX_ITEM_ID_LENGTH} characters"
     if "\x00" in event.item_id or "\x00" in event.text:
         return "NUL character"
     return None

@@ -44,7 +44,8 @@ async def test_voice_unavailable_is_shown_cleanly_and_typing_still_works(
     await chat.signup()
 
     # The client library is loaded and the page tried to join the room it was given a token for ...
-    await page.wait_for_function("typeof window.LivekitClient?.Room === 'function'")
+    # A function, not an expression: Playwright polls an expression with eval(), which the page's CSP forbids.
+    await page.wait_for_function("() => typeof window.LivekitClient?.Room === 'function'")
     await expect(chat.panel).to_have_attribute("data-mode", "voice")
     status = page.get_by_test_id("voice-status")
     # ... which fails (the fake has no WebRTC): a clear message, no crash.

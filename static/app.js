@@ -139,8 +139,36 @@
     var panel = document.getElementById("chat-panel");
     if (panel) panel.classList.toggle("is-reconnecting", down);
   }
-  document.addEventListener("htmx:sseError", function () { setConnectionState(true); });
-  document.addEventListener("htmx:sseOpen", function () { setConnectionState(false); });
+
+  // While the server (or its database) cannot be reached, the status line must not keep saying "Agent is
+  // ready": it says the agent is unreachable, and goes back to what it said once the server answers again
+  // (the stream then sends the agent's current state if it has changed meanwhile).
+  var statusBeforeOutage = null;
+  function setAgentReachable(reachable) {
+    var status = document.getElementById("agent-status");
+    if (!status) return;
+    var unreachable = status.querySelector('[data-state="unreachable"]');
+    if (!reachable && !unreachable) {
+      statusBeforeOutage = status.innerHTML;
+      status.innerHTML = '<span class="status-dot status-unavailable" aria-hidden="true"></span>' +
+        '<span data-testid="agent-status" data-state="unreachable">Agent unreachable: reconnecting…</span>';
+    } else if (reachable && unreachable && statusBeforeOutage !== null) {
+      status.innerHTML = statusBeforeOutage;
+      statusBeforeOutage = null;
+    }
+  }
+  document.addEventListener("htmx:sseError", function () { setConnectionState(true); setAgentReachable(false); });
+  document.addEventListener("htmx:sseOpen", function () { setConnectionState(false); setAgentReachable(true); });
+  document.addEventListener("htmx:sendError", function () { setAgentReachable(false); });
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var xhr = event.detail.xhr;
+    if (xhr && xhr.status === 503) setAgentReachable(false);
+    else if (event.detail.successful) setAgentReachable(true);
+  });
+  // A status pushed by the server is the truth again.
+  document.addEventListener("htmx:sseBeforeMessage", function (event) {
+    if (event.target && event.target.id === "agent-status") statusBeforeOutage = null;
+  });
 
   // ---- The draft: kept per tab (sessionStorage) so no swap, reload or re-login erases what is being typed. ----
   var DRAFT_KEY = "chatapp:draft";
@@ -334,10 +362,22 @@
       var token = JSON.parse(document.body.getAttribute("hx-headers") || "{}")["x-csrftoken"];
       fetch(url, {
         method: "POST",
-        headers: { "Content-Type": "application/json", "x-csrftoken": token },
+        headers: { "Content-Type": "application/json", "Accept": "application/json", "x-csrftoken": token },
         body: JSON.stringify({ item_id: itemId, text: text, final: final }),
         credentials: "same-origin",
-      }).catch(function () { showToast("Dictation could not reach the server.", "error"); });
+      }).then(function (response) {
+        if (response.ok) return;
+        // Refused (too many posts, logged out, the conversation was saved...): say why, once in a while.
+        response.json().then(function (body) { dictationRefused(body && body.detail, response.status); },
+          function () { dictationRefused("", response.status); });
+      }, function () { showToast("Dictation could not reach the server.", "error"); });
+    }
+
+    var lastRefusal = 0;
+    function dictationRefused(detail, status) {
+      if (Date.now() - lastRefusal < 5000) return;  // interims come several a second: one toast is enough
+      lastRefusal = Date.now();
+      showToast(detail || "Dictation was not accepted (" + status + ").", "error");
     }
 
     button.addEventListener("click", function () {

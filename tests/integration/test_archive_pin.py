@@ -341,3 +341,18 @@ async def test_each_list_query_starts_with_an_index_scan_on_its_partial_index(ap
         for index, plan in plans.items():
             assert f"Index Scan using {index}" in plan, plan
             assert "Sort" not in plan, plan
+
+
+async def test_the_archived_view_pages_by_date_each_exactly_once(app_server: AppServer) -> None:
+    async with person(app_server) as (client, user):
+        made = await some_saved(user, 25)
+        for cid in made:
+            await archive(client, cid)
+        html = (await client.get("/history/archived")).text
+        ids = ITEM.findall(html)
+        while match := NEXT.search(html):
+            assert "view=archived" in match.group(1)
+            html = (await client.get(match.group(1).replace("&amp;", "&"), headers={"HX-Request": "true"})).text
+            ids += ITEM.findall(html)
+        assert ids == [str(m) for m in made]
+        assert await listed(client) == []

@@ -194,6 +194,8 @@ async def test_bad_input_is_refused_and_changes_nothing(app_server: AppServer) -
             assert response.status_code == 422, data
         bad_view = await archive(client, cid, back="list", view="trash")
         assert bad_view.status_code == 400
+        assert (await archive(client, cid, back="list", q="x" * 201)).status_code == 400
+        assert (await pin(client, cid, back="list", q="bad\x07")).status_code == 422
         assert (await client.get("/history?view=trash")).status_code == 400
         assert await flags(cid) == (False, False)
         as_json = await client.post(f"/history/{cid}/pin", json={"pinned": "true"}, headers=csrf(client))

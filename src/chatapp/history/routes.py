@@ -119,8 +119,7 @@ async def _listing(
     cursor: str | None,
 ) -> dict[str, Any]:
     """What the list shows for these filters: the page's context, or 400 for a bad view or cursor."""
-    if view not in ("", "archived"):
-        raise HTTPException(status_code=400, detail="Unknown view: use view=archived or leave it out.")
+    _check_filters(view, q)
     zone = user_zone(request.cookies.get("tz"))
     query = " ".join(checked_text(q, "The search").split())
     range_error = ""
@@ -163,6 +162,14 @@ async def _listing(
     }
 
 
+def _check_filters(view: str, q: str) -> None:
+    if view not in ("", "archived"):
+        raise HTTPException(status_code=400, detail="Unknown view: use view=archived or leave it out.")
+    if len(q) > MAX_QUERY_LENGTH:
+        raise HTTPException(status_code=400, detail=f"Search for at most {MAX_QUERY_LENGTH} characters.")
+    checked_text(q, "The search")
+
+
 def _form_text(data: dict[str, Any], name: str) -> str:
     value = data.get(name)
     return value if isinstance(value, str) else ""
@@ -183,8 +190,8 @@ async def _set_flag(
     from_list = _form_text(data, "back") == "list"
     view, q = _form_text(data, "view"), _form_text(data, "q")
     date_from, date_to = _form_text(data, "from") or None, _form_text(data, "to") or None
-    if from_list:  # refuse a bad view or filter before changing anything
-        await _listing(request, user, view, q, date_from, date_to, None)
+    if from_list:
+        _check_filters(view, q)  # before changing anything
     setter = set_pinned if flag == "pinned" else set_archived
     try:
         conversation = await setter(user.id, conversation_id, value)

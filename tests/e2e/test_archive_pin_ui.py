@@ -31,6 +31,8 @@ async def test_pin_and_archive_from_the_list_and_the_page_while_another_tab_foll
     await expect(items.first).to_have_attribute("data-conversation-id", ids[2])
     await expect(items.first.get_by_test_id("pinned-badge")).to_be_visible()
     await expect(items).to_have_count(3)  # on top, and not again in its date place
+    await expect(items.first.get_by_test_id("pin-button")).to_be_focused()  # the keyboard followed the row
+    await expect(items.first.get_by_test_id("pin-button")).to_have_text("Unpin")
     await expect(sidebar.first).to_have_attribute("data-conversation-id", ids[2])  # the other tab, live
     await expect(sidebar.first).to_have_attribute("data-pinned", "true")
 

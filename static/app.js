@@ -415,6 +415,32 @@
     });
   }
 
+  // A list row's Pin/Archive button re-renders the list: keep the keyboard where it was (the same
+  // conversation's button, wherever its row moved), or on the list when the row left this view.
+  var rowFocus = null;
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var form = event.target.closest && event.target.closest(".row-actions form");
+    var item = form && form.closest("[data-conversation-id]");
+    rowFocus = item ? { id: item.getAttribute("data-conversation-id"), action: form.getAttribute("action") } : null;
+  });
+  document.addEventListener("htmx:afterRequest", function (event) {
+    if (!event.detail.successful) rowFocus = null;
+  });
+  document.addEventListener("htmx:afterSettle", function () {
+    var wanted = rowFocus;
+    var results = document.getElementById("history-results");
+    if (!wanted || !results) return;
+    rowFocus = null;
+    var item = results.querySelector('[data-conversation-id="' + wanted.id + '"]');
+    var target = (item && item.querySelector('form[action="' + wanted.action + '"] button')) ||
+      results.querySelector("#history-items a");
+    if (!target) {
+      results.setAttribute("tabindex", "-1");
+      target = results;
+    }
+    target.focus();
+  });
+
   document.addEventListener("htmx:load", function (event) { setupDictation(document); });
   document.addEventListener("DOMContentLoaded", function () { setupDictation(document); });
 })();

@@ -341,5 +341,9 @@ class ConversationService:
     async def publish_history(self, user_id: uuid.UUID) -> None:
         recent = await store.recent_saved(user_id)
         await self.hub.publish(
-            {"k": "history", "u": str(user_id), "recent": [{"id": str(r.id), "title": r.title} for r in recent]}
+            {
+                "k": "history",
+                "u": str(user_id),
+                "recent": [{"id": str(r.id), "title": r.title, "pinned": r.pinned} for r in recent],
+            }
         )

@@ -23,16 +23,24 @@ log = logging.getLogger(__name__)
 
 CONVERSATION_COLUMNS = """
     id, owner, room_name, system_prompt, started_at, ended_at, title, last_activity_at, last_seq,
-    end_reason, continued_from
+    end_reason, continued_from, archived_at, pinned_at
 """
 
 # The statements, as constants: several functions share them, and the New Chat benchmark's bare-SQL baseline runs
 # exactly these.
 SELECT_ACTIVE_SQL = f"SELECT {CONVERSATION_COLUMNS} FROM chat_session WHERE owner = $1 AND ended_at IS NULL"
-RECENT_SAVED_SQL = """
-SELECT id, title, started_at, ended_at, last_seq AS message_count FROM chat_session
-WHERE owner = $1 AND ended_at IS NOT NULL
-ORDER BY started_at DESC, id DESC LIMIT $2
+# The sidebar: every pin (at most MAX_PINS, newest pin first), then the newest saved ones neither pinned nor archived.
+MAX_PINS = 20
+RECENT_SAVED_SQL = f"""
+SELECT id, title, started_at, ended_at, message_count, pinned, false AS archived FROM (
+    (SELECT id, title, started_at, ended_at, last_seq AS message_count, true AS pinned, pinned_at FROM chat_session
+     WHERE owner = $1 AND pinned_at IS NOT NULL ORDER BY pinned_at DESC, id DESC LIMIT {MAX_PINS})
+    UNION ALL
+    (SELECT id, title, started_at, ended_at, last_seq, false, NULL FROM chat_session
+     WHERE owner = $1 AND ended_at IS NOT NULL AND archived_at IS NULL AND pinned_at IS NULL
+     ORDER BY started_at DESC, id DESC LIMIT $2)
+) recent
+ORDER BY pinned_at DESC NULLS LAST, started_at DESC, id DESC
 """
 LIST_UTTERANCES_SQL = """
 SELECT seq, item_id, role, text, interrupted, created_at FROM utterance
@@ -110,10 +118,20 @@ class Conversation:
     last_seq: int
     end_reason: str | None
     continued_from: uuid.UUID | None
+    archived_at: datetime | None = None
+    pinned_at: datetime | None = None
 
     @property
     def active(self) -> bool:
         return self.ended_at is None
+
+    @property
+    def archived(self) -> bool:
+        return self.archived_at is not None
+
+    @property
+    def pinned(self) -> bool:
+        return self.pinned_at is not None
 
     @property
     def message_count(self) -> int:
@@ -184,10 +202,13 @@ class SavedSummary:
     started_at: datetime
     ended_at: datetime | None
     message_count: int
+    pinned: bool = False
+    archived: bool = False
 
 
 async def recent_saved(owner: uuid.UUID, limit: int = 10) -> list[SavedSummary]:
-    """The sidebar's list: the newest saved conversations (keyset index on owner, started_at, id)."""
+    """The sidebar's list: pinned conversations on top, then the `limit` newest others that are not archived
+    (partial indexes chat_session_pinned and chat_session_listed)."""
     async with connection() as conn:
         rows = await conn.fetch(RECENT_SAVED_SQL, owner, limit)
     return [SavedSummary(**dict(row)) for row in rows]

@@ -23,7 +23,7 @@ from chatapp.accounts.service import User
 from chatapp.conversations import store
 from chatapp.conversations.events import MAX_TEXT_LENGTH, TranscriptEvent
 from chatapp.conversations.service import ConversationService
-from chatapp.history.service import BadCursor, conversation_detail, saved_page
+from chatapp.history.service import BadCursor, api_page, conversation_detail
 from chatapp.validation import as_utc, checked_text
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,8 @@ class SessionSummary(msgspec.Struct):
     started_at: datetime
     ended_at: datetime | None
     message_count: int
+    archived: bool
+    pinned: bool
 
 
 class SaveResult(SessionSummary):
@@ -163,6 +165,8 @@ def summary(conversation: store.Conversation) -> dict[str, Any]:
         "started_at": conversation.started_at,
         "ended_at": conversation.ended_at,
         "message_count": conversation.message_count,
+        "archived": conversation.archived,
+        "pinned": conversation.pinned,
     }
 
 
@@ -200,12 +204,23 @@ class SessionsApiController(Controller):
         request: Request[User, Any, Any],
         cursor: str | None = None,
         limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
+        archived: Annotated[
+            bool | None, Parameter(description="Only archived (true) or only other (false) ones")
+        ] = None,
+        pinned: Annotated[
+            bool | None, Parameter(description="Only pinned (true) or only unpinned (false) ones")
+        ] = None,
     ) -> SessionList:
+        """Every saved conversation by default, archived and pinned ones included (as before those existed), in
+        start order: a sync client sees no reordering when someone pins. Use the same filters on every page."""
         try:
-            page = await saved_page(request.user.id, cursor, limit)
+            page = await api_page(request.user.id, cursor, limit, archived, pinned)
         except BadCursor:
             raise _bad(400, "Invalid cursor.") from None
-        items = [SessionSummary(i.id, i.title, i.started_at, i.ended_at, i.message_count) for i in page.items]
+        items = [
+            SessionSummary(i.id, i.title, i.started_at, i.ended_at, i.message_count, i.archived, i.pinned)
+            for i in page.items
+        ]
         return SessionList(items=items, next_cursor=page.next_cursor)
 
     @get("/{session_id:uuid}", summary="One conversation with its utterances")

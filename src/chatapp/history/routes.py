@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from jinja2_fragments.litestar import HTMXBlockTemplate
 from litestar import Controller, Request, Response, get, post
@@ -27,11 +28,14 @@ from chatapp.history.search import FIRST_DATE, LAST_DATE, MAX_QUERY_LENGTH, date
 from chatapp.history.service import (
     BadCursor,
     InvalidTitle,
+    TooManyPins,
     conversation_detail,
     delete,
     rename,
     saved_conversation,
     saved_page,
+    set_archived,
+    set_pinned,
 )
 from chatapp.validation import FORM_ONLY, checked_text
 from chatapp.web import toast_header
@@ -50,6 +54,8 @@ class HistoryRow:
     message_count: int
     group: str
     snippet: str = ""
+    pinned: bool = False
+    archived: bool = False
 
 
 class BadRange(ValueError):
@@ -87,9 +93,131 @@ def _rows(items: list[Any], zone: Any, snippets: list[str] | None = None) -> lis
             message_count=item.message_count,
             group=group_label(item.started_at, now, zone),
             snippet=snippets[n] if snippets else "",
+            pinned=item.pinned,
+            archived=item.archived,
         )
         for n, item in enumerate(items)
     ]
+
+
+FLAG_VALUES = {"true": True, "false": False}
+FLAG_MESSAGES = {
+    ("pinned", True): "Pinned.",
+    ("pinned", False): "Unpinned.",
+    ("archived", True): "Archived.",
+    ("archived", False): "Moved back to History.",
+}
+
+
+async def _listing(
+    request: HTMXRequest,
+    user: User,
+    view: str,
+    q: str,
+    date_from: str | None,
+    date_to: str | None,
+    cursor: str | None,
+) -> dict[str, Any]:
+    """What the list shows for these filters: the page's context, or 400 for a bad view or cursor."""
+    _check_filters(view, q)
+    zone = user_zone(request.cookies.get("tz"))
+    query = " ".join(checked_text(q, "The search").split())
+    range_error = ""
+    try:
+        start, end = _range(date_from, date_to, zone)
+    except BadRange as exc:
+        range_error, start, end = str(exc), None, None
+    pinned_rows: list[HistoryRow] = []
+    try:
+        if range_error:
+            rows, next_cursor = [], None
+        elif query:
+            # Search covers archived conversations too (marked), whichever view it was typed in.
+            page = await search(user.id, query, cursor, start, end)
+            rows = _rows([h.item for h in page.hits], zone, [h.snippet for h in page.hits])
+            next_cursor = page.next_cursor
+        else:
+            listing = await saved_page(
+                user.id, cursor, started_from=start, started_before=end, view="archived" if view else "main"
+            )
+            rows = _rows(listing.items, zone)
+            pinned_rows = _rows(listing.pinned, zone)
+            next_cursor = listing.next_cursor
+    except BadCursor:
+        raise HTTPException(status_code=400, detail="Invalid cursor.") from None
+    return {
+        "user": user,
+        "rows": rows,
+        "pinned_rows": pinned_rows,
+        "next_cursor": next_cursor,
+        "previous_group": "",
+        "q": query,
+        "date_from": date_from or "",
+        "date_to": date_to or "",
+        "view": view,
+        "searching": bool(query),
+        "filtered": bool(start or end),
+        "range_error": range_error,
+        "deleted": False,
+    }
+
+
+def _check_filters(view: str, q: str) -> None:
+    if view not in ("", "archived"):
+        raise HTTPException(status_code=400, detail="Unknown view: use view=archived or leave it out.")
+    if len(q) > MAX_QUERY_LENGTH:
+        raise HTTPException(status_code=400, detail=f"Search for at most {MAX_QUERY_LENGTH} characters.")
+    checked_text(q, "The search")
+
+
+def _form_text(data: dict[str, Any], name: str) -> str:
+    value = data.get(name)
+    return value if isinstance(value, str) else ""
+
+
+async def _set_flag(
+    request: HTMXRequest, state: State, conversation_id: uuid.UUID, data: dict[str, Any], flag: str
+) -> Template | Redirect:
+    """Set pinned/archived, tell every tab's sidebar, then show the list (from a row) or the page it came from.
+
+    A row's form carries the list's view and filters, so the list comes back as it was, from page 1: the
+    conversation has moved (to the top, or out of this view).
+    """
+    user: User = request.user
+    value = FLAG_VALUES.get(_form_text(data, flag))
+    if value is None:
+        raise HTTPException(status_code=422, detail=f"{flag} must be true or false.")
+    from_list = _form_text(data, "back") == "list"
+    view, q = _form_text(data, "view"), _form_text(data, "q")
+    date_from, date_to = _form_text(data, "from") or None, _form_text(data, "to") or None
+    if from_list:
+        _check_filters(view, q)  # before changing anything
+    setter = set_pinned if flag == "pinned" else set_archived
+    try:
+        conversation = await setter(user.id, conversation_id, value)
+    except TooManyPins as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from None
+    if conversation is None:
+        raise NotFoundException()
+    await service_of(state).publish_history(user.id)
+    if not request.htmx:
+        if not from_list:
+            return Redirect(f"/history/{conversation_id}", status_code=303)
+        params = {"view": view, "q": q, "from": date_from or "", "to": date_to or ""}
+        query = urlencode({k: v for k, v in params.items() if v})
+        return Redirect(f"/history{'?' + query if query else ''}", status_code=303)
+    toast = toast_header(FLAG_MESSAGES[(flag, value)], "success")
+    if from_list:
+        context = await _listing(request, user, view, q, date_from, date_to, None)
+        return HTMXBlockTemplate(
+            template_name="history.html", block_name="history_results", context=context, headers=toast
+        )
+    return HTMXBlockTemplate(
+        template_name="history_detail.html",
+        block_name="flags",
+        context={"conversation": conversation},
+        headers=toast,
+    )
 
 
 def service_of(state: State) -> ConversationService:
@@ -101,7 +229,7 @@ class HistoryController(Controller):
     path = "/history"
     cache_control = CacheControlHeader(no_store=True)  # private pages, never from the cache after logout
 
-    @get("/", name="history")
+    @get(["/", "/archived"], name="history")
     async def history_page(
         self,
         request: HTMXRequest,
@@ -111,39 +239,13 @@ class HistoryController(Controller):
         cursor: str | None = None,
         group: Annotated[str, Parameter(max_length=40)] = "",
         deleted: bool = False,
+        view: Annotated[str, Parameter(max_length=20)] = "",
     ) -> Template:
         user: User = request.user
-        zone = user_zone(request.cookies.get("tz"))
-        query = " ".join(checked_text(q, "The search").split())
-        range_error = ""
-        try:
-            start, end = _range(date_from, date_to, zone)
-        except BadRange as exc:
-            range_error, start, end = str(exc), None, None
-        try:
-            if range_error:
-                rows, next_cursor = [], None
-            elif query:
-                page = await search(user.id, query, cursor, start, end)
-                rows = _rows([h.item for h in page.hits], zone, [h.snippet for h in page.hits])
-                next_cursor = page.next_cursor
-            else:
-                listing = await saved_page(user.id, cursor, started_from=start, started_before=end)
-                rows = _rows(listing.items, zone)
-                next_cursor = listing.next_cursor
-        except BadCursor:
-            raise HTTPException(status_code=400, detail="Invalid cursor.") from None
-        context = {
-            "user": user,
-            "rows": rows,
-            "next_cursor": next_cursor,
+        if request.url.path.rstrip("/").endswith("/archived"):
+            view = "archived"
+        context = await _listing(request, user, view, q, date_from, date_to, cursor) | {
             "previous_group": group,
-            "q": query,
-            "date_from": date_from or "",
-            "date_to": date_to or "",
-            "searching": bool(query),
-            "filtered": bool(start or end),
-            "range_error": range_error,
             "deleted": deleted,
         }
         if request.htmx and cursor:
@@ -155,7 +257,21 @@ class HistoryController(Controller):
                 block_names=["history_results", "range_error"],
                 context=context | {"oob": True},
             )
-        return Template("history.html", context=context, status_code=400 if range_error else 200)
+        return Template("history.html", context=context, status_code=400 if context["range_error"] else 200)
+
+    @post("/{conversation_id:uuid}/pin", status_code=200, guards=FORM_ONLY)
+    async def pin(
+        self, request: HTMXRequest, state: State, conversation_id: uuid.UUID, data: Annotated[dict[str, Any], FormBody]
+    ) -> Template | Redirect:
+        """Pin (pinned=true) or unpin (pinned=false): from a list row or from the conversation's page."""
+        return await _set_flag(request, state, conversation_id, data, "pinned")
+
+    @post("/{conversation_id:uuid}/archive", status_code=200, guards=FORM_ONLY)
+    async def archive(
+        self, request: HTMXRequest, state: State, conversation_id: uuid.UUID, data: Annotated[dict[str, Any], FormBody]
+    ) -> Template | Redirect:
+        """Archive (archived=true) or bring back (archived=false)."""
+        return await _set_flag(request, state, conversation_id, data, "archived")
 
     @get("/{conversation_id:uuid}", name="history_detail")
     async def detail(self, request: Request[User, Any, Any], conversation_id: uuid.UUID) -> Template | Redirect:

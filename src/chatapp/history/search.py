@@ -1,5 +1,8 @@
 """Full-text search over saved conversations (PostgreSQL, no extra service).
 
+Archived conversations are found too, marked as such (as mail apps search "All mail"): archiving tidies the list,
+it does not hide a conversation from the person looking for it. Pinned ones are marked.
+
 Ranking every match of a very common word across 10,000 conversations costs about a second, so matches
 are ranked in windows: the newest SEARCH_CANDIDATES matches (found through the GIN index on search_doc)
 are ranked among themselves and paged through by rank, then the next older window, and so on, so every
@@ -39,7 +42,8 @@ _HEADLINE = f'StartSel={_START}, StopSel={_STOP}, MaxWords=24, MinWords=10, MaxF
 SEARCH_SQL = """
 WITH q AS (SELECT websearch_to_tsquery('english', $2) AS query),
 candidates AS (
-    SELECT s.id, s.title, s.started_at, s.ended_at, s.last_seq, s.search_doc
+    SELECT s.id, s.title, s.started_at, s.ended_at, s.last_seq, s.search_doc,
+           s.pinned_at IS NOT NULL AS pinned, s.archived_at IS NOT NULL AS archived
     FROM chat_session s, q
     WHERE s.owner = $1 AND s.ended_at IS NOT NULL AND s.search_doc @@ q.query
       AND ($3::timestamptz IS NULL OR s.started_at >= $3)
@@ -49,7 +53,7 @@ candidates AS (
     LIMIT $5
 ),
 ranked AS (
-    SELECT c.id, c.title, c.started_at, c.ended_at, c.last_seq,
+    SELECT c.id, c.title, c.started_at, c.ended_at, c.last_seq, c.pinned, c.archived,
            ts_rank(c.search_doc, q.query)::float8 AS rank,
            count(*) OVER w AS window_size,
            last_value(c.started_at) OVER w AS edge_started_at,
@@ -181,7 +185,9 @@ async def search(
         snippets = await _snippets(conn, [r["id"] for r in page], query)
     hits = [
         SearchHit(
-            store.SavedSummary(r["id"], r["title"], r["started_at"], r["ended_at"], r["last_seq"]),
+            store.SavedSummary(
+                r["id"], r["title"], r["started_at"], r["ended_at"], r["last_seq"], r["pinned"], r["archived"]
+            ),
             snippets.get(r["id"], Markup("")),
         )
         for r in page

@@ -6,8 +6,10 @@ import base64
 import binascii
 import json
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, Literal
 
 from chatapp.conversations import store
 from chatapp.database import connection
@@ -34,36 +36,85 @@ CURSOR_ERRORS = (
 )
 
 
-def encode_cursor(started_at: datetime, conversation_id: uuid.UUID) -> str:
-    raw = json.dumps([started_at.isoformat(), str(conversation_id)], separators=(",", ":")).encode()
+def encode_cursor(started_at: datetime, conversation_id: uuid.UUID, shown_pins: Sequence[uuid.UUID] = ()) -> str:
+    """The position after the last item, plus (main list only) the pinned ones page 1 showed on top."""
+    key: list[Any] = [started_at.isoformat(), str(conversation_id)]
+    if shown_pins:
+        key.append(base64.urlsafe_b64encode(b"".join(p.bytes for p in shown_pins)).decode().rstrip("="))
+    raw = json.dumps(key, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+def _decode(cursor: str) -> tuple[datetime, uuid.UUID, frozenset[uuid.UUID]]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        started_at, conversation_id = json.loads(raw)
-        return as_utc(datetime.fromisoformat(started_at)), uuid.UUID(conversation_id)
+        started_at, conversation_id, *rest = json.loads(raw)
+        if len(rest) > 1:
+            raise ValueError("too many parts")
+        pins = base64.urlsafe_b64decode(rest[0] + "=" * (-len(rest[0]) % 4)) if rest else b""
+        if len(pins) % 16 or len(pins) > 16 * store.MAX_PINS:
+            raise ValueError("bad pins")
+        shown = frozenset(uuid.UUID(bytes=pins[n : n + 16]) for n in range(0, len(pins), 16))
+        return as_utc(datetime.fromisoformat(started_at)), uuid.UUID(conversation_id), shown
     except CURSOR_ERRORS:
         raise BadCursor("invalid cursor") from None
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    started_at, conversation_id, _ = _decode(cursor)
+    return started_at, conversation_id
 
 
 @dataclass(frozen=True)
 class Page:
     items: list[store.SavedSummary]
     next_cursor: str | None
+    pinned: list[store.SavedSummary] = field(default_factory=list)
 
 
-# A constant so the benchmark's bare-SQL baseline runs exactly what the app runs.
-SAVED_PAGE_SQL = """
-SELECT id, title, started_at, ended_at, last_seq AS message_count FROM chat_session
-WHERE owner = $1 AND ended_at IS NOT NULL
+_SUMMARY = "id, title, started_at, ended_at, last_seq AS message_count"
+_FLAGS = "pinned_at IS NOT NULL AS pinned, archived_at IS NOT NULL AS archived"
+# The statements, as constants so the benchmark's bare-SQL baseline runs exactly what the app runs.
+# The main history list: saved and not archived (partial index chat_session_listed). Pinned ones are dropped by id
+# in Python, which costs at most MAX_PINS extra rows.
+SAVED_PAGE_SQL = f"""
+SELECT {_SUMMARY}, {_FLAGS} FROM chat_session
+WHERE owner = $1 AND ended_at IS NOT NULL AND archived_at IS NULL
   AND ($2::timestamptz IS NULL OR (started_at, id) < ($2, $3::uuid))
   AND ($5::timestamptz IS NULL OR started_at >= $5)
   AND ($6::timestamptz IS NULL OR started_at < $6)
 ORDER BY started_at DESC, id DESC
 LIMIT $4
 """
+ARCHIVED_PAGE_SQL = f"""
+SELECT {_SUMMARY}, {_FLAGS} FROM chat_session
+WHERE owner = $1 AND archived_at IS NOT NULL
+  AND ($2::timestamptz IS NULL OR (started_at, id) < ($2, $3::uuid))
+  AND ($5::timestamptz IS NULL OR started_at >= $5)
+  AND ($6::timestamptz IS NULL OR started_at < $6)
+ORDER BY started_at DESC, id DESC
+LIMIT $4
+"""
+PINNED_SQL = f"""
+SELECT {_SUMMARY}, {_FLAGS} FROM chat_session
+WHERE owner = $1 AND pinned_at IS NOT NULL
+  AND ($2::timestamptz IS NULL OR started_at >= $2)
+  AND ($3::timestamptz IS NULL OR started_at < $3)
+ORDER BY pinned_at DESC, id DESC
+LIMIT {store.MAX_PINS}
+"""
+# The JSON API: every saved conversation (as before), optionally only archived / pinned ones or only others.
+API_PAGE_SQL = f"""
+SELECT {_SUMMARY}, {_FLAGS} FROM chat_session
+WHERE owner = $1 AND ended_at IS NOT NULL
+  AND ($2::timestamptz IS NULL OR (started_at, id) < ($2, $3::uuid))
+  AND ($5::bool IS NULL OR (archived_at IS NOT NULL) = $5)
+  AND ($6::bool IS NULL OR (pinned_at IS NOT NULL) = $6)
+ORDER BY started_at DESC, id DESC
+LIMIT $4
+"""
+
+View = Literal["main", "archived"]
 
 
 async def saved_page(
@@ -72,20 +123,64 @@ async def saved_page(
     limit: int = PAGE_SIZE,
     started_from: datetime | None = None,
     started_before: datetime | None = None,
+    view: View = "main",
 ) -> Page:
-    """One page of saved conversations, newest first, optionally within a date range. A keyset on
-    (started_at, id) means pages neither repeat nor skip items when conversations are saved meanwhile, and
-    deep pages cost as much as the first."""
+    """One page of a history list, newest first, optionally within a date range.
+
+    A keyset on (started_at, id) means pages neither repeat nor skip items when conversations are saved
+    meanwhile, and deep pages cost as much as the first. In the main list, page 1 also returns every pin (at
+    most MAX_PINS) to show on top; the keyset part leaves out exactly those, by id, on every page (the cursor
+    carries them). So pinning or unpinning between page fetches never shows an item twice or loses one: an
+    item shown on top stays shown once, and every other item keeps its place in the date order.
+    """
+    after = _decode(cursor) if cursor else None
+    sql = ARCHIVED_PAGE_SQL if view == "archived" else SAVED_PAGE_SQL
+    async with connection() as conn:
+        pinned: list[store.SavedSummary] = []
+        if after is not None:
+            shown = after[2]
+        elif view == "main":
+            pinned = [
+                store.SavedSummary(**dict(r)) for r in await conn.fetch(PINNED_SQL, owner, started_from, started_before)
+            ]
+            shown = frozenset(p.id for p in pinned)
+        else:
+            shown = frozenset()
+        rows = await conn.fetch(
+            sql,
+            owner,
+            after[0] if after else None,
+            after[1] if after else None,
+            limit + 1 + len(shown),
+            started_from,
+            started_before,
+        )
+    found = [store.SavedSummary(**dict(row)) for row in rows if row["id"] not in shown][: limit + 1]
+    items = found[:limit]
+    next_cursor = None
+    if len(found) > limit:
+        next_cursor = encode_cursor(items[-1].started_at, items[-1].id, sorted(shown))
+    return Page(items, next_cursor, pinned)
+
+
+async def api_page(
+    owner: uuid.UUID,
+    cursor: str | None,
+    limit: int,
+    archived: bool | None = None,
+    pinned: bool | None = None,
+) -> Page:
+    """The JSON API's pages: one keyset over every saved conversation, filtered, so flags never reorder it."""
     after = decode_cursor(cursor) if cursor else None
     async with connection() as conn:
         rows = await conn.fetch(
-            SAVED_PAGE_SQL,
+            API_PAGE_SQL,
             owner,
             after[0] if after else None,
             after[1] if after else None,
             limit + 1,
-            started_from,
-            started_before,
+            archived,
+            pinned,
         )
     items = [store.SavedSummary(**dict(row)) for row in rows[:limit]]
     next_cursor = encode_cursor(items[-1].started_at, items[-1].id) if len(rows) > limit else None
@@ -149,3 +244,54 @@ async def delete(owner: uuid.UUID, conversation_id: uuid.UUID) -> bool:
             "DELETE FROM chat_session WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL", conversation_id, owner
         )
     return status.endswith(" 1")
+
+
+class TooManyPins(ValueError):
+    pass
+
+
+PIN_SQL = f"""
+UPDATE chat_session SET pinned_at = coalesce(pinned_at, now()), archived_at = NULL
+WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL
+RETURNING {store.CONVERSATION_COLUMNS}
+"""
+UNPIN_SQL = f"""
+UPDATE chat_session SET pinned_at = NULL WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL
+RETURNING {store.CONVERSATION_COLUMNS}
+"""
+ARCHIVE_SQL = f"""
+UPDATE chat_session SET archived_at = coalesce(archived_at, now()), pinned_at = NULL
+WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL
+RETURNING {store.CONVERSATION_COLUMNS}
+"""
+UNARCHIVE_SQL = f"""
+UPDATE chat_session SET archived_at = NULL WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL
+RETURNING {store.CONVERSATION_COLUMNS}
+"""
+SAVED_EXISTS_SQL = "SELECT true FROM chat_session WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL"
+OTHER_PINS_SQL = "SELECT count(*) FROM chat_session WHERE owner = $1 AND pinned_at IS NOT NULL AND id <> $2"
+
+
+async def set_pinned(owner: uuid.UUID, conversation_id: uuid.UUID, pinned: bool) -> store.Conversation | None:
+    """Pin (which also brings an archived one back) or unpin; idempotent, so a double click or two tabs agree.
+
+    None for unknown, someone else's or still active (404). The user's row lock serialises pinning, so two
+    requests at once cannot pass MAX_PINS together.
+    """
+    async with connection() as conn, conn.transaction():
+        if pinned:
+            await conn.execute(store.LOCK_USER_SQL, owner)
+            if await conn.fetchval(OTHER_PINS_SQL, owner, conversation_id) >= store.MAX_PINS:
+                if not await conn.fetchval(SAVED_EXISTS_SQL, conversation_id, owner):
+                    return None  # the cap is no reason to reveal or refuse what is not theirs
+                raise TooManyPins(f"You can pin at most {store.MAX_PINS} conversations. Unpin one first.")
+        row = await conn.fetchrow(PIN_SQL if pinned else UNPIN_SQL, conversation_id, owner)
+    return store.Conversation(**dict(row)) if row else None
+
+
+async def set_archived(owner: uuid.UUID, conversation_id: uuid.UUID, archived: bool) -> store.Conversation | None:
+    """Archive (which also unpins: an archived conversation is off every list a pin would keep it on top of)
+    or bring back; idempotent. None for unknown, someone else's or still active (404)."""
+    async with connection() as conn:
+        row = await conn.fetchrow(ARCHIVE_SQL if archived else UNARCHIVE_SQL, conversation_id, owner)
+    return store.Conversation(**dict(row)) if row else None

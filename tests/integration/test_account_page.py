@@ -154,3 +154,12 @@ async def test_account_forms_refuse_json_and_missing_csrf(app_server: AppServer)
         )
         assert as_json.status_code == 415
         assert (await get_user(user.id)).display_name == user.display_name  # type: ignore[union-attr]
+
+
+async def test_account_changes_are_rate_limited_per_user(app_server: AppServer) -> None:
+    async with person(app_server) as (client, user):
+        statuses = [
+            (await post_form(client, "/account/name", {"display_name": f"Name {n}"})).status_code for n in range(11)
+        ]
+        assert statuses == [303] * 10 + [429]
+        assert (await get_user(user.id)).display_name == "Name 9"  # type: ignore[union-attr]

@@ -3,9 +3,11 @@ download all my data, delete the account with everything it owns."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
+import uuid
 import zipfile
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -16,6 +18,8 @@ from chatapp.accounts.service import get_user
 from chatapp.database import connection
 from tests.factories import make_saved
 from tests.integration.test_history import person
+from tests.integration.test_live_stream import open_conversation
+from tests.integration.test_stream_session import open_stream
 from tests.support import PASSWORD, AppServer, client_ip, form_token
 
 NEW_PASSWORD = "a much longer new passphrase"
@@ -163,3 +167,33 @@ async def test_account_changes_are_rate_limited_per_user(app_server: AppServer) 
         ]
         assert statuses == [303] * 10 + [429]
         assert (await get_user(user.id)).display_name == "Name 9"  # type: ignore[union-attr]
+
+
+async def test_a_password_change_ends_other_sessions_streams_and_sessions_from_before_id_prefixes(
+    app_server: AppServer,
+) -> None:
+    async with person(app_server) as (client, user), logged_in(app_server, user.email) as laptop:
+        legacy = f"session:{uuid.uuid4().hex}"  # a login from before session ids started with the user id
+        async with connection() as conn:
+            await conn.execute(
+                "INSERT INTO http_session (key, value, expires_at) VALUES ($1, $2, now() + interval '1 day')",
+                legacy,
+                json.dumps(
+                    {"user_id": str(user.id), "email": user.email, "display_name": "x"}, separators=(",", ":")
+                ).encode(),
+            )
+        cid = await open_conversation(client)
+        url = f"/conversations/{cid}/stream"
+        mine, theirs = await open_stream(client, url), await open_stream(laptop, url)
+        try:
+            response = await post_form(
+                client, "/account/password", {"current_password": PASSWORD, "new_password": NEW_PASSWORD}
+            )
+            assert response.status_code == 303
+            await asyncio.wait_for(theirs.task, 5)  # ended by the server
+            assert not mine.task.done()  # this browser's own stream goes on
+        finally:
+            await mine.close()
+            await theirs.close()
+        async with connection() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM http_session WHERE key = $1", legacy) == 0

@@ -178,8 +178,16 @@ async def test_chatgpt_conversations_json_imports_the_main_branch(app_server: Ap
 def _bomb() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("big.json", b" " * (101 * 1024 * 1024))
+        archive.writestr("big.json", b" " * (51 * 1024 * 1024))
     return buffer.getvalue()
+
+
+def _corrupt_zip() -> bytes:
+    """A well-formed zip whose deflated bytes are garbage (zlib fails while reading, not while opening)."""
+    data = bytearray(zipped({"a.json": json.dumps([chatgpt_conversation()]).encode() * 20}))
+    start = 30 + len("a.json")
+    data[start : start + 40] = b"\xff" * 40
+    return bytes(data)
 
 
 def _bad_files() -> list[tuple[str, str, bytes, int, str]]:
@@ -200,6 +208,7 @@ def _bad_files() -> list[tuple[str, str, bytes, int, str]]:
         ("broken tree", "t.json", json.dumps([good, loop]).encode(), 422, "message tree is broken"),
         ("too many conversations", "m.json", json.dumps(many).encode(), 413, "At most 1,000 conversations"),
         ("damaged zip", "d.zip", b"PK\x03\x04garbage", 422, "damaged"),
+        ("garbage inside a zip", "z.zip", _corrupt_zip(), 422, "cannot be read"),
         (
             "good then bad in a zip",
             "g.zip",
@@ -207,7 +216,7 @@ def _bad_files() -> list[tuple[str, str, bytes, int, str]]:
             422,
             "b.json",
         ),
-        ("zip bomb", "bomb.zip", _bomb(), 413, "expands to more than 100 MB"),
+        ("zip bomb", "bomb.zip", _bomb(), 413, "expands to more than 50 MB"),
         ("too many zip entries", "n.zip", zipped({f"{n}.txt": b"" for n in range(1001)}), 413, "more than 1,000 files"),
         ("empty", "e.json", b"", 422, "empty"),
     ]
@@ -243,3 +252,18 @@ async def test_an_import_without_the_csrf_token_is_refused(app_server: AppServer
         )
         assert response.status_code == 403
         assert await saved_of(user.id) == []
+
+
+async def test_chatgpt_node_ids_that_cannot_be_stored_as_they_are_get_distinct_ids(app_server: AppServer) -> None:
+    conversation = chatgpt_conversation("odd-ids")
+    mapping = conversation["mapping"]
+    for old, new in (("u1", "n" * 200 + "1"), ("a1", "n" * 200 + "2"), ("u2", "bell\x07")):
+        mapping[new] = mapping.pop(old)
+        for node in mapping.values():
+            node["parent"] = new if node["parent"] == old else node["parent"]
+            node["children"] = [new if c == old else c for c in node["children"]]
+    async with person(app_server) as (client, user):
+        response = await upload(client, "conversations.json", json.dumps([conversation]).encode())
+        assert result_of(response) == "Imported 1 conversation."
+        [row] = await saved_of(user.id)
+        assert row["last_seq"] == 4

@@ -12,6 +12,7 @@ import io
 import json
 import uuid
 import zipfile
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +28,7 @@ MAX_CONVERSATIONS = 1000
 MAX_UTTERANCES = 5000
 MAX_ZIP_ENTRIES = 1000
 # Bounds what a zip may expand to (a zip bomb), checked as the entries are read, not from their headers.
-MAX_UNZIPPED_BYTES = 100 * 1024 * 1024
+MAX_UNZIPPED_BYTES = 50 * 1024 * 1024
 MAX_SOURCE_ID_LENGTH = 200
 CHATGPT_ROLES: dict[str, Role] = {"user": "user", "assistant": "agent"}
 
@@ -108,7 +109,7 @@ def _parse_zip(data: bytes) -> list[Imported]:
         try:
             with archive.open(info) as member:
                 content = member.read(budget + 1)  # the header's size may lie; the bytes read do not
-        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, RuntimeError):
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError, RuntimeError):
             raise UnimportableFile(f"{info.filename} in the zip cannot be read.") from None
         budget -= len(content)
         if budget < 0:
@@ -235,6 +236,15 @@ def _chatapp(document: dict[str, Any], name: str) -> Imported:
     return Imported(**{**imported.__dict__, "own_id": own_id})
 
 
+def _chatgpt_item_id(node_id: str) -> str:
+    """The node id names the utterance; one that cannot be stored as it is (too long, control characters) by its
+    digest, so every node keeps a distinct id."""
+    item_id = f"chatgpt-{node_id}"
+    if len(item_id) > MAX_ITEM_ID_LENGTH or has_control_characters(item_id):
+        item_id = "chatgpt-" + hashlib.sha256(node_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return item_id
+
+
 def _seq(utterance: dict[str, Any]) -> int:
     seq = utterance.get("seq")
     return seq if isinstance(seq, int) else 0
@@ -285,7 +295,7 @@ def _chatgpt(conversation: dict[str, Any], where: str) -> Imported:
         created = message.get("create_time")
         lines.append(
             Line(
-                f"chatgpt-{node_id}"[:MAX_ITEM_ID_LENGTH],
+                _chatgpt_item_id(node_id),
                 role,
                 _text(text, line_where),
                 False,

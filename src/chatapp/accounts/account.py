@@ -8,8 +8,6 @@ import uuid
 import zipfile
 from typing import Any
 
-from argon2 import PasswordHasher
-
 from chatapp.accounts import service
 from chatapp.accounts.service import AccountError, User
 from chatapp.accounts.sessions import owner_prefix
@@ -22,8 +20,6 @@ from chatapp.validation import control_character_message, has_control_characters
 SESSION_KEY_PREFIX = "session:"
 # The download is built in memory: past this much JSON it is refused instead of filling the server's memory.
 MAX_EXPORT_BYTES = 100 * 1024 * 1024
-
-_hasher = PasswordHasher()
 
 
 class ExportTooLarge(ValueError):
@@ -77,7 +73,7 @@ async def change_password(user: User, current: str, new: str) -> list[str]:
     if len(new) > service.MAX_PASSWORD_LENGTH:
         raise AccountError({"new_password": f"Use at most {service.MAX_PASSWORD_LENGTH} characters."})
     await _check_password(user, current)
-    password_hash = await service.hash_gate.run(_hasher.hash, new)
+    password_hash = await service.hash_password(new)
     async with connection() as conn, conn.transaction():
         await conn.execute("UPDATE user_account SET password_hash = $2 WHERE id = $1", user.id, password_hash)
         return await _delete_sessions(conn, user.id)

@@ -23,6 +23,7 @@ from chatapp import assets, web
 from chatapp.accounts import service as accounts
 from chatapp.accounts.routes import AccountController
 from chatapp.accounts.sessions import session_auth
+from chatapp.accounts.settings_routes import AccountSettingsController
 from chatapp.accounts.store import PostgresStore
 from chatapp.agents.runtime import AgentRuntime
 from chatapp.conversations.buffer import TranscriptBuffer
@@ -42,6 +43,7 @@ from chatapp.database import (
 )
 from chatapp.faults import FaultController, Faults
 from chatapp.history.api import SessionsApiController
+from chatapp.history.import_routes import ImportController
 from chatapp.history.reaper import run_reaper
 from chatapp.history.routes import HistoryController, SharedController
 from chatapp.paths import TEMPLATES_DIR
@@ -132,6 +134,8 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
             IngestController,
             SessionsApiController,
             HistoryController,
+            ImportController,
+            AccountSettingsController,
             SharedController,
             healthz,
             assets.static_router(),

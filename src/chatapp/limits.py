@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 STORE = "rate_limit"
 
-LimitName = Literal["login", "signup", "messages", "dictation", "new_chat"]
+LimitName = Literal["login", "signup", "messages", "dictation", "new_chat", "import", "account"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,8 @@ QUOTAS: dict[LimitName, Quota] = {
     "messages": Quota("message_rate_limit", "user", "You are sending messages too quickly."),
     "dictation": Quota("dictation_rate_limit", "user", "Too much dictation at once."),
     "new_chat": Quota("new_chat_rate_limit", "user", "Too many new chats."),
+    "import": Quota("import_rate_limit", "user", "Too many imports."),
+    "account": Quota("account_rate_limit", "user", "Too many account changes."),
 }
 
 

@@ -125,6 +125,9 @@ class Settings:
     message_rate_limit: Rate = Rate(60, 60)
     dictation_rate_limit: Rate = Rate(600, 60)
     new_chat_rate_limit: Rate = Rate(20, 60)
+    # Per signed-in user: history imports, and account changes that check the password (name, password, delete).
+    import_rate_limit: Rate = Rate(10, 3600)
+    account_rate_limit: Rate = Rate(10, 600)
     # argon2 hashes at once per process (each ~0.25 s of CPU and 64 MiB), and how long an excess one may wait.
     hash_concurrency: int = field(default_factory=lambda: os.cpu_count() or 2)
     hash_wait_seconds: float = 5.0
@@ -225,6 +228,8 @@ class Settings:
             message_rate_limit=_rate(env, "CHATAPP_MESSAGE_RATE_LIMIT", Rate(60, 60)),
             dictation_rate_limit=_rate(env, "CHATAPP_DICTATION_RATE_LIMIT", Rate(600, 60)),
             new_chat_rate_limit=_rate(env, "CHATAPP_NEW_CHAT_RATE_LIMIT", Rate(20, 60)),
+            import_rate_limit=_rate(env, "CHATAPP_IMPORT_RATE_LIMIT", Rate(10, 3600)),
+            account_rate_limit=_rate(env, "CHATAPP_ACCOUNT_RATE_LIMIT", Rate(10, 600)),
             hash_concurrency=_int(env, "CHATAPP_HASH_CONCURRENCY", os.cpu_count() or 2, minimum=1),
             hash_wait_seconds=_float(env, "CHATAPP_HASH_WAIT_SECONDS", 5.0, minimum=0.0),
             system_prompt=env.get("CHATAPP_SYSTEM_PROMPT", "").strip() or DEFAULT_SYSTEM_PROMPT,

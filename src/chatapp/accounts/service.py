@@ -99,6 +99,11 @@ async def create_user(email: str, display_name: str, password: str) -> User:
     return User(**row)
 
 
+async def hash_password(password: str) -> str:
+    """An argon2 hash with the app's parameters, computed through the hash gate (off the event loop)."""
+    return await hash_gate.run(_hasher.hash, password)
+
+
 def login_key(raw_email: str) -> str:
     """The account a login attempt is for: the normalised email, or the raw text when it is not an email."""
     try:

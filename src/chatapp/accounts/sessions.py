@@ -31,7 +31,7 @@ class RotatingSessionBackend(ServerSideSessionBackend):
         scope: dict[str, Any] = connection.scope  # type: ignore[assignment]
         if _ROTATE in scope:
             if scope[_ROTATE] is None:
-                scope[_ROTATE] = self.generate_session_id()
+                scope[_ROTATE] = _owner_prefix(scope.get("session")) + self.generate_session_id()
             return str(scope[_ROTATE])
         return super().get_session_id(connection)
 
@@ -53,6 +53,23 @@ class RotatingSessionBackend(ServerSideSessionBackend):
         if _ROTATE in connection.scope and has_cookie:
             await self.delete(old_id, store=self.config.get_store_from_app(connection.scope["app"]))
         await super().store_in_message(scope_session, message, connection)
+
+
+def owner_prefix(user_id: uuid.UUID) -> str:
+    """Session ids of a login start with the user's id, so a password change can find the user's other
+    sessions (and account deletion all of them) with one prefix query on the store's primary key."""
+    return f"{user_id.hex}."
+
+
+def _owner_prefix(session: Any) -> str:
+    try:
+        return owner_prefix(uuid.UUID(str(session["user_id"]))) if isinstance(session, dict) else ""
+    except (KeyError, ValueError):
+        return ""
+
+
+def current_session_id(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    return connection.cookies.get(SESSION_COOKIE, "")
 
 
 @dataclass

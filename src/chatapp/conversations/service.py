@@ -57,7 +57,7 @@ class ChatView:
     recent: list[store.SavedSummary]
 
 
-EndReason = Literal["new_chat", "api", "idle", "room_finished"]
+EndReason = Literal["new_chat", "api", "idle", "room_finished", "account_deleted"]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,100 @@
+"""The account page: change the name or the password, download all my data, delete the account."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import CacheControlHeader, State
+from litestar.exceptions import HTTPException
+from litestar.response import Redirect, Template
+
+from chatapp.accounts import account
+from chatapp.accounts.routes import FormBody, _form
+from chatapp.accounts.service import AccountError, User
+from chatapp.accounts.sessions import rotate_session, session_for, session_tag
+from chatapp.conversations.service import ConversationService
+from chatapp.limits import limit
+from chatapp.validation import FORM_ONLY
+
+NOTICES = {"name": "Your name was changed.", "password": "Your password was changed. Other devices were logged out."}
+
+
+def _page(user: User, *, errors: dict[str, str] | None = None, done: str = "", status_code: int = 200) -> Template:
+    return Template(
+        "account.html",
+        context={"user": user, "errors": errors or {}, "notice": NOTICES.get(done, "")},
+        status_code=status_code,
+    )
+
+
+class AccountSettingsController(Controller):
+    path = "/account"
+    cache_control = CacheControlHeader(no_store=True)
+
+    @get("/", name="account")
+    async def page(self, request: Request[User, Any, Any], done: str = "") -> Template:
+        return _page(request.user, done=done)
+
+    @post("/name", status_code=303, guards=[*FORM_ONLY, limit("account")])
+    async def rename(
+        self, request: Request[User, Any, Any], data: Annotated[dict[str, Any], FormBody]
+    ) -> Template | Redirect:
+        try:
+            user = await account.rename(request.user, _form(data, "display_name"))
+        except AccountError as exc:
+            return _page(request.user, errors=exc.errors, status_code=422)
+        request.set_session(session_for(user))
+        return Redirect("/account?done=name", status_code=303)
+
+    @post("/password", status_code=303, guards=[*FORM_ONLY, limit("account")])
+    async def change_password(
+        self, request: Request[User, Any, Any], state: State, data: Annotated[dict[str, Any], FormBody]
+    ) -> Template | Redirect:
+        user: User = request.user
+        try:
+            ended = await account.change_password(user, _form(data, "current_password"), _form(data, "new_password"))
+        except AccountError as exc:
+            return _page(user, errors=exc.errors, status_code=422)
+        await _end_streams(state, user, ended, keep=session_tag(request))
+        rotate_session(request)  # this browser stays logged in, under a new session id
+        request.set_session(session_for(user))
+        return Redirect("/account?done=password", status_code=303)
+
+    @get("/export.zip", name="account_export")
+    async def download(self, request: Request[User, Any, Any]) -> Response[bytes]:
+        try:
+            data = await account.export_zip(request.user.id)
+        except account.ExportTooLarge as exc:
+            raise HTTPException(status_code=413, detail=f"{exc} Export conversations one by one instead.") from None
+        name = f"chatapp-export-{datetime.now(UTC):%Y-%m-%d}.zip"
+        return Response(
+            data, media_type="application/zip", headers={"Content-Disposition": f'attachment; filename="{name}"'}
+        )
+
+    @post("/delete", status_code=200, guards=[*FORM_ONLY, limit("account")])
+    async def delete(
+        self, request: Request[User, Any, Any], state: State, data: Annotated[dict[str, Any], FormBody]
+    ) -> Template:
+        user: User = request.user
+        try:
+            await account.confirm_deletion(user, _form(data, "confirm"))
+        except AccountError as exc:
+            return _page(user, errors=exc.errors, status_code=422)
+        conversations: ConversationService = state.conversations
+        # Stop the agent of the active conversation first; the rows go with the account below.
+        await conversations.end(user.id, user.display_name, None, "account_deleted", start_next=False)
+        ended = await account.delete_account(user.id)
+        await _end_streams(state, user, ended, keep=None)
+        request.clear_session()
+        return Template("account_deleted.html", context={"user": None})
+
+
+async def _end_streams(state: State, user: User, keys: list[str], keep: str | None) -> None:
+    """Open live streams of the ended login sessions stop too, in every process (like a logout)."""
+    conversations: ConversationService = state.conversations
+    for key in keys:
+        tag = account.session_tag_of(key)
+        if tag != keep:
+            await conversations.hub.end_login_session(user.id, tag)

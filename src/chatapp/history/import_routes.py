@@ -1,0 +1,65 @@
+"""The import page: upload a chatapp export (JSON or zip) or ChatGPT's conversations.json."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, get, post
+from litestar.datastructures import CacheControlHeader, State, UploadFile
+from litestar.enums import RequestEncodingType
+from litestar.params import Body
+from litestar.response import Template
+
+from chatapp.accounts.service import User
+from chatapp.history import importer
+from chatapp.history.routes import service_of
+from chatapp.limits import limit
+
+# The multipart body around the file: boundaries, headers and the CSRF field.
+_ENVELOPE = 64 * 1024
+
+
+class ImportController(Controller):
+    path = "/history/import"
+    cache_control = CacheControlHeader(no_store=True)
+
+    @get("/", name="history_import")
+    async def page(self, request: Request[User, Any, Any]) -> Template:
+        return Template("import.html", context={"user": request.user, "limits": _limits()})
+
+    @post(
+        "/",
+        status_code=200,
+        guards=[limit("import")],
+        request_max_body_size=importer.MAX_UPLOAD_BYTES + _ENVELOPE,
+    )
+    async def upload(
+        self,
+        request: Request[User, Any, Any],
+        state: State,
+        data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)],
+    ) -> Template:
+        """Multipart on purpose (a file), so not behind the URL-encoded form guard; CSRF still applies."""
+        user: User = request.user
+        upload = data.get("file")
+        context: dict[str, Any] = {"user": user, "limits": _limits()}
+        if not isinstance(upload, UploadFile):
+            return Template("import.html", context=context | {"error": "Choose a file to import."}, status_code=422)
+        content = await upload.read(importer.MAX_UPLOAD_BYTES + 1)
+        try:
+            conversations = importer.parse_upload(upload.filename or "", content)
+        except importer.UnimportableFile as exc:
+            error = f"{exc} Nothing was imported."
+            return Template("import.html", context=context | {"error": error}, status_code=exc.status_code)
+        result = await importer.save(user.id, conversations)
+        if result.imported:
+            await service_of(state).publish_history(user.id)
+        return Template("import.html", context=context | {"result": result.message})
+
+
+def _limits() -> dict[str, int]:
+    return {
+        "megabytes": importer.MAX_UPLOAD_BYTES // (1024 * 1024),
+        "conversations": importer.MAX_CONVERSATIONS,
+        "messages": importer.MAX_UTTERANCES,
+    }

@@ -19,7 +19,7 @@ from litestar.response import Response
 from litestar.stores.registry import StoreRegistry
 from litestar.template.config import TemplateConfig
 
-from chatapp import assets, web
+from chatapp import assets, metrics, web
 from chatapp.accounts import service as accounts
 from chatapp.accounts.routes import AccountController
 from chatapp.accounts.sessions import session_auth
@@ -45,6 +45,7 @@ from chatapp.history.api import SessionsApiController
 from chatapp.history.reaper import run_reaper
 from chatapp.history.routes import HistoryController, SharedController
 from chatapp.paths import TEMPLATES_DIR
+from chatapp.readiness import readyz
 from chatapp.security import security_headers
 from chatapp.settings import Settings, get_settings
 from chatapp.validation import StrictRequest
@@ -111,6 +112,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
                 try:
                     yield
                 finally:
+                    metrics.worker_stopped()
                     leases.cancel()  # adopt nothing more, then stop this process's agents and hand them over
                     with contextlib.suppress(asyncio.CancelledError):
                         await leases
@@ -134,10 +136,13 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
             HistoryController,
             SharedController,
             healthz,
+            readyz,
+            *metrics.controllers(),
             assets.static_router(),
             assets.favicon,
         ],
         lifespan=[lifespan],
+        middleware=[metrics.prometheus_config().middleware],
         before_send=[security_headers(settings)],
         on_app_init=[auth.on_app_init],
         plugins=[HTMXPlugin()],

@@ -112,7 +112,6 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
                 try:
                     yield
                 finally:
-                    metrics.worker_stopped()
                     leases.cancel()  # adopt nothing more, then stop this process's agents and hand them over
                     with contextlib.suppress(asyncio.CancelledError):
                         await leases
@@ -125,6 +124,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
                             await task
         finally:
             await engine.close_connection_pool()
+            metrics.worker_stopped()  # last: stopping agents and streams above still updates the gauges
 
     auth = session_auth(max_age=settings.session_max_age, secure=settings.secure_cookies)
     app = Litestar(

@@ -8,15 +8,18 @@ import dataclasses
 import getpass
 import logging
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from chatapp.database import DatabaseUnavailable, configure_engine, resolve_database, wait_for_database
 from chatapp.settings import Settings, SettingsError, env_values, get_settings
 
 log = logging.getLogger("chatapp")
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def _setup_logging(settings: Settings) -> None:
@@ -121,6 +124,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         # that an exception, so the embedded PostgreSQL below is stopped instead of the process just dying.
         signal.signal(signal.SIGTERM, _exit_on_signal)
         raise_open_files_limit()  # workers inherit it
+        if workers == 1 and os.environ.get(METRICS_DIR_ENV):
+            prepare_metrics_dir(settings.data_dir)  # the operator asked for multiprocess files: start them empty
         if workers > 1:
             _serve_workers(settings, dsn, workers)
             return 0
@@ -140,9 +145,7 @@ def _serve_workers(settings: Settings, dsn: str, workers: int) -> None:
     or Ctrl+C the supervisor stops its workers and returns, and the caller then stops the embedded server."""
     import uvicorn
 
-    from chatapp.metrics import prepare_multiprocess_dir
-
-    prepare_multiprocess_dir(settings.data_dir)  # /metrics on any worker then shows them all
+    prepare_metrics_dir(settings.data_dir)  # /metrics on any worker then shows them all
     os.environ.update(
         {
             "DATABASE_URL": dsn,
@@ -159,6 +162,19 @@ def _serve_workers(settings: Settings, dsn: str, workers: int) -> None:
         port=settings.port,
         **_uvicorn_options(settings),
     )
+
+
+def prepare_metrics_dir(data_dir: Path) -> Path:
+    """Prometheus multiprocess mode for several workers: each writes its values to files in this folder (the
+    operator's PROMETHEUS_MULTIPROC_DIR, else <data dir>/prometheus), emptied first so an earlier run's counts
+    are not added in. Here, not in chatapp.metrics: prometheus_client reads the variable when first imported,
+    and the workers must see it set."""
+    folder = Path(os.environ.get(METRICS_DIR_ENV) or data_dir / "prometheus")
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    os.environ[METRICS_DIR_ENV] = str(folder)
+    return folder
 
 
 def _uvicorn_options(settings: Settings) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Prometheus metrics at `/metrics`: Litestar's request metrics plus the app's own, for every worker at once.
 
 With several workers (`chatapp serve --workers N`) the parent points `PROMETHEUS_MULTIPROC_DIR` at an emptied
-folder before spawning them (see `prepare_multiprocess_dir`), so prometheus_client writes each process's values
+folder before spawning them (cli.prepare_metrics_dir), so prometheus_client writes each process's values
 to files there and `/metrics` on any worker adds up the whole server. A single process keeps them in memory.
 
 Labels are low-cardinality by design: route templates (never paths with ids), fixed outcome words; no user ids,
@@ -11,8 +11,6 @@ conversation ids or transcript text ever become a label.
 from __future__ import annotations
 
 import os
-import shutil
-from pathlib import Path
 
 from litestar import Controller
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
@@ -72,17 +70,6 @@ def prometheus_config() -> PrometheusConfig:
 
 def controllers() -> list[type[Controller]]:
     return [MetricsController]
-
-
-def prepare_multiprocess_dir(data_dir: Path) -> Path:
-    """For the parent of several workers: use (or choose) the multiprocess folder and empty it, so values
-    from an earlier run are not added in. Must run before any worker imports prometheus_client."""
-    folder = Path(os.environ.get(MULTIPROC_ENV) or data_dir / "prometheus")
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    os.environ[MULTIPROC_ENV] = str(folder)
-    return folder
 
 
 def worker_stopped() -> None:

@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,7 +20,7 @@ from httpx_sse import aconnect_sse
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.test_live_stream import event, ingest, open_conversation
-from tests.support import AppServer, client_ip, signup
+from tests.support import ROOT, SECRET_KEY, AppServer, client_ip, free_port, signup
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 SPOKEN = "Quetzalcoatl marmalade itinerary"  # transcript text that must never reach a label or a log line
@@ -180,3 +184,68 @@ async def test_two_workers_report_one_total_and_log_json_lines_without_transcrip
     assert {e["status"] for e in access} == {200}
     assert len({e["pid"] for e in entries if e["logger"] == "uvicorn.error"}) >= 2  # both workers logged
     assert SPOKEN not in workers.log_path.read_text()
+
+
+LOW_FILES = 64
+
+
+def _low_open_files_limit() -> None:
+    """In the child before exec: the soft limit many systems start services with, scaled down."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (LOW_FILES, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+
+def _open_files_limits(pid: int) -> tuple[int, int]:
+    line = next(line for line in Path(f"/proc/{pid}/limits").read_text().splitlines() if "open files" in line)
+    soft, hard = line.split()[3:5]
+    return int(soft), int(hard)
+
+
+async def test_a_server_started_with_a_low_open_files_limit_lifts_it_and_holds_more_streams(
+    db: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    environment = {
+        **os.environ,
+        "DATABASE_URL": db,
+        "CHATAPP_DATA_DIR": str(tmp_path),
+        "CHATAPP_LOG_LEVEL": "warning",
+        "CHATAPP_ENV_FILE": "/nonexistent",
+        "CHATAPP_SECRET_KEY": SECRET_KEY,
+        "CHATAPP_WORKERS": "1",
+        "CHATAPP_FORWARDED_ALLOW_IPS": "127.0.0.1",
+        "CHATAPP_MAX_STREAMS_PER_USER": "1000",
+    }
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "chatapp", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_low_open_files_limit,
+        )
+    server = AppServer(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
+    try:
+        server.wait_ready(READY)
+        soft, hard = _open_files_limits(process.pid)
+        assert soft == hard > LOW_FILES
+        streams = LOW_FILES + 16  # more sockets than the limit it was started with
+        async with httpx.AsyncClient(
+            base_url=server.url,
+            headers={"X-Forwarded-For": client_ip()},
+            timeout=httpx.Timeout(30.0, read=None),
+            limits=httpx.Limits(max_connections=None),
+        ) as c:
+            await signup(c)
+            cid = await open_conversation(c)
+            async with contextlib.AsyncExitStack() as stack:
+                for _ in range(streams):
+                    response = await stack.enter_async_context(c.stream("GET", f"/conversations/{cid}/stream"))
+                    assert response.status_code == 200
+                _, samples = await scrape(server.url)
+                assert value(samples, "chatapp_sse_streams") == streams
+    finally:
+        server.stop()

@@ -6,8 +6,11 @@ import json
 import logging
 import sys
 
+import pytest
+
 from chatapp.jsonlog import AccessJsonFormatter, JsonFormatter
 from chatapp.logfilters import uvicorn_log_config
+from chatapp.settings import Settings, SettingsError
 
 
 def record(msg: str, *args: object, **extra: object) -> logging.LogRecord:
@@ -51,3 +54,11 @@ def test_access_lines_carry_their_fields_and_uvicorn_uses_the_json_formatters() 
     config = uvicorn_log_config("json")
     assert config["formatters"]["access"]["()"] == "chatapp.jsonlog.AccessJsonFormatter"
     assert "chatapp_redact" in config["handlers"]["access"]["filters"]  # still redacted before formatting
+
+
+def test_the_log_format_setting_is_text_or_json() -> None:
+    base = {"CHATAPP_SECRET_KEY": "x" * 40, "CHATAPP_DATA_DIR": "/nonexistent"}
+    assert Settings.from_env(base).log_format == "text"
+    assert Settings.from_env({**base, "CHATAPP_LOG_FORMAT": "JSON"}).log_format == "json"
+    with pytest.raises(SettingsError, match="CHATAPP_LOG_FORMAT must be text or json"):
+        Settings.from_env({**base, "CHATAPP_LOG_FORMAT": "xml"})

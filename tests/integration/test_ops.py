@@ -168,6 +168,7 @@ async def test_two_workers_report_one_total_and_log_json_lines_without_transcrip
             f"/conversations/{cid}/messages", data={"text": SPOKEN, "item_id": uuid.uuid4().hex}, headers=htmx(c)
         )
         assert sent.status_code == 204
+        assert (await c.get("/history", params={"q": SPOKEN})).status_code == 200  # search words: redacted
     # Whichever worker answers /metrics, it adds up both workers' counts (multiprocess mode).
     for _ in range(6):
         _, after = await scrape(workers.url)
@@ -183,7 +184,9 @@ async def test_two_workers_report_one_total_and_log_json_lines_without_transcrip
     assert len(access) >= probes
     assert {e["status"] for e in access} == {200}
     assert len({e["pid"] for e in entries if e["logger"] == "uvicorn.error"}) >= 2  # both workers logged
-    assert SPOKEN not in workers.log_path.read_text()
+    assert any(e.get("path") == "/history?q=<redacted>" for e in entries)
+    log_text = workers.log_path.read_text()
+    assert all(word not in log_text for word in SPOKEN.split())
 
 
 LOW_FILES = 64

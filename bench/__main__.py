@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import history, live, newchat
+from bench import history, live, newchat, streams
 from bench.common import BenchEnv, Report, bench_database, format_report, machine_facts, migrate
 
 Benchmark = Callable[[BenchEnv], Awaitable[Report]]
@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "live": live.run,
     "newchat": newchat.run,
     "history": history.run,
+    "streams": streams.run,
 }
 
 

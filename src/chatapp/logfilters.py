@@ -46,13 +46,18 @@ class AccessLogRedactor(logging.Filter):
         return True
 
 
-def uvicorn_log_config() -> dict[str, Any]:
-    """uvicorn's default logging config with the access log redacted."""
+def uvicorn_log_config(log_format: str = "text") -> dict[str, Any]:
+    """uvicorn's default logging config with the access log redacted; `json`: one JSON object per line."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config.setdefault("filters", {})["chatapp_redact"] = {"()": f"{__name__}.AccessLogRedactor"}
     config["handlers"]["access"].setdefault("filters", []).append("chatapp_redact")
+    if log_format == "json":
+        config["formatters"] = {
+            "default": {"()": "chatapp.jsonlog.JsonFormatter"},
+            "access": {"()": "chatapp.jsonlog.AccessJsonFormatter"},
+        }
     return config
 
 

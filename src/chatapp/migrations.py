@@ -17,17 +17,18 @@ async def apply_migrations() -> list[str]:
     from chatapp.database import connection
 
     async with connection() as conn:
-        before = await _applied(conn)
+        before = await applied_migrations(conn)
     with contextlib.redirect_stdout(io.StringIO()) as output:  # Piccolo prints progress bars.
         result = await run_forwards(app_name="chatapp")
     if not result.success:
         raise DatabaseUnavailable(f"migrations failed: {result.message or output.getvalue().strip()[-300:]}")
     async with connection() as conn:
-        after = await _applied(conn)
+        after = await applied_migrations(conn)
     return sorted(after - before)
 
 
-async def _applied(conn: object) -> set[str]:
+async def applied_migrations(conn: object) -> set[str]:
+    """The ids Piccolo recorded as applied for chatapp (none on a database never migrated)."""
     exists = await conn.fetchval("SELECT to_regclass('migration') IS NOT NULL")  # type: ignore[attr-defined]
     if not exists:
         return set()

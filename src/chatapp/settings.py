@@ -112,6 +112,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
+    log_format: Literal["text", "json"] = "text"
     channels: Literal["memory", "postgres"] = "memory"
     public_url: str = ""
     forwarded_allow_ips: str = ""
@@ -196,6 +197,9 @@ class Settings:
         channels = env.get("CHATAPP_CHANNELS", "memory").strip().lower() or "memory"
         if channels not in {"memory", "postgres"}:
             raise SettingsError("CHATAPP_CHANNELS must be memory or postgres")
+        log_format = env.get("CHATAPP_LOG_FORMAT", "").strip().lower() or "text"
+        if log_format not in {"text", "json"}:
+            raise SettingsError("CHATAPP_LOG_FORMAT must be text or json")
         data_dir = Path(env.get("CHATAPP_DATA_DIR", "").strip() or ".data").absolute()
         secret = env.get("CHATAPP_SECRET_KEY", "").strip()
         test_faults = _bool(env, "CHATAPP_TEST_FAULTS")
@@ -218,6 +222,7 @@ class Settings:
             host=env.get("CHATAPP_HOST", "").strip() or "127.0.0.1",
             port=_int(env, "CHATAPP_PORT", 8000, minimum=1),
             log_level=env.get("CHATAPP_LOG_LEVEL", "").strip().lower() or "info",
+            log_format=log_format,  # type: ignore[arg-type]
             channels=channels,  # type: ignore[arg-type]
             public_url=env.get("CHATAPP_PUBLIC_URL", "").strip().rstrip("/"),
             forwarded_allow_ips=env.get("CHATAPP_FORWARDED_ALLOW_IPS", "").strip(),

@@ -106,6 +106,8 @@ PUBLIC_PATHS = [
     "^/static/",
     "^/schema",
     "^/healthz",
+    "^/readyz",
+    "^/metrics",
     "^/api/conversations/[^/]+/events",
     "^/favicon.ico",
     "^/_test/",
@@ -127,7 +129,7 @@ def session_auth(*, max_age: int, secure: bool) -> SessionAuth[User, ServerSideS
             renew_on_access=False,
             store="sessions",
             # Health checks must not read a session row: during an outage that read would fail first.
-            exclude=["^/healthz"],
+            exclude=["^/healthz", "^/readyz", "^/metrics"],
         ),
         exclude=PUBLIC_PATHS,
     )

@@ -22,6 +22,7 @@ from livekit.agents.voice import io
 from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.agents.voice.events import CloseEvent, ErrorEvent
 
+from chatapp import metrics
 from chatapp.agents.product import TravelAgent, greeting_instructions
 from chatapp.agents.runtime import AgentStartError, ConversationInfo, EventSink, StartInfo
 from chatapp.conversations.events import MAX_TEXT_LENGTH, AgentState, AgentStateEvent, TranscriptEvent
@@ -313,6 +314,7 @@ class InProcessRuntime:
             raise AgentStartError("the agent could not be started") from exc
         else:
             self._conversations[conversation.id] = running
+            metrics.ACTIVE_AGENTS.set(len(self._conversations))
             started.set_result(None)
         finally:
             self._starting.pop(conversation.id, None)
@@ -334,6 +336,7 @@ class InProcessRuntime:
         running = self._conversations.pop(conversation_id, None)
         if running is None:
             return
+        metrics.ACTIVE_AGENTS.set(len(self._conversations))
         await running.close()
         logger.info("agent stopped", extra={"conversation_id": str(conversation_id)})
 

@@ -23,6 +23,7 @@ from litestar.channels import ChannelsPlugin
 from litestar.channels.backends.asyncpg import AsyncPgChannelsBackend
 from litestar.channels.backends.memory import MemoryChannelsBackend
 
+from chatapp import metrics
 from chatapp.conversations.buffer import TranscriptBuffer
 from chatapp.conversations.events import TranscriptEvent
 
@@ -251,9 +252,11 @@ class Hub:
         listener = Listener(conversation_id, user_id)
         self._by_conversation.setdefault(conversation_id, set()).add(listener)
         self._by_user.setdefault(user_id, set()).add(listener)
+        metrics.SSE_STREAMS.inc()
         try:
             yield listener
         finally:
+            metrics.SSE_STREAMS.dec()
             for index, key in ((self._by_conversation, conversation_id), (self._by_user, user_id)):
                 group = index.get(key)
                 if group is not None:

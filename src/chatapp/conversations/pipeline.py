@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from chatapp import metrics
 from chatapp.conversations import store
 from chatapp.conversations.buffer import TranscriptBuffer
 from chatapp.conversations.events import AgentStateEvent, TranscriptEvent
@@ -49,10 +50,14 @@ class TranscriptPipeline:
         await self.apply(event.conversation_id, [event])
 
     async def apply(
-        self, conversation_id: uuid.UUID, events: Sequence[TranscriptEvent], late_grace: float | None = None
+        self,
+        conversation_id: uuid.UUID,
+        events: Sequence[TranscriptEvent],
+        late_grace: float | None = None,
+        source: str = "app",
     ) -> list[store.StoredUtterance]:
         """Store the finals (one transaction), then broadcast. Raises store.UnknownConversation, and (with
-        `late_grace`, see store.store_finals) store.ConversationClosed."""
+        `late_grace`, see store.store_finals) store.ConversationClosed. `source` labels the events' metric."""
         finals = [e for e in events if e.final]
         stored: list[store.StoredUtterance] = []
         if finals:
@@ -61,6 +66,8 @@ class TranscriptPipeline:
             for event in finals:
                 self.buffer.finish(conversation_id, event.item_id)
         fresh_interims = [e for e in events if not e.final and self.buffer.apply_interim(e)]
+        metrics.count_events(source, "final", len(stored), len(finals) - len(stored))
+        metrics.count_events(source, "interim", len(fresh_interims), len(events) - len(finals) - len(fresh_interims))
         # NOTIFY happens here, after the commit: inside the write transaction it would serialise commits.
         for utterance in stored:
             await self.hub.publish(final_message(utterance))

@@ -19,6 +19,7 @@ from litestar.plugins.htmx import HTMXRequest
 from litestar.response import Redirect, Template
 from sse_starlette import EventSourceResponse
 
+from chatapp import metrics
 from chatapp.accounts.service import User
 from chatapp.accounts.sessions import session_tag
 from chatapp.conversations import store
@@ -179,10 +180,12 @@ class ChatController(Controller):
         try:
             result = await service.end(user.id, user.display_name, expected, "new_chat", start_next=True)
         except SAVE_FAILURES as exc:
+            metrics.NEW_CHAT.labels("failed").inc()
             log.error("saving conversation for New Chat failed: %s", type(exc).__name__)
             headers = toast_header("Failed to save conversation. Please try again.", "error")
             headers["HX-Reswap"] = "none"
             return Response(None, status_code=503, headers=headers)
+        metrics.NEW_CHAT.labels(new_chat_outcome(result.outcome)).inc()
         if not request.htmx:
             return Redirect("/", status_code=303)
         assert result.outcome.current is not None
@@ -275,6 +278,12 @@ class ChatController(Controller):
             service.hub, service.pipeline.buffer, fragments, conversation_id, user.id, cursor, session_tag(request)
         )
         return EventSourceResponse(events, ping=15, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+def new_chat_outcome(outcome: store.EndOutcome) -> str:
+    if outcome.ended is not None:
+        return "saved"
+    return "deleted_empty" if outcome.deleted_id is not None else "nothing"
 
 
 def _last_event_id(header: str) -> int:

@@ -255,7 +255,9 @@ class ConversationService:
         # No lookup first: storing the finals locks the conversation row anyway (and raises if it is
         # unknown), and the buffer already refuses interims for conversations that ended.
         try:
-            stored = await self.pipeline.apply(conversation_id, events, self.settings.late_final_grace_seconds)
+            stored = await self.pipeline.apply(
+                conversation_id, events, self.settings.late_final_grace_seconds, source="api"
+            )
         except store.UnknownConversation:
             raise ConversationGone(str(conversation_id)) from None
         except store.ConversationClosed:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from chatapp import metrics
 from chatapp.accounts.store import PostgresStore
 from chatapp.conversations.service import ConversationService
 from chatapp.database import OUTAGE_ERRORS, connection
@@ -43,8 +44,10 @@ async def reap_idle(service: ConversationService, idle_minutes: float) -> int:
         except Exception as exc:  # one conversation that cannot be saved must not stop everyone else's
             # The type only: exception messages can quote transcript text.
             log.warning("idle reaper could not end conversation %s: %s", row["id"], type(exc).__name__)
+            metrics.REAPER_ACTIONS.labels("failed").inc()
             continue
         ended += int(result.outcome.changed)
+    metrics.REAPER_ACTIONS.labels("ended").inc(ended)
     return ended
 
 
@@ -57,7 +60,7 @@ async def reap_round(service: ConversationService, idle_minutes: float, sessions
     except Exception as exc:  # the database may be briefly down; try again next round
         _round_failed("idle conversations", exc)
     try:
-        await sessions.delete_expired()
+        metrics.REAPER_ACTIONS.labels("sessions_deleted").inc(await sessions.delete_expired())
     except Exception as exc:
         _round_failed("expired sessions", exc)
 

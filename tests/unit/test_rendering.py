@@ -75,3 +75,16 @@ def test_payloads_stay_inert(payload: str) -> None:
 def test_repeated_interims_are_cached() -> None:
     text = "Growing reply with a [link](https://example.com)"
     assert render_markdown(text) is render_markdown(text)
+
+
+def test_a_stream_skips_interims_a_newer_one_already_replaces() -> None:
+    from collections import deque
+
+    from chatapp.conversations.stream import superseded
+
+    interim = {"k": "interim", "c": "c1", "i": "a1", "t": "Hel"}
+    assert superseded(interim, deque([{"k": "state", "c": "c1"}, {"k": "interim", "c": "c1", "i": "a1", "t": "Hello"}]))
+    assert superseded(interim, deque([{"k": "final", "c": "c1", "i": "a1", "t": "Hello."}]))
+    assert not superseded(interim, deque([{"k": "interim", "c": "c1", "i": "u7", "t": "other"}]))
+    assert not superseded(interim, deque([{"k": "interim", "c": "c2", "i": "a1", "t": "other chat"}]))
+    assert not superseded(interim, deque())

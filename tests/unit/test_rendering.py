@@ -84,7 +84,7 @@ def test_a_stream_skips_interims_a_newer_one_already_replaces() -> None:
 
     interim = {"k": "interim", "c": "c1", "i": "a1", "t": "Hel"}
     assert superseded(interim, deque([{"k": "state", "c": "c1"}, {"k": "interim", "c": "c1", "i": "a1", "t": "Hello"}]))
-    assert superseded(interim, deque([{"k": "final", "c": "c1", "i": "a1", "t": "Hello."}]))
+    assert not superseded(interim, deque([{"k": "final", "c": "c1", "i": "a1", "t": "Hello."}]))
     assert not superseded(interim, deque([{"k": "interim", "c": "c1", "i": "u7", "t": "other"}]))
     assert not superseded(interim, deque([{"k": "interim", "c": "c2", "i": "a1", "t": "other chat"}]))
     assert not superseded(interim, deque())

@@ -87,12 +87,11 @@ async def conversation_events(
 
 
 def superseded(interim: dict[str, Any], ahead: deque[dict[str, Any]]) -> bool:
-    """A newer interim or the final of the same utterance is already waiting: rendering this one (agent
-    Markdown costs milliseconds) would only be replaced at once. A stream that falls behind a fast reply
-    thus skips stale interims instead of falling further behind."""
+    """A newer interim of the same utterance is already waiting: rendering this one (agent Markdown costs
+    milliseconds) would only be replaced at once. A stream that falls behind a fast reply thus skips stale
+    interims instead of falling further behind; the latest interim before the final is always shown."""
     return any(
-        m.get("c") == interim.get("c") and m.get("i") == interim.get("i") and m.get("k") in ("interim", "final")
-        for m in ahead
+        m.get("k") == "interim" and m.get("c") == interim.get("c") and m.get("i") == interim.get("i") for m in ahead
     )
 
 

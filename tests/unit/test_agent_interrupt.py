@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from typing import Any
 
-from tests.unit.test_agents import Runtime, started
+from chatapp.agents.inprocess import InProcessRuntime
+from chatapp.agents.runtime import ConversationInfo
+from tests.unit.test_agents import RecordingSink, Runtime, ScriptedLLM, ScriptedStream, started
 
 __all__ = ["started"]  # the fixture, shared with test_agents.py
 
@@ -44,13 +48,32 @@ async def test_interrupt_with_nothing_to_stop_is_a_no_op(started: Runtime) -> No
     assert not sink.finals[0].interrupted
 
 
-async def test_interrupt_while_thinking_stores_nothing(started: Runtime) -> None:
-    """Stop before any text arrived: no empty final, and the agent goes back to idle."""
-    runtime, sink, model, info = await started([LONG], delay=0.05)
-    model.pieces = 200
-    await runtime.send_text(info.id, "Hi")
-    await sink.wait_for(lambda: "thinking" in sink.states)
-    assert await runtime.interrupt(info.id)
-    await sink.wait_for(lambda: sink.states[-1] == "idle")
-    assert all(len(f.text) < len(LONG) for f in sink.finals)
-    assert all(f.interrupted for f in sink.finals)
+class SlowStart(ScriptedStream):
+    """The model takes its time before the first token: the agent is still thinking."""
+
+    async def _run(self) -> None:
+        await asyncio.sleep(0.3)
+        await super()._run()
+
+
+async def test_interrupt_while_thinking_stores_nothing() -> None:
+    """Stop before any text arrived: no final at all, and the agent goes back to idle and stays."""
+    sink, model = RecordingSink(), ScriptedLLM([LONG])
+
+    def chat(**kw: Any) -> SlowStart:
+        return SlowStart(model, LONG, chat_ctx=kw["chat_ctx"], tools=[], conn_options=kw["conn_options"])
+
+    model.chat = chat  # type: ignore[method-assign,assignment]
+    runtime = InProcessRuntime(sink, lambda: model, greet=False)
+    info = ConversationInfo(id=uuid.uuid4(), room_name="room", system_prompt="You plan trips.")
+    await runtime.start(info)
+    try:
+        await runtime.send_text(info.id, "Hi")
+        await sink.wait_for(lambda: "thinking" in sink.states)
+        assert await runtime.interrupt(info.id)
+        await sink.wait_for(lambda: sink.states[-1] == "idle")
+        await asyncio.sleep(0.4)  # past the moment the model would have started to answer
+        assert sink.transcripts == []
+        assert runtime.is_running(info.id)
+    finally:
+        await runtime.aclose()

@@ -183,7 +183,7 @@ class _Conversation:
         interrupted = any(m.interrupted for m in said) if said else handle.interrupted
         if reply.stop_requested:
             # What reached the screen is what was said: text LiveKit generated after Stop is not kept.
-            text, interrupted = reply.reported or text, True
+            text, interrupted = reply.reported, True
         self._finish_reply(reply, text, interrupted=interrupted)
         if self.closing:
             return

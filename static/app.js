@@ -308,6 +308,13 @@
 
   document.addEventListener("keydown", function (event) {
     var input = event.target;
+    if (input && input.id === "message-input" && event.key === "Escape" && !event.isComposing) {
+      var stop = document.getElementById("stop-button");
+      if (stop) {
+        event.preventDefault();
+        stop.click();
+      }
+    }
     if (input && input.id === "message-input" && event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       if (input.value.trim()) input.form.requestSubmit();

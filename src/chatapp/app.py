@@ -30,6 +30,7 @@ from chatapp.conversations.buffer import TranscriptBuffer
 from chatapp.conversations.hub import Hub, make_channels
 from chatapp.conversations.ownership import CommandRouter, build_ownership, keep_leases
 from chatapp.conversations.pipeline import TranscriptPipeline
+from chatapp.conversations.rendering import markdown_filter
 from chatapp.conversations.routes import ChatController, IngestController
 from chatapp.conversations.service import ConversationService
 from chatapp.conversations.views import STATUS_LABELS, Fragments
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
     templates.engine.globals["status_labels"] = STATUS_LABELS
     templates.engine.globals["voice_enabled"] = settings.livekit_configured
     templates.engine.globals["static_url"] = assets.static_url
+    templates.engine.filters["markdown"] = markdown_filter
     buffer = TranscriptBuffer()
     accounts.hash_gate.configure(settings.hash_concurrency, settings.hash_wait_seconds)
     channels = make_channels(settings.channels, database_url)

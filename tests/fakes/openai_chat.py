@@ -32,6 +32,7 @@ class Reply:
     status: int = 200
     first_token_delay: float = 0.0
     pieces: int = 4
+    piece_delay: float = 0.005  # between chunks: raise it for a reply that streams long enough to interrupt
 
 
 @dataclass
@@ -73,9 +74,12 @@ class FakeOpenAI:
         await asyncio.sleep(reply.first_token_delay)
         await send({"role": "assistant", "content": ""})
         size = max(1, -(-len(reply.text) // reply.pieces))
-        for start in range(0, len(reply.text), size):
-            await send({"content": reply.text[start : start + size]})
-            await asyncio.sleep(0.005)
+        try:
+            for start in range(0, len(reply.text), size):
+                await send({"content": reply.text[start : start + size]})
+                await asyncio.sleep(reply.piece_delay)
+        except ConnectionResetError:  # the client stopped reading (an interrupted reply): like OpenAI, stop
+            return response
         await send({}, finish="stop")
         if (body.get("stream_options") or {}).get("include_usage"):
             usage = {"prompt_tokens": 12, "completion_tokens": 8, "total_tokens": 20}

@@ -97,7 +97,8 @@ async def test_detail_page_shows_the_transcript_in_order(app_server: AppServer) 
         async with connection() as conn:
             await conn.execute("UPDATE utterance SET interrupted = true WHERE session = $1 AND seq = 2", cid)
         html = (await client.get(f"/history/{cid}")).text
-        texts = re.findall(r'<div class="transcript-text" dir="auto">([^<]*)</div>', html)
+        # Agent replies are rendered Markdown (a paragraph here); user text is shown as typed.
+        texts = re.findall(r'<div class="transcript-text(?: markdown)?" dir="auto">(?:<p>)?([^<]*)</', html)
         assert texts == ["Where to in June?", "Try &lt;Norway&gt;", "Fjords!"]
         assert html.count('data-testid="interrupted"') == 1
         assert 'data-testid="message-count">3<' in html

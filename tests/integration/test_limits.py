@@ -303,3 +303,13 @@ async def test_a_flood_of_logins_waits_for_bounded_hashing_then_gets_503(
             await c.aclose()
     finally:
         server.stop()
+
+
+async def test_stop_counts_against_the_message_quota(a: httpx.AsyncClient) -> None:
+    """The Stop button shares the typed-message quota: a script hammering it is refused, politely."""
+    await signup(a)
+    cid = await open_conversation(a)
+    for _ in range(3):
+        assert (await a.post(f"/conversations/{cid}/stop", headers=htmx(a))).status_code == 204
+    refused = await a.post(f"/conversations/{cid}/stop", headers=htmx(a))
+    assert_wait(refused, "You are sending messages too quickly.", toast(refused))

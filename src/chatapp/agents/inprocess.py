@@ -18,7 +18,7 @@ from typing import Any
 
 from livekit.agents import AgentSession, APIConnectionError, APIStatusError, APITimeoutError, llm
 from livekit.agents.types import NOT_GIVEN
-from livekit.agents.voice import io
+from livekit.agents.voice import SpeechHandle, io
 from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.agents.voice.events import CloseEvent, ErrorEvent
 
@@ -50,6 +50,8 @@ class _Reply:
     speaking: bool = False
     finished: bool = False
     error: str = ""
+    handle: SpeechHandle | None = None
+    stop_requested: bool = False  # the person pressed Stop (maybe before the turn's speech even existed)
 
 
 class _TranscriptOutput(io.TextOutput):
@@ -97,6 +99,17 @@ class _Conversation:
 
     def send_text(self, text: str) -> None:
         self._turns.put_nowait(text)
+
+    def interrupt(self) -> bool:
+        """Stop the reply being generated; it ends as an interrupted final with what it said so far.
+        False when the agent is not replying."""
+        reply = self._reply
+        if reply is None or reply.finished or self.closing:
+            return False
+        reply.stop_requested = True
+        if reply.handle is not None and not reply.handle.done():
+            reply.handle.interrupt(force=True)
+        return True
 
     async def close(self) -> None:
         """Interrupt any reply, report what it already said, then drain the outbox."""
@@ -151,10 +164,12 @@ class _Conversation:
                 self._agent = TravelAgent(instructions=self.info.system_prompt, chat_ctx=self._agent.chat_ctx.copy())
                 await self._open_session()
             assert self._session is not None
-            handle = self._session.generate_reply(
+            handle = reply.handle = self._session.generate_reply(
                 user_input=user_input if user_input is not None else NOT_GIVEN,
                 instructions=instructions if instructions is not None else NOT_GIVEN,
             )
+            if reply.stop_requested:
+                handle.interrupt(force=True)
             await handle
         except Exception as exc:  # the runtime outlives any failure of a single turn
             if self.closing:
@@ -167,6 +182,9 @@ class _Conversation:
         said = [m for m in handle.chat_items if isinstance(m, llm.ChatMessage) and m.role == "assistant"]
         text = " ".join(m.text_content or "" for m in said) if said else reply.text
         interrupted = any(m.interrupted for m in said) if said else handle.interrupted
+        if reply.stop_requested:
+            # What reached the screen is what was said: text LiveKit generated after Stop is not kept.
+            text, interrupted = reply.reported, True
         self._finish_reply(reply, text, interrupted=interrupted)
         if self.closing:
             return
@@ -184,7 +202,7 @@ class _Conversation:
     def on_text(self, delta: str) -> None:
         """A piece of the current reply: report the whole text so far as an interim."""
         reply = self._reply
-        if reply is None or reply.finished:
+        if reply is None or reply.finished or reply.stop_requested:
             logger.debug("agent text outside a turn dropped", extra={"conversation_id": str(self.id)})
             return
         reply.text += delta
@@ -328,6 +346,13 @@ class InProcessRuntime:
             logger.warning("text for a stopped agent ignored", extra={"conversation_id": str(conversation_id)})
             return
         running.send_text(text)
+
+    async def interrupt(self, conversation_id: uuid.UUID) -> bool:
+        running = self._conversations.get(conversation_id)
+        interrupted = running is not None and running.interrupt()
+        if interrupted:
+            logger.info("agent reply interrupted", extra={"conversation_id": str(conversation_id)})
+        return interrupted
 
     async def stop(self, conversation_id: uuid.UUID) -> None:
         if (pending := self._starting.get(conversation_id)) is not None:

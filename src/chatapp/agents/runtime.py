@@ -66,6 +66,11 @@ class AgentRuntime(Protocol):
         """Give typed user text to the agent (the app has already stored it as a final)."""
         ...
 
+    async def interrupt(self, conversation_id: uuid.UUID) -> bool:
+        """Stop the reply the agent is giving (the Stop button): what it said so far is kept as an interrupted
+        final. True when a reply was cut; False when none was under way here (or the runtime cannot)."""
+        ...
+
     async def stop(self, conversation_id: uuid.UUID) -> None:
         """Stop the agent; idempotent, and never raises for an agent that is already gone."""
         ...

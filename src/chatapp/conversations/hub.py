@@ -44,7 +44,7 @@ CONNECTION_ERRORS = (
     asyncpg.InterfaceError,
 )
 # Commands for a conversation's agent (see conversations/ownership.py): handed to `on_command`, never to streams.
-COMMAND_KINDS = frozenset({"agent.text"})
+COMMAND_KINDS = frozenset({"agent.text", "agent.interrupt"})
 
 
 class PersistentAsyncPgChannelsBackend(AsyncPgChannelsBackend):

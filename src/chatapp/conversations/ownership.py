@@ -8,7 +8,8 @@ advisory lock: it can be read by any process (who owns this?), is easy to observ
 pgbouncer's transaction pooling, where a session-level lock would need its own dedicated connection.
 
 Commands for an agent that runs elsewhere travel over the hub's channel: typed text as an `agent.text` message
-addressed to the holder; stopping rides on the `ended` message every process already receives.
+addressed to the holder, the Stop button as `agent.interrupt`; stopping rides on the `ended` message every
+process already receives.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ LEASE_SECONDS = 3.0
 HEARTBEAT_SECONDS = 1.0
 ADOPT_BATCH = 20
 AGENT_TEXT = "agent.text"
+AGENT_INTERRUPT = "agent.interrupt"
 
 CLAIM = """
 INSERT INTO agent_lease (conversation, holder, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3))
@@ -172,6 +174,10 @@ class CommandRouter:
             if message.get("to") != PROCESS_ID:
                 return
             work = self._service.deliver_local_text(conversation_id, str(message["t"]))
+        elif kind == AGENT_INTERRUPT:
+            if message.get("to") != PROCESS_ID:
+                return
+            work = self._service.interrupt_local(conversation_id)
         elif kind == "ended" and message.get("o") != PROCESS_ID:
             work = self._service.ended_elsewhere(conversation_id)
         else:

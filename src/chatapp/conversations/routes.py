@@ -219,6 +219,21 @@ class ChatController(Controller):
             return Response(None, status_code=204)
         return Redirect("/", status_code=303)
 
+    @post("/conversations/{conversation_id:uuid}/stop", status_code=204, guards=[*FORM_ONLY, limit("messages")])
+    async def stop_reply(
+        self, request: Request[User, Any, Any], state: State, conversation_id: uuid.UUID
+    ) -> Response[None]:
+        """The Stop button (or Esc in the composer): the agent's reply ends here, kept as interrupted.
+        Counted with typed messages; 204 also when there was nothing left to stop (the reply just ended)."""
+        user: User = request.user
+        try:
+            await chat_service(state).interrupt(user.id, conversation_id)
+        except ConversationGone:
+            raise NotFoundException() from None
+        except ConversationEnded:
+            return _ended_response(request)
+        return Response(None, status_code=204)
+
     @post("/conversations/{conversation_id:uuid}/dictation", status_code=200, guards=[limit("dictation")])
     async def dictation(
         self, request: Request[User, Any, Any], state: State, conversation_id: uuid.UUID, data: DictationForm

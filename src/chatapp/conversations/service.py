@@ -15,7 +15,7 @@ from chatapp.agents.runtime import DEFAULT_START_FAILURE, AgentRuntime, AgentSta
 from chatapp.conversations import store
 from chatapp.conversations.events import AgentStateEvent, TranscriptEvent
 from chatapp.conversations.hub import Hub
-from chatapp.conversations.ownership import AGENT_TEXT, Ownership
+from chatapp.conversations.ownership import AGENT_INTERRUPT, AGENT_TEXT, Ownership
 from chatapp.conversations.pipeline import TranscriptPipeline, final_message
 from chatapp.conversations.views import MessageView
 from chatapp.database import connection
@@ -214,6 +214,18 @@ class ConversationService:
                 await self.hub.publish({"k": AGENT_TEXT, "c": str(conversation_id), "to": holder, "t": text})
             elif (conversation := await store.get_conversation(conversation_id)) is not None and conversation.active:
                 await self._start_agent(conversation, "", None)
+
+    async def interrupt(self, user_id: uuid.UUID, conversation_id: uuid.UUID) -> None:
+        """The Stop button: cut the agent's current reply, wherever its agent runs. Nothing to stop is fine."""
+        await self.owned_active(user_id, conversation_id)
+        if self.runtime.is_running(conversation_id) or not getattr(self.runtime, "answers_typed_text", False):
+            await self.runtime.interrupt(conversation_id)
+        elif (holder := await self.ownership.holder_elsewhere(conversation_id)) is not None:
+            await self.hub.publish({"k": AGENT_INTERRUPT, "c": str(conversation_id), "to": holder})
+
+    async def interrupt_local(self, conversation_id: uuid.UUID) -> None:
+        """Stop handed over by another process, for this process's agent."""
+        await self.runtime.interrupt(conversation_id)
 
     async def deliver_local_text(self, conversation_id: uuid.UUID, text: str) -> None:
         """Typed text handed over by another process: for this process's agent (if it is still here)."""

@@ -10,6 +10,7 @@ cursor first fills the gap from the database, and the late N is then a duplicate
 from __future__ import annotations
 
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,7 +18,7 @@ from sse_starlette import ServerSentEvent
 
 from chatapp.conversations import store
 from chatapp.conversations.buffer import TranscriptBuffer
-from chatapp.conversations.hub import Hub
+from chatapp.conversations.hub import LISTENER_QUEUE_SIZE, Hub
 from chatapp.conversations.views import Fragments, MessageView
 
 RETRY_MS = 2000
@@ -45,8 +46,9 @@ async def conversation_events(
             state, detail = hub.agent_states[conversation_id]
             yield _status(fragments, conversation_id, state, detail)
         own = str(conversation_id)
+        ahead: deque[dict[str, Any]] = deque()  # taken from the queue already, not yet handled
         while not listener.overflowed:
-            message = await listener.queue.get()
+            message = ahead.popleft() if ahead else await listener.queue.get()
             if listener.overflowed:
                 return
             kind = message.get("k")
@@ -67,7 +69,10 @@ async def conversation_events(
                     cursor = seq
                     yield _message(fragments, MessageView.of_message(message), cursor)
                 elif kind == "interim":
-                    yield _message(fragments, MessageView.of_message(message), None)
+                    while not listener.queue.empty() and len(ahead) < LISTENER_QUEUE_SIZE:  # still bounded
+                        ahead.append(listener.queue.get_nowait())
+                    if not superseded(message, ahead):
+                        yield _message(fragments, MessageView.of_message(message), None)
                 elif kind == "state":
                     yield _status(fragments, conversation_id, message["st"], message.get("d", ""))
                 elif kind == "ended":
@@ -79,6 +84,15 @@ async def conversation_events(
                 yield ServerSentEvent(
                     data=fragments.block("history_list", **_history_context(message)), event="control"
                 )
+
+
+def superseded(interim: dict[str, Any], ahead: deque[dict[str, Any]]) -> bool:
+    """A newer interim of the same utterance is already waiting: rendering this one (agent Markdown costs
+    milliseconds) would only be replaced at once. A stream that falls behind a fast reply thus skips stale
+    interims instead of falling further behind; the latest interim before the final is always shown."""
+    return any(
+        m.get("k") == "interim" and m.get("c") == interim.get("c") and m.get("i") == interim.get("i") for m in ahead
+    )
 
 
 def _ended_fragment(fragments: Fragments, message: dict[str, Any]) -> str:

@@ -1,4 +1,7 @@
-"""Exports of one conversation: JSON (complete, documented in the README), plain text and Markdown."""
+"""Exports of one conversation: JSON (complete, documented in the README), plain text and Markdown.
+
+The agent's replies are Markdown: the Markdown export keeps them as written, the text export as the plain
+source text; the user's text is escaped in the Markdown export so it reads exactly as typed."""
 
 from __future__ import annotations
 
@@ -67,6 +70,10 @@ def as_markdown(detail: Detail) -> str:
     lines = [f"# {_md_escape(c.title or 'Conversation')}", "", f"*Started {c.started_at:%Y-%m-%d %H:%M} UTC*", ""]
     for u in detail.utterances:
         mark = " *(interrupted)*" if u.interrupted else ""
+        if u.role == "agent":
+            # The agent writes Markdown: kept as-is, as its own block under the speaker line.
+            lines += [f"**{_speaker(u.role)}** ({u.created_at:%H:%M:%S}){mark}:", "", u.text.strip() or " ", ""]
+            continue
         body = "  \n".join(_md_escape(line) for line in u.text.splitlines()) or " "
         lines.append(f"**{_speaker(u.role)}** ({u.created_at:%H:%M:%S}): {body}{mark}")
         lines.append("")

@@ -144,6 +144,14 @@ class LiveKitRuntime:
         the app instead (the browser could not join the room) is stored, but the agent does not hear it."""
         log.debug("typed text for conversation %s stored without reaching the LiveKit agent", conversation_id)
 
+    async def interrupt(self, conversation_id: uuid.UUID) -> bool:
+        """Not supported in voice mode: the agent runs in a LiveKit worker, which the app cannot reach (in a
+        room, the person interrupts by speaking). The chat page hides its Stop button in voice mode."""
+        log.debug(
+            "stop for conversation %s ignored: LiveKit agents cannot be interrupted from the app", conversation_id
+        )
+        return False
+
     async def stop(self, conversation_id: uuid.UUID) -> None:
         if (pending := self._starting.get(conversation_id)) is not None:
             with contextlib.suppress(Exception):  # a failed start leaves nothing running, but maybe a room

@@ -36,6 +36,21 @@ OUTAGE_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.exceptions.InsufficientResourcesError,
 )
 
+
+def is_outage(exc: BaseException) -> bool:
+    """An outage error, or one raised because of one: when PostgreSQL goes away mid-transaction, asyncpg's
+    client-side errors (InterfaceError "the underlying connection is closed" from the transaction's exit,
+    InternalClientError) replace the connection error, which is still their cause or context."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OUTAGE_ERRORS):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 # How long a request waits for a pooled connection (set by configure_engine).
 _acquire_timeout: float | None = None
 

@@ -555,6 +555,16 @@ BAD_REQUESTS: dict[str, tuple[Request, tuple[int, ...], str]] = {
         "too large",
     ),
     "sign-up over 1 MB": (page_form("/signup", lambda s: new_account(s) | {"pad": BIG_FORM}), (413,), "too large"),
+    "log-in over 1 MB": (
+        page_form("/login", lambda s: {"email": s.user.email, "password": PASSWORD, "pad": BIG_FORM}),
+        (413,),
+        "too large",
+    ),
+    "dictation over 1 MB": (
+        json_post("/conversations/{s.active}/dictation", lambda s: {"item_id": "d-1", "text": BIG_FORM}),
+        (413,),
+        "too large",
+    ),
     "save api over 1 MB": (
         json_post("/api/users/sessions/save", lambda s: {"session_id": str(s.active), "pad": BIG_FORM}),
         (413,),
@@ -632,6 +642,16 @@ BAD_REQUESTS: dict[str, tuple[Request, tuple[int, ...], str]] = {
     ),
     "rename as multipart": (
         raw_post("/history/{s.saved}/rename", b"--b\r\n\r\n--b--", "multipart/form-data; boundary=b"),
+        (415,),
+        "x-www-form-urlencoded",
+    ),
+    "sign-up as JSON": (
+        raw_post("/signup", b'{"email": "a@example.com", "password": "x"}', "application/json"),
+        (415,),
+        "x-www-form-urlencoded",
+    ),
+    "log-in as multipart": (
+        raw_post("/login", b"--b\r\n\r\n--b--", "multipart/form-data; boundary=b"),
         (415,),
         "x-www-form-urlencoded",
     ),

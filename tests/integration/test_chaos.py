@@ -9,6 +9,7 @@ import os
 import signal
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,11 +56,30 @@ class Feeder:
             await asyncio.sleep(1 / RATE)
 
 
-def forwarder_for(base_url: str, cid: uuid.UUID) -> TranscriptForwarder:
+class Timed(httpx.AsyncHTTPTransport):
+    """The forwarder's transport, noting the status (or error) and duration of every request it makes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answers: list[tuple[int | str, float]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        began = time.monotonic()
+        try:
+            response = await super().handle_async_request(request)
+        except httpx.TransportError as exc:
+            self.answers.append((type(exc).__name__, time.monotonic() - began))
+            raise
+        self.answers.append((response.status_code, time.monotonic() - began))
+        return response
+
+
+def forwarder_for(base_url: str, cid: uuid.UUID, client: httpx.AsyncClient | None = None) -> TranscriptForwarder:
     return TranscriptForwarder(
         f"{base_url}/api/conversations/{cid}/events",
         ingest_token(SECRET_KEY, cid),
         conversation_id=cid,
+        client=client,
         initial_backoff=0.05,
         max_backoff=0.5,
         request_timeout=5.0,
@@ -194,10 +214,15 @@ async def test_postgres_stopped_mid_load_gives_quick_503s_and_loses_nothing(
         CHATAPP_DB_STATEMENT_TIMEOUT="2",
     )
     try:
-        async with browser(server.url) as client, browser(server.url) as probe:
+        timed = Timed()
+        async with (
+            browser(server.url) as client,
+            browser(server.url) as probe,
+            httpx.AsyncClient(transport=timed, timeout=2 * BOUND) as ingest_client,
+        ):
             await signup(client)
             cid = await open_conversation(client)
-            feeder = Feeder(forwarder_for(server.url, cid))
+            feeder = Feeder(forwarder_for(server.url, cid, ingest_client))
             typist = Typist(client, cid)
             stop_typing = asyncio.Event()
             async with forwarding(feeder.forwarder) as forwarder:
@@ -237,9 +262,14 @@ async def test_postgres_stopped_mid_load_gives_quick_503s_and_loses_nothing(
                 assert status == 503, told
                 assert "database is unavailable" in told
             assert typist.slowest < BOUND
+            # The ingest API answered every request quickly: stored (200) or a clear 503 to retry on.
+            assert {status for status, _ in timed.answers} == {200, 503}
+            assert max(took for _, took in timed.answers) < BOUND
             print(  # measured figures, shown with -s
                 f"outage: {len(typist.acknowledged)} typed acknowledged, {len(typist.refused)} refused (503), "
-                f"slowest request {typist.slowest:.2f} s, forwarder attempts {forwarder.attempts}"
+                f"slowest request {typist.slowest:.2f} s, forwarder attempts {forwarder.attempts}, "
+                f"ingest answers {sorted(Counter(status for status, _ in timed.answers).items())}, "
+                f"slowest ingest {max(took for _, took in timed.answers):.2f} s"
             )
             # after the outage the app takes typed text again
             assert typist.acknowledged[-1] not in before_outage

@@ -21,7 +21,7 @@ from livekit.agents.llm import ChatMessage
 
 from chatapp.agents.forwarder import TranscriptForwarder
 from chatapp.conversations.service import ingest_token
-from chatapp.database import connection
+from chatapp.database import DatabaseUnavailable, connection, is_outage
 from tests.integration.test_database_outage import OwnPostgres, own_postgres, wait_healthy
 from tests.integration.test_live_stream import open_conversation
 from tests.support import SECRET_KEY, AppServer, client_ip, signup
@@ -276,3 +276,26 @@ async def test_postgres_stopped_mid_load_gives_quick_503s_and_loses_nothing(
     finally:
         server.stop()
     assert "Traceback" not in server.log_path.read_text()
+
+
+async def test_a_client_side_error_on_a_connection_the_server_closed_is_an_outage(db: str) -> None:
+    """What PostgreSQL stopping mid-statement looks like to asyncpg (an InterfaceError or InternalClientError on
+    a connection that is now closed) comes out of `connection()` as DatabaseUnavailable: a 503, not a 500."""
+
+    async def lose_the_connection() -> None:
+        async with connection() as conn, conn.transaction():
+            conn.terminate()  # the server went away under the transaction
+            await conn.execute("SELECT 1")
+
+    async def misuse_a_live_connection() -> None:
+        async with connection():
+            raise asyncpg.InterfaceError("cannot perform operation: another operation is in progress")
+
+    with pytest.raises(DatabaseUnavailable) as caught:
+        await lose_the_connection()
+    assert is_outage(caught.value)
+    assert isinstance(caught.value.__cause__, asyncpg.InterfaceError)
+    with pytest.raises(asyncpg.InterfaceError):  # a client-side error on a live connection is still a bug
+        await misuse_a_live_connection()
+    async with connection() as conn:  # and the pool carries on
+        assert await conn.fetchval("SELECT 1") == 1

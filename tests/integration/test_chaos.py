@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import time
@@ -62,8 +63,10 @@ class Timed(httpx.AsyncHTTPTransport):
     def __init__(self) -> None:
         super().__init__()
         self.answers: list[tuple[int | str, float]] = []
+        self.finals_sent: set[str] = set()  # the item id of every final the forwarder put on the wire
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.finals_sent.update(e["item_id"] for e in json.loads(request.content)["events"] if e["final"])
         began = time.monotonic()
         try:
             response = await super().handle_async_request(request)
@@ -126,10 +129,11 @@ async def forwarding(forwarder: TranscriptForwarder) -> AsyncIterator[Transcript
 async def test_kill_9_mid_stream_loses_and_duplicates_nothing_and_the_chat_still_saves(db: str, tmp_path: Path) -> None:
     server = AppServer.start(db, tmp_path / "app", ready_timeout=READY)
     try:
-        async with browser(server.url) as client:
+        timed = Timed()
+        async with browser(server.url) as client, httpx.AsyncClient(transport=timed, timeout=5.0) as ingest_client:
             await signup(client)
             cid = await open_conversation(client)
-            feeder = Feeder(forwarder_for(server.url, cid))
+            feeder = Feeder(forwarder_for(server.url, cid, ingest_client))
             async with forwarding(feeder.forwarder) as forwarder:
                 crash_now = asyncio.Event()
                 feeding = asyncio.create_task(feeder.run(started=crash_now, at=FINALS // 3))
@@ -146,6 +150,7 @@ async def test_kill_9_mid_stream_loses_and_duplicates_nothing_and_the_chat_still
                 assert forwarder.dropped == 0
                 print(f"crash: {forwarder.attempts} forwarder attempts, {forwarder.delivered} events delivered")
 
+            assert timed.finals_sent == set(feeder.sent)  # what the forwarder really sent is what it was fed
             assert_exactly_once(await stored(cid), feeder)
             assert forwarder.delivered >= FINALS
 
@@ -254,6 +259,7 @@ async def test_postgres_stopped_mid_load_gives_quick_503s_and_loses_nothing(
                 assert forwarder.attempts > len(feeder.sent) // 100 + 1  # it did have to retry
 
             rows = await own_rows(own_postgres.dsn, cid)
+            assert timed.finals_sent == set(feeder.sent)
             assert_exactly_once(rows, feeder)
             stored_items = [item_id for _, item_id, _ in rows]
             assert [i for i in stored_items if i in set(typist.acknowledged)] == typist.acknowledged

@@ -36,6 +36,24 @@ OUTAGE_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.exceptions.InsufficientResourcesError,
 )
 
+
+def is_outage(exc: BaseException) -> bool:
+    """An outage error, or one raised because of one: when PostgreSQL goes away mid-transaction, asyncpg's
+    client-side errors (InterfaceError "the underlying connection is closed" from the transaction's exit,
+    InternalClientError) replace the connection error, which is still their cause or context."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OUTAGE_ERRORS):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+# asyncpg's own errors (its protocol's state, a closed connection), as opposed to the server's.
+_CLIENT_SIDE = (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError)
+
 # How long a request waits for a pooled connection (set by configure_engine).
 _acquire_timeout: float | None = None
 
@@ -172,7 +190,22 @@ async def connection() -> AsyncIterator[asyncpg.Connection]:
             await conn.close()
     else:
         async with engine.pool.acquire(timeout=_acquire_timeout) as conn:
-            yield conn
+            try:
+                yield conn
+            except _CLIENT_SIDE as exc:
+                # When PostgreSQL stops, a statement already under way can fail on asyncpg's side ("cannot
+                # switch to state 12; another operation is in progress", then "the underlying connection is
+                # closed" from the transaction's exit), hiding the lost connection: an outage, not a bug.
+                if _closed(conn):
+                    raise DatabaseUnavailable("The database closed the connection.") from exc
+                raise
+
+
+def _closed(conn: Any) -> bool:
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:  # the pool already took back the connection it saw die
+        return True
 
 
 def resolve_database(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:

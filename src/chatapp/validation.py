@@ -40,10 +40,13 @@ def control_character_message(field: str) -> str:
     return f"{field} must not contain control characters."
 
 
-def checked_text(text: str, field: str) -> str:
-    """`text` unchanged, or InvalidInput (422) naming `field`."""
+def checked_text(text: str, field: str, max_length: int | None = None) -> str:
+    """`text` unchanged, or InvalidInput (422) naming `field` (control characters, or longer than `max_length`:
+    a 422, not msgspec's 400, so the agent forwarder splits the batch and drops only that event)."""
     if has_control_characters(text):
         raise InvalidInput(detail=control_character_message(field))
+    if max_length is not None and len(text) > max_length:
+        raise InvalidInput(detail=f"{field} is longer than {max_length:,} characters.")
     return text
 
 

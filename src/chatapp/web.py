@@ -14,6 +14,7 @@ from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 
 from chatapp.accounts.service import User
+from chatapp.database import is_outage
 from chatapp.logfilters import redact_path
 
 log = logging.getLogger("chatapp.web")
@@ -98,12 +99,25 @@ def not_found(request: Request[Any, Any, Any], exc: NotFoundException) -> Respon
 
 
 def server_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if is_outage(exc):  # e.g. asyncpg's InterfaceError when PostgreSQL closed the connection mid-transaction
+        return database_unavailable(request, exc)
     # The type and route only: exception messages can quote transcript text or connection strings.
-    log.error("unhandled %s on %s %s", type(exc).__name__, request.method, redact_path(request.url.path))
+    chain = _causes(exc)
+    log.error("unhandled %s%s on %s %s", type(exc).__name__, chain, request.method, redact_path(request.url.path))
     return http_error(
         request,
         HTTPException(status_code=HTTP_500_INTERNAL_SERVER_ERROR, detail="Something went wrong. Please try again."),
     )
+
+
+def _causes(exc: BaseException) -> str:
+    """The types of what led to `exc` (never the messages), e.g. " (from ConnectionResetError)"."""
+    names: list[str] = []
+    current = exc.__cause__ or exc.__context__
+    while current is not None and len(names) < 5:
+        names.append(type(current).__name__)
+        current = current.__cause__ or current.__context__
+    return f" (from {' <- '.join(names)})" if names else ""
 
 
 DATABASE_DOWN = "The database is unavailable right now. Please try again in a moment."

@@ -7,11 +7,13 @@ import json
 import re
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 
 from chatapp.accounts.service import User
 from chatapp.conversations.service import ingest_token
@@ -443,3 +445,270 @@ async def test_saving_another_users_conversation_is_404(client: httpx.AsyncClien
     assert response.status_code == 404
     assert response.json() == {"detail": "Not found", "status_code": 404}
     assert await snapshot(cid) == before
+
+
+# ---- 10. the bad-input table (11.4): sizes, counts, limits, CSRF, content types ----
+
+
+async def everything_of(user: User) -> tuple[Any, ...]:
+    """All a refused request could have changed for `user`: their conversations (ended, title, deleted),
+    every utterance in them, their share links, and the number of accounts."""
+    async with connection() as conn:
+        sessions = await conn.fetch(
+            "SELECT id, ended_at, title, last_seq FROM chat_session WHERE owner = $1 ORDER BY id", user.id
+        )
+        lines = await conn.fetch(
+            "SELECT u.session, u.item_id, u.role, u.text FROM utterance u JOIN chat_session s ON s.id = u.session "
+            "WHERE s.owner = $1 AND u.role = 'user' ORDER BY u.session, u.seq",
+            user.id,
+        )
+        links = await conn.fetch(
+            "SELECT l.token, l.revoked_at FROM share_link l JOIN chat_session s ON s.id = l.session "
+            "WHERE s.owner = $1 ORDER BY l.token",
+            user.id,
+        )
+        accounts = await conn.fetchval("SELECT count(*) FROM user_account")
+    return [tuple(r) for r in sessions], [tuple(r) for r in lines], [tuple(r) for r in links], accounts
+
+
+@dataclass
+class Scene:
+    """A signed-in person with an active conversation (one line said) and a saved one (shared)."""
+
+    client: httpx.AsyncClient
+    user: User
+    active: uuid.UUID
+    saved: uuid.UUID
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def scene(client: httpx.AsyncClient) -> Scene:
+    user = await me(client)
+    saved = await make_saved(user, "Old title", datetime.now(UTC))
+    assert (await client.post(f"/history/{saved}/share", headers=htmx(client))).status_code == 200
+    active = await open_conversation(client)
+    assert (await ingest(client, active, [event("said-1", "already said")])).status_code == 200
+    return Scene(client, user, active, saved)
+
+
+Request = Callable[[Scene], Awaitable[httpx.Response]]
+BIG_FORM = "x" * (1024 * 1024 + 1)
+URLENCODED = {"Content-Type": "application/x-www-form-urlencoded"}
+JSON = {"Content-Type": "application/json"}
+
+
+def form_post(path: str, fields: Callable[[Scene], dict[str, str]], *, token: bool = True) -> Request:
+    """A form POST as htmx sends it (the CSRF header unless `token` is False)."""
+
+    async def send(s: Scene) -> httpx.Response:
+        headers = htmx(s.client) if token else {"HX-Request": "true"}
+        return await s.client.post(path.format(s=s), data=fields(s), headers=headers)
+
+    return send
+
+
+def page_form(path: str, fields: Callable[[Scene], dict[str, str]]) -> Request:
+    """A form POST as the browser sends a page's form (login, sign-up): the token in the body."""
+
+    async def send(s: Scene) -> httpx.Response:
+        token = await form_token(s.client, path)
+        return await s.client.post(path, data={"_csrf_token": token, **fields(s)})
+
+    return send
+
+
+def json_post(path: str, body: Callable[[Scene], Any], *, token: bool = True, bearer_auth: bool = False) -> Request:
+    async def send(s: Scene) -> httpx.Response:
+        headers = bearer(s.active) if bearer_auth else (csrf(s.client) if token else {})
+        return await s.client.post(path.format(s=s), json=body(s), headers=headers)
+
+    return send
+
+
+def raw_post(path: str, content: bytes, content_type: str, *, bearer_auth: bool = False) -> Request:
+    async def send(s: Scene) -> httpx.Response:
+        headers = bearer(s.active) if bearer_auth else {**htmx(s.client)}
+        return await s.client.post(path.format(s=s), content=content, headers=headers | {"Content-Type": content_type})
+
+    return send
+
+
+def new_account(s: Scene) -> dict[str, str]:
+    return {"email": unique_email(), "display_name": "Bo", "password": PASSWORD}
+
+
+def ingest_body(events: int, text: str = "hello") -> Callable[[Scene], Any]:
+    return lambda s: {"events": [event(f"e-{n}", text) for n in range(events)]}
+
+
+BAD_REQUESTS: dict[str, tuple[Request, tuple[int, ...], str]] = {
+    # oversized bodies: 413 with a message
+    "typed message over 1 MB": (
+        form_post("/conversations/{s.active}/messages", lambda s: {"text": BIG_FORM}),
+        (413,),
+        "too large",
+    ),
+    "rename over 1 MB": (form_post("/history/{s.saved}/rename", lambda s: {"title": BIG_FORM}), (413,), "too large"),
+    "new chat over 1 MB": (
+        form_post("/conversations/new", lambda s: {"conversation_id": str(s.active), "pad": BIG_FORM}),
+        (413,),
+        "too large",
+    ),
+    "sign-up over 1 MB": (page_form("/signup", lambda s: new_account(s) | {"pad": BIG_FORM}), (413,), "too large"),
+    "log-in over 1 MB": (
+        page_form("/login", lambda s: {"email": s.user.email, "password": PASSWORD, "pad": BIG_FORM}),
+        (413,),
+        "too large",
+    ),
+    "dictation over 1 MB": (
+        json_post("/conversations/{s.active}/dictation", lambda s: {"item_id": "d-1", "text": BIG_FORM}),
+        (413,),
+        "too large",
+    ),
+    "save api over 1 MB": (
+        json_post("/api/users/sessions/save", lambda s: {"session_id": str(s.active), "pad": BIG_FORM}),
+        (413,),
+        "too large",
+    ),
+    "ingest over 8 MB": (
+        json_post(
+            "/api/conversations/{s.active}/events",
+            lambda s: {"events": [event("big-1", "x")], "pad": "x" * (8 * 1024 * 1024 + 1)},
+            bearer_auth=True,
+        ),
+        (413,),
+        "too large",
+    ),
+    # too many events, too-long text
+    "101 events": (
+        json_post("/api/conversations/{s.active}/events", ingest_body(101), bearer_auth=True),
+        (400, 422),
+        "events",
+    ),
+    "ingest text of 10,001 chars": (
+        json_post("/api/conversations/{s.active}/events", ingest_body(1, "x" * 10_001), bearer_auth=True),
+        (413, 422),
+        "events[0].text is longer than 10,000 characters",
+    ),
+    "typed text of 10,001 chars": (
+        form_post("/conversations/{s.active}/messages", lambda s: {"text": "x" * 10_001}),
+        (413, 422),
+        "10,000 characters",
+    ),
+    "dictation of 10,001 chars": (
+        json_post("/conversations/{s.active}/dictation", lambda s: {"item_id": "d-1", "text": "x" * 10_001}),
+        (413, 422),
+        "text is longer than 10,000 characters",
+    ),
+    "saved message of 10,001 chars": (
+        json_post(
+            "/api/users/sessions/save",
+            lambda s: {"session_id": str(s.active), "messages": [{"role": "user", "text": "x" * 10_001}]},
+        ),
+        (413, 422),
+        "text",
+    ),
+    # missing CSRF on every form and htmx post: 403, nothing changed
+    **{
+        f"no CSRF: {name}": (request, (403,), "csrf")
+        for name, request in {
+            "new chat": form_post("/conversations/new", lambda s: {"conversation_id": str(s.active)}, token=False),
+            "typed message": form_post("/conversations/{s.active}/messages", lambda s: {"text": "hi"}, token=False),
+            "dictation": json_post(
+                "/conversations/{s.active}/dictation", lambda s: {"item_id": "d-1", "text": "hi"}, token=False
+            ),
+            "retry agent": form_post("/conversations/{s.active}/agent", lambda s: {}, token=False),
+            "rename": form_post("/history/{s.saved}/rename", lambda s: {"title": "New"}, token=False),
+            "delete": form_post("/history/{s.saved}/delete", lambda s: {}, token=False),
+            "share": form_post("/history/{s.saved}/share", lambda s: {}, token=False),
+            "revoke share": form_post("/history/{s.saved}/share/revoke", lambda s: {}, token=False),
+            "continue": form_post("/history/{s.saved}/continue", lambda s: {}, token=False),
+            "log out": form_post("/logout", lambda s: {}, token=False),
+            "save api": json_post("/api/users/sessions/save", lambda s: {"session_id": str(s.active)}, token=False),
+            "sign-up": form_post("/signup", new_account, token=False),
+            "log in": form_post("/login", lambda s: {"email": s.user.email, "password": PASSWORD}, token=False),
+        }.items()
+    },
+    # wrong content types: 415
+    "typed message as JSON": (
+        raw_post("/conversations/{s.active}/messages", b'{"text": "hi"}', "application/json"),
+        (415,),
+        "x-www-form-urlencoded",
+    ),
+    "rename as JSON": (
+        raw_post("/history/{s.saved}/rename", b'{"title": "New"}', "application/json"),
+        (415,),
+        "x-www-form-urlencoded",
+    ),
+    "rename as multipart": (
+        raw_post("/history/{s.saved}/rename", b"--b\r\n\r\n--b--", "multipart/form-data; boundary=b"),
+        (415,),
+        "x-www-form-urlencoded",
+    ),
+    "sign-up as JSON": (
+        raw_post("/signup", b'{"email": "a@example.com", "password": "x"}', "application/json"),
+        (415,),
+        "x-www-form-urlencoded",
+    ),
+    "log-in as multipart": (
+        raw_post("/login", b"--b\r\n\r\n--b--", "multipart/form-data; boundary=b"),
+        (415,),
+        "x-www-form-urlencoded",
+    ),
+    "dictation as a form": (
+        raw_post("/conversations/{s.active}/dictation", b"item_id=d-1&text=hi", "application/x-www-form-urlencoded"),
+        (415,),
+        "application/json",
+    ),
+    "save api as a form": (
+        raw_post("/api/users/sessions/save", b"session_id=x", "application/x-www-form-urlencoded"),
+        (415,),
+        "application/json",
+    ),
+    "ingest as a form": (
+        raw_post(
+            "/api/conversations/{s.active}/events",
+            b"events=1",
+            "application/x-www-form-urlencoded",
+            bearer_auth=True,
+        ),
+        (415,),
+        "application/json",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS)
+async def test_the_bad_input_table(scene: Scene, case: str) -> None:
+    request, statuses, words = BAD_REQUESTS[case]
+    before = await everything_of(scene.user)
+
+    response = await request(scene)
+
+    assert response.status_code in statuses, (response.status_code, response.text[:300])
+    told = message_of(response)
+    assert words.lower() in told.lower(), told[:300]
+    assert "Traceback" not in response.text
+    assert await everything_of(scene.user) == before
+    assert (await scene.client.get("/")).status_code == 200  # still signed in, the app carries on
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/api/users/sessions", {"limit": "100000"}),
+        ("/api/users/sessions", {"limit": "0"}),
+        ("/history", {"q": "x" * 10_000}),
+        ("/history", {"q": "lisbon " * 1500}),
+    ],
+    ids=["huge limit", "zero limit", "q of 10,000 chars", "q of 1,500 words"],
+)
+async def test_huge_limits_and_search_strings_are_400(
+    client: httpx.AsyncClient, path: str, params: dict[str, str]
+) -> None:
+    await signup(client)
+    response = await client.get(path, params=params)
+    assert response.status_code == 400, response.text[:300]
+    told = message_of(response)
+    assert next(iter(params)) in told, told[:300]
+    assert "Traceback" not in response.text

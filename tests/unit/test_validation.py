@@ -26,6 +26,14 @@ def test_newlines_tabs_and_ordinary_unicode_are_text() -> None:
     assert checked_text(text, "text") == text
 
 
+def test_text_longer_than_the_limit_is_a_422_naming_the_field() -> None:
+    assert checked_text("x" * 10, "text", 10) == "x" * 10
+    with pytest.raises(InvalidInput) as caught:
+        checked_text("x" * 10_001, "events[3].text", 10_000)
+    assert caught.value.status_code == 422
+    assert caught.value.detail == "events[3].text is longer than 10,000 characters."
+
+
 def test_timestamps_come_back_in_utc_or_are_refused() -> None:
     assert checked_timestamp(datetime(2024, 1, 1, 12, tzinfo=timezone(timedelta(hours=2))), "t") == datetime(
         2024, 1, 1, 10, tzinfo=UTC

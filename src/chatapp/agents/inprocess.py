@@ -27,7 +27,7 @@ from chatapp.agents.product import TravelAgent, greeting_instructions
 from chatapp.agents.runtime import AgentStartError, ConversationInfo, EventSink, StartInfo
 from chatapp.conversations.events import MAX_TEXT_LENGTH, AgentState, AgentStateEvent, TranscriptEvent
 from chatapp.conversations.store import UnknownConversation
-from chatapp.database import OUTAGE_ERRORS
+from chatapp.database import is_outage
 
 logger = logging.getLogger(__name__)
 
@@ -259,9 +259,10 @@ class _Conversation:
                 # Expected: New Chat deleted the (empty) conversation while its greeting was still streaming.
                 self._gone = True
                 logger.info("conversation %s is gone; its agent's remaining output is dropped", self.id)
-            except OUTAGE_ERRORS as exc:
-                logger.warning("agent output for conversation %s not stored: %s", self.id, type(exc).__name__)
-            except Exception:
+            except Exception as exc:
+                if is_outage(exc):
+                    logger.warning("agent output for conversation %s not stored: %s", self.id, type(exc).__name__)
+                    continue
                 logger.exception(
                     "event sink failed",
                     extra={"conversation_id": str(self.id), "event": type(event).__name__},

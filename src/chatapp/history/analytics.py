@@ -5,11 +5,13 @@ messages per local day (last 30 days) and per local week (last 26, Monday first)
 start hours over every saved conversation. "Messages" of a day are those of the conversations started that day
 (`last_seq` is the message count), so no utterance is read.
 
-TOPICS_SQL runs ts_stat over the search documents of the newest TOPIC_CONVERSATIONS conversations only: ts_stat
-walks every lexeme of every document, and over all 10,000 conversations of 100 utterances it takes seconds (see
-the report in bench/history.py), while topics of the recent conversations are also the more interesting ones.
-ts_stat gives stemmed lexemes ("travel" for "travelling"), so each is shown as its most common spelling in a
-sample of the same conversations' utterances, or as the lexeme when the sample lacks it.
+TOPICS_SQL runs ts_stat over what the user said (their utterances' stored `tsv`, one document per conversation)
+in the newest TOPIC_CONVERSATIONS conversations. Not over `search_doc`: that holds the agent's replies too, and
+the agent's stock phrases ("tell", "help", "sure") would outrank the user's own topics. Not over every
+conversation either: ts_stat walks every lexeme of every document, which over 10,000 conversations of 100
+utterances costs seconds (measured in bench/history.py), and the recent conversations' topics are the more
+interesting ones. ts_stat gives stemmed lexemes ("travel" for "travelling"), so each is shown as its most
+common spelling in a sample of the same utterances, or as the lexeme when the sample lacks it.
 """
 
 from __future__ import annotations
@@ -66,12 +68,16 @@ ORDER BY 1, 2, 3
 """
 
 # ts_stat takes its query as text: the owner goes in through format('%L'), never by string concatenation.
+# One document per conversation (its user utterances' stored tsv), so ndoc counts conversations.
 TOPICS_SQL = """
 WITH top AS (
     SELECT word AS lexeme, ndoc, nentry
     FROM ts_stat(format(
-        'SELECT search_doc FROM chat_session WHERE owner = %L AND ended_at IS NOT NULL AND search_doc IS NOT NULL '
-        'ORDER BY started_at DESC, id DESC LIMIT %s', $1::uuid::text, $2::int))
+        'SELECT tsvector_agg(u.tsv) FROM ('
+        '    SELECT id FROM chat_session WHERE owner = %L AND ended_at IS NOT NULL'
+        '    ORDER BY started_at DESC, id DESC LIMIT %s'
+        ') AS s JOIN utterance u ON u.session = s.id WHERE u.role = ''user'' GROUP BY s.id',
+        $1::uuid::text, $2::int))
     WHERE length(word) >= $3 AND word !~ '[0-9]'
     ORDER BY ndoc DESC, nentry DESC, word
     LIMIT $4
@@ -82,6 +88,7 @@ sample AS (
         ORDER BY started_at DESC, id DESC LIMIT $2
     ) AS s
     JOIN utterance u ON u.session = s.id
+    WHERE u.role = 'user'
     LIMIT $5
 ),
 words AS (
@@ -225,11 +232,12 @@ def charts(result: Analytics) -> dict[str, ColumnChart | BarChart]:
             "Conversations started in each hour of the day, in your time zone, over all saved conversations.",
             "conversations",
             [Datum(f"{h:02d}", f"{h:02d}:00\u2013{(h + 1) % 24:02d}:00", n) for h, n in enumerate(result.hours)],
+            label_newest=False,
         ),
         "topics": bar_chart(
             "chart-topics",
             "Most frequent topics",
-            f"The words found in the most conversations, among your newest {TOPIC_CONVERSATIONS}.",
+            f"The words you used in the most conversations, among your newest {TOPIC_CONVERSATIONS}.",
             "conversations",
             [Datum(t.word, f"{t.word} (in {t.conversations} conversations)", t.conversations) for t in result.topics],
         ),

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 WIDTH = 400  # viewBox units; the page shows charts 350-460 px wide, so text renders at about its size
 COLUMN_HEIGHT = 200
-TOP, BOTTOM, LEFT, RIGHT = 12, 26, 34, 6  # plot margins of a column chart: y-axis labels left, x labels below
-MAX_X_LABELS = 8
-ROW_HEIGHT, ROW_GAP, LABEL_WIDTH, VALUE_WIDTH = 22, 6, 112, 44  # a bar chart's rows: label, bar, value
+TOP, BOTTOM, LEFT, RIGHT = 12, 26, 48, 16  # plot margins of a column chart: y-axis labels left, x labels below
+MAX_X_LABELS = 6
+ROW_HEIGHT, ROW_GAP, LABEL_WIDTH, VALUE_WIDTH = 22, 6, 112, 52  # a bar chart's rows: label, bar, value
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,7 @@ class BarChart:
     width: int
     height: int
     bar_x: int
+    track_width: int
     row_height: int
 
     @property
@@ -100,7 +101,11 @@ def nice_max(value: int) -> int:
     return top
 
 
-def column_chart(id: str, title: str, desc: str, unit: str, data: Sequence[Datum]) -> ColumnChart:
+def column_chart(
+    id: str, title: str, desc: str, unit: str, data: Sequence[Datum], label_newest: bool = True
+) -> ColumnChart:
+    """Columns for `data` in order; with `label_newest` the x labels count back from the last (today, this
+    week), otherwise from the first (hour 00)."""
     top = nice_max(max((d.value for d in data), default=0))
     plot_height = COLUMN_HEIGHT - TOP - BOTTOM
     base = TOP + plot_height
@@ -118,7 +123,7 @@ def column_chart(id: str, title: str, desc: str, unit: str, data: Sequence[Datum
                 height=round(height, 2),
                 datum=datum,
                 label_x=round(x + band / 2, 2),
-                show_label=(len(data) - 1 - n) % every == 0,  # the newest (rightmost) bucket is always labelled
+                show_label=((len(data) - 1 - n) if label_newest else n) % every == 0,
             )
         )
     ticks = [Tick(y=round(base - plot_height * v / top, 2), value=v) for v in (0, top // 2, top)]
@@ -132,4 +137,4 @@ def bar_chart(id: str, title: str, desc: str, unit: str, data: Sequence[Datum]) 
         Row(y=n * (ROW_HEIGHT + ROW_GAP), width=round(room * d.value / top, 2), datum=d) for n, d in enumerate(data)
     ]
     height = max(1, len(rows) * (ROW_HEIGHT + ROW_GAP) - ROW_GAP)
-    return BarChart(id, title, desc, unit, rows, WIDTH, height, LABEL_WIDTH, ROW_HEIGHT)
+    return BarChart(id, title, desc, unit, rows, WIDTH, height, LABEL_WIDTH, room, ROW_HEIGHT)

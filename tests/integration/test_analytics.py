@@ -226,3 +226,23 @@ async def test_someone_elses_conversations_never_count(app_server: AppServer) ->
     mine = await analytics(me.id, ZoneInfo("UTC"))
     assert mine.conversations == 0
     assert mine.topics == []
+
+
+async def test_topics_follow_a_save_and_a_delete_although_the_server_caches_them(app_server: AppServer) -> None:
+    async with person(app_server) as (client, user):
+        now = datetime.now(UTC)
+        await make_saved(user, "Sailing", now - timedelta(hours=3), [("user", "Sailing lessons")])
+        first = table((await client.get("/history/analytics")).text, "chart-topics")
+        assert set(first) == {"sailing (in 1 conversation)", "lessons (in 1 conversation)"}
+        assert table((await client.get("/history/analytics")).text, "chart-topics") == first  # served from cache
+
+        volcano = await make_saved(user, "Volcanoes", now - timedelta(hours=1), [("user", "Volcanoes of Iceland")])
+        after_save = table((await client.get("/history/analytics")).text, "chart-topics")
+        assert "volcanoes (in 1 conversation)" in after_save
+
+        await client.get("/history")
+        token = str(client.cookies.get("csrftoken"))
+        deleted = await client.post(f"/history/{volcano}/delete", headers={"x-csrftoken": token})
+        assert deleted.status_code == 303
+        after_delete = table((await client.get("/history/analytics")).text, "chart-topics")
+        assert after_delete == first

@@ -12,13 +12,19 @@ conversation either: ts_stat walks every lexeme of every document, which over 10
 utterances costs seconds (measured in bench/history.py), and the recent conversations' topics are the more
 interesting ones. ts_stat gives stemmed lexemes ("travel" for "travelling"), so each is shown as its most
 common spelling in a sample of the same utterances, or as the lexeme when the sample lacks it.
+
+Even so the topics cost tens of milliseconds for a long history, so each process keeps the last answer per user
+(up to TOPIC_CACHE_USERS users), keyed by what COUNTS_SQL returns anyway: the number of saved conversations, their
+messages and the newest end. Saving, deleting or a late final changes the key, so a stale answer is never shown
+and no other code has to invalidate anything.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -35,10 +41,12 @@ TOPIC_CONVERSATIONS = 500
 TOPIC_COUNT = 10
 TOPIC_MIN_LENGTH = 3  # lexemes shorter than this ("ok", "hi") are noise
 TOPIC_SAMPLE_UTTERANCES = 2000
+TOPIC_CACHE_USERS = 1000
 
 COUNTS_SQL = """
 WITH saved AS MATERIALIZED (
-    SELECT started_at AT TIME ZONE $2 AS local, extract(epoch FROM ended_at - started_at) AS seconds, last_seq
+    SELECT started_at AT TIME ZONE $2 AS local, extract(epoch FROM ended_at - started_at) AS seconds, last_seq,
+           ended_at
     FROM chat_session WHERE owner = $1 AND ended_at IS NOT NULL
 ),
 today AS (SELECT (now() AT TIME ZONE $2)::date AS d),
@@ -48,22 +56,22 @@ by_duration AS (SELECT width_bucket(seconds, $5::float8[]) AS bucket, count(*) A
                 FROM saved GROUP BY 1),
 by_hour AS (SELECT extract(hour FROM local)::int AS hour, count(*) AS n, sum(last_seq) AS m FROM saved GROUP BY 1)
 SELECT 'day' AS kind, g.day::date AS day, NULL::int AS bucket, coalesce(c.n, 0) AS conversations,
-       coalesce(c.m, 0) AS messages
+       coalesce(c.m, 0) AS messages, NULL::timestamptz AS newest
 FROM today, generate_series(today.d - ($3::int - 1), today.d, interval '1 day') AS g(day)
 LEFT JOIN by_day c ON c.day = g.day::date
 UNION ALL
-SELECT 'week', g.week::date, NULL, coalesce(c.n, 0), coalesce(c.m, 0)
+SELECT 'week', g.week::date, NULL, coalesce(c.n, 0), coalesce(c.m, 0), NULL
 FROM today, generate_series(date_trunc('week', today.d) - ($4::int - 1) * interval '1 week',
                             date_trunc('week', today.d), interval '1 week') AS g(week)
 LEFT JOIN by_week c ON c.week = g.week::date
 UNION ALL
-SELECT 'duration', NULL, g.bucket, coalesce(c.n, 0), coalesce(c.m, 0)
+SELECT 'duration', NULL, g.bucket, coalesce(c.n, 0), coalesce(c.m, 0), NULL
 FROM generate_series(0, cardinality($5::float8[])) AS g(bucket) LEFT JOIN by_duration c USING (bucket)
 UNION ALL
-SELECT 'hour', NULL, g.hour, coalesce(c.n, 0), coalesce(c.m, 0)
+SELECT 'hour', NULL, g.hour, coalesce(c.n, 0), coalesce(c.m, 0), NULL
 FROM generate_series(0, 23) AS g(hour) LEFT JOIN by_hour c USING (hour)
 UNION ALL
-SELECT 'total', min(local)::date, NULL, count(*), coalesce(sum(last_seq), 0) FROM saved
+SELECT 'total', min(local)::date, NULL, count(*), coalesce(sum(last_seq), 0), max(ended_at) FROM saved
 ORDER BY 1, 2, 3
 """
 
@@ -145,11 +153,12 @@ async def analytics(owner: uuid.UUID, zone: ZoneInfo) -> Analytics:
         except asyncpg.InvalidParameterValueError:  # a zone Python knows and this PostgreSQL does not
             rows = await _counts(conn, owner, "UTC")
         result = Analytics()
+        newest: datetime | None = None
         for row in rows:
             kind = row["kind"]
             if kind == "total":
                 result.conversations, result.messages = row["conversations"], row["messages"]
-                result.first_day = row["day"]
+                result.first_day, newest = row["day"], row["newest"]
             elif kind in ("day", "week"):
                 period = Period(row["day"], row["conversations"], row["messages"])
                 (result.days if kind == "day" else result.weeks).append(period)
@@ -158,18 +167,29 @@ async def analytics(owner: uuid.UUID, zone: ZoneInfo) -> Analytics:
             else:
                 result.hours.append(row["conversations"])
         if result.conversations:
-            result.topics = [
-                Topic(r["word"], r["lexeme"], r["ndoc"], r["nentry"])
-                for r in await conn.fetch(
-                    TOPICS_SQL,
-                    owner,
-                    TOPIC_CONVERSATIONS,
-                    TOPIC_MIN_LENGTH,
-                    TOPIC_COUNT,
-                    TOPIC_SAMPLE_UTTERANCES,
-                )
-            ]
+            key = (result.conversations, result.messages, newest)
+            cached = _topics.get(owner)
+            if cached is not None and cached[0] == key:
+                _topics.move_to_end(owner)
+                result.topics = cached[1]
+            else:
+                result.topics = await topics(conn, owner)
+                _topics[owner] = (key, result.topics)
+                if len(_topics) > TOPIC_CACHE_USERS:
+                    _topics.popitem(last=False)
     return result
+
+
+TopicsKey = tuple[int, int, datetime | None]
+_topics: OrderedDict[uuid.UUID, tuple[TopicsKey, list[Topic]]] = OrderedDict()
+
+
+async def topics(conn: asyncpg.Connection, owner: uuid.UUID) -> list[Topic]:
+    """The user's most frequent topics, straight from the database (no cache)."""
+    rows = await conn.fetch(
+        TOPICS_SQL, owner, TOPIC_CONVERSATIONS, TOPIC_MIN_LENGTH, TOPIC_COUNT, TOPIC_SAMPLE_UTTERANCES
+    )
+    return [Topic(r["word"], r["lexeme"], r["ndoc"], r["nentry"]) for r in rows]
 
 
 async def _counts(conn: asyncpg.Connection, owner: uuid.UUID, zone: str) -> list[asyncpg.Record]:
@@ -239,6 +259,13 @@ def charts(result: Analytics) -> dict[str, ColumnChart | BarChart]:
             "Most frequent topics",
             f"The words you used in the most conversations, among your newest {TOPIC_CONVERSATIONS}.",
             "conversations",
-            [Datum(t.word, f"{t.word} (in {t.conversations} conversations)", t.conversations) for t in result.topics],
+            [
+                Datum(
+                    t.word,
+                    f"{t.word} (in {t.conversations} conversation{'' if t.conversations == 1 else 's'})",
+                    t.conversations,
+                )
+                for t in result.topics
+            ],
         ),
     }

@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "live": live.run,
     "newchat": newchat.run,
     "history": history.run,
+    "history-analytics": history.run_analytics,
 }
 
 

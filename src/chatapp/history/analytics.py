@@ -37,10 +37,10 @@ WEEKS = 26
 # Upper bounds in seconds of the duration buckets; the last bucket is everything longer.
 DURATION_BOUNDS = (60, 5 * 60, 15 * 60, 30 * 60, 60 * 60)
 DURATION_LABELS = ("< 1 min", "1\u20135 min", "5\u201315 min", "15\u201330 min", "30\u201360 min", "≥ 1 h")
-TOPIC_CONVERSATIONS = 500
+TOPIC_CONVERSATIONS = 100
 TOPIC_COUNT = 10
 TOPIC_MIN_LENGTH = 3  # lexemes shorter than this ("ok", "hi") are noise
-TOPIC_SAMPLE_UTTERANCES = 2000
+TOPIC_SAMPLE_UTTERANCES = 500
 TOPIC_CACHE_USERS = 1000
 
 COUNTS_SQL = """
@@ -50,8 +50,11 @@ WITH saved AS MATERIALIZED (
     FROM chat_session WHERE owner = $1 AND ended_at IS NOT NULL
 ),
 today AS (SELECT (now() AT TIME ZONE $2)::date AS d),
-by_day AS (SELECT local::date AS day, count(*) AS n, sum(last_seq) AS m FROM saved GROUP BY 1),
-by_week AS (SELECT date_trunc('week', local)::date AS week, count(*) AS n, sum(last_seq) AS m FROM saved GROUP BY 1),
+-- Only the rows inside each window are grouped (a long history has thousands of older days).
+by_day AS (SELECT local::date AS day, count(*) AS n, sum(last_seq) AS m FROM saved, today
+           WHERE local >= today.d - ($3::int - 1) GROUP BY 1),
+by_week AS (SELECT date_trunc('week', local)::date AS week, count(*) AS n, sum(last_seq) AS m FROM saved, today
+            WHERE local >= date_trunc('week', today.d) - ($4::int - 1) * interval '1 week' GROUP BY 1),
 by_duration AS (SELECT width_bucket(seconds, $5::float8[]) AS bucket, count(*) AS n, sum(last_seq) AS m
                 FROM saved GROUP BY 1),
 by_hour AS (SELECT extract(hour FROM local)::int AS hour, count(*) AS n, sum(last_seq) AS m FROM saved GROUP BY 1)

@@ -14,6 +14,7 @@ from chatapp.accounts.service import get_user
 from chatapp.conversations.events import Role
 from chatapp.database import connection
 from tests.e2e.pages import ChatPage
+from tests.e2e.test_ux_polish_ui import axe_violations
 from tests.factories import make_saved
 from tests.support import AppServer, client_ip
 
@@ -38,6 +39,8 @@ async def test_analytics_page_draws_accessible_charts_with_the_databases_numbers
         await make_saved(user, topics[n % 5], now - timedelta(hours=9 * n + 2), lines, minutes=(2, 9, 25, 70)[n % 4])
 
     page = chat.page
+    refused: list[str] = []  # the strict CSP would refuse an inline style or script: there must be none
+    page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
     await page.goto(f"{app_server.url}/history")
     await page.get_by_test_id("analytics-link").click()
     await expect(page).to_have_url(f"{app_server.url}/history/analytics")
@@ -75,3 +78,10 @@ async def test_analytics_page_draws_accessible_charts_with_the_databases_numbers
     local_hours = [r["started_at"].astimezone(ZoneInfo(ZONE)).hour for r in saved]
     assert shown == {f"{h:02d}:00\u2013{(h + 1) % 24:02d}:00": local_hours.count(h) for h in range(24)}
     await expect(page.get_by_test_id("total-conversations")).to_have_text(str(len(saved)))
+    assert refused == []
+
+    audit = await new_context(bypass_csp=True, extra_http_headers={"X-Forwarded-For": client_ip()})  # for axe
+    await audit.add_cookies(await context.cookies())
+    audited = await audit.new_page()
+    await audited.goto(f"{app_server.url}/history/analytics")
+    assert await axe_violations(audited) == []

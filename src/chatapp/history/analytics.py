@@ -1,4 +1,4 @@
-"""Numbers for the analytics page, aggregated in PostgreSQL in two statements on one connection.
+"""Numbers for the analytics page, aggregated in PostgreSQL in a few statements on one connection.
 
 COUNTS_SQL reads only chat_session (one row per saved conversation, through the owner index): conversations and
 messages per local day (last 30 days) and per local week (last 26, Monday first), the duration buckets and the
@@ -13,10 +13,11 @@ utterances costs seconds (measured in bench/history.py), and the recent conversa
 interesting ones. ts_stat gives stemmed lexemes ("travel" for "travelling"), so each is shown as its most
 common spelling in a sample of the same utterances, or as the lexeme when the sample lacks it.
 
-Even so the topics cost tens of milliseconds for a long history, so each process keeps the last answer per user
-(up to TOPIC_CACHE_USERS users), keyed by what COUNTS_SQL returns anyway: the number of saved conversations, their
-messages and the newest end. Saving, deleting or a late final changes the key, so a stale answer is never shown
-and no other code has to invalidate anything.
+Together they cost tens of milliseconds of PostgreSQL CPU for a long history (see bench/history.py), so each
+process keeps the last answer per user (up to CACHE_USERS users), keyed by VERSION_SQL (the number of saved
+conversations, their messages and the newest end: saving, deleting or a late final changes it), the time zone
+and the local date. A page view then costs that one small aggregate; a stale answer is never shown and no other
+code has to invalidate anything.
 """
 
 from __future__ import annotations
@@ -41,12 +42,11 @@ TOPIC_CONVERSATIONS = 100
 TOPIC_COUNT = 10
 TOPIC_MIN_LENGTH = 3  # lexemes shorter than this ("ok", "hi") are noise
 TOPIC_SAMPLE_UTTERANCES = 500
-TOPIC_CACHE_USERS = 1000
+CACHE_USERS = 1000  # per process; an entry is a few kB
 
 COUNTS_SQL = """
 WITH saved AS MATERIALIZED (
-    SELECT started_at AT TIME ZONE $2 AS local, extract(epoch FROM ended_at - started_at) AS seconds, last_seq,
-           ended_at
+    SELECT started_at AT TIME ZONE $2 AS local, extract(epoch FROM ended_at - started_at) AS seconds, last_seq
     FROM chat_session WHERE owner = $1 AND ended_at IS NOT NULL
 ),
 today AS (SELECT (now() AT TIME ZONE $2)::date AS d),
@@ -59,22 +59,22 @@ by_duration AS (SELECT width_bucket(seconds, $5::float8[]) AS bucket, count(*) A
                 FROM saved GROUP BY 1),
 by_hour AS (SELECT extract(hour FROM local)::int AS hour, count(*) AS n, sum(last_seq) AS m FROM saved GROUP BY 1)
 SELECT 'day' AS kind, g.day::date AS day, NULL::int AS bucket, coalesce(c.n, 0) AS conversations,
-       coalesce(c.m, 0) AS messages, NULL::timestamptz AS newest
+       coalesce(c.m, 0) AS messages
 FROM today, generate_series(today.d - ($3::int - 1), today.d, interval '1 day') AS g(day)
 LEFT JOIN by_day c ON c.day = g.day::date
 UNION ALL
-SELECT 'week', g.week::date, NULL, coalesce(c.n, 0), coalesce(c.m, 0), NULL
+SELECT 'week', g.week::date, NULL, coalesce(c.n, 0), coalesce(c.m, 0)
 FROM today, generate_series(date_trunc('week', today.d) - ($4::int - 1) * interval '1 week',
                             date_trunc('week', today.d), interval '1 week') AS g(week)
 LEFT JOIN by_week c ON c.week = g.week::date
 UNION ALL
-SELECT 'duration', NULL, g.bucket, coalesce(c.n, 0), coalesce(c.m, 0), NULL
+SELECT 'duration', NULL, g.bucket, coalesce(c.n, 0), coalesce(c.m, 0)
 FROM generate_series(0, cardinality($5::float8[])) AS g(bucket) LEFT JOIN by_duration c USING (bucket)
 UNION ALL
-SELECT 'hour', NULL, g.hour, coalesce(c.n, 0), coalesce(c.m, 0), NULL
+SELECT 'hour', NULL, g.hour, coalesce(c.n, 0), coalesce(c.m, 0)
 FROM generate_series(0, 23) AS g(hour) LEFT JOIN by_hour c USING (hour)
 UNION ALL
-SELECT 'total', min(local)::date, NULL, count(*), coalesce(sum(last_seq), 0), max(ended_at) FROM saved
+SELECT 'total', min(local)::date, NULL, count(*), coalesce(sum(last_seq), 0) FROM saved
 ORDER BY 1, 2, 3
 """
 
@@ -149,42 +149,51 @@ class Analytics:
 
 
 async def analytics(owner: uuid.UUID, zone: ZoneInfo) -> Analytics:
-    """The user's numbers, with days, weeks and hours in `zone` (UTC if PostgreSQL does not know the zone)."""
+    """The user's numbers, with days, weeks and hours in `zone` (UTC if PostgreSQL does not know the zone):
+    from this process's cache while VERSION_SQL says nothing changed, else computed (and cached)."""
     async with connection() as conn:
-        try:
-            rows = await _counts(conn, owner, zone.key)
-        except asyncpg.InvalidParameterValueError:  # a zone Python knows and this PostgreSQL does not
-            rows = await _counts(conn, owner, "UTC")
-        result = Analytics()
-        newest: datetime | None = None
-        for row in rows:
-            kind = row["kind"]
-            if kind == "total":
-                result.conversations, result.messages = row["conversations"], row["messages"]
-                result.first_day, newest = row["day"], row["newest"]
-            elif kind in ("day", "week"):
-                period = Period(row["day"], row["conversations"], row["messages"])
-                (result.days if kind == "day" else result.weeks).append(period)
-            elif kind == "duration":
-                result.durations.append(row["conversations"])
-            else:
-                result.hours.append(row["conversations"])
-        if result.conversations:
-            key = (result.conversations, result.messages, newest)
-            cached = _topics.get(owner)
-            if cached is not None and cached[0] == key:
-                _topics.move_to_end(owner)
-                result.topics = cached[1]
-            else:
-                result.topics = await topics(conn, owner)
-                _topics[owner] = (key, result.topics)
-                if len(_topics) > TOPIC_CACHE_USERS:
-                    _topics.popitem(last=False)
+        version = await conn.fetchrow(VERSION_SQL, owner)
+        key: CacheKey = (version["n"], version["m"], version["newest"], zone.key, datetime.now(zone).date())
+        cached = _cache.get(owner)
+        if cached is not None and cached[0] == key:
+            _cache.move_to_end(owner)
+            return cached[1]
+        result = await _compute(conn, owner, zone)
+    _cache[owner] = (key, result)
+    if len(_cache) > CACHE_USERS:
+        _cache.popitem(last=False)
     return result
 
 
-TopicsKey = tuple[int, int, datetime | None]
-_topics: OrderedDict[uuid.UUID, tuple[TopicsKey, list[Topic]]] = OrderedDict()
+async def _compute(conn: asyncpg.Connection, owner: uuid.UUID, zone: ZoneInfo) -> Analytics:
+    try:
+        rows = await _counts(conn, owner, zone.key)
+    except asyncpg.InvalidParameterValueError:  # a zone Python knows and this PostgreSQL does not
+        rows = await _counts(conn, owner, "UTC")
+    result = Analytics()
+    for row in rows:
+        kind = row["kind"]
+        if kind == "total":
+            result.conversations, result.messages, result.first_day = row["conversations"], row["messages"], row["day"]
+        elif kind in ("day", "week"):
+            period = Period(row["day"], row["conversations"], row["messages"])
+            (result.days if kind == "day" else result.weeks).append(period)
+        elif kind == "duration":
+            result.durations.append(row["conversations"])
+        else:
+            result.hours.append(row["conversations"])
+    if result.conversations:
+        result.topics = await topics(conn, owner)
+    return result
+
+
+# What the numbers depend on besides the clock: saving, deleting and a late final each change it.
+VERSION_SQL = """
+SELECT count(*) AS n, coalesce(sum(last_seq), 0) AS m, max(ended_at) AS newest
+FROM chat_session WHERE owner = $1 AND ended_at IS NOT NULL
+"""
+CacheKey = tuple[int, int, datetime | None, str, date]
+_cache: OrderedDict[uuid.UUID, tuple[CacheKey, Analytics]] = OrderedDict()
 
 
 async def topics(conn: asyncpg.Connection, owner: uuid.UUID) -> list[Topic]:

@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "newchat": newchat.run,
     "history": history.run,
     "streams": streams.run,
+    "history-analytics": history.run_analytics,
 }
 
 

@@ -22,7 +22,7 @@ from chatapp.accounts.service import User
 from chatapp.conversations import store
 from chatapp.conversations.service import ConversationService
 from chatapp.conversations.views import MessageView
-from chatapp.history import export, sharing
+from chatapp.history import analytics, export, sharing
 from chatapp.history.grouping import duration_label, group_label, user_zone
 from chatapp.history.search import FIRST_DATE, LAST_DATE, MAX_QUERY_LENGTH, date_bounds, search
 from chatapp.history.service import (
@@ -272,6 +272,22 @@ class HistoryController(Controller):
     ) -> Template | Redirect:
         """Archive (archived=true) or bring back (archived=false)."""
         return await _set_flag(request, state, conversation_id, data, "archived")
+
+    @get("/analytics", name="history_analytics")
+    async def analytics_page(self, request: Request[User, Any, Any]) -> Template:
+        """Charts of the user's saved conversations, in their time zone; plain HTML and SVG, no script."""
+        user: User = request.user
+        zone = user_zone(request.cookies.get("tz"))
+        stats = await analytics.analytics(user.id, zone)
+        context = {
+            "user": user,
+            "stats": stats,
+            "charts": analytics.charts(stats),
+            "zone_name": zone.key,
+            "days": analytics.DAYS,
+            "weeks": analytics.WEEKS,
+        }
+        return Template("analytics.html", context=context)
 
     @get("/{conversation_id:uuid}", name="history_detail")
     async def detail(self, request: Request[User, Any, Any], conversation_id: uuid.UUID) -> Template | Redirect:

@@ -23,7 +23,9 @@ from litestar.plugins.htmx import HTMXRequest
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE, HTTP_422_UNPROCESSABLE_ENTITY
 
 # Unicode category Cc without \t \n \r; lone surrogates cannot be stored as UTF-8 either.
-_CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+# Written with escapes so the same ranges work in Python and as a JSON Schema pattern (chatapp.openapi).
+CONTROL_CHARACTER_RANGES = r"\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\ud800-\udfff"
+_CONTROL_CHARACTERS = re.compile(f"[{CONTROL_CHARACTER_RANGES}]")
 
 
 class InvalidInput(HTTPException):

@@ -36,13 +36,17 @@ from chatapp.conversations.views import Fragments, MessageView
 from chatapp.database import DatabaseUnavailable
 from chatapp.faults import InjectedFault
 from chatapp.limits import limit
+from chatapp.openapi import NO_CONTROL_CHARACTERS, errors
 from chatapp.validation import FORM_ONLY, checked_text, checked_timestamp
 from chatapp.web import BearerTokenRequired, toast_header
 
 log = logging.getLogger(__name__)
 
 ItemId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ITEM_ID_LENGTH, pattern=r"^[\w.:\-]+$")]
-Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_LENGTH)]
+# The pattern only documents the control-character rule, which checked_text enforces (422, naming the field).
+Text = Annotated[
+    str, msgspec.Meta(max_length=MAX_TEXT_LENGTH, extra_json_schema={"extra": {"pattern": NO_CONTROL_CHARACTERS}})
+]
 DICTATION_PREFIX = "dictation-"
 # The stored id is the prefix plus the client's id, and must fit the column.
 DictationItemId = Annotated[
@@ -151,6 +155,7 @@ def _item_id(raw: object) -> str:
 
 
 class ChatController(Controller):
+    include_in_schema = False  # HTML pages and htmx fragments: not an API (see chatapp.openapi)
     # Private pages: Back after logging out must ask the server again, not show them from the cache.
     cache_control = CacheControlHeader(no_store=True)
 
@@ -307,6 +312,8 @@ class IngestController(Controller):
             "repeated delivery is acknowledged and ignored. Finals for an ended conversation are still stored."
         ),
         request_max_body_size=8 * 1024 * 1024,
+        security=[{"ingestToken": []}],
+        responses=errors(400, 401, 404, 410, 413, 415, 422, 503),
     )
     async def ingest(
         self, request: Request[Any, Any, Any], state: State, conversation_id: uuid.UUID, data: IngestBatch

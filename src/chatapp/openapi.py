@@ -17,7 +17,6 @@ from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import Components, Schema, SecurityScheme
 from litestar.typing import FieldDefinition
 
-from chatapp.accounts.sessions import SESSION_COOKIE
 from chatapp.validation import CONTROL_CHARACTER_RANGES
 
 # JSON Schema `pattern`s for text without the control characters chatapp.validation refuses, and for such
@@ -72,11 +71,9 @@ def openapi_config() -> OpenAPIConfig:
         title="chatapp",
         version="0.1.0",
         path="/schema",
+        # Litestar's session auth adds `sessionCookie` (the login session) and requires it by default.
         components=Components(
             security_schemes={
-                "session": SecurityScheme(
-                    type="apiKey", name=SESSION_COOKIE, security_scheme_in="cookie", description="Login session."
-                ),
                 "csrf": SecurityScheme(
                     type="apiKey",
                     name="x-csrftoken",

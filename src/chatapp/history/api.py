@@ -257,7 +257,9 @@ class SessionsApiController(Controller):
     async def list_sessions(
         self,
         request: Request[User, Any, Any],
-        cursor: str | None = None,
+        cursor: Annotated[
+            str | None, Parameter(description="Opaque: the previous page's `next_cursor`; any other value is a 400.")
+        ] = None,
         limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
     ) -> SessionList:
         try:

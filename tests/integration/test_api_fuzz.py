@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import Case, GenerationMode
 
 from chatapp.conversations.service import ingest_token
-from tests.integration.test_live_stream import open_conversation
+from tests.integration.test_bad_input import snapshot
+from tests.integration.test_live_stream import event, ingest, open_conversation
 from tests.support import SECRET_KEY, AppServer, client_ip, signup
 
 INGEST = "/api/conversations/{conversation_id}/events"
@@ -124,3 +125,55 @@ def test_api_answers_as_documented(api_schema: schemathesis.BaseSchema, account:
             except (Exception, BaseExceptionGroup) as exc:  # schemathesis reports as a BaseExceptionGroup
                 failures.append(f"{operation.label} ({mode.value}):\n{exc}")
     assert not failures, "\n\n".join(failures)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("final", "1", "Expected `bool`, got `str`"),
+        ("final", 1, "Expected `bool`, got `int`"),
+        ("timestamp", 0, "Expected `datetime | null`, got `int`"),
+    ],
+)
+async def test_ingest_takes_json_types_only(
+    client: httpx.AsyncClient, field: str, value: object, expected: str
+) -> None:
+    """Found by the fuzzer: Litestar converts bodies leniently ("1" passed as true, 0 as 1970)."""
+    await signup(client)
+    cid = await open_conversation(client)
+    before = await snapshot(cid)
+    response = await ingest(client, cid, [event("typed-1", "hello") | {field: value}])
+    assert response.status_code == 400, response.text
+    assert response.json() == {"detail": f"Invalid body: {expected} - at `$.events[0].{field}`", "status_code": 400}
+    assert await snapshot(cid) == before
+
+
+async def test_the_schema_is_the_json_api_with_its_real_errors(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/schema/openapi.json")).json()
+    operations = {f"{m.upper()} {p}": o for p, item in schema["paths"].items() for m, o in item.items()}
+    assert set(operations) == {
+        "GET /healthz",
+        "GET /api/users/sessions",
+        f"GET {WITH_SESSION_ID[0]}",
+        f"POST {SAVE}",
+        f"POST {INGEST}",
+    }  # no HTML page; /livekit/token joins them when LiveKit is configured
+    error = {"$ref": "#/components/schemas/ErrorBody"}
+    for label, operation in operations.items():
+        for status, response in operation["responses"].items():
+            if status >= "400" and label != "GET /healthz":
+                assert response["content"]["application/json"]["schema"] == error, (label, status)
+    assert set(operations[f"POST {SAVE}"]["responses"]) == {
+        "200",
+        *["400", "401", "403", "404", "413", "415", "422", "503"],
+    }
+    assert set(operations[f"POST {INGEST}"]["responses"]) == {
+        "200",
+        *["400", "401", "404", "410", "413", "415", "422", "503"],
+    }
+    save_body = operations[f"POST {SAVE}"]["requestBody"]["content"]["application/json"]["schema"]
+    assert save_body["required"] == ["session_id"]
+    assert save_body["properties"]["messages"]["maxItems"] == 1000
+    assert schema["components"]["schemas"]["IngestEvent"]["additionalProperties"] is False
+    assert operations[f"POST {INGEST}"]["security"] == [{"ingestToken": []}]
+    assert operations[f"POST {SAVE}"]["security"] == [{"sessionCookie": [], "csrf": []}]

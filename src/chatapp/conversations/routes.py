@@ -37,7 +37,7 @@ from chatapp.database import DatabaseUnavailable
 from chatapp.faults import InjectedFault
 from chatapp.limits import limit
 from chatapp.openapi import NO_CONTROL_CHARACTERS, errors
-from chatapp.validation import FORM_ONLY, checked_text, checked_timestamp
+from chatapp.validation import FORM_ONLY, checked_text, checked_timestamp, strict_body
 from chatapp.web import BearerTokenRequired, toast_header
 
 log = logging.getLogger(__name__)
@@ -321,6 +321,7 @@ class IngestController(Controller):
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not valid_ingest_token(state.settings.secret_key, conversation_id, token):
             raise BearerTokenRequired(detail="A valid bearer token for this conversation is required.")
+        data = strict_body(await request.json(), IngestBatch)
         events = [
             TranscriptEvent(
                 conversation_id=conversation_id,

@@ -269,7 +269,7 @@ class SessionsApiController(Controller):
         items = [SessionSummary(i.id, i.title, i.started_at, i.ended_at, i.message_count) for i in page.items]
         return SessionList(items=items, next_cursor=page.next_cursor)
 
-    @get("/{session_id:uuid}", summary="One conversation with its utterances", responses=errors(401, 404, 503))
+    @get("/{session_id:uuid}", summary="One conversation with its utterances", responses=errors(400, 401, 404, 503))
     async def detail(self, request: Request[User, Any, Any], session_id: uuid.UUID) -> SessionDetail:
         detail = await conversation_detail(request.user.id, session_id)
         if detail is None:

@@ -11,6 +11,7 @@ engine, the runner behind `schemathesis run`, and fails with every failure it re
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 import uuid
@@ -28,11 +29,13 @@ from schemathesis.hooks import GLOBAL_HOOK_DISPATCHER
 from chatapp.conversations.service import ingest_token
 from tests.integration.test_bad_input import snapshot
 from tests.integration.test_live_stream import event, ingest, open_conversation
+from tests.integration.test_livekit_app import voice_app  # noqa: F401  (a fixture)
 from tests.support import SECRET_KEY, AppServer, client_ip, signup
 
 INGEST = "/api/conversations/{conversation_id}/events"
 WITH_SESSION_ID = ("/api/users/sessions/{session_id}",)
 SAVE = "/api/users/sessions/save"
+TOKEN = "/livekit/token"
 MAX_EXAMPLES = 100
 WELL_FORMED_UUID = re.compile(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
 NEGATIVE_DATA_REJECTION = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"]
@@ -48,23 +51,21 @@ class Account:
     turns: Iterator[int]
 
 
-@pytest.fixture(scope="module")
-async def account(app_server: AppServer) -> Account:
-    async with httpx.AsyncClient(base_url=app_server.url, headers={"X-Forwarded-For": client_ip()}, timeout=30) as c:
+async def sign_up_with_a_conversation(server: AppServer) -> Account:
+    async with httpx.AsyncClient(base_url=server.url, headers={"X-Forwarded-For": client_ip()}, timeout=30) as c:
         await signup(c)
         conversation_id = await open_conversation(c)
         session, csrf = c.cookies["chatapp_session"], c.cookies["csrftoken"]
     return Account(session, csrf, conversation_id, itertools.count())
 
 
-@pytest.fixture(scope="module")
-def api_schema(app_server: AppServer, account: Account) -> schemathesis.BaseSchema:
+def served_schema(server: AppServer, account: Account) -> schemathesis.BaseSchema:
     """The served schema, with credentials for its security schemes: schemathesis then knows when a request
     goes without them (and must be refused) and when it carries them."""
     config = schemathesis.Config.from_dict(
         {
             "seed": 20261202,
-            "base-url": app_server.url,
+            "base-url": server.url,
             "headers": {"X-Forwarded-For": client_ip()},  # the fuzzer's own rate-limit bucket
             # Unknown query parameters are ignored, as HTTP APIs do (a cache-buster must not break a call).
             "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True, "allow-extra-parameters": False},
@@ -89,29 +90,29 @@ def api_schema(app_server: AppServer, account: Account) -> schemathesis.BaseSche
             ],
         }
     )
-    return schemathesis.openapi.from_url(f"{app_server.url}/schema/openapi.json", config=config)
+    return schemathesis.openapi.from_url(f"{server.url}/schema/openapi.json", config=config)
 
 
 def aim_at_real_conversation(case: Case, account: Account) -> None:
     """On every other example, the conversation's id where a random one could only be a 404. Only over a
     well-formed id: replacing a malformed one would turn an invalid request into a valid one."""
-    real = next(account.turns) % 2 == 0
+    if next(account.turns) % 2:
+        return
+    real = str(account.conversation_id)
     params = case.path_parameters or {}
-    if case.path in WITH_SESSION_ID and real and WELL_FORMED_UUID.match(str(params.get("session_id"))):
-        case.path_parameters = {**params, "session_id": str(account.conversation_id)}
-    elif (
-        case.path == SAVE
-        and real
-        and isinstance(case.body, dict)
-        and WELL_FORMED_UUID.match(str(case.body.get("session_id")))
-    ):
-        case.body = {**case.body, "session_id": str(account.conversation_id)}
+    if case.path in WITH_SESSION_ID and WELL_FORMED_UUID.match(str(params.get("session_id"))):
+        case.path_parameters = {**params, "session_id": real}
+    for field, path in (("session_id", SAVE), ("conversation_id", TOKEN)):
+        body = case.body
+        if case.path == path and isinstance(body, dict) and WELL_FORMED_UUID.match(str(body.get(field))):
+            case.body = {**body, field: real}
 
 
-def test_api_answers_as_documented(api_schema: schemathesis.BaseSchema, account: Account) -> None:
+def fuzz(schema: schemathesis.BaseSchema, account: Account) -> tuple[set[str], list[str]]:
     """Every phase schemathesis runs from the command line (examples, coverage of boundary and invalid values,
     then random fuzzing, valid and invalid), with its default checks: no 5xx, status, content type, headers
-    and body as documented, invalid input refused, valid input accepted, no access without credentials."""
+    and body as documented, invalid input refused, valid input accepted, no access without credentials.
+    Returns the operations it ran and the failures it reported."""
 
     def before_call(context: schemathesis.HookContext, case: Case, kwargs: dict[str, Any]) -> None:
         # The CSRF middleware compares the x-csrftoken header with this cookie.
@@ -122,7 +123,7 @@ def test_api_answers_as_documented(api_schema: schemathesis.BaseSchema, account:
     failures: list[str] = []
     operations: set[str] = set()
     try:
-        for event in schemathesis.engine.from_schema(api_schema).execute():
+        for event in schemathesis.engine.from_schema(schema).execute():
             if isinstance(event, events.ScenarioFinished):
                 operations.add(event.recorder.label)
                 for checks in event.recorder.checks.values():
@@ -135,8 +136,22 @@ def test_api_answers_as_documented(api_schema: schemathesis.BaseSchema, account:
                 failures.append(f"{type(event).__name__}: {getattr(event, 'value', None) or event.exception!r}")
     finally:
         GLOBAL_HOOK_DISPATCHER.unregister(before_call)
-    assert operations >= {f"POST {INGEST}", f"POST {SAVE}", f"GET {WITH_SESSION_ID[0]}"}
-    assert not failures, "\n\n".join(sorted(set(failures)))
+    return operations, sorted(set(failures))
+
+
+async def test_api_answers_as_documented(app_server: AppServer) -> None:
+    account = await sign_up_with_a_conversation(app_server)
+    operations, failures = await asyncio.to_thread(fuzz, served_schema(app_server, account), account)
+    assert operations >= {f"POST {INGEST}", f"POST {SAVE}", f"GET {WITH_SESSION_ID[0]}", "GET /healthz"}
+    assert not failures, "\n\n".join(failures)
+
+
+async def test_voice_api_answers_as_documented(voice_app: AppServer) -> None:  # noqa: F811  (the fixture)
+    """With LiveKit configured (a fake LiveKit server), /livekit/token joins the schema."""
+    account = await sign_up_with_a_conversation(voice_app)
+    operations, failures = await asyncio.to_thread(fuzz, served_schema(voice_app, account), account)
+    assert f"POST {TOKEN}" in operations
+    assert not failures, "\n\n".join(failures)
 
 
 @pytest.mark.parametrize(

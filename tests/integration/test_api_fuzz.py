@@ -204,3 +204,17 @@ async def test_the_schema_is_the_json_api_with_its_real_errors(client: httpx.Asy
     assert schema["components"]["schemas"]["IngestEvent"]["additionalProperties"] is False
     assert operations[f"POST {INGEST}"]["security"] == [{"ingestToken": []}]
     assert operations[f"POST {SAVE}"]["security"] == [{"sessionCookie": [], "csrf": []}]
+
+
+async def test_the_token_api_answers_errors_in_json(voice_app: AppServer) -> None:  # noqa: F811  (the fixture)
+    """Found by the fuzzer: /livekit/token is JSON but, outside /api/, answered errors as pages (a 303 to the
+    login page when signed out) unless the client asked for JSON."""
+    async with httpx.AsyncClient(base_url=voice_app.url, headers={"X-Forwarded-For": client_ip()}) as anonymous:
+        signed_out = await anonymous.post("/livekit/token", json={"conversation_id": str(uuid.uuid4())})
+        await signup(anonymous)
+        csrf = {"x-csrftoken": str(anonymous.cookies.get("csrftoken"))}
+        missing = await anonymous.post("/livekit/token", json={"conversation_id": str(uuid.uuid4())}, headers=csrf)
+    assert signed_out.status_code == 401
+    assert signed_out.json() == {"detail": "Authentication required", "status_code": 401}
+    assert missing.status_code == 404
+    assert missing.json() == {"detail": "Not found", "status_code": 404}

@@ -68,7 +68,13 @@ def served_schema(server: AppServer, account: Account) -> schemathesis.BaseSchem
             "base-url": server.url,
             "headers": {"X-Forwarded-For": client_ip()},  # the fuzzer's own rate-limit bucket
             # Unknown query parameters are ignored, as HTTP APIs do (a cache-buster must not break a call).
-            "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True, "allow-extra-parameters": False},
+            # No example database either: each run is the same run.
+            "generation": {
+                "max-examples": MAX_EXAMPLES,
+                "deterministic": True,
+                "database": "none",
+                "allow-extra-parameters": False,
+            },
             # Schemathesis's list, plus 413: too many items (over a documented maxItems) is a 413, as documented.
             "checks": {"negative_data_rejection": {"expected-statuses": NEGATIVE_DATA_REJECTION}},
             "phases": {"stateful": {"enabled": False}},

@@ -29,8 +29,11 @@ def current_user(request: Request[Any, Any, Any]) -> User | None:
     return user if isinstance(user, User) else None
 
 
+JSON_PATHS = ("/api/", "/livekit/")  # the JSON routes (chatapp.openapi): their errors are JSON whatever Accept says
+
+
 def wants_json(request: Request[Any, Any, Any]) -> bool:
-    return request.url.path.startswith("/api/") or "application/json" in request.headers.get("accept", "")
+    return request.url.path.startswith(JSON_PATHS) or "application/json" in request.headers.get("accept", "")
 
 
 def is_htmx(request: Request[Any, Any, Any]) -> bool:

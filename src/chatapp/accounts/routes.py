@@ -34,6 +34,8 @@ def _form(data: dict[str, Any], name: str) -> str:
 
 
 class AccountController(Controller):
+    include_in_schema = False  # HTML pages and htmx fragments: not an API (see chatapp.openapi)
+
     @get("/signup", name="signup")
     async def signup_page(self, next: str | None = None) -> Template:
         return Template("signup.html", context={"next": safe_next(next), "errors": {}, "values": {}})

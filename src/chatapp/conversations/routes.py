@@ -37,12 +37,19 @@ from chatapp.conversations.views import Fragments, MessageView
 from chatapp.database import DatabaseUnavailable
 from chatapp.faults import InjectedFault
 from chatapp.limits import limit
-from chatapp.validation import FORM_ONLY, checked_text, checked_timestamp
+from chatapp.openapi import NO_CONTROL_CHARACTERS, errors
+from chatapp.validation import FORM_ONLY, checked_text, checked_timestamp, strict_body
 from chatapp.web import BearerTokenRequired, toast_header
 
 log = logging.getLogger(__name__)
 
 ItemId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ITEM_ID_LENGTH, pattern=r"^[\w.:\-]+$")]
+# Documented, not enforced by msgspec: the handlers check length and control characters themselves, so a
+# too-long or bad text is a 422 naming the field (the worker's forwarder splits a 422 batch; a 400 it drops).
+Text = Annotated[
+    str,
+    msgspec.Meta(extra_json_schema={"extra": {"max_length": MAX_TEXT_LENGTH, "pattern": NO_CONTROL_CHARACTERS}}),
+]
 DICTATION_PREFIX = "dictation-"
 # The stored id is the prefix plus the client's id, and must fit the column.
 DictationItemId = Annotated[
@@ -56,7 +63,7 @@ class IngestEvent(msgspec.Struct, forbid_unknown_fields=True):
 
     item_id: ItemId
     role: Literal["user", "agent"]
-    text: str  # at most MAX_TEXT_LENGTH, checked in the handler (a 422 naming the field)
+    text: Text
     final: bool
     interrupted: bool = False
     timestamp: datetime | None = None
@@ -73,7 +80,7 @@ class IngestResponse(msgspec.Struct):
 
 class DictationForm(msgspec.Struct):
     item_id: DictationItemId
-    text: str  # at most MAX_TEXT_LENGTH, checked in the handler (a 422 naming the field)
+    text: Text
     final: bool = False
 
 
@@ -151,6 +158,7 @@ def _item_id(raw: object) -> str:
 
 
 class ChatController(Controller):
+    include_in_schema = False  # HTML pages and htmx fragments: not an API (see chatapp.openapi)
     # Private pages: Back after logging out must ask the server again, not show them from the cache.
     cache_control = CacheControlHeader(no_store=True)
 
@@ -330,6 +338,8 @@ class IngestController(Controller):
             "repeated delivery is acknowledged and ignored. Finals for an ended conversation are still stored."
         ),
         request_max_body_size=8 * 1024 * 1024,
+        security=[{"ingestToken": []}],
+        responses=errors(400, 401, 404, 410, 413, 415, 422, 503),
     )
     async def ingest(
         self, request: Request[Any, Any, Any], state: State, conversation_id: uuid.UUID, data: IngestBatch
@@ -337,6 +347,7 @@ class IngestController(Controller):
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not valid_ingest_token(state.settings.secret_key, conversation_id, token):
             raise BearerTokenRequired(detail="A valid bearer token for this conversation is required.")
+        data = strict_body(await request.json(), IngestBatch)
         events = [
             TranscriptEvent(
                 conversation_id=conversation_id,

@@ -17,13 +17,14 @@ import msgspec
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, NotFoundException
-from litestar.params import Parameter
+from litestar.params import Body, Parameter
 
 from chatapp.accounts.service import User
 from chatapp.conversations import store
 from chatapp.conversations.events import MAX_TEXT_LENGTH, TranscriptEvent
 from chatapp.conversations.service import ConversationService
 from chatapp.history.service import BadCursor, api_page, conversation_detail
+from chatapp.openapi import NOT_BLANK, errors
 from chatapp.validation import as_utc, checked_text
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,53 @@ MAX_MESSAGES = 1000
 CLIENT_ID = re.compile(r"^[\w.:\-]{1,128}$")
 # A client's copy of an utterance matches the server's when role and text are equal and the times are this close.
 TIMESTAMP_TOLERANCE = timedelta(seconds=2)
+# Milliseconds since the epoch that are still a time in years 1 to 9999.
+MIN_MILLISECONDS, MAX_MILLISECONDS = -62_135_596_800_000, 253_402_300_799_999
+
+# The save body as the schema shows it. The handler reads it as a plain object and checks it itself
+# (parse_session_id, parse_messages) for the statuses and messages API clients already rely on; this says the
+# same: a UUID session_id, at most MAX_MESSAGES entries (413 beyond), each with a role and a non-blank text of
+# at most MAX_TEXT_LENGTH characters without control characters. Unknown fields are ignored.
+SAVE_MESSAGE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["role", "text"],
+    "properties": {
+        "role": {"enum": ["user", "agent"]},
+        "text": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_TEXT_LENGTH,
+            "pattern": NOT_BLANK,
+            "description": "Not only whitespace; no control characters other than tab and newlines.",
+        },
+        "id": {
+            "type": ["string", "null"],
+            "pattern": CLIENT_ID.pattern,
+            "description": "The client's id for this entry; with it a retried save adds nothing twice.",
+        },
+        "timestamp": {
+            "oneOf": [
+                {"type": "number", "minimum": MIN_MILLISECONDS, "maximum": MAX_MILLISECONDS},
+                {"type": "string", "format": "date-time"},
+                {"type": "null"},
+            ],
+            "description": "Milliseconds since the epoch, or an ISO 8601 time (UTC when it names no offset).",
+        },
+    },
+}
+SAVE_REQUEST_SCHEMA: dict[str, Any] = {
+    "title": "SaveRequest",
+    "required": ["session_id"],
+    "properties": {
+        "session_id": {"type": "string", "format": "uuid"},
+        "messages": {
+            "type": ["array", "null"],
+            "maxItems": MAX_MESSAGES,
+            "items": SAVE_MESSAGE_SCHEMA,
+            "description": "The client's copy of the transcript: entries the server lacks are added before saving.",
+        },
+    },
+}
 
 
 class SessionSummary(msgspec.Struct):
@@ -174,8 +222,19 @@ class SessionsApiController(Controller):
     path = "/api/users/sessions"
     tags = ["conversations"]
 
-    @post("/save", status_code=200, summary="Save (end) a conversation from the server's transcript")
-    async def save(self, request: Request[User, Any, Any], state: State, data: dict[str, Any]) -> SaveResult:
+    @post(
+        "/save",
+        status_code=200,
+        summary="Save (end) a conversation from the server's transcript",
+        security=[{"sessionCookie": [], "csrf": []}],
+        responses=errors(400, 401, 403, 404, 413, 415, 422, 503),
+    )
+    async def save(
+        self,
+        request: Request[User, Any, Any],
+        state: State,
+        data: Annotated[dict[str, Any], Body(schema_extra=SAVE_REQUEST_SCHEMA)],
+    ) -> SaveResult:
         user: User = request.user
         session_id = parse_session_id(data)
         events = parse_messages(session_id, data.get("messages"))
@@ -198,11 +257,13 @@ class SessionsApiController(Controller):
         assert current is not None
         return SaveResult(**summary(current), saved=current.ended_at is not None)
 
-    @get("/", summary="The user's saved conversations, newest first")
+    @get("/", summary="The user's saved conversations, newest first", responses=errors(400, 401, 503))
     async def list_sessions(
         self,
         request: Request[User, Any, Any],
-        cursor: str | None = None,
+        cursor: Annotated[
+            str | None, Parameter(description="Opaque: the previous page's `next_cursor`; any other value is a 400.")
+        ] = None,
         limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
         archived: Annotated[
             bool | None, Parameter(description="Only archived (true) or only other (false) ones")
@@ -223,7 +284,7 @@ class SessionsApiController(Controller):
         ]
         return SessionList(items=items, next_cursor=page.next_cursor)
 
-    @get("/{session_id:uuid}", summary="One conversation with its utterances")
+    @get("/{session_id:uuid}", summary="One conversation with its utterances", responses=errors(400, 401, 404, 503))
     async def detail(self, request: Request[User, Any, Any], session_id: uuid.UUID) -> SessionDetail:
         detail = await conversation_detail(request.user.id, session_id)
         if detail is None:

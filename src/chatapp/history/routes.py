@@ -226,6 +226,7 @@ def service_of(state: State) -> ConversationService:
 
 
 class HistoryController(Controller):
+    include_in_schema = False  # HTML pages and htmx fragments: not an API (see chatapp.openapi)
     path = "/history"
     cache_control = CacheControlHeader(no_store=True)  # private pages, never from the cache after logout
 
@@ -428,6 +429,8 @@ async def _origin(user: User | None, conversation: store.Conversation) -> store.
 
 class SharedController(Controller):
     """Anyone with the link sees the transcript, and nothing else: no account, no navigation, noindex."""
+
+    include_in_schema = False  # an HTML page (see chatapp.openapi)
 
     @get("/s/{token:str}", name="shared")
     async def shared(self, request: Request[Any, Any, Any], token: str) -> Template:

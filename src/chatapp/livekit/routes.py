@@ -16,6 +16,7 @@ from chatapp.conversations import store
 from chatapp.conversations.service import ConversationEnded, ConversationGone, ConversationService
 from chatapp.livekit.runtime import UNREACHABLE, LiveKitRuntime
 from chatapp.livekit.webhook import InvalidWebhook, conversation_for_room, verify_webhook
+from chatapp.openapi import errors
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,10 @@ async def room_finished(service: ConversationService, room_name: str) -> bool:
 
 class LiveKitController(Controller):
     path = "/livekit"
-    include_in_schema = False
+    tags = ["voice"]
 
-    @post("/webhook", status_code=200, request_max_body_size=256 * 1024)
+    # LiveKit's own signed callback, not an API of ours to describe.
+    @post("/webhook", status_code=200, request_max_body_size=256 * 1024, include_in_schema=False)
     async def webhook(self, request: Request[Any, Any, Any], state: State) -> Response[dict[str, Any]]:
         """Outside session auth and CSRF: LiveKit authenticates with a JWT over the body's hash instead."""
         try:
@@ -63,7 +65,13 @@ class LiveKitController(Controller):
                 log.info("conversation for LiveKit room %s ended: room_finished", event.room.name)
         return Response({"ok": True, "ended": ended})
 
-    @post("/token", status_code=200)
+    @post(
+        "/token",
+        status_code=200,
+        summary="A fresh LiveKit participant token for the user's active conversation",
+        security=[{"sessionCookie": [], "csrf": []}],
+        responses=errors(400, 401, 403, 404, 409, 415, 503),
+    )
     async def token(self, request: Request[User, Any, Any], state: State, data: TokenRequest) -> TokenResponse:
         """A fresh participant token for the user's active conversation (the one in the page may have expired)."""
         service: ConversationService = state.conversations

@@ -31,6 +31,7 @@ def _page(user: User, *, errors: dict[str, str] | None = None, done: str = "", s
 
 class AccountSettingsController(Controller):
     path = "/account"
+    include_in_schema = False  # HTML pages and htmx fragments: not an API (see chatapp.openapi)
     cache_control = CacheControlHeader(no_store=True)
 
     @get("/", name="account")

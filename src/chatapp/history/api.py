@@ -11,7 +11,7 @@ import logging
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, get, post
@@ -113,6 +113,10 @@ class SessionDetail(SessionSummary):
 class SessionList(msgspec.Struct):
     items: list[SessionSummary]
     next_cursor: str | None
+
+
+def _flag(raw: str | None) -> bool | None:
+    return None if raw is None else raw == "true"
 
 
 def _bad(status: int, detail: str) -> HTTPException:
@@ -265,17 +269,18 @@ class SessionsApiController(Controller):
             str | None, Parameter(description="Opaque: the previous page's `next_cursor`; any other value is a 400.")
         ] = None,
         limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
+        # Spelled out: Litestar would also take "null", "1" or "yes" for a bool, which the schema does not allow.
         archived: Annotated[
-            bool | None, Parameter(description="Only archived (true) or only other (false) ones")
+            Literal["true", "false"] | None, Parameter(description="Only archived (true) or only other (false) ones")
         ] = None,
         pinned: Annotated[
-            bool | None, Parameter(description="Only pinned (true) or only unpinned (false) ones")
+            Literal["true", "false"] | None, Parameter(description="Only pinned (true) or only unpinned (false) ones")
         ] = None,
     ) -> SessionList:
         """Every saved conversation by default, archived and pinned ones included (as before those existed), in
         start order: a sync client sees no reordering when someone pins. Use the same filters on every page."""
         try:
-            page = await api_page(request.user.id, cursor, limit, archived, pinned)
+            page = await api_page(request.user.id, cursor, limit, _flag(archived), _flag(pinned))
         except BadCursor:
             raise _bad(400, "Invalid cursor.") from None
         items = [

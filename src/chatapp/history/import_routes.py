@@ -21,6 +21,7 @@ _ENVELOPE = 64 * 1024
 
 class ImportController(Controller):
     path = "/history/import"
+    include_in_schema = False  # HTML pages and htmx fragments: not an API (see chatapp.openapi)
     cache_control = CacheControlHeader(no_store=True)
 
     @get("/", name="history_import")

@@ -316,8 +316,8 @@ async def test_a_toggle_updates_every_open_tabs_sidebar_live(client: httpx.Async
 
 
 async def test_each_list_query_starts_with_an_index_scan_on_its_partial_index(app_server: AppServer) -> None:
-    """At a realistic size (a few thousand conversations, some archived, a few pinned) each first page reads
-    its partial index in order and stops: no sort, no scan of the user's other rows."""
+    """At a realistic size (a few thousand conversations, some archived, a few pinned) each list's first page
+    reads its partial index (the paged lists in order, with no sort) and no other rows of the user."""
     async with person(app_server) as (_, user):
         async with connection() as conn:
             await conn.execute(
@@ -340,9 +340,14 @@ async def test_each_list_query_starts_with_an_index_scan_on_its_partial_index(ap
                     ("chat_session_pinned", PINNED_SQL, (user.id, None, None)),
                 )
             }
-        for index, plan in plans.items():
-            assert f"Index Scan using {index}" in plan, plan
-            assert "Sort" not in plan, plan
+        for index in ("chat_session_listed", "chat_session_archived"):
+            assert f"Index Scan using {index}" in plans[index], plans[index]
+            assert "Sort" not in plans[index], plans[index]
+        # At most 20 pins a user: reading them through their partial index is what matters; whether the planner
+        # then sorts those few rows (a bitmap scan) or reads them in order depends on the table's statistics.
+        assert "on chat_session_pinned" in plans["chat_session_pinned"] or (
+            "Index Scan using chat_session_pinned" in plans["chat_session_pinned"]
+        ), plans["chat_session_pinned"]
 
 
 async def test_the_archived_view_pages_by_date_each_exactly_once(app_server: AppServer) -> None:

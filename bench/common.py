@@ -496,6 +496,34 @@ def _process_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _clock_ticks()
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc): `chatapp serve` runs its uvicorn workers as children."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _tree_cpu(pid: int) -> float | None:
+    """CPU seconds of a process and of all its descendants alive now (the app's workers count as the app)."""
+    total = _process_cpu(pid)
+    if total is None:
+        return None
+    return total + sum(cpu for child in _descendants(pid) if (cpu := _process_cpu(child)) is not None)
+
+
 async def database_pids(dsn: str) -> list[int]:
     """The server processes of this database (backends and background workers), as seen from pg_stat_activity.
 
@@ -539,7 +567,7 @@ class CpuMeter:
         return {pid: cpu for pid, cpu in sample.items() if cpu is not None}
 
     def _sample(self) -> dict[str, float | None]:
-        sample: dict[str, float | None] = {name: _process_cpu(pid) for name, pid in self.pids.items()}
+        sample: dict[str, float | None] = {name: _tree_cpu(pid) for name, pid in self.pids.items()}
         sample["bench"] = time.process_time()
         sample["machine"] = _machine_busy()
         return sample

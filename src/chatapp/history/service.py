@@ -74,27 +74,27 @@ class Page:
 
 _SUMMARY = "id, title, started_at, ended_at, last_seq AS message_count"
 _FLAGS = "pinned_at IS NOT NULL AS pinned, archived_at IS NOT NULL AS archived"
+
+
+def _keyset_page_sql(which: str) -> str:
+    """One keyset page (newest first, after a cursor, within a date range) of the conversations `which` selects."""
+    return f"""
+SELECT {_SUMMARY}, {_FLAGS} FROM chat_session
+WHERE owner = $1 AND {which}
+  AND ($2::timestamptz IS NULL OR (started_at, id) < ($2, $3::uuid))
+  AND ($5::timestamptz IS NULL OR started_at >= $5)
+  AND ($6::timestamptz IS NULL OR started_at < $6)
+ORDER BY started_at DESC, id DESC
+LIMIT $4
+"""
+
+
 # The statements, as constants so the benchmark's bare-SQL baseline runs exactly what the app runs.
 # The main history list: saved and not archived (partial index chat_session_listed). Pinned ones are dropped by id
 # in Python, which costs at most MAX_PINS extra rows.
-SAVED_PAGE_SQL = f"""
-SELECT {_SUMMARY}, {_FLAGS} FROM chat_session
-WHERE owner = $1 AND ended_at IS NOT NULL AND archived_at IS NULL
-  AND ($2::timestamptz IS NULL OR (started_at, id) < ($2, $3::uuid))
-  AND ($5::timestamptz IS NULL OR started_at >= $5)
-  AND ($6::timestamptz IS NULL OR started_at < $6)
-ORDER BY started_at DESC, id DESC
-LIMIT $4
-"""
-ARCHIVED_PAGE_SQL = f"""
-SELECT {_SUMMARY}, {_FLAGS} FROM chat_session
-WHERE owner = $1 AND archived_at IS NOT NULL
-  AND ($2::timestamptz IS NULL OR (started_at, id) < ($2, $3::uuid))
-  AND ($5::timestamptz IS NULL OR started_at >= $5)
-  AND ($6::timestamptz IS NULL OR started_at < $6)
-ORDER BY started_at DESC, id DESC
-LIMIT $4
-"""
+SAVED_PAGE_SQL = _keyset_page_sql("ended_at IS NOT NULL AND archived_at IS NULL")
+# The Archived view (partial index chat_session_archived).
+ARCHIVED_PAGE_SQL = _keyset_page_sql("archived_at IS NOT NULL")
 PINNED_SQL = f"""
 SELECT {_SUMMARY}, {_FLAGS} FROM chat_session
 WHERE owner = $1 AND pinned_at IS NOT NULL

@@ -20,8 +20,9 @@ from tests.integration.test_live_stream import event, ingest, open_conversation
 from tests.integration.test_stream_order import StreamReader, assert_exactly_once_in_order, stored_seqs
 from tests.support import ROOT, AppServer, client_ip, signup
 
-SENDERS = 4
-PER_SENDER = 12
+SENDERS = 6
+ROUNDS = 5
+LARGE_BATCH = 3
 LARGE_TEXT = "probe-large " + "wörd " * 1900  # about 11 kB of UTF-8: travels as several NOTIFY parts
 
 
@@ -39,10 +40,15 @@ async def test_large_finals_in_parts_are_not_overtaken(db: str, tmp_path: Path) 
                 await asyncio.wait_for(reader.ready.wait(), 10)
 
                 async def sender(n: int) -> None:
+                    """Even senders post batches of large finals (many NOTIFYs after one commit, the window in
+                    which a later commit overtakes them); odd senders post one small final at a time."""
                     async with httpx.AsyncClient(base_url=servers[n % 2].url, timeout=30.0) as http:
-                        for k in range(PER_SENDER):
-                            text = LARGE_TEXT if k % 3 == n % 3 else f"probe-l{n}-{k}"
-                            response = await ingest(http, cid, [event(f"l{n}-{k}", text, role="agent")])
+                        for k in range(ROUNDS):
+                            if n % 2 == 0:
+                                batch = [event(f"l{n}-{k}-{j}", LARGE_TEXT, role="agent") for j in range(LARGE_BATCH)]
+                            else:
+                                batch = [event(f"l{n}-{k}", f"probe-l{n}-{k}", role="agent")]
+                            response = await ingest(http, cid, batch)
                             assert response.status_code == 200, response.text
 
                 await asyncio.gather(*(sender(n) for n in range(SENDERS)))
@@ -50,7 +56,7 @@ async def test_large_finals_in_parts_are_not_overtaken(db: str, tmp_path: Path) 
                 await reader.wait_for(stored[-1])
                 assert_exactly_once_in_order(reader.seqs, stored)
                 large = [sse for sse in reader.events if "probe-large" in sse.data]
-                assert len(large) == sum(1 for n in range(SENDERS) for k in range(PER_SENDER) if k % 3 == n % 3)
+                assert len(large) == SENDERS // 2 * ROUNDS * LARGE_BATCH
                 assert all(sse.data.count("wörd") == 1900 for sse in large)
             finally:
                 await reader.close()

@@ -289,7 +289,7 @@ async def open_chat(client: httpx.AsyncClient) -> uuid.UUID:
 
 
 def ingest_auth(conversation_id: uuid.UUID) -> str:
-    from chatapp.conversations.service import ingest_token
+    from chatapp.conversations.agent_access import ingest_token
 
     return f"Bearer {ingest_token(SECRET_KEY, conversation_id)}"
 

@@ -58,7 +58,8 @@ from bench.common import (
     verdict,
 )
 from chatapp.conversations import store
-from chatapp.conversations.store import make_title, room_name_for
+from chatapp.conversations.agent_access import room_name_for
+from chatapp.conversations.store import make_title
 
 T = TypeVar("T")
 

@@ -8,7 +8,7 @@
   var LK = window.LivekitClient;
   var CONNECT_TIMEOUT_MS = 15000;
   var TOKEN_MARGIN_MS = 30000;
-  var ITEM_ID_ATTRIBUTE = "chatapp.item_id"; // read by the worker (chatapp/agents/forwarder.py)
+  var ITEM_ID_ATTRIBUTE = "chatapp.item_id"; // read by the worker (chatapp/livekit/forwarder.py)
   var LABELS = {
     connecting: "Connecting voice…",
     waiting: "Voice connected. Waiting for the agent to join…",

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from chatapp.accounts.service import User, create_user
 from chatapp.conversations import store
+from chatapp.conversations.agent_access import room_name_for
 from chatapp.conversations.events import Role, TranscriptEvent
 from chatapp.database import connection
 from tests.support import PASSWORD, unique_email
@@ -48,7 +49,7 @@ async def make_saved(
             VALUES ($1, $2, $3, '', $4, $5, $6, $5, $7, 'new_chat')
             """,
             conversation_id,
-            store.room_name_for(conversation_id),
+            room_name_for(conversation_id),
             owner.id,
             started_at,
             started_at + timedelta(minutes=minutes),

@@ -27,7 +27,7 @@ from chatapp.accounts.routes import AccountController
 from chatapp.accounts.sessions import session_auth
 from chatapp.accounts.settings_routes import AccountSettingsController
 from chatapp.accounts.store import PostgresStore
-from chatapp.agents.runtime import AgentRuntime
+from chatapp.conversations.agent_runtime import AgentRuntime
 from chatapp.conversations.buffer import TranscriptBuffer
 from chatapp.conversations.hub import Hub, make_channels
 from chatapp.conversations.ownership import CommandRouter, build_ownership, keep_leases

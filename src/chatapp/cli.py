@@ -233,7 +233,7 @@ def cmd_agent(settings: Settings, args: argparse.Namespace) -> int:
             "chatapp: set LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET to run the agent worker", file=sys.stderr
         )
         return 2
-    from chatapp.agents.worker import run_worker
+    from chatapp.livekit.worker import run_worker
 
     return run_worker(settings, dev=args.dev)
 

@@ -66,7 +66,9 @@ class FaultController(Controller):
     @get("/agents")
     async def agents(self, state: State) -> dict[str, Any]:
         """This process's running agents, so tests can count agents across app processes."""
-        from chatapp.conversations.hub import PROCESS_ID
-
         running = getattr(state.conversations.runtime, "running", list)
-        return {"process": PROCESS_ID, "pid": os.getpid(), "agents": sorted(str(c) for c in running())}
+        return {
+            "process": state.conversations.ownership.holder,
+            "pid": os.getpid(),
+            "agents": sorted(str(c) for c in running()),
+        }

@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import BrowserContext, Page, expect
 
-from chatapp.conversations.service import ingest_token
+from chatapp.conversations.agent_access import ingest_token
 from chatapp.database import connection
 from tests.e2e.pages import ChatPage
 from tests.fakes.openai_chat import FakeOpenAI, Reply, fake_openai

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs
 import pytest
 from playwright.async_api import BrowserContext, Request, expect
 
-from chatapp.conversations import store
+from chatapp.conversations.agent_access import room_name_for
 from chatapp.database import connection
 from tests.e2e.pages import ChatPage
 from tests.e2e.test_csp_ui import WATCH_VIOLATIONS
@@ -73,8 +73,8 @@ async def test_voice_unavailable_is_shown_cleanly_and_typing_still_works(
     await page.locator("#new-chat-button").click()
     await expect(chat.panel).not_to_have_attribute("data-conversation-id", str(cid))
     new = uuid.UUID(await chat.conversation_id())
-    fake.wait_for(lambda: bool(fake.calls_to("DeleteRoom", store.room_name_for(cid))))
-    assert fake.calls_to("CreateDispatch", store.room_name_for(new))
+    fake.wait_for(lambda: bool(fake.calls_to("DeleteRoom", room_name_for(cid))))
+    assert fake.calls_to("CreateDispatch", room_name_for(new))
     await expect(status).to_have_attribute("data-state", "unavailable", timeout=20_000)
     await chat.send("Still typing after New Chat")
     await expect(chat.finals("user").locator(".bubble")).to_have_text(["Still typing after New Chat"])
@@ -140,7 +140,7 @@ async def test_the_page_joins_talks_types_over_lk_chat_and_follows_new_chat(
     await expect(status).to_have_text("Agent is listening")
     cid = uuid.UUID(await chat.conversation_id())
     [joined] = await page.evaluate("window.__lk.connects")
-    assert joined["room"] == store.room_name_for(cid)
+    assert joined["room"] == room_name_for(cid)
     assert joined["url"] == fake.url.replace("http://", "ws://")
 
     # Typed text goes to the agent over the room's chat stream, and to the app, both with one item id (the
@@ -152,7 +152,7 @@ async def test_the_page_joins_talks_types_over_lk_chat_and_follows_new_chat(
     assert {k: sent[k] for k in ("text", "topic", "room")} == {
         "text": "Typed into the room",
         "topic": "lk.chat",
-        "room": store.room_name_for(cid),
+        "room": room_name_for(cid),
     }
     [post] = posts
     item_id = parse_qs(post.post_data or "")["item_id"][0]
@@ -181,5 +181,5 @@ async def test_the_page_joins_talks_types_over_lk_chat_and_follows_new_chat(
     new = uuid.UUID(await chat.conversation_id())
     await expect(status).to_have_attribute("data-state", "listening")
     connects = await page.evaluate("window.__lk.connects")
-    assert [c["room"] for c in connects] == [store.room_name_for(cid), store.room_name_for(new)]
-    assert await page.evaluate("window.__lk.disconnects") == [store.room_name_for(cid)]
+    assert [c["room"] for c in connects] == [room_name_for(cid), room_name_for(new)]
+    assert await page.evaluate("window.__lk.disconnects") == [room_name_for(cid)]

@@ -9,7 +9,7 @@ import pytest
 
 from chatapp.agents.inprocess import InProcessRuntime
 from chatapp.agents.offline import OfflineResponder
-from chatapp.agents.runtime import ConversationInfo
+from chatapp.conversations.agent_runtime import ConversationInfo
 from chatapp.conversations.events import AgentStateEvent, TranscriptEvent
 from chatapp.conversations.pipeline import TranscriptPipeline
 from chatapp.database import connection

@@ -26,7 +26,7 @@ from schemathesis import Case
 from schemathesis.engine import events
 from schemathesis.hooks import GLOBAL_HOOK_DISPATCHER
 
-from chatapp.conversations.service import ingest_token
+from chatapp.conversations.agent_access import ingest_token
 from tests.integration.test_bad_input import snapshot
 from tests.integration.test_live_stream import event, ingest, open_conversation
 from tests.integration.test_livekit_app import voice_app  # noqa: F401  (a fixture)

@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 
 from chatapp.accounts.service import User
-from chatapp.conversations.service import ingest_token
+from chatapp.conversations.agent_access import ingest_token
 from chatapp.database import connection
 from chatapp.history.search import _encode as encode_search_cursor
 from chatapp.history.service import encode_cursor

@@ -20,9 +20,9 @@ import httpx
 import pytest
 from livekit.agents.llm import ChatMessage
 
-from chatapp.agents.forwarder import TranscriptForwarder
-from chatapp.conversations.service import ingest_token
+from chatapp.conversations.agent_access import ingest_token
 from chatapp.database import DatabaseUnavailable, connection, is_outage
+from chatapp.livekit.forwarder import TranscriptForwarder
 from tests.integration.test_database_outage import OwnPostgres, own_postgres, wait_healthy
 from tests.integration.test_live_stream import open_conversation
 from tests.support import SECRET_KEY, AppServer, client_ip, signup

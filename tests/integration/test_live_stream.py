@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 from httpx_sse import ServerSentEvent, aconnect_sse
 
-from chatapp.conversations.service import ingest_token
+from chatapp.conversations.agent_access import ingest_token
 from chatapp.database import connection
 from tests.support import SECRET_KEY, AppServer, client_ip, signup
 

@@ -17,7 +17,7 @@ import pytest_asyncio
 from livekit import api
 
 from chatapp.conversations import store
-from chatapp.conversations.service import ingest_token
+from chatapp.conversations.agent_access import ingest_token, room_name_for
 from chatapp.database import connection
 from chatapp.livekit.metadata import DispatchMetadata
 from tests.fakes.livekit import API_KEY, API_SECRET, FakeLiveKit, room_finished, signed_webhook
@@ -58,7 +58,7 @@ def csrf(client: httpx.AsyncClient) -> dict[str, str]:
 
 
 def room(conversation_id: uuid.UUID) -> str:
-    return store.room_name_for(conversation_id)
+    return room_name_for(conversation_id)
 
 
 async def new_chat(client: httpx.AsyncClient, conversation_id: uuid.UUID) -> httpx.Response:

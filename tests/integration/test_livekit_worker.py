@@ -11,10 +11,10 @@ import httpx
 import pytest
 from livekit.agents import AgentSession
 
-from chatapp.agents.forwarder import TranscriptForwarder
 from chatapp.agents.product import TravelAgent, greeting_instructions
-from chatapp.conversations.service import ingest_token
+from chatapp.conversations.agent_access import ingest_token
 from chatapp.database import connection
+from chatapp.livekit.forwarder import TranscriptForwarder
 from tests.factories import make_conversation
 from tests.support import SECRET_KEY, AppServer, free_port
 from tests.unit.test_agents import ScriptedLLM

@@ -12,8 +12,8 @@ import pytest
 from livekit.agents import AgentSession
 from livekit.agents.types import NOT_GIVEN
 
-from chatapp.agents import worker
-from chatapp.conversations.service import ingest_token
+from chatapp.conversations.agent_access import ingest_token
+from chatapp.livekit import worker
 from chatapp.livekit.metadata import DispatchMetadata
 from chatapp.settings import get_settings
 from tests.factories import make_conversation

@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from chatapp.agents.inprocess import InProcessRuntime
-from chatapp.agents.runtime import ConversationInfo
+from chatapp.conversations.agent_runtime import ConversationInfo
 from tests.unit.test_agents import RecordingSink, Runtime, ScriptedLLM, ScriptedStream, started
 
 __all__ = ["started"]  # the fixture, shared with test_agents.py

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from chatapp.agents.inprocess import InProcessRuntime
-from chatapp.agents.runtime import ConversationInfo
 from chatapp.cli import serve_workers
+from chatapp.conversations.agent_runtime import ConversationInfo
 from chatapp.conversations.buffer import TranscriptBuffer
 from chatapp.conversations.hub import Hub, make_channels
 from chatapp.settings import SettingsError

@@ -16,7 +16,7 @@ from livekit.plugins import openai
 from chatapp.agents.inprocess import InProcessRuntime
 from chatapp.agents.models import build_llm
 from chatapp.agents.offline import OFFLINE_NOTICE, OfflineResponder, compose_reply
-from chatapp.agents.runtime import AgentStartError, ConversationInfo, StartInfo
+from chatapp.conversations.agent_runtime import AgentStartError, ConversationInfo, StartInfo
 from chatapp.conversations.events import AgentStateEvent, TranscriptEvent
 from chatapp.settings import Settings
 

@@ -14,8 +14,8 @@ from livekit import rtc
 from livekit.agents import AgentSession, llm
 from livekit.agents.voice import room_io
 
-from chatapp.agents.forwarder import ITEM_ID_ATTRIBUTE, TranscriptForwarder
 from chatapp.agents.product import TravelAgent, history_context
+from chatapp.livekit.forwarder import ITEM_ID_ATTRIBUTE, TranscriptForwarder
 from tests.unit.test_agents import ScriptedLLM
 
 URL = "http://app.test/api/conversations/c/events"

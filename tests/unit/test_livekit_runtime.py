@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 from livekit import api
 
-from chatapp.agents.runtime import AgentStartError, ConversationInfo
-from chatapp.conversations.service import ingest_token
+from chatapp.conversations.agent_access import ingest_token
+from chatapp.conversations.agent_runtime import AgentStartError, ConversationInfo
 from chatapp.livekit.metadata import DispatchMetadata
 from chatapp.livekit.runtime import REFUSED, UNREACHABLE, LiveKitRuntime, ingest_base_url
 from chatapp.settings import Settings

@@ -12,9 +12,10 @@ import jwt
 import pytest
 from livekit import api
 
+from chatapp.conversations.agent_access import conversation_for_room
 from chatapp.livekit.metadata import MAX_HISTORY_CHARS, BadMetadata, DispatchMetadata, trim_history
 from chatapp.livekit.tokens import browser_url, participant_token
-from chatapp.livekit.webhook import InvalidWebhook, conversation_for_room, verify_webhook
+from chatapp.livekit.webhook import InvalidWebhook, verify_webhook
 from chatapp.settings import Settings, SettingsError
 from tests.fakes.livekit import API_KEY, API_SECRET, room_finished, signed_webhook
 

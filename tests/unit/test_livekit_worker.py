@@ -11,9 +11,9 @@ from livekit.agents.voice import room_io
 from livekit.plugins import openai, silero
 
 from chatapp import cli
-from chatapp.agents import worker
-from chatapp.agents.forwarder import TranscriptForwarder
 from chatapp.agents.offline import OfflineResponder
+from chatapp.livekit import worker
+from chatapp.livekit.forwarder import TranscriptForwarder
 from chatapp.settings import Settings
 
 BASE = {"CHATAPP_SECRET_KEY": "s" * 40, "CHATAPP_DATA_DIR": "/nonexistent"}

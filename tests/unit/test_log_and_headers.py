@@ -11,7 +11,7 @@ from litestar import Litestar, get
 from litestar.testing import TestClient
 
 from chatapp import web
-from chatapp.agents import worker
+from chatapp.livekit import worker
 from chatapp.logfilters import AccessLogRedactor, redact_path, uvicorn_log_config
 from chatapp.security import content_security_policy
 from chatapp.settings import Settings
@@ -100,7 +100,7 @@ def test_the_dev_worker_logs_no_transcripts_even_at_debug(
     agents = logging.getLogger("livekit.agents")
     agents.debug("received user transcript", extra={"lk.pii.user_transcript": "my secret itinerary"})
     agents.info("session started", extra={"lk.pii.chat_ctx": "my secret itinerary", "room": "r"})
-    logging.getLogger("chatapp.agents.worker").debug("chatapp debug stays on")
+    logging.getLogger("chatapp.livekit.worker").debug("chatapp debug stays on")
     text = root_log.getvalue()
     assert "received user transcript" not in text
     assert "session started" in text

@@ -13,7 +13,7 @@ from livekit.agents import llm
 from chatapp.agents.inprocess import InProcessRuntime
 from chatapp.agents.models import build_llm
 from chatapp.agents.product import merge_system_messages
-from chatapp.agents.runtime import ConversationInfo
+from chatapp.conversations.agent_runtime import ConversationInfo
 from chatapp.conversations.events import AgentStateEvent
 from chatapp.settings import Settings
 from tests.fakes.openai_chat import FakeOpenAI, Reply, fake_openai

@@ -24,7 +24,7 @@ from livekit.agents.voice.events import CloseEvent, ErrorEvent
 
 from chatapp import metrics
 from chatapp.agents.product import TravelAgent, greeting_instructions
-from chatapp.agents.runtime import AgentStartError, ConversationInfo, EventSink, StartInfo
+from chatapp.conversations.agent_runtime import AgentStartError, ConversationInfo, EventSink, StartInfo
 from chatapp.conversations.events import MAX_TEXT_LENGTH, AgentState, AgentStateEvent, TranscriptEvent
 from chatapp.conversations.store import UnknownConversation
 from chatapp.database import is_outage

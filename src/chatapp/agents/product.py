@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from livekit.agents import Agent, ModelSettings, llm
 
-from chatapp.agents.runtime import ConversationInfo
+from chatapp.conversations.agent_runtime import ConversationInfo
 
 # Stored roles are the app's ("user"/"agent"); the model speaks "user"/"assistant".
 _ROLES: dict[str, Literal["user", "assistant"]] = {

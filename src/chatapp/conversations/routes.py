@@ -23,6 +23,7 @@ from chatapp import metrics
 from chatapp.accounts.service import User
 from chatapp.accounts.sessions import session_tag
 from chatapp.conversations import store
+from chatapp.conversations.agent_access import valid_ingest_token
 from chatapp.conversations.events import MAX_ITEM_ID_LENGTH, MAX_TEXT_LENGTH, TranscriptEvent, utcnow
 from chatapp.conversations.service import (
     ChatView,
@@ -30,7 +31,6 @@ from chatapp.conversations.service import (
     ConversationGone,
     ConversationService,
     IngestClosed,
-    valid_ingest_token,
 )
 from chatapp.conversations.stream import conversation_events
 from chatapp.conversations.views import Fragments, MessageView

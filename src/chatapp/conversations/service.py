@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from chatapp.agents.runtime import DEFAULT_START_FAILURE, AgentRuntime, AgentStartError, ConversationInfo, StartInfo
 from chatapp.conversations import store
+from chatapp.conversations.agent_runtime import (
+    DEFAULT_START_FAILURE,
+    AgentRuntime,
+    AgentStartError,
+    ConversationInfo,
+    StartInfo,
+)
 from chatapp.conversations.events import AgentStateEvent, TranscriptEvent
 from chatapp.conversations.hub import Hub
 from chatapp.conversations.ownership import AGENT_INTERRUPT, AGENT_TEXT, Ownership
@@ -35,15 +39,6 @@ class ConversationEnded(RuntimeError):
 
 class IngestClosed(RuntimeError):
     """The conversation ended longer ago than CHATAPP_LATE_FINAL_GRACE_SECONDS: its agent's token is spent."""
-
-
-def ingest_token(secret_key: str, conversation_id: uuid.UUID) -> str:
-    """The bearer token an out-of-process agent uses to report one conversation's transcript."""
-    return hmac.new(secret_key.encode(), f"ingest:{conversation_id}".encode(), hashlib.sha256).hexdigest()
-
-
-def valid_ingest_token(secret_key: str, conversation_id: uuid.UUID, token: str) -> bool:
-    return hmac.compare_digest(ingest_token(secret_key, conversation_id), token)
 
 
 @dataclass(frozen=True)

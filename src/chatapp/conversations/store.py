@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 
+from chatapp.conversations.agent_access import room_name_for
 from chatapp.conversations.events import Role, TranscriptEvent
 from chatapp.database import connection
 
@@ -166,10 +167,6 @@ def _utterance(conversation_id: uuid.UUID, row: Any) -> StoredUtterance:
         interrupted=row["interrupted"],
         created_at=row["created_at"],
     )
-
-
-def room_name_for(conversation_id: uuid.UUID) -> str:
-    return f"chat-{conversation_id.hex}"
 
 
 async def get_active(owner: uuid.UUID) -> Conversation | None:

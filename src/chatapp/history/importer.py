@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chatapp.conversations import store
+from chatapp.conversations.agent_access import room_name_for
 from chatapp.conversations.events import MAX_ITEM_ID_LENGTH, MAX_TEXT_LENGTH, Role
 from chatapp.database import connection
 from chatapp.history.service import MAX_TITLE_LENGTH
@@ -333,7 +334,7 @@ async def save(owner: uuid.UUID, conversations: list[Imported]) -> Result:
             row_id = await conn.fetchval(
                 INSERT_IMPORTED_SQL,
                 new_id,
-                store.room_name_for(new_id),
+                room_name_for(new_id),
                 owner,
                 c.started_at,
                 c.ended_at,

@@ -13,9 +13,10 @@ from litestar.exceptions import HTTPException, NotFoundException
 
 from chatapp.accounts.service import User
 from chatapp.conversations import store
+from chatapp.conversations.agent_access import conversation_for_room
 from chatapp.conversations.service import ConversationEnded, ConversationGone, ConversationService
 from chatapp.livekit.runtime import UNREACHABLE, LiveKitRuntime
-from chatapp.livekit.webhook import InvalidWebhook, conversation_for_room, verify_webhook
+from chatapp.livekit.webhook import InvalidWebhook, verify_webhook
 from chatapp.openapi import errors
 
 log = logging.getLogger(__name__)

@@ -17,9 +17,8 @@ import uuid
 import aiohttp
 from livekit import api
 
-from chatapp.agents.runtime import AgentStartError, ConversationInfo, StartInfo
-from chatapp.conversations.service import ingest_token
-from chatapp.conversations.store import room_name_for
+from chatapp.conversations.agent_access import ingest_token, room_name_for
+from chatapp.conversations.agent_runtime import AgentStartError, ConversationInfo, StartInfo
 from chatapp.livekit.metadata import DispatchMetadata
 from chatapp.livekit.tokens import browser_url, participant_token
 from chatapp.settings import Settings

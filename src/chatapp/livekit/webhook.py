@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import re
-import uuid
-
 from livekit import api
 from livekit.protocol.webhook import WebhookEvent
 
 from chatapp.settings import Settings
-
-_ROOM = re.compile(r"^chat-([0-9a-f]{32})$")
 
 
 class InvalidWebhook(ValueError):
@@ -31,9 +26,3 @@ def verify_webhook(settings: Settings, body: str, authorization: str) -> Webhook
     except Exception as exc:  # jwt errors, hash mismatch, unparsable body: all mean "not from our LiveKit"
         # livekit-api raises bare Exceptions with fixed texts ("hash mismatch"); never echo anything else.
         raise InvalidWebhook(str(exc) if type(exc) is Exception else type(exc).__name__) from None
-
-
-def conversation_for_room(room_name: str) -> uuid.UUID | None:
-    """The conversation a room belongs to (rooms are named `chat-<conversation id hex>`), if it is one of ours."""
-    match = _ROOM.match(room_name)
-    return uuid.UUID(hex=match.group(1)) if match else None

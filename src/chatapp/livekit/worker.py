@@ -19,10 +19,10 @@ from livekit.agents import AgentServer, AgentSession, JobContext, JobProcess, ro
 from livekit.agents.types import NOT_GIVEN
 from livekit.plugins import openai
 
-from chatapp.agents.forwarder import TranscriptForwarder
 from chatapp.agents.models import build_llm
 from chatapp.agents.product import TravelAgent, greeting_instructions
-from chatapp.agents.runtime import ConversationInfo
+from chatapp.conversations.agent_runtime import ConversationInfo
+from chatapp.livekit.forwarder import TranscriptForwarder
 from chatapp.livekit.metadata import BadMetadata, DispatchMetadata
 from chatapp.logfilters import keep_transcripts_out
 from chatapp.settings import Settings, get_settings

@@ -208,14 +208,6 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
     return app
 
 
-def create_app_from_env() -> Litestar:
-    """The app factory each `chatapp serve --workers N` worker runs: the parent put the DSN in the environment."""
-    from chatapp.cli import setup_worker_logging
-
-    setup_worker_logging()
-    return create_app(get_settings())
-
-
 async def keep_connection_state(connection: object) -> None:
     """asyncpg resets every connection it takes back (advisory locks, cursors, LISTEN, SET) with one more
     round trip. chatapp sets none of those on pooled connections; open transactions are still rolled back."""

@@ -13,10 +13,13 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from chatapp.database import DatabaseUnavailable, configure_engine, resolve_database, wait_for_database
 from chatapp.settings import Settings, SettingsError, env_values, get_settings
+
+if TYPE_CHECKING:
+    from litestar import Litestar
 
 log = logging.getLogger("chatapp")
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -155,7 +158,7 @@ def _serve_workers(settings: Settings, dsn: str, workers: int) -> None:
         }
     )
     uvicorn.run(
-        "chatapp.app:create_app_from_env",
+        "chatapp.cli:create_app_from_env",
         factory=True,
         workers=workers,
         host=settings.host,
@@ -264,9 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup_worker_logging() -> None:
-    """A uvicorn worker process starts afresh: configure logging as `main` does."""
-    _setup_logging(get_settings())
+def create_app_from_env() -> Litestar:
+    """The app factory each `chatapp serve --workers N` worker runs: the parent put the DSN in the environment.
+    A worker process starts afresh, so it configures logging as `main` does."""
+    from chatapp.app import create_app
+
+    settings = get_settings()
+    _setup_logging(settings)
+    return create_app(settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

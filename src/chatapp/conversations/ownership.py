@@ -18,15 +18,13 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import asyncpg
 
+from chatapp.conversations.agent_runtime import AgentRuntime
 from chatapp.conversations.hub import PROCESS_ID
 from chatapp.database import connection
-
-if TYPE_CHECKING:
-    from chatapp.conversations.service import ConversationService
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +136,23 @@ def build_ownership(channels: str, in_process_agent: bool) -> Ownership:
     return LeaseOwnership() if channels == "postgres" and in_process_agent else Ownership()
 
 
-async def keep_leases(service: ConversationService, interval: float = HEARTBEAT_SECONDS) -> None:
+class LocalAgents(Protocol):
+    """What the lease keeper and the command router use of the conversation service (which uses this module,
+    so it is named by its shape, not imported)."""
+
+    runtime: AgentRuntime
+    ownership: Ownership
+
+    async def adopt(self, conversation_id: uuid.UUID) -> None: ...
+
+    async def deliver_local_text(self, conversation_id: uuid.UUID, text: str) -> None: ...
+
+    async def interrupt_local(self, conversation_id: uuid.UUID) -> None: ...
+
+    async def ended_elsewhere(self, conversation_id: uuid.UUID) -> None: ...
+
+
+async def keep_leases(service: LocalAgents, interval: float = HEARTBEAT_SECONDS) -> None:
     """Heartbeat and takeover, for the life of the app: renew this process's leases, stop any agent whose
     lease another process took (this one stalled), and adopt conversations whose process died."""
     ownership = service.ownership
@@ -163,7 +177,7 @@ async def keep_leases(service: ConversationService, interval: float = HEARTBEAT_
 class CommandRouter:
     """Receives agent commands from the hub (any process may send them) and runs them on this process's agents."""
 
-    def __init__(self, service: ConversationService) -> None:
+    def __init__(self, service: LocalAgents) -> None:
         self._service = service
         self._tasks: set[asyncio.Task[None]] = set()
 

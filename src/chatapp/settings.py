@@ -172,10 +172,6 @@ class Settings:
         return self.env == "production"
 
     @property
-    def embedded_database(self) -> bool:
-        return not self.database_url
-
-    @property
     def secure_cookies(self) -> bool:
         return self.public_url.startswith("https://") or self.production
 

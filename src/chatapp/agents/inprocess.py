@@ -25,7 +25,8 @@ from livekit.agents.voice.events import CloseEvent, ErrorEvent
 from chatapp import metrics
 from chatapp.agents.product import TravelAgent, greeting_instructions
 from chatapp.conversations.agent_runtime import AgentStartError, ConversationInfo, EventSink, StartInfo
-from chatapp.conversations.events import MAX_TEXT_LENGTH, AgentState, AgentStateEvent, TranscriptEvent
+from chatapp.conversations.assembler import TranscriptAssembler
+from chatapp.conversations.events import AgentState, AgentStateEvent, TranscriptEvent
 from chatapp.conversations.store import UnknownConversation
 from chatapp.database import is_outage
 
@@ -42,13 +43,10 @@ _Event = TranscriptEvent | AgentStateEvent
 
 @dataclass
 class _Reply:
-    """One agent reply being streamed: a stable item id and the text so far."""
+    """One agent reply being streamed: its transcript (item id, text so far, one final) and how its turn went."""
 
-    item_id: str
-    text: str = ""
-    reported: str = ""  # the text of the last interim sent
+    transcript: TranscriptAssembler
     speaking: bool = False
-    finished: bool = False
     error: str = ""
     handle: SpeechHandle | None = None
     stop_requested: bool = False  # the person pressed Stop (maybe before the turn's speech even existed)
@@ -104,7 +102,7 @@ class _Conversation:
         """Stop the reply being generated; it ends as an interrupted final with what it said so far.
         False when the agent is not replying."""
         reply = self._reply
-        if reply is None or reply.finished or self.closing:
+        if reply is None or reply.transcript.finished or self.closing:
             return False
         reply.stop_requested = True
         if reply.handle is not None and not reply.handle.done():
@@ -120,8 +118,8 @@ class _Conversation:
         if self._worker is not None:
             await _finish(self._worker, self.id)
         reply = self._reply
-        if reply is not None and not reply.finished:
-            self._finish_reply(reply, reply.text, interrupted=True)
+        if reply is not None and not reply.transcript.finished:
+            self._finish_reply(reply, reply.transcript.text, interrupted=True)
         await _quietly(self._llm.aclose(), "llm close", self.id)
         self._outbox.put_nowait(None)
         if self._emitter is not None:
@@ -156,7 +154,7 @@ class _Conversation:
 
     async def _respond(self, *, user_input: str | None = None, instructions: str | None = None) -> None:
         """One turn, start to finish: thinking, streamed interims, one final, then idle or unavailable."""
-        reply = self._reply = _Reply(item_id=f"agent-{uuid.uuid4().hex}")
+        reply = self._reply = _Reply(TranscriptAssembler(f"agent-{uuid.uuid4().hex}"))
         self._state("thinking")
         try:
             if self._session is None or self._session_lost:
@@ -176,15 +174,15 @@ class _Conversation:
                 return
             logger.exception("agent turn failed", extra={"conversation_id": str(self.id)})
             reply.error = describe_error(exc)
-            self._finish_reply(reply, reply.text, interrupted=False)
+            self._finish_reply(reply, reply.transcript.text, interrupted=False)
             self._state("unavailable", FAILED_DETAIL.format(error=reply.error))
             return
         said = [m for m in handle.chat_items if isinstance(m, llm.ChatMessage) and m.role == "assistant"]
-        text = " ".join(m.text_content or "" for m in said) if said else reply.text
+        text = " ".join(m.text_content or "" for m in said) if said else reply.transcript.text
         interrupted = any(m.interrupted for m in said) if said else handle.interrupted
         if reply.stop_requested:
             # What reached the screen is what was said: text LiveKit generated after Stop is not kept.
-            text, interrupted = reply.reported, True
+            text, interrupted = reply.transcript.reported, True
         self._finish_reply(reply, text, interrupted=interrupted)
         if self.closing:
             return
@@ -193,7 +191,7 @@ class _Conversation:
         if reply.error:
             logger.warning(
                 "agent reply failed",
-                extra={"conversation_id": str(self.id), "item_id": reply.item_id, "error": reply.error},
+                extra={"conversation_id": str(self.id), "item_id": reply.transcript.item_id, "error": reply.error},
             )
             self._state("unavailable", FAILED_DETAIL.format(error=reply.error))
         else:
@@ -202,27 +200,21 @@ class _Conversation:
     def on_text(self, delta: str) -> None:
         """A piece of the current reply: report the whole text so far as an interim."""
         reply = self._reply
-        if reply is None or reply.finished or reply.stop_requested:
+        if reply is None or reply.transcript.finished or reply.stop_requested:
             logger.debug("agent text outside a turn dropped", extra={"conversation_id": str(self.id)})
             return
-        reply.text += delta
-        text = reply.text.strip()
-        if not text or text == reply.reported:
+        if (text := reply.transcript.add(delta)) is None:
             return
         if not reply.speaking:
             reply.speaking = True
             self._state("speaking")
-        reply.reported = text
-        self._put(TranscriptEvent(self.id, reply.item_id, "agent", text[:MAX_TEXT_LENGTH], final=False))
+        self._put(TranscriptEvent(self.id, reply.transcript.item_id, "agent", text, final=False))
 
     def _finish_reply(self, reply: _Reply, text: str, *, interrupted: bool) -> None:
         """Exactly one final per reply that said anything, with the reply's item id."""
-        if reply.finished:
-            return
-        reply.finished = True
-        text = (text.strip() or reply.reported)[:MAX_TEXT_LENGTH]
-        if text:
-            self._put(TranscriptEvent(self.id, reply.item_id, "agent", text, final=True, interrupted=interrupted))
+        if (final := reply.transcript.finish(text)) is not None:
+            item_id = reply.transcript.item_id
+            self._put(TranscriptEvent(self.id, item_id, "agent", final, final=True, interrupted=interrupted))
 
     def _on_error(self, event: ErrorEvent) -> None:
         # A recoverable error is one LiveKit retries (a 429 or 500 once): the turn may still be answered.

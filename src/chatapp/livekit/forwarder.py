@@ -203,9 +203,10 @@ class TranscriptForwarder:
                 self._item_ids[item.id] = item_id
                 self._final(item_id, role, text, bool(getattr(item, "interrupted", False)), _created(item))
                 missing += 1
-        for current, role in ((self._user, "user"), (self._reply, "agent")):
-            if current is not None and current.reported and current.item_id not in self._finals:
-                self._final(current.item_id, role, current.reported, True, utcnow())  # type: ignore[arg-type]
+        still_open: list[tuple[TranscriptAssembler | None, Role]] = [(self._user, "user"), (self._reply, "agent")]
+        for current, role in still_open:
+            if current is not None and current.item_id not in self._finals and (said := current.finish()):
+                self._final(current.item_id, role, said, True, utcnow())  # cut off: what was shown so far
                 missing += 1
         self._user = self._reply = None
         return missing

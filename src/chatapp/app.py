@@ -89,6 +89,8 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
         raise DatabaseUnavailable("no database: run `chatapp serve`, or set DATABASE_URL")
 
     templates = JinjaTemplateEngine(directory=TEMPLATES_DIR)
+    # Templates do not change under a running server; checking their mtimes cost a stat() per template per render.
+    templates.engine.auto_reload = False
     templates.engine.globals["status_labels"] = STATUS_LABELS
     templates.engine.globals["voice_enabled"] = settings.livekit_configured
     templates.engine.globals["static_url"] = assets.static_url

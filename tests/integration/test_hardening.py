@@ -18,8 +18,7 @@ import pytest
 from chatapp.accounts.service import get_user
 from chatapp.database import connection
 from tests.factories import make_saved
-from tests.integration.test_live_stream import open_conversation
-from tests.support import AppServer, client_ip, signup
+from tests.support import AppServer, client_ip, open_conversation, signup
 
 SHARE_LINK = re.compile(r'value="http[^"]+(/s/[^"]+)"')
 

@@ -19,8 +19,7 @@ import pytest_asyncio
 
 from chatapp.accounts.service import SIGNUP_REFUSED
 from chatapp.database import connection
-from tests.integration.test_live_stream import open_conversation
-from tests.support import PASSWORD, AppServer, client_ip, form_token, signup, unique_email
+from tests.support import PASSWORD, AppServer, client_ip, form_token, open_conversation, signup, unique_email
 
 LIMITS = {
     "CHATAPP_AUTH_RATE_LIMIT": "4",

@@ -9,8 +9,7 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from chatapp.database import connection
-from tests.integration.test_live_stream import open_conversation
-from tests.support import signup
+from tests.support import open_conversation, signup
 
 
 def htmx(client: httpx.AsyncClient) -> dict[str, str]:

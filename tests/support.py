@@ -196,7 +196,13 @@ def browser() -> httpx.AsyncClient:
 
 
 def htmx(client: httpx.AsyncClient) -> dict[str, str]:
+    """The headers of an htmx request with the CSRF token from the client's cookie."""
     return {"HX-Request": "true", "x-csrftoken": str(client.cookies.get("csrftoken"))}
+
+
+def csrf(client: httpx.AsyncClient) -> dict[str, str]:
+    """The CSRF header alone (a plain, non-htmx form or JSON request)."""
+    return {"x-csrftoken": str(client.cookies.get("csrftoken"))}
 
 
 async def wait_for(condition: object, timeout: float = ANSWER_WITHIN) -> None:

@@ -26,8 +26,10 @@ from tests.support import (
     SECRET_KEY,
     AppServer,
     client_ip,
+    csrf,
     event,
     form_token,
+    htmx,
     ingest,
     open_conversation,
     signup,
@@ -36,14 +38,6 @@ from tests.support import (
 )
 
 Send = Callable[[httpx.AsyncClient, uuid.UUID, str], Awaitable[httpx.Response]]
-
-
-def htmx(client: httpx.AsyncClient) -> dict[str, str]:
-    return {"HX-Request": "true", "x-csrftoken": str(client.cookies.get("csrftoken"))}
-
-
-def csrf(client: httpx.AsyncClient) -> dict[str, str]:
-    return {"x-csrftoken": str(client.cookies.get("csrftoken"))}
 
 
 def message_of(response: httpx.Response) -> str:

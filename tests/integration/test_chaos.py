@@ -18,11 +18,9 @@ import httpx
 import pytest
 
 from chatapp.database import DatabaseUnavailable, connection, is_outage
-from tests.support import AppServer, client_ip, open_conversation, signup
+from tests.support import READY, AppServer, client_ip, htmx, open_conversation, signup
 from tests.support_forwarder import FINALS, Feeder, forwarder_for, forwarding
 from tests.support_postgres import OwnPostgres, wait_healthy
-
-READY = 60.0  # seconds for a server to (re)start: imports are slow when the shared machine is busy
 
 
 class Timed(httpx.AsyncHTTPTransport):
@@ -65,10 +63,6 @@ def assert_exactly_once(rows: list[tuple[int, str, str]], feeder: Feeder) -> Non
 
 def browser(url: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=url, headers={"X-Forwarded-For": client_ip()}, timeout=15.0)
-
-
-def htmx(client: httpx.AsyncClient) -> dict[str, str]:
-    return {"HX-Request": "true", "x-csrftoken": str(client.cookies.get("csrftoken"))}
 
 
 @pytest.mark.slow

@@ -14,13 +14,9 @@ from chatapp.conversations import store
 from chatapp.database import connection
 from chatapp.history.service import saved_page
 from tests.factories import make_saved
-from tests.support import ITEM, NEXT, AppServer, person, signup
+from tests.support import ITEM, NEXT, AppServer, htmx, person, signup
 
 LOAD_MORE = re.compile(r'data-testid="load-more"|hx-get="(/history\?[^"]+)"')
-
-
-def htmx(client: httpx.AsyncClient) -> dict[str, str]:
-    return {"x-csrftoken": str(client.cookies.get("csrftoken")), "HX-Request": "true"}
 
 
 async def walk_pages(client: httpx.AsyncClient, between: object = None) -> tuple[list[str], list[str]]:

@@ -20,7 +20,7 @@ from chatapp.conversations.service import ingest_token
 from chatapp.database import connection
 from chatapp.livekit.metadata import DispatchMetadata
 from tests.fakes.livekit import API_KEY, API_SECRET, APP_TIMEOUT, FakeLiveKit, room_finished, signed_webhook
-from tests.support import SECRET_KEY, AppServer, client_ip, open_conversation, signup
+from tests.support import SECRET_KEY, AppServer, client_ip, csrf, open_conversation, signup
 
 TIMEOUT = APP_TIMEOUT  # the voice_app server's LiveKit timeout
 PANEL_TOKEN = re.compile(r'data-livekit-token="([^"]+)"')
@@ -34,10 +34,6 @@ async def client(voice_app: AppServer, fake: FakeLiveKit) -> AsyncIterator[httpx
     ) as http:
         await signup(http)
         yield http
-
-
-def csrf(client: httpx.AsyncClient) -> dict[str, str]:
-    return {"x-csrftoken": str(client.cookies.get("csrftoken"))}
 
 
 def room(conversation_id: uuid.UUID) -> str:

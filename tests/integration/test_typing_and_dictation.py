@@ -9,11 +9,7 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from chatapp.database import connection
-from tests.support import open_conversation, signup
-
-
-def htmx(client: httpx.AsyncClient) -> dict[str, str]:
-    return {"HX-Request": "true", "x-csrftoken": str(client.cookies.get("csrftoken"))}
+from tests.support import htmx, open_conversation, signup
 
 
 async def user_rows(conversation_id: uuid.UUID) -> list[tuple[str, str]]:

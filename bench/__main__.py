@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import history, live, newchat, streams
-from bench.common import BenchEnv, Report, bench_database, format_report, machine_facts, migrate
+from bench.kit.machine import BenchEnv, bench_database, machine_facts, migrate
+from bench.kit.tables import Report, format_report
 
 Benchmark = Callable[[BenchEnv], Awaitable[Report]]
 

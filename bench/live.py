@@ -20,28 +20,12 @@ from dataclasses import dataclass, field
 import asyncpg
 import httpx
 
-from bench.common import (
-    AppServer,
-    BenchEnv,
-    CpuMeter,
-    HttpConnection,
-    HttpPool,
-    LoopLag,
-    Report,
-    Row,
-    env_float,
-    ingest_auth,
-    ingest_body,
-    ms,
-    open_chat,
-    per_second,
-    percentile,
-    running_app,
-    signup,
-    sleep_until,
-    times,
-    verdict,
-)
+from bench.kit.cpu import CpuMeter
+from bench.kit.http import HttpConnection, HttpPool, ingest_body
+from bench.kit.machine import BenchEnv, env_float
+from bench.kit.server import AppServer, ingest_auth, open_chat, running_app, signup
+from bench.kit.tables import Report, Row, ms, per_second, times, verdict
+from bench.kit.timing import LoopLag, percentile, sleep_until
 
 CONVERSATIONS = int(env_float("BENCH_CONVERSATIONS", 50))
 RATE = env_float("BENCH_RATE", 200.0)

@@ -24,39 +24,25 @@ from urllib.parse import urlencode
 import asyncpg
 import httpx
 
-from bench.common import (
+from bench.kit.cpu import CpuMeter
+from bench.kit.http import HttpConnection, HttpReply, ingest_body
+from bench.kit.machine import BenchEnv, env_float
+from bench.kit.server import CHAT_PANEL_ID, AppServer, cookie_header, ingest_auth, open_chat, running_app, signup
+from bench.kit.statements import (
     BEGIN,
-    CHAT_PANEL_ID,
     COMMIT,
     SESSION_READ,
-    AppServer,
-    BenchEnv,
-    CpuMeter,
-    HttpConnection,
-    HttpReply,
-    LoopLag,
-    Report,
-    Row,
     StatementLog,
-    cookie_header,
     describe_statements,
-    env_float,
-    ingest_auth,
-    ingest_body,
     login_session_row,
-    ms,
-    open_chat,
-    percentile,
-    running_app,
-    sentence,
-    signup,
     sql_key,
     statement_facts,
     statement_log,
     statement_mismatch,
-    times,
-    verdict,
 )
+from bench.kit.tables import Report, Row, ms, times, verdict
+from bench.kit.text import sentence
+from bench.kit.timing import LoopLag, percentile
 from chatapp.conversations import store
 from chatapp.conversations.agent_access import room_name_for
 from chatapp.conversations.store import make_title

@@ -27,22 +27,11 @@ import asyncpg
 import httpx
 import psutil
 
-from bench.common import (
-    ROOT,
-    BenchEnv,
-    HttpConnection,
-    Report,
-    Row,
-    env_float,
-    free_port,
-    ms,
-    open_chat,
-    percentile,
-    running_app,
-    signup,
-    times,
-    verdict,
-)
+from bench.kit.http import HttpConnection
+from bench.kit.machine import ROOT, BenchEnv, env_float
+from bench.kit.server import free_port, open_chat, running_app, signup
+from bench.kit.tables import Report, Row, ms, times, verdict
+from bench.kit.timing import percentile
 
 STREAMS = int(env_float("BENCH_STREAMS", 5000))
 OPEN_CONCURRENCY = int(env_float("BENCH_STREAMS_CONCURRENCY", 50))

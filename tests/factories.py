@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 from chatapp.accounts.service import User, create_user
 from chatapp.conversations import store
@@ -68,3 +69,37 @@ async def make_saved(
             )
         await store.refresh_search_doc(conn, conversation_id)
     return conversation_id
+
+
+def chatgpt_conversation(conversation_id: str = "c0ffee-1", title: str = "Packing for Iceland") -> dict[str, Any]:
+    def node(node_id: str, parent: str | None, children: list[str], role: str | None, text: str, at: float) -> Any:
+        message = None
+        if role:
+            message = {
+                "id": node_id,
+                "author": {"role": role},
+                "create_time": at,
+                "content": {"content_type": "text", "parts": [text]},
+            }
+        return {"id": node_id, "message": message, "parent": parent, "children": children}
+
+    t = 1_700_000_000.0
+    mapping = {
+        "root": node("root", None, ["sys"], None, "", t),
+        "sys": node("sys", "root", ["u1"], "system", "You are ChatGPT.", t),
+        "u1": node("u1", "sys", ["a1-old", "a1"], "user", "What should I pack for Iceland in March?", t + 10),
+        "a1-old": node("a1-old", "u1", [], "assistant", "A regenerated answer nobody kept.", t + 20),
+        "a1": node("a1", "u1", ["tool", "u2"], "assistant", "Layers, a waterproof shell and crampons.", t + 30),
+        "tool": node("tool", "a1", [], "tool", "search results", t + 31),
+        "u2": node("u2", "a1", ["a2"], "user", "And for the Blue Lagoon?", t + 40),
+        "a2": node("a2", "u2", [], "assistant", "A swimsuit and conditioner.", t + 50),
+    }
+    return {
+        "title": title,
+        "create_time": t,
+        "update_time": t + 60,
+        "mapping": mapping,
+        "current_node": "a2",
+        "id": conversation_id,
+        "conversation_id": conversation_id,
+    }

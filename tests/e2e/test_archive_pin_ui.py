@@ -9,7 +9,7 @@ from pathlib import Path
 from playwright.async_api import BrowserContext, expect
 
 from chatapp.database import connection
-from tests.e2e.test_history_ui import signed_up_with_history
+from tests.e2e.pages import signed_up_with_history
 from tests.support import AppServer
 
 

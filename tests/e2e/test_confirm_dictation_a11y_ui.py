@@ -10,8 +10,7 @@ from playwright.async_api import BrowserContext, Dialog, expect
 
 from chatapp.conversations import store
 from chatapp.database import connection
-from tests.e2e.pages import ChatPage
-from tests.e2e.test_history_ui import signed_up_with_history
+from tests.e2e.pages import ChatPage, signed_up_with_history
 from tests.support import AppServer
 
 # A stand-in for the Web Speech API: the test drives it as the browser's recogniser would.

@@ -13,8 +13,8 @@ from playwright.async_api import BrowserContext, expect
 
 from chatapp.database import connection
 from tests.e2e.pages import ChatPage
-from tests.integration.test_chaos import READY, Feeder, forwarder_for, forwarding
-from tests.support import AppServer
+from tests.support import READY, AppServer
+from tests.support_forwarder import Feeder, forwarder_for, forwarding
 
 FINALS = 60
 

@@ -7,17 +7,10 @@ from typing import Any
 
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, expect
 
-from tests.e2e.pages import ChatPage
+from tests.e2e.pages import WATCH_VIOLATIONS, ChatPage
 from tests.support import AppServer
 
 # Recorded from the first script on every page, before the app's own scripts run.
-WATCH_VIOLATIONS = """
-window.__cspViolations = [];
-document.addEventListener("securitypolicyviolation", function (e) {
-  var where = e.target && e.target.outerHTML ? e.target.outerHTML.slice(0, 120) : "";
-  window.__cspViolations.push([e.violatedDirective, e.blockedURI || "inline", e.sourceFile || "", where].join(" "));
-});
-"""
 
 
 class Watched:

@@ -3,39 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from playwright.async_api import Browser, BrowserContext, expect
 
-from chatapp.accounts.service import get_user
 from chatapp.database import connection
-from tests.e2e.pages import ChatPage
-from tests.factories import make_saved
+from tests.e2e.pages import signed_up_with_history
 from tests.support import AppServer
-
-
-async def signed_up_with_history(
-    context: BrowserContext, app_server: AppServer, count: int
-) -> tuple[ChatPage, list[str]]:
-    chat = ChatPage(await context.new_page(), app_server.url)
-    email = await chat.signup()
-    async with connection() as conn:
-        user = await get_user(await conn.fetchval("SELECT id FROM user_account WHERE email = $1", email))
-    assert user is not None
-    now = datetime.now(UTC)
-    ids = [
-        str(
-            await make_saved(
-                user,
-                f"Trip {n:02d}",
-                now - timedelta(hours=20 * n),
-                [("user", f"Trip {n:02d} to Kyoto" if n == 7 else f"Trip {n:02d}")],
-            )
-        )
-        for n in range(count)
-    ]
-    return chat, ids
 
 
 async def test_scrolling_loads_the_next_page_and_search_narrows(

@@ -13,9 +13,8 @@ import pytest_asyncio
 from playwright.async_api import BrowserContext, Page, expect
 
 from chatapp.database import connection
-from tests.e2e.pages import ChatPage
-from tests.e2e.test_ux_polish_ui import axe_violations
-from tests.integration.test_import import chatgpt_conversation
+from tests.e2e.pages import ChatPage, axe_violations
+from tests.factories import chatgpt_conversation
 from tests.support import PASSWORD, AppServer, client_ip
 
 NEW_PASSWORD = "a much longer new passphrase"

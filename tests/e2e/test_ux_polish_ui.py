@@ -9,19 +9,16 @@ from typing import Any, Literal
 
 import httpx
 import pytest
-from playwright.async_api import BrowserContext, Page, expect
+from playwright.async_api import BrowserContext, expect
 
 from chatapp.accounts.service import User, get_user
 from chatapp.conversations import store
 from chatapp.conversations.agent_access import ingest_token
 from chatapp.database import connection
 from chatapp.history import sharing
-from tests.e2e.pages import ChatPage
+from tests.e2e.pages import ChatPage, axe_violations
 from tests.factories import make_saved
 from tests.support import SECRET_KEY, AppServer, client_ip
-
-AXE = Path(__file__).parent / "vendor" / "axe.min.js"
-ALWAYS = {"scrollable-region-focusable", "aria-prohibited-attr", "color-contrast"}
 
 
 async def user_of(email: str) -> User:
@@ -45,24 +42,6 @@ async def ingest(app_server: AppServer, conversation_id: str, lines: list[tuple[
             headers={"Authorization": f"Bearer {ingest_token(SECRET_KEY, cid)}"},
         )
     assert response.status_code == 200, response.text
-
-
-async def axe_violations(page: Page) -> list[dict[str, Any]]:
-    """axe-core's violations that matter here: the three named rules and anything serious or critical."""
-    await page.add_script_tag(path=str(AXE))
-    # axe files an aria-label on a role-less element under "incomplete": for the named rules that counts too.
-    found: list[dict[str, Any]] = await page.evaluate(
-        """async () => { const r = await axe.run(document, {resultTypes: ['violations', 'incomplete']});
-             const one = (v, kind) => ({kind, id: v.id, impact: v.impact,
-                                        nodes: v.nodes.slice(0, 3).map(n => n.target.join(' '))});
-             return r.violations.map(v => one(v, 'violation')).concat(r.incomplete.map(v => one(v, 'incomplete'))); }"""
-    )
-    return [
-        v
-        for v in found
-        if (v["kind"] == "violation" and (v["id"] in ALWAYS or v["impact"] in ("serious", "critical")))
-        or (v["kind"] == "incomplete" and v["id"] in ALWAYS - {"color-contrast"})
-    ]
 
 
 async def test_new_chat_in_another_tab_keeps_the_draft_and_says_so(

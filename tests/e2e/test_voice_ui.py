@@ -13,8 +13,7 @@ from playwright.async_api import BrowserContext, Request, expect
 
 from chatapp.conversations.agent_access import room_name_for
 from chatapp.database import connection
-from tests.e2e.pages import ChatPage
-from tests.e2e.test_csp_ui import WATCH_VIOLATIONS
+from tests.e2e.pages import WATCH_VIOLATIONS, ChatPage
 from tests.fakes.livekit import API_KEY, API_SECRET, FakeLiveKit
 from tests.support import AppServer
 

@@ -28,8 +28,13 @@ from livekit import api
 from livekit.api.access_token import Claims
 from livekit.protocol.webhook import WebhookEvent
 
+from chatapp.settings import Settings
+from tests.support import SECRET_KEY
+
 API_KEY = "fake-api-key"
 API_SECRET = "fake-api-secret-long-enough-for-hs256-0123456789"  # PyJWT warns below 32 bytes
+RUNTIME_TIMEOUT = 0.5  # seconds: the LiveKit timeout of make_settings (the runtime unit tests)
+APP_TIMEOUT = 1.0  # seconds: the LiveKit timeout of the voice_app server
 
 _STATUS = {
     "invalid_argument": 400,
@@ -315,3 +320,20 @@ def signed_webhook(
 
 def room_finished(room_name: str) -> WebhookEvent:
     return WebhookEvent(event="room_finished", room=api.Room(name=room_name, sid="RM_x"), id=f"EV_{time.time_ns()}")
+
+
+def make_settings(fake: FakeLiveKit, **env: str) -> Settings:
+    """Settings of an app process whose LiveKit is `fake`, with a short LiveKit timeout."""
+    return Settings.from_env(
+        {
+            "CHATAPP_SECRET_KEY": SECRET_KEY,
+            "CHATAPP_DATA_DIR": "/nonexistent",
+            "CHATAPP_PUBLIC_URL": "https://chat.example.com",
+            "LIVEKIT_URL": fake.url,
+            "LIVEKIT_API_KEY": API_KEY,
+            "LIVEKIT_API_SECRET": API_SECRET,
+            "CHATAPP_LIVEKIT_TIMEOUT": str(RUNTIME_TIMEOUT),
+            "CHATAPP_AGENT_NAME": "test-agent",
+        }
+        | env
+    )

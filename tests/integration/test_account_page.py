@@ -17,10 +17,8 @@ import httpx
 from chatapp.accounts.service import get_user
 from chatapp.database import connection
 from tests.factories import make_saved
-from tests.integration.test_history import person
-from tests.integration.test_live_stream import open_conversation
-from tests.integration.test_stream_session import open_stream
-from tests.support import PASSWORD, AppServer, client_ip, form_token
+from tests.support import PASSWORD, AppServer, client_ip, form_token, open_conversation, person
+from tests.support_stream import open_stream
 
 NEW_PASSWORD = "a much longer new passphrase"
 

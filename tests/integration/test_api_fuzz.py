@@ -27,10 +27,7 @@ from schemathesis.engine import events
 from schemathesis.hooks import GLOBAL_HOOK_DISPATCHER
 
 from chatapp.conversations.agent_access import ingest_token
-from tests.integration.test_bad_input import snapshot
-from tests.integration.test_live_stream import event, ingest, open_conversation
-from tests.integration.test_livekit_app import voice_app  # noqa: F401  (a fixture)
-from tests.support import SECRET_KEY, AppServer, client_ip, signup
+from tests.support import SECRET_KEY, AppServer, client_ip, event, ingest, open_conversation, signup, snapshot
 
 INGEST = "/api/conversations/{conversation_id}/events"
 WITH_SESSION_ID = ("/api/users/sessions/{session_id}",)
@@ -152,7 +149,7 @@ async def test_api_answers_as_documented(app_server: AppServer) -> None:
     assert not failures, "\n\n".join(failures)
 
 
-async def test_voice_api_answers_as_documented(voice_app: AppServer) -> None:  # noqa: F811  (the fixture)
+async def test_voice_api_answers_as_documented(voice_app: AppServer) -> None:
     """With LiveKit configured (a fake LiveKit server), /livekit/token joins the schema."""
     account = await sign_up_with_a_conversation(voice_app)
     operations, failures = await asyncio.to_thread(fuzz, served_schema(voice_app, account), account)
@@ -212,7 +209,7 @@ async def test_the_schema_is_the_json_api_with_its_real_errors(client: httpx.Asy
     assert operations[f"POST {SAVE}"]["security"] == [{"sessionCookie": [], "csrf": []}]
 
 
-async def test_the_token_api_answers_errors_in_json(voice_app: AppServer) -> None:  # noqa: F811  (the fixture)
+async def test_the_token_api_answers_errors_in_json(voice_app: AppServer) -> None:
     """Found by the fuzzer: /livekit/token is JSON but, outside /api/, answered errors as pages (a 303 to the
     login page when signed out) unless the client asked for JSON."""
     async with httpx.AsyncClient(base_url=voice_app.url, headers={"X-Forwarded-For": client_ip()}) as anonymous:

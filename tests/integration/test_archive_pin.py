@@ -18,9 +18,7 @@ from chatapp.conversations import store
 from chatapp.database import connection
 from chatapp.history.service import ARCHIVED_PAGE_SQL, PINNED_SQL, SAVED_PAGE_SQL
 from tests.factories import make_saved
-from tests.integration.test_history import ITEM, NEXT, csrf, person
-from tests.integration.test_live_stream import event, ingest, open_conversation
-from tests.support import AppServer
+from tests.support import ITEM, NEXT, AppServer, event, htmx, ingest, open_conversation, person
 
 PINNED_ITEM = re.compile(r'data-conversation-id="([0-9a-f-]{36})" class="history-item is-pinned"')
 
@@ -32,12 +30,12 @@ async def flags(cid: uuid.UUID) -> tuple[bool, bool]:
 
 
 async def pin(client: httpx.AsyncClient, cid: uuid.UUID, value: bool = True, **form: str) -> httpx.Response:
-    return await client.post(f"/history/{cid}/pin", data={"pinned": str(value).lower(), **form}, headers=csrf(client))
+    return await client.post(f"/history/{cid}/pin", data={"pinned": str(value).lower(), **form}, headers=htmx(client))
 
 
 async def archive(client: httpx.AsyncClient, cid: uuid.UUID, value: bool = True, **form: str) -> httpx.Response:
     data = {"archived": str(value).lower(), **form}
-    return await client.post(f"/history/{cid}/archive", data=data, headers=csrf(client))
+    return await client.post(f"/history/{cid}/archive", data=data, headers=htmx(client))
 
 
 async def listed(client: httpx.AsyncClient, path: str = "/history") -> list[str]:
@@ -190,7 +188,7 @@ async def test_bad_input_is_refused_and_changes_nothing(app_server: AppServer) -
     async with person(app_server) as (client, user):
         (cid,) = await some_saved(user, 1)
         for data in ({"pinned": "yes"}, {}, {"pinned": ["true", "false"]}):
-            response = await client.post(f"/history/{cid}/pin", data=data, headers=csrf(client))
+            response = await client.post(f"/history/{cid}/pin", data=data, headers=htmx(client))
             assert response.status_code == 422, data
         bad_view = await archive(client, cid, back="list", view="trash")
         assert bad_view.status_code == 400
@@ -198,7 +196,7 @@ async def test_bad_input_is_refused_and_changes_nothing(app_server: AppServer) -
         assert (await pin(client, cid, back="list", q="bad\x07")).status_code == 422
         assert (await client.get("/history?view=trash")).status_code == 400
         assert await flags(cid) == (False, False)
-        as_json = await client.post(f"/history/{cid}/pin", json={"pinned": "true"}, headers=csrf(client))
+        as_json = await client.post(f"/history/{cid}/pin", json={"pinned": "true"}, headers=htmx(client))
         assert as_json.status_code in (400, 415)
         assert await flags(cid) == (False, False)
         active = await open_conversation(client)

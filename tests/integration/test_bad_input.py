@@ -21,18 +21,23 @@ from chatapp.database import connection
 from chatapp.history.search import _encode as encode_search_cursor
 from chatapp.history.service import encode_cursor
 from tests.factories import make_saved
-from tests.integration.test_live_stream import event, ingest, open_conversation
-from tests.support import PASSWORD, SECRET_KEY, AppServer, client_ip, form_token, signup, unique_email
+from tests.support import (
+    PASSWORD,
+    SECRET_KEY,
+    AppServer,
+    client_ip,
+    csrf,
+    event,
+    form_token,
+    htmx,
+    ingest,
+    open_conversation,
+    signup,
+    snapshot,
+    unique_email,
+)
 
 Send = Callable[[httpx.AsyncClient, uuid.UUID, str], Awaitable[httpx.Response]]
-
-
-def htmx(client: httpx.AsyncClient) -> dict[str, str]:
-    return {"HX-Request": "true", "x-csrftoken": str(client.cookies.get("csrftoken"))}
-
-
-def csrf(client: httpx.AsyncClient) -> dict[str, str]:
-    return {"x-csrftoken": str(client.cookies.get("csrftoken"))}
 
 
 def message_of(response: httpx.Response) -> str:
@@ -42,18 +47,6 @@ def message_of(response: httpx.Response) -> str:
     if "hx-trigger" in response.headers:
         return str(json.loads(response.headers["hx-trigger"])["toast"]["message"])
     return response.text
-
-
-async def snapshot(conversation_id: uuid.UUID) -> tuple[Any, ...]:
-    """What a bad request could have changed about a conversation: whether it ended, its title, and the
-    person's utterances (the in-process agent may greet meanwhile, so its lines are left out)."""
-    async with connection() as conn:
-        row = await conn.fetchrow("SELECT ended_at, title FROM chat_session WHERE id = $1", conversation_id)
-        rows = await conn.fetch(
-            "SELECT item_id, role, text FROM utterance WHERE session = $1 AND role = 'user'", conversation_id
-        )
-    assert row is not None
-    return tuple(row), sorted(tuple(r) for r in rows)
 
 
 async def me(client: httpx.AsyncClient) -> User:

@@ -4,57 +4,23 @@ while the app is killed (kill -9) or its PostgreSQL stops, and every final ends 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
-from livekit.agents.llm import ChatMessage
 
-from chatapp.conversations.agent_access import ingest_token
 from chatapp.database import DatabaseUnavailable, connection, is_outage
-from chatapp.livekit.forwarder import TranscriptForwarder
-from tests.integration.test_database_outage import OwnPostgres, own_postgres, wait_healthy
-from tests.integration.test_live_stream import open_conversation
-from tests.support import SECRET_KEY, AppServer, client_ip, signup
-
-__all__ = ["own_postgres"]  # the module-scoped fixture, shared with the outage tests
-
-READY = 60.0  # seconds for a server to (re)start: imports are slow when the shared machine is busy
-FINALS = 200
-RATE = 50.0  # finals per second
-
-
-@dataclass
-class Feeder:
-    """Feeds the real forwarder `FINALS` committed messages, alternating user and agent, at `RATE` per second,
-    as a session's `conversation_item_added` would; `sent` is every item id the forwarder was given."""
-
-    forwarder: TranscriptForwarder
-    sent: list[str] = field(default_factory=list)
-    texts: dict[str, str] = field(default_factory=dict)
-
-    async def run(self, count: int = FINALS, started: asyncio.Event | None = None, at: int = 0) -> None:
-        for n in range(count):
-            role = "user" if n % 2 == 0 else "assistant"
-            text = f"final number {n} of the chaos test"
-            message = ChatMessage(role=role, content=[text])
-            self.forwarder.on_item_added(message)
-            item_id = f"{'user' if role == 'user' else 'agent'}-{message.id}"
-            self.sent.append(item_id)
-            self.texts[item_id] = text
-            if started is not None and n == at:
-                started.set()
-            await asyncio.sleep(1 / RATE)
+from tests.support import READY, AppServer, client_ip, htmx, open_conversation, signup
+from tests.support_forwarder import FINALS, Feeder, forwarder_for, forwarding
+from tests.support_postgres import OwnPostgres, wait_healthy
 
 
 class Timed(httpx.AsyncHTTPTransport):
@@ -77,19 +43,6 @@ class Timed(httpx.AsyncHTTPTransport):
         return response
 
 
-def forwarder_for(base_url: str, cid: uuid.UUID, client: httpx.AsyncClient | None = None) -> TranscriptForwarder:
-    return TranscriptForwarder(
-        f"{base_url}/api/conversations/{cid}/events",
-        ingest_token(SECRET_KEY, cid),
-        conversation_id=cid,
-        client=client,
-        initial_backoff=0.05,
-        max_backoff=0.5,
-        request_timeout=5.0,
-        retry_for=120.0,
-    )
-
-
 async def stored(cid: uuid.UUID) -> list[tuple[int, str, str]]:
     async with connection() as conn:
         rows = await conn.fetch("SELECT seq, item_id, text FROM utterance WHERE session = $1 ORDER BY seq", cid)
@@ -110,19 +63,6 @@ def assert_exactly_once(rows: list[tuple[int, str, str]], feeder: Feeder) -> Non
 
 def browser(url: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=url, headers={"X-Forwarded-For": client_ip()}, timeout=15.0)
-
-
-def htmx(client: httpx.AsyncClient) -> dict[str, str]:
-    return {"HX-Request": "true", "x-csrftoken": str(client.cookies.get("csrftoken"))}
-
-
-@contextlib.asynccontextmanager
-async def forwarding(forwarder: TranscriptForwarder) -> AsyncIterator[TranscriptForwarder]:
-    forwarder.start()
-    try:
-        yield forwarder
-    finally:
-        await forwarder.aclose(timeout=1)
 
 
 @pytest.mark.slow

@@ -16,8 +16,8 @@ from chatapp.conversations.service import ConversationService
 from chatapp.faults import Faults
 from chatapp.settings import Settings
 from tests.factories import make_saved, make_user
+from tests.fakes.llm import ScriptedLLM
 from tests.support import SECRET_KEY
-from tests.unit.test_agents import ScriptedLLM
 
 OLD = [("user", "Plan five days in Kyoto"), ("agent", "Kyoto in autumn is beautiful. Temples or food?")]
 

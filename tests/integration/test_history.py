@@ -2,41 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
-from chatapp.accounts.service import User, get_user
 from chatapp.conversations import store
 from chatapp.database import connection
 from chatapp.history.service import saved_page
 from tests.factories import make_saved
-from tests.support import AppServer, client_ip, signup
+from tests.support import ITEM, NEXT, AppServer, htmx, person, signup
 
-ITEM = re.compile(r'data-testid="history-item" data-conversation-id="([0-9a-f-]{36})"')
 LOAD_MORE = re.compile(r'data-testid="load-more"|hx-get="(/history\?[^"]+)"')
-NEXT = re.compile(r'hx-get="(/history\?[^"]*cursor=[^"]+)"')
-
-
-@contextlib.asynccontextmanager
-async def person(app_server: AppServer) -> AsyncIterator[tuple[httpx.AsyncClient, User]]:
-    async with httpx.AsyncClient(base_url=app_server.url, headers={"X-Forwarded-For": client_ip()}, timeout=10) as c:
-        email = await signup(c)
-        async with connection() as conn:
-            user_id = await conn.fetchval("SELECT id FROM user_account WHERE email = $1", email)
-        user = await get_user(user_id)
-        assert user is not None
-        yield c, user
-
-
-def csrf(client: httpx.AsyncClient) -> dict[str, str]:
-    return {"x-csrftoken": str(client.cookies.get("csrftoken")), "HX-Request": "true"}
 
 
 async def walk_pages(client: httpx.AsyncClient, between: object = None) -> tuple[list[str], list[str]]:
@@ -118,7 +98,7 @@ async def test_every_history_route_is_404_for_another_user(app_server: AppServer
         posts = ["rename", "delete", "share", "share/revoke", "continue"]
         for action in posts:
             response = await intruder.post(
-                f"/history/{cid}/{action}", data={"title": "Mine now"}, headers=csrf(intruder)
+                f"/history/{cid}/{action}", data={"title": "Mine now"}, headers=htmx(intruder)
             )
             assert response.status_code == 404, action
         conversation = await store.get_conversation(cid)
@@ -131,11 +111,11 @@ async def test_every_history_route_is_404_for_another_user(app_server: AppServer
 async def test_rename_validates_and_updates(app_server: AppServer) -> None:
     async with person(app_server) as (client, user):
         cid = await make_saved(user, "Before", datetime.now(UTC))
-        too_long = await client.post(f"/history/{cid}/rename", data={"title": "x" * 201}, headers=csrf(client))
+        too_long = await client.post(f"/history/{cid}/rename", data={"title": "x" * 201}, headers=htmx(client))
         assert too_long.status_code == 422
-        blank = await client.post(f"/history/{cid}/rename", data={"title": "   "}, headers=csrf(client))
+        blank = await client.post(f"/history/{cid}/rename", data={"title": "   "}, headers=htmx(client))
         assert blank.status_code == 422
-        ok = await client.post(f"/history/{cid}/rename", data={"title": "  After  <i>it</i> "}, headers=csrf(client))
+        ok = await client.post(f"/history/{cid}/rename", data={"title": "  After  <i>it</i> "}, headers=htmx(client))
         assert ok.status_code == 200
         assert 'id="title-block"' in ok.text
         assert "After &lt;i&gt;it&lt;/i&gt;" in ok.text
@@ -148,7 +128,7 @@ async def test_rename_validates_and_updates(app_server: AppServer) -> None:
 async def test_delete_removes_the_conversation(app_server: AppServer) -> None:
     async with person(app_server) as (client, user):
         cid = await make_saved(user, "Bye", datetime.now(UTC))
-        response = await client.post(f"/history/{cid}/delete", headers=csrf(client))
+        response = await client.post(f"/history/{cid}/delete", headers=htmx(client))
         assert response.status_code == 204
         assert response.headers["hx-redirect"] == "/history?deleted=true"
         assert await store.get_conversation(cid) is None
@@ -206,14 +186,14 @@ async def test_share_links_show_only_the_transcript_and_can_be_revoked(app_serve
     async with person(app_server) as (client, user):
         cid = await make_saved(user, "Shared trip", datetime.now(UTC), [("user", "Road trip in Iceland")])
         other = await make_saved(user, "Not shared", datetime.now(UTC))
-        created = await client.post(f"/history/{cid}/share", headers=csrf(client))
+        created = await client.post(f"/history/{cid}/share", headers=htmx(client))
         assert created.status_code == 200
         url = re.search(r'value="(http[^"]+/s/[^"]+)"', created.text)
         assert url
         path = "/s/" + url.group(1).rsplit("/s/", 1)[1]
         assert len(path) > 40  # 32 random bytes
         # Creating again gives the same live link.
-        again = await client.post(f"/history/{cid}/share", headers=csrf(client))
+        again = await client.post(f"/history/{cid}/share", headers=htmx(client))
         assert path in again.text
         async with httpx.AsyncClient(base_url=app_server.url) as stranger:
             page = await stranger.get(path)
@@ -226,7 +206,7 @@ async def test_share_links_show_only_the_transcript_and_can_be_revoked(app_serve
             assert links == ["#main"]  # the skip link; no way to reach anything else
             assert str(other) not in page.text
             assert (await stranger.get(f"/history/{cid}")).status_code == 303  # still needs a login
-            revoked = await client.post(f"/history/{cid}/share/revoke", headers=csrf(client))
+            revoked = await client.post(f"/history/{cid}/share/revoke", headers=htmx(client))
             assert revoked.status_code == 200
             assert (await stranger.get(path)).status_code == 410  # revoked: the page says so
             assert (await stranger.get("/s/not-a-token")).status_code == 404
@@ -235,7 +215,7 @@ async def test_share_links_show_only_the_transcript_and_can_be_revoked(app_serve
 async def test_continue_starts_a_new_conversation_that_knows_the_old_one(app_server: AppServer) -> None:
     async with person(app_server) as (client, user):
         cid = await make_saved(user, "Andes", datetime.now(UTC), [("user", "Trek in Peru"), ("agent", "Inca trail!")])
-        response = await client.post(f"/history/{cid}/continue", headers=csrf(client))
+        response = await client.post(f"/history/{cid}/continue", headers=htmx(client))
         assert response.status_code == 204
         assert response.headers["hx-redirect"] == "/"
         active = await store.get_active(user.id)

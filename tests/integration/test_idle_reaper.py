@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 from chatapp.conversations import store
 from chatapp.conversations.service import ConversationService
 from chatapp.database import connection
 from chatapp.history.reaper import reap_idle
 from tests.factories import final, interim, make_user
-
-
-async def idle_for(conversation_id: uuid.UUID, minutes: int) -> None:
-    async with connection() as conn:
-        await conn.execute(
-            "UPDATE chat_session SET last_activity_at = now() - make_interval(mins => $2) WHERE id = $1",
-            conversation_id,
-            minutes,
-        )
+from tests.support import idle_for
 
 
 async def test_idle_conversations_are_saved_or_deleted_like_new_chat(service: ConversationService) -> None:

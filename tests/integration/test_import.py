@@ -15,9 +15,8 @@ import httpx
 import pytest
 
 from chatapp.database import connection
-from tests.factories import make_saved
-from tests.integration.test_history import person
-from tests.support import AppServer
+from tests.factories import chatgpt_conversation, make_saved
+from tests.support import AppServer, person
 
 RESULT = re.compile(r'data-testid="import-result">([^<]+)<')
 ERROR = re.compile(r'data-testid="import-error">([^<]+)<')
@@ -109,40 +108,6 @@ async def test_a_zip_of_exports_imports_each_once(app_server: AppServer) -> None
         assert result_of(await upload(bob, "all.zip", archive)) == "Imported 3 conversations."
         assert result_of(await upload(bob, "all.zip", archive)) == "Imported 0 conversations (3 already there)."
         assert sorted(r["title"] for r in await saved_of(bob_user.id)) == ["Trip 0", "Trip 1", "Trip 2"]
-
-
-def chatgpt_conversation(conversation_id: str = "c0ffee-1", title: str = "Packing for Iceland") -> dict[str, Any]:
-    def node(node_id: str, parent: str | None, children: list[str], role: str | None, text: str, at: float) -> Any:
-        message = None
-        if role:
-            message = {
-                "id": node_id,
-                "author": {"role": role},
-                "create_time": at,
-                "content": {"content_type": "text", "parts": [text]},
-            }
-        return {"id": node_id, "message": message, "parent": parent, "children": children}
-
-    t = 1_700_000_000.0
-    mapping = {
-        "root": node("root", None, ["sys"], None, "", t),
-        "sys": node("sys", "root", ["u1"], "system", "You are ChatGPT.", t),
-        "u1": node("u1", "sys", ["a1-old", "a1"], "user", "What should I pack for Iceland in March?", t + 10),
-        "a1-old": node("a1-old", "u1", [], "assistant", "A regenerated answer nobody kept.", t + 20),
-        "a1": node("a1", "u1", ["tool", "u2"], "assistant", "Layers, a waterproof shell and crampons.", t + 30),
-        "tool": node("tool", "a1", [], "tool", "search results", t + 31),
-        "u2": node("u2", "a1", ["a2"], "user", "And for the Blue Lagoon?", t + 40),
-        "a2": node("a2", "u2", [], "assistant", "A swimsuit and conditioner.", t + 50),
-    }
-    return {
-        "title": title,
-        "create_time": t,
-        "update_time": t + 60,
-        "mapping": mapping,
-        "current_node": "a2",
-        "id": conversation_id,
-        "conversation_id": conversation_id,
-    }
 
 
 async def test_chatgpt_conversations_json_imports_the_main_branch(app_server: AppServer) -> None:

@@ -8,7 +8,7 @@ import httpx
 
 from chatapp.conversations import store
 from tests.factories import make_saved, make_user
-from tests.integration.test_live_stream import event, ingest
+from tests.support import event, ingest
 
 
 async def test_late_finals_within_the_grace_window_are_stored(client: httpx.AsyncClient) -> None:

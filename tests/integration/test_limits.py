@@ -19,8 +19,7 @@ import pytest_asyncio
 
 from chatapp.accounts.service import SIGNUP_REFUSED
 from chatapp.database import connection
-from tests.integration.test_live_stream import open_conversation
-from tests.support import PASSWORD, AppServer, client_ip, form_token, signup, unique_email
+from tests.support import PASSWORD, AppServer, client_ip, form_token, htmx, open_conversation, signup, unique_email
 
 LIMITS = {
     "CHATAPP_AUTH_RATE_LIMIT": "4",
@@ -82,10 +81,6 @@ def assert_wait(response: httpx.Response, message: str, text: str | None = None)
     seconds = int(match.group(1)) * (60 if match.group(2) == "minutes" else 1)
     assert abs(seconds - retry_after) < 60
     return retry_after
-
-
-def htmx(client: httpx.AsyncClient) -> dict[str, str]:
-    return {"HX-Request": "true", "x-csrftoken": str(client.cookies.get("csrftoken"))}
 
 
 def toast(response: httpx.Response) -> str:

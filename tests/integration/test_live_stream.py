@@ -16,31 +16,7 @@ from httpx_sse import ServerSentEvent, aconnect_sse
 
 from chatapp.conversations.agent_access import ingest_token
 from chatapp.database import connection
-from tests.support import SECRET_KEY, AppServer, client_ip, signup
-
-CONVERSATION_ID = re.compile(r'id="chat-panel"[^>]*data-conversation-id="([0-9a-f-]{36})"')
-
-
-async def open_conversation(client: httpx.AsyncClient) -> uuid.UUID:
-    page = await client.get("/")
-    assert page.status_code == 200
-    match = CONVERSATION_ID.search(page.text)
-    assert match, "chat page shows no conversation"
-    return uuid.UUID(match.group(1))
-
-
-async def ingest(
-    client: httpx.AsyncClient, conversation_id: uuid.UUID, events: list[dict[str, object]]
-) -> httpx.Response:
-    return await client.post(
-        f"/api/conversations/{conversation_id}/events",
-        json={"events": events},
-        headers={"Authorization": f"Bearer {ingest_token(SECRET_KEY, conversation_id)}"},
-    )
-
-
-def event(item_id: str, text: str, role: str = "user", final: bool = True) -> dict[str, object]:
-    return {"item_id": item_id, "role": role, "text": text, "final": final}
+from tests.support import SECRET_KEY, AppServer, client_ip, event, ingest, open_conversation, signup
 
 
 async def collect(

@@ -8,8 +8,7 @@ import html
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -20,28 +19,12 @@ from chatapp.conversations import store
 from chatapp.conversations.agent_access import ingest_token, room_name_for
 from chatapp.database import connection
 from chatapp.livekit.metadata import DispatchMetadata
-from tests.fakes.livekit import API_KEY, API_SECRET, FakeLiveKit, room_finished, signed_webhook
-from tests.integration.test_live_stream import open_conversation
-from tests.support import SECRET_KEY, AppServer, client_ip, signup
+from tests.fakes.livekit import API_KEY, API_SECRET, APP_TIMEOUT, FakeLiveKit, room_finished, signed_webhook
+from tests.support import SECRET_KEY, AppServer, client_ip, csrf, open_conversation, signup
 
-TIMEOUT = 1.0
+TIMEOUT = APP_TIMEOUT  # the voice_app server's LiveKit timeout
 PANEL_TOKEN = re.compile(r'data-livekit-token="([^"]+)"')
 PANEL_URL = re.compile(r'data-livekit-url="([^"]+)"')
-
-
-@pytest.fixture(scope="module")
-def voice_app(db: str, fake: FakeLiveKit, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
-    server = AppServer.start(
-        db,
-        Path(tmp_path_factory.mktemp("voice-app")),
-        LIVEKIT_URL=fake.url,
-        LIVEKIT_API_KEY=API_KEY,
-        LIVEKIT_API_SECRET=API_SECRET,
-        CHATAPP_LIVEKIT_TIMEOUT=str(TIMEOUT),
-        CHATAPP_AGENT_NAME="test-agent",
-    )
-    yield server
-    server.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -51,10 +34,6 @@ async def client(voice_app: AppServer, fake: FakeLiveKit) -> AsyncIterator[httpx
     ) as http:
         await signup(http)
         yield http
-
-
-def csrf(client: httpx.AsyncClient) -> dict[str, str]:
-    return {"x-csrftoken": str(client.cookies.get("csrftoken"))}
 
 
 def room(conversation_id: uuid.UUID) -> str:

@@ -13,11 +13,10 @@ from livekit.agents import AgentSession
 
 from chatapp.agents.product import TravelAgent, greeting_instructions
 from chatapp.conversations.agent_access import ingest_token
-from chatapp.database import connection
 from chatapp.livekit.forwarder import TranscriptForwarder
 from tests.factories import make_conversation
-from tests.support import SECRET_KEY, AppServer, free_port
-from tests.unit.test_agents import ScriptedLLM
+from tests.fakes.llm import ScriptedLLM
+from tests.support import SECRET_KEY, AppServer, free_port, utterance_texts
 
 GREETING = "Hi! Where would you like to go?"
 TURNS = [
@@ -25,14 +24,6 @@ TURNS = [
     ("Three days", "Three days is perfect for Lisbon."),
     ("We love food", "Try the pastéis de nata in Belém."),
 ]
-
-
-async def rows(conversation_id: uuid.UUID) -> list[tuple[str, str, str]]:
-    async with connection() as conn:
-        found = await conn.fetch(
-            "SELECT item_id, role, text FROM utterance WHERE session = $1 ORDER BY seq", conversation_id
-        )
-    return [(r["item_id"], r["role"], r["text"]) for r in found]
 
 
 def expected_texts() -> list[tuple[str, str]]:
@@ -87,7 +78,7 @@ async def test_every_utterance_arrives_once_and_in_order(app_server: AppServer, 
     await chat.talk(TURNS)
     assert await chat.close()
 
-    stored = await rows(conversation_id)
+    stored = await utterance_texts(conversation_id)
     assert [(role, text) for _, role, text in stored] == expected_texts()
     assert len({item_id for item_id, _, _ in stored}) == len(stored)
     assert chat.forwarder.dropped == 0
@@ -108,7 +99,7 @@ async def test_nothing_is_lost_while_the_app_is_down(db: str, tmp_path: Path, co
         await asyncio.sleep(0.7)
         assert chat.forwarder.attempts > attempts  # ... the forwarder keeps retrying with backoff
         assert chat.forwarder.pending + 1 >= 4  # (the batch in flight is not in the queue)
-        assert len(await rows(conversation_id)) == 3
+        assert len(await utterance_texts(conversation_id)) == 3
 
         server = AppServer.start(db, tmp_path / "app", port=port)  # ... and comes back on the same address
         assert await chat.forwarder.flush(20)
@@ -116,7 +107,7 @@ async def test_nothing_is_lost_while_the_app_is_down(db: str, tmp_path: Path, co
     finally:
         server.stop()
 
-    stored = await rows(conversation_id)
+    stored = await utterance_texts(conversation_id)
     assert [(role, text) for _, role, text in stored] == expected_texts()
     assert chat.forwarder.dropped == 0
 
@@ -156,7 +147,7 @@ async def test_duplicate_deliveries_from_retries_store_each_utterance_once(
     finals = [b for b in transport.delivered if b'"final":true' in b]
     assert len(transport.delivered) > len(set(transport.delivered))  # the app really saw repeats
     assert finals
-    stored = await rows(conversation_id)
+    stored = await utterance_texts(conversation_id)
     assert [(role, text) for _, role, text in stored] == expected_texts()
 
 
@@ -168,4 +159,4 @@ async def test_a_deleted_conversation_is_dropped_not_retried(app_server: AppServ
     assert await chat.close(timeout=5)
     assert time.monotonic() - began < 2
     assert chat.forwarder.dropped >= 1  # the greeting's final got 404: dropped with a warning, not retried
-    assert await rows(gone) == []
+    assert await utterance_texts(gone) == []

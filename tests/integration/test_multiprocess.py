@@ -14,11 +14,19 @@ import httpx
 import pytest
 
 from chatapp.database import connection
-from tests.integration.test_live_stream import open_conversation
-from tests.support import AppServer, client_ip, signup
-
-ANSWER_WITHIN = 5.0
-READY = 60.0  # seconds for a server to start: imports are slow when the shared machine is busy
+from tests.support import (
+    ANSWER_WITHIN,
+    READY,
+    AppServer,
+    browser,
+    greeted,
+    htmx,
+    open_conversation,
+    signup,
+    type_text,
+    utterance_roles,
+    wait_for,
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,15 +43,6 @@ def pair(db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ap
             server.stop()
 
 
-def browser() -> httpx.AsyncClient:
-    """One person's browser: the cookies (session, CSRF) work on every app process (same host, one database)."""
-    return httpx.AsyncClient(headers={"X-Forwarded-For": client_ip()}, timeout=10.0)
-
-
-def htmx(client: httpx.AsyncClient) -> dict[str, str]:
-    return {"HX-Request": "true", "x-csrftoken": str(client.cookies.get("csrftoken"))}
-
-
 async def agents_on(client: httpx.AsyncClient, server: AppServer) -> set[uuid.UUID]:
     response = await client.get(f"{server.url}/_test/agents")
     assert response.status_code == 200
@@ -54,42 +53,9 @@ async def agent_count(client: httpx.AsyncClient, servers: tuple[AppServer, ...],
     return sum([cid in await agents_on(client, s) for s in servers])
 
 
-async def rows(cid: uuid.UUID) -> list[tuple[int, str, str]]:
-    async with connection() as conn:
-        found = await conn.fetch("SELECT seq, role, item_id FROM utterance WHERE session = $1 ORDER BY seq", cid)
-    return [(r["seq"], r["role"], r["item_id"]) for r in found]
-
-
-async def wait_for(condition: object, timeout: float = ANSWER_WITHIN) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if await condition():  # type: ignore[operator]
-            return
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
-
-
-async def greeted(cid: uuid.UUID) -> None:
-    """The agent's greeting is stored (so what follows is an answer to typed text)."""
-
-    async def done() -> bool:
-        return any(role == "agent" for _, role, _ in await rows(cid))
-
-    await wait_for(done, 10.0)
-
-
-async def type_text(client: httpx.AsyncClient, server: AppServer, cid: uuid.UUID, text: str) -> str:
-    item = uuid.uuid4().hex
-    response = await client.post(
-        f"{server.url}/conversations/{cid}/messages", data={"text": text, "item_id": item}, headers=htmx(client)
-    )
-    assert response.status_code == 204, response.text
-    return f"typed-{item}"
-
-
 async def answers_after(cid: uuid.UUID, item_id: str) -> int:
     """Agent finals stored after the user message `item_id` (and before any later user message)."""
-    found = await rows(cid)
+    found = await utterance_roles(cid)
     seq = next(s for s, _, i in found if i == item_id)
     count = 0
     for s, role, _ in found:
@@ -231,11 +197,11 @@ async def test_killing_the_owner_hands_the_conversation_to_the_other_process(
             assert lease["holder"] != dead
             assert lease["live"]
             # Nothing acknowledged is lost: both messages and the answer to each are stored, in order.
-            items = [i for _, _, i in await rows(cid)]
+            items = [i for _, _, i in await utterance_roles(cid)]
             assert items.index(first) < items.index(second)
             assert await answers_after(cid, first) == 1
             # The new agent carried on from the transcript: no second greeting.
-            assert [role for _, role, _ in await rows(cid)] == ["agent", "user", "agent", "user", "agent"]
+            assert [role for _, role, _ in await utterance_roles(cid)] == ["agent", "user", "agent", "user", "agent"]
     finally:
         if a.process.poll() is None:
             a.stop()
@@ -257,7 +223,7 @@ async def test_after_a_restart_typed_text_is_answered_without_a_reload(db: str, 
             server = AppServer.start(db, tmp_path / "app", port=port, CHATAPP_CHANNELS=channels, ready_timeout=READY)
             item = await type_text(client, server, cid, "Still there? Madrid in June")
             await answered_once(cid, item)
-            assert [role for _, role, _ in await rows(cid)] == ["agent", "user", "agent"]
+            assert [role for _, role, _ in await utterance_roles(cid)] == ["agent", "user", "agent"]
     finally:
         server.stop()
 

@@ -19,16 +19,22 @@ import pytest
 from httpx_sse import aconnect_sse
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.test_live_stream import event, ingest, open_conversation
-from tests.support import ROOT, SECRET_KEY, AppServer, client_ip, free_port, signup
+from tests.support import (
+    READY,
+    ROOT,
+    SECRET_KEY,
+    AppServer,
+    client_ip,
+    event,
+    free_port,
+    htmx,
+    ingest,
+    open_conversation,
+    signup,
+)
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 SPOKEN = "Quetzalcoatl marmalade itinerary"  # transcript text that must never reach a label or a log line
-READY = 60.0  # several workers start slowly on the shared machine
-
-
-def htmx(client: httpx.AsyncClient) -> dict[str, str]:
-    return {"HX-Request": "true", "x-csrftoken": str(client.cookies.get("csrftoken"))}
 
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

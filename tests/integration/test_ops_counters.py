@@ -10,7 +10,7 @@ from chatapp.conversations.service import ConversationService
 from chatapp.database import connection
 from chatapp.history.reaper import reap_round
 from tests.factories import final, make_user
-from tests.integration.test_idle_reaper import idle_for
+from tests.support import idle_for
 
 
 def reaper(action: str) -> float:

@@ -9,8 +9,7 @@ import httpx
 
 from chatapp.history.search import SEARCH_CANDIDATES, search
 from tests.factories import make_saved, make_user
-from tests.integration.test_history import ITEM, NEXT, person
-from tests.support import AppServer
+from tests.support import ITEM, NEXT, AppServer, person
 
 HEADING = re.compile(r'data-testid="history-group"')
 

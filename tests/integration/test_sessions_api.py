@@ -14,8 +14,7 @@ import pytest
 
 from chatapp.conversations import store
 from chatapp.database import connection
-from tests.integration.test_live_stream import event, ingest, open_conversation
-from tests.support import AppServer, client_ip, csrf_from, signup
+from tests.support import AppServer, client_ip, csrf_from, event, ingest, open_conversation, signup
 
 
 @contextlib.asynccontextmanager

@@ -15,9 +15,7 @@ from httpx_sse import aconnect_sse
 
 from chatapp.database import connection
 from tests.fakes.openai_chat import FakeOpenAI, Reply, fake_openai
-from tests.integration.test_live_stream import open_conversation
-from tests.integration.test_multiprocess import READY, browser, greeted, htmx, type_text, wait_for
-from tests.support import AppServer, signup
+from tests.support import READY, AppServer, browser, greeted, htmx, open_conversation, signup, type_text, wait_for
 
 LONG = " ".join(f"word{i}" for i in range(300))
 

@@ -16,9 +16,8 @@ import httpx
 import pytest
 
 from chatapp.database import EmbeddedPostgres
-from tests.integration.test_live_stream import event, ingest, open_conversation
-from tests.integration.test_stream_order import StreamReader, assert_exactly_once_in_order, stored_seqs
-from tests.support import ROOT, AppServer, client_ip, signup
+from tests.support import ROOT, AppServer, client_ip, event, ingest, open_conversation, signup
+from tests.support_stream import StreamReader, assert_exactly_once_in_order, stored_seqs
 
 SENDERS = 6
 ROUNDS = 5

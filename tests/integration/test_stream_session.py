@@ -7,9 +7,18 @@ import asyncio
 import httpx
 
 from chatapp.settings import Settings
-from tests.integration.test_live_stream import event, ingest, open_conversation
-from tests.integration.test_stream_order import StreamReader
-from tests.support import PASSWORD, AppServer, client_ip, csrf_from, form_token, signup
+from tests.support import (
+    PASSWORD,
+    AppServer,
+    client_ip,
+    csrf_from,
+    event,
+    form_token,
+    ingest,
+    open_conversation,
+    signup,
+)
+from tests.support_stream import StreamReader, open_stream
 
 
 async def logout(client: httpx.AsyncClient) -> None:
@@ -21,13 +30,6 @@ async def login(client: httpx.AsyncClient, email: str) -> None:
     token = await form_token(client, "/login")
     response = await client.post("/login", data={"_csrf_token": token, "email": email, "password": PASSWORD})
     assert response.status_code == 303
-
-
-async def open_stream(client: httpx.AsyncClient, url: str) -> StreamReader:
-    """A stream known to be registered: it listens before replaying, and the replay has arrived."""
-    reader = StreamReader(client, url)
-    await asyncio.wait_for(reader.ready.wait(), 10)
-    return reader
 
 
 async def test_logout_ends_that_sessions_streams_only(client: httpx.AsyncClient, app_server: AppServer) -> None:

@@ -9,12 +9,7 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from chatapp.database import connection
-from tests.integration.test_live_stream import open_conversation
-from tests.support import signup
-
-
-def htmx(client: httpx.AsyncClient) -> dict[str, str]:
-    return {"HX-Request": "true", "x-csrftoken": str(client.cookies.get("csrftoken"))}
+from tests.support import htmx, open_conversation, signup
 
 
 async def user_rows(conversation_id: uuid.UUID) -> list[tuple[str, str]]:

@@ -15,7 +15,7 @@ from chatapp.conversations.service import ConversationService
 from chatapp.database import connection
 from chatapp.history.reaper import reap_idle, reap_round
 from tests.factories import final, interim, make_user
-from tests.integration.test_idle_reaper import idle_for
+from tests.support import idle_for
 
 # Far older than anything other tests leave idle, so these rows come first in the reaper's batch.
 LONG_AGO = 10_000_000

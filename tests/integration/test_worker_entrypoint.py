@@ -18,8 +18,7 @@ from chatapp.livekit.metadata import DispatchMetadata
 from chatapp.settings import get_settings
 from tests.factories import make_conversation
 from tests.fakes.openai_chat import Reply, fake_openai
-from tests.integration.test_livekit_worker import rows
-from tests.support import SECRET_KEY, AppServer
+from tests.support import SECRET_KEY, AppServer, utterance_texts
 
 PROMPT = "You plan trips."
 
@@ -83,7 +82,7 @@ def sessions(monkeypatch: pytest.MonkeyPatch) -> list[AgentSession[None]]:
 
 async def wait_rows(conversation_id: uuid.UUID, count: int) -> list[tuple[str, str, str]]:
     async with asyncio.timeout(10):
-        while len(found := await rows(conversation_id)) < count:
+        while len(found := await utterance_texts(conversation_id)) < count:
             await asyncio.sleep(0.02)
     return found
 
@@ -121,7 +120,7 @@ async def test_entrypoint_greets_answers_and_forwards_into_the_app(
             await ctx.run_shutdown("room deleted")
             get_settings.cache_clear()
 
-    stored = await rows(cid)
+    stored = await utterance_texts(cid)
     assert [(role, text) for _, role, text in stored] == [
         ("agent", "Hi Ada! Where would you like to go?"),
         ("user", "Plan a trip to Lisbon"),

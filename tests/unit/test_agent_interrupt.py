@@ -8,9 +8,7 @@ from typing import Any
 
 from chatapp.agents.inprocess import InProcessRuntime
 from chatapp.conversations.agent_runtime import ConversationInfo
-from tests.unit.test_agents import RecordingSink, Runtime, ScriptedLLM, ScriptedStream, started
-
-__all__ = ["started"]  # the fixture, shared with test_agents.py
+from tests.fakes.llm import RecordingSink, Runtime, ScriptedLLM, ScriptedStream
 
 LONG = " ".join(f"word{i}" for i in range(200))
 

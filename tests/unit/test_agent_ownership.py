@@ -14,7 +14,7 @@ from chatapp.conversations.agent_runtime import ConversationInfo
 from chatapp.conversations.buffer import TranscriptBuffer
 from chatapp.conversations.hub import Hub, make_channels
 from chatapp.settings import SettingsError
-from tests.unit.test_agents import RecordingSink, ScriptedLLM
+from tests.fakes.llm import RecordingSink, ScriptedLLM
 
 
 async def test_a_taken_over_agent_answers_the_unanswered_message_first_without_greeting() -> None:

@@ -16,7 +16,7 @@ from livekit.agents.voice import room_io
 
 from chatapp.agents.product import TravelAgent, history_context
 from chatapp.livekit.forwarder import ITEM_ID_ATTRIBUTE, TranscriptForwarder
-from tests.unit.test_agents import ScriptedLLM
+from tests.fakes.llm import ScriptedLLM
 
 URL = "http://app.test/api/conversations/c/events"
 

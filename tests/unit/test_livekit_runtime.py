@@ -16,27 +16,10 @@ from chatapp.conversations.agent_access import ingest_token
 from chatapp.conversations.agent_runtime import AgentStartError, ConversationInfo
 from chatapp.livekit.metadata import DispatchMetadata
 from chatapp.livekit.runtime import REFUSED, UNREACHABLE, LiveKitRuntime, ingest_base_url
-from chatapp.settings import Settings
-from tests.fakes.livekit import API_KEY, API_SECRET, FakeLiveKit
+from tests.fakes.livekit import API_KEY, API_SECRET, RUNTIME_TIMEOUT, FakeLiveKit, make_settings
+from tests.support import SECRET_KEY
 
-SECRET_KEY = "k" * 40
-TIMEOUT = 0.5
-
-
-def make_settings(fake: FakeLiveKit, **env: str) -> Settings:
-    return Settings.from_env(
-        {
-            "CHATAPP_SECRET_KEY": SECRET_KEY,
-            "CHATAPP_DATA_DIR": "/nonexistent",
-            "CHATAPP_PUBLIC_URL": "https://chat.example.com",
-            "LIVEKIT_URL": fake.url,
-            "LIVEKIT_API_KEY": API_KEY,
-            "LIVEKIT_API_SECRET": API_SECRET,
-            "CHATAPP_LIVEKIT_TIMEOUT": str(TIMEOUT),
-            "CHATAPP_AGENT_NAME": "test-agent",
-        }
-        | env
-    )
+TIMEOUT = RUNTIME_TIMEOUT  # the LiveKit timeout of make_settings
 
 
 @pytest.fixture

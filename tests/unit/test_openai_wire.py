@@ -16,8 +16,8 @@ from chatapp.agents.product import merge_system_messages
 from chatapp.conversations.agent_runtime import ConversationInfo
 from chatapp.conversations.events import AgentStateEvent
 from chatapp.settings import Settings
+from tests.fakes.llm import RecordingSink
 from tests.fakes.openai_chat import FakeOpenAI, Reply, fake_openai
-from tests.unit.test_agents import RecordingSink
 
 PROMPT = "You plan trips."
 Start = Callable[..., Awaitable[tuple[InProcessRuntime, RecordingSink, FakeOpenAI, ConversationInfo]]]

@@ -12,8 +12,7 @@ from chatapp.conversations.rendering import markdown_filter
 from chatapp.conversations.views import STATUS_LABELS, Fragments
 from chatapp.livekit.runtime import LiveKitRuntime
 from chatapp.paths import TEMPLATES_DIR
-from tests.fakes.livekit import FakeLiveKit
-from tests.unit.test_livekit_runtime import make_settings
+from tests.fakes.livekit import FakeLiveKit, make_settings
 
 CID = uuid.uuid4()
 

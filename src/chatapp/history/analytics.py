@@ -26,6 +26,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -204,10 +205,13 @@ async def topics(conn: asyncpg.Connection, owner: uuid.UUID) -> list[Topic]:
     return [Topic(r["word"], r["lexeme"], r["ndoc"], r["nentry"]) for r in rows]
 
 
+def counts_query(owner: uuid.UUID, zone: str) -> tuple[Any, ...]:
+    """The counts statement and its parameters, built in one place (the bench runs exactly these)."""
+    return COUNTS_SQL, owner, zone, DAYS, WEEKS, [float(b) for b in DURATION_BOUNDS]
+
+
 async def _counts(conn: asyncpg.Connection, owner: uuid.UUID, zone: str) -> list[asyncpg.Record]:
-    rows: list[asyncpg.Record] = await conn.fetch(
-        COUNTS_SQL, owner, zone, DAYS, WEEKS, [float(b) for b in DURATION_BOUNDS]
-    )
+    rows: list[asyncpg.Record] = await conn.fetch(*counts_query(owner, zone))
     return rows
 
 

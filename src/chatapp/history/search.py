@@ -138,6 +138,34 @@ def date_bounds(
     return start, end
 
 
+def search_query(
+    owner: uuid.UUID,
+    query: str,
+    count: int,
+    started_from: datetime | None = None,
+    started_before: datetime | None = None,
+    after: _Position | None = None,
+    window: _Key | None = None,
+) -> tuple[Any, ...]:
+    """The search statement and its parameters, built in one place (the bench runs exactly these)."""
+    return (
+        SEARCH_SQL,
+        owner,
+        query,
+        started_from,
+        started_before,
+        SEARCH_CANDIDATES,
+        *(after or (None, None, None)),
+        count,
+        *(window or (None, None)),
+    )
+
+
+def snippets_query(ids: list[uuid.UUID], query: str) -> tuple[Any, ...]:
+    """The snippets statement and its parameters (the bench runs exactly these)."""
+    return SNIPPETS_SQL, ids, query
+
+
 async def search(
     owner: uuid.UUID,
     query: str,
@@ -154,17 +182,7 @@ async def search(
 
         async def fetch(after: _Position | None, count: int) -> list[Any]:
             return list(
-                await conn.fetch(
-                    SEARCH_SQL,
-                    owner,
-                    query,
-                    started_from,
-                    started_before,
-                    SEARCH_CANDIDATES,
-                    *(after or (None, None, None)),
-                    count,
-                    *(window or (None, None)),
-                )
+                await conn.fetch(*search_query(owner, query, count, started_from, started_before, after, window))
             )
 
         while True:
@@ -198,9 +216,5 @@ async def search(
 async def _snippets(conn: object, ids: list[uuid.UUID], query: str) -> dict[uuid.UUID, Markup]:
     if not ids:
         return {}
-    rows = await conn.fetch(  # type: ignore[attr-defined]
-        SNIPPETS_SQL,
-        ids,
-        query,
-    )
+    rows = await conn.fetch(*snippets_query(ids, query))  # type: ignore[attr-defined]
     return {row["session"]: highlight(row["headline"]) for row in rows}

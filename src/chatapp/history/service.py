@@ -117,6 +117,19 @@ LIMIT $4
 View = Literal["main", "archived"]
 
 
+def keyset_page_query(
+    owner: uuid.UUID,
+    after: tuple[datetime, uuid.UUID] | None,
+    count: int,
+    started_from: datetime | None = None,
+    started_before: datetime | None = None,
+    view: View = "main",
+) -> tuple[Any, ...]:
+    """The keyset page statement and its parameters, built in one place (the bench runs exactly these)."""
+    sql = ARCHIVED_PAGE_SQL if view == "archived" else SAVED_PAGE_SQL
+    return sql, owner, *(after or (None, None)), count, started_from, started_before
+
+
 async def saved_page(
     owner: uuid.UUID,
     cursor: str | None = None,
@@ -134,7 +147,6 @@ async def saved_page(
     item shown on top stays shown once, and every other item keeps its place in the date order.
     """
     after = _decode(cursor) if cursor else None
-    sql = ARCHIVED_PAGE_SQL if view == "archived" else SAVED_PAGE_SQL
     async with connection() as conn:
         pinned: list[store.SavedSummary] = []
         if after is not None:
@@ -147,13 +159,9 @@ async def saved_page(
         else:
             shown = frozenset()
         rows = await conn.fetch(
-            sql,
-            owner,
-            after[0] if after else None,
-            after[1] if after else None,
-            limit + 1 + len(shown),
-            started_from,
-            started_before,
+            *keyset_page_query(
+                owner, after[:2] if after else None, limit + 1 + len(shown), started_from, started_before, view
+            )
         )
     found = [store.SavedSummary(**dict(row)) for row in rows if row["id"] not in shown][: limit + 1]
     items = found[:limit]

@@ -1,0 +1,67 @@
+"""The history benchmarks' knobs (BENCH_HISTORY_*), the words they search for, and the app's statements they
+recognise in PostgreSQL's log (imported from the app's history modules, never copied)."""
+
+from __future__ import annotations
+
+import re
+
+from bench.kit.machine import env_float
+from bench.kit.statements import (
+    SESSION_READ,
+    sql_key,
+)
+from chatapp.history import analytics
+from chatapp.history.search import SEARCH_SQL, SNIPPETS_SQL
+from chatapp.history.service import PAGE_SIZE, SAVED_PAGE_SQL
+
+CONVERSATIONS = int(env_float("BENCH_HISTORY_CONVERSATIONS", 10_000))
+PER_CONVERSATION = int(env_float("BENCH_HISTORY_UTTERANCES", 100))  # 10,000 x 100 = 1,000,000 utterances
+REQUESTS = int(env_float("BENCH_HISTORY_REQUESTS", 400))  # per measurement, at CONCURRENCY
+CONCURRENCY = int(env_float("BENCH_HISTORY_CONCURRENCY", 8))
+SERIAL_REQUESTS = 100  # per measurement, one at a time (for the notes)
+DEEP_PAGE = min(400, max(2, CONVERSATIONS // PAGE_SIZE))
+LIST_P99_TARGET = 0.010
+DEEP_RATIO_TARGET = 1.2
+SEARCH_P99_TARGET = 0.050
+ANALYTICS_P99_TARGET = 0.100
+EMAIL = "bench-history@example.com"  # one user, reused when BENCH_DATABASE_URL points at a seeded database
+RARE_WORD, RARE_SHARE = "aqueduct", 0.01  # in ~1% of utterances (neither word is in VOCABULARY)
+COMMON_WORD, COMMON_SHARE = "hotel", 0.40  # in ~40% of utterances: every conversation matches
+SEED_CONNECTIONS = 2
+HX = {"HX-Request": "true"}
+
+ITEM_ID = re.compile(rb'data-testid="history-item" data-conversation-id="([0-9a-f-]{36})"')
+LOAD_MORE = re.compile(rb'hx-get="(/history\?[^"]+)"')
+
+# The app's statements, imported from history/service.py and history/search.py (their parameters come from the
+# app's own keyset_page_query, search_query, snippets_query and analytics.counts_query). The bench still checks
+# that the app sends exactly these (PostgreSQL's statement log of one request of each kind) and that the search
+# answers the same conversations as the app.
+KEYSET_PAGE = SAVED_PAGE_SQL
+SEARCH = SEARCH_SQL
+SNIPPETS = SNIPPETS_SQL
+OFFSET_PAGE = """
+    SELECT id, title, started_at, ended_at, last_seq AS message_count FROM chat_session
+    WHERE owner = $1 AND ended_at IS NOT NULL
+    ORDER BY started_at DESC, id DESC
+    OFFSET $2 LIMIT $3
+"""
+# What each request sends, in order: Litestar reads the login session, then the page's own statement(s).
+LIST_REQUEST = (SESSION_READ, KEYSET_PAGE)
+SEARCH_REQUEST = (SESSION_READ, SEARCH, SNIPPETS)
+ANALYTICS_REQUEST = (SESSION_READ, analytics.VERSION_SQL)  # the numbers from the process's cache
+ANALYTICS_COLD_REQUEST = (*ANALYTICS_REQUEST, analytics.COUNTS_SQL, analytics.TOPICS_SQL)  # first view after a change
+NAMES = {
+    sql_key(sql): name
+    for name, sql in (
+        ("session read", SESSION_READ),
+        ("keyset page", KEYSET_PAGE),
+        ("search", SEARCH),
+        ("snippets", SNIPPETS),
+        ("analytics version", analytics.VERSION_SQL),
+        ("analytics counts", analytics.COUNTS_SQL),
+        ("analytics topics", analytics.TOPICS_SQL),
+    )
+}
+WAL_LSN = "SELECT pg_current_wal_lsn()::text"
+WAL_BYTES = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)"

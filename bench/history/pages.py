@@ -1,0 +1,379 @@
+"""List pages (first, deep by cursor, htmx, JSON) and search, each against the bare SQL the app runs for it."""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
+
+from bench.history.config import (
+    COMMON_WORD,
+    CONCURRENCY,
+    CONVERSATIONS,
+    DEEP_PAGE,
+    DEEP_RATIO_TARGET,
+    EMAIL,
+    HX,
+    ITEM_ID,
+    LIST_P99_TARGET,
+    LIST_REQUEST,
+    NAMES,
+    OFFSET_PAGE,
+    PER_CONVERSATION,
+    RARE_WORD,
+    REQUESTS,
+    SEARCH_P99_TARGET,
+    SEARCH_REQUEST,
+    SEED_CONNECTIONS,
+    SERIAL_REQUESTS,
+    WAL_BYTES,
+    WAL_LSN,
+)
+from bench.history.dataset import Seed
+from bench.history.load import (
+    HttpCall,
+    Load,
+    SqlCall,
+    cursor_of,
+    explain,
+    get_once,
+    http_load,
+    json_check,
+    rows_check,
+    search_check,
+    sql_load,
+    walk,
+)
+from bench.kit.cpu import CpuMeter
+from bench.kit.machine import BenchEnv
+from bench.kit.server import AppServer
+from bench.kit.statements import (
+    SESSION_READ,
+    describe_statements,
+    login_session_row,
+    sql_key,
+    statement_facts,
+    statement_log,
+    statement_mismatch,
+)
+from bench.kit.tables import Report, Row, ms, times, verdict
+from chatapp.history.search import SEARCH_CANDIDATES, search_query, snippets_query
+from chatapp.history.service import PAGE_SIZE, decode_cursor, keyset_page_query
+
+
+async def measure_pages(
+    report: Report,
+    app: AppServer,
+    conns: list[asyncpg.Connection],
+    user_id: uuid.UUID,
+    cookies: list[str],
+    seeded: Seed,
+    env: BenchEnv,
+) -> None:
+    dsn = env.dsn
+    chain = await walk(app, cookies[0])
+    deep_offset = (DEEP_PAGE - 1) * PAGE_SIZE
+    offset_ids = [str(r["id"]) for r in await conns[0].fetch(OFFSET_PAGE, user_id, deep_offset, PAGE_SIZE)]
+    deep_at, deep_id = decode_cursor(cursor_of(chain.deep_path))
+    json_cursor = parse_qs(urlsplit(chain.json_deep_path).query)["cursor"][0]
+
+    history_url = {"HX-Current-URL": f"{app.url}/history"}
+    results_fragment = {**HX, **history_url, "HX-Target": "history-results", "HX-Trigger": "search-q"}
+    first_full = HttpCall("first page, full page: GET /history", "/history", {}, rows_check(PAGE_SIZE))
+    first_hx = HttpCall("first page, htmx fragment", "/history?q=&from=&to=", results_fragment, rows_check(PAGE_SIZE))
+    deep_hx = HttpCall(
+        f"page {DEEP_PAGE} by cursor, htmx fragment (infinite scroll)",
+        chain.deep_path,
+        {**HX, **history_url, "HX-Target": "load-more"},
+        rows_check(PAGE_SIZE),
+    )
+    first_json = HttpCall("first page, JSON API", f"/api/users/sessions?limit={PAGE_SIZE}", {}, json_check(PAGE_SIZE))
+    deep_json = HttpCall(f"page {DEEP_PAGE} by cursor, JSON API", chain.json_deep_path, {}, json_check(PAGE_SIZE))
+    rare = HttpCall(
+        f"search '{RARE_WORD}' ({100 * seeded.rare_share:.1f}% of utterances), htmx",
+        f"/history?q={RARE_WORD}&from=&to=",
+        results_fragment,
+        search_check,
+    )
+    common = HttpCall(
+        f"search '{COMMON_WORD}' ({100 * seeded.common_share:.0f}% of utterances), htmx",
+        f"/history?q={COMMON_WORD}&from=&to=",
+        results_fragment,
+        search_check,
+    )
+
+    async def page_ids(conn: asyncpg.Connection, at: datetime | None, after: uuid.UUID | None) -> list[str]:
+        rows = await conn.fetch(*keyset_page_query(user_id, (at, after) if at and after else None, PAGE_SIZE + 1))
+        return [str(r["id"]) for r in rows[:PAGE_SIZE]]
+
+    async def searched(conn: asyncpg.Connection, word: str) -> list[str]:
+        rows = await conn.fetch(*search_query(user_id, word, PAGE_SIZE + 1))
+        await conn.fetch(*snippets_query([r["id"] for r in rows[:PAGE_SIZE]], word))
+        return [str(r["id"]) for r in rows[:PAGE_SIZE]]
+
+    # What an authenticated page costs in SQL besides its own: Litestar reads the login session row (one SELECT).
+    # Each baseline connection reads its own session row, as each requester has its own login session.
+    session_keys = [
+        await login_session_row(conn, f"bench-history-baseline-{uuid.uuid4().hex[:8]}", user_id, EMAIL, "Bench")
+        for conn in conns
+    ]
+
+    def with_session(
+        page: Callable[[asyncpg.Connection], Awaitable[Any]],
+    ) -> Callable[[asyncpg.Connection], Awaitable[Any]]:
+        async def call(conn: asyncpg.Connection) -> None:
+            await conn.fetchval(SESSION_READ, session_keys[conns.index(conn)])
+            await page(conn)
+
+        return call
+
+    first_page = keyset_page_query(user_id, None, PAGE_SIZE + 1)
+    deep_page = keyset_page_query(user_id, (deep_at, deep_id), PAGE_SIZE + 1)
+    key_first = SqlCall("keyset first", lambda c: c.fetch(*first_page))
+    key_deep = SqlCall("keyset deep", lambda c: c.fetch(*deep_page))
+    offset_deep = SqlCall("offset deep", lambda c: c.fetch(OFFSET_PAGE, user_id, deep_offset, PAGE_SIZE + 1))
+    rare_sql = SqlCall("rare", lambda c: searched(c, RARE_WORD))
+    common_sql = SqlCall("common", lambda c: searched(c, COMMON_WORD))
+    request_first = SqlCall("request first", with_session(key_first.run))
+    request_deep = SqlCall("request deep", with_session(key_deep.run))
+
+    # Same answers from the app and from the bare SQL, and the same statements, or the comparison means nothing.
+    agree: list[str] = []
+    for call, word in ((rare, RARE_WORD), (common, COMMON_WORD)):
+        reply = await get_once(app, call, cookies[0])
+        app_ids = [m.decode() for m in ITEM_ID.findall(reply.body)]
+        if app_ids != await searched(conns[0], word):
+            agree.append(f"search '{word}': the app's first page differs from the bare SQL's")
+    first_ids = [m.decode() for m in ITEM_ID.findall((await get_once(app, first_full, cookies[0])).body)]
+    if first_ids != await page_ids(conns[0], None, None):
+        agree.append("the first page differs from the keyset SQL's")
+    if chain.deep_ids != await page_ids(conns[0], deep_at, deep_id):
+        agree.append(f"page {DEEP_PAGE} by cursor differs from the keyset SQL's")
+    if chain.deep_ids != offset_ids or chain.json_deep_ids != offset_ids:
+        agree.append(f"page {DEEP_PAGE} by cursor differs from OFFSET {deep_offset} (html, JSON)")
+    if json_cursor != cursor_of(chain.deep_path):
+        agree.append("the JSON API and the page hand out different cursors for the same page")
+    if seeded.docs_differ:
+        agree.append(
+            f"{seeded.docs_differ} sampled conversations: the seeded search_doc is not what store.refresh_search_doc "
+            "writes"
+        )
+    # One request of each kind with PostgreSQL's statement log on: what the app sends, compared with the baselines.
+    probe_calls = [
+        (first_full, LIST_REQUEST),
+        (first_hx, LIST_REQUEST),
+        (deep_hx, LIST_REQUEST),
+        (first_json, LIST_REQUEST),
+        (deep_json, LIST_REQUEST),
+        (rare, SEARCH_REQUEST),
+        (common, SEARCH_REQUEST),
+    ]
+    seen: dict[str, list[str]] = {}
+    async with statement_log(env) as log:
+        if log is not None:
+            for call, expected in probe_calls:
+                _, seen[call.name] = await log.capture(functools.partial(get_once, app, call, cookies[0]))
+                if problem := statement_mismatch(call.name, seen[call.name], expected, NAMES):
+                    agree.append(problem)
+
+    # One request at a time first (the cost of each), then CONCURRENCY closed-loop requesters.
+    calls = [first_full, first_hx, deep_hx, first_json, deep_json, rare, common]
+    serial_http = {c.name: await http_load(app, cookies, [c], SERIAL_REQUESTS, 1, None) for c in calls}
+    sql_calls = [key_first, key_deep, offset_deep, rare_sql, common_sql]
+    serial_sql = {c.name: await sql_load(conns[:1], [c], SERIAL_REQUESTS, None) for c in sql_calls}
+    wal_before = await conns[0].fetchval(WAL_LSN)
+    lists_hx = await http_load(app, cookies, [first_hx, deep_hx], REQUESTS, CONCURRENCY, dsn)
+    wal_per_page = float(await conns[0].fetchval(WAL_BYTES, wal_before)) / (lists_hx.requests + lists_hx.warmup)
+    lists_json = await http_load(app, cookies, [first_json, deep_json], REQUESTS, CONCURRENCY, dsn)
+    full = await http_load(app, cookies, [first_full], REQUESTS, CONCURRENCY, dsn)
+    rare_load = await http_load(app, cookies, [rare], REQUESTS, CONCURRENCY, dsn)
+    common_load = await http_load(app, cookies, [common], REQUESTS, CONCURRENCY, dsn)
+    lists_sql = await sql_load(conns, [key_first, key_deep, offset_deep], REQUESTS, dsn)
+    rare_base = await sql_load(conns, [rare_sql], REQUESTS, dsn)
+    common_base = await sql_load(conns, [common_sql], REQUESTS, dsn)
+    request_sql = await sql_load(conns, [request_first, request_deep], REQUESTS, dsn)
+
+    def both(load: Load, name: str) -> str:
+        return f"{ms(load.p(name, 50))} / {ms(load.p(name, 99))}"
+
+    def ratio(a: Load, a_name: str, b: Load, b_name: str) -> str:
+        return f"{times(a.p(a_name, 50) / b.p(b_name, 50))} / {times(a.p(a_name, 99) / b.p(b_name, 99))}"
+
+    def row(load: Load, call: HttpCall, base: Load, base_name: str, label: str, target: float) -> Row:
+        p99 = load.p(call.name, 99)
+        return Row(
+            f"{call.name}, p50 / p99",
+            both(load, call.name),
+            f"{label} {both(base, base_name)}",
+            ratio(load, call.name, base, base_name),
+            f"p99 < {ms(target)}",
+            verdict(p99 < target),
+        )
+
+    def deep_vs_first(load: Load, deep: HttpCall, first: HttpCall, what: str) -> Row:
+        value = load.p(deep.name, 99) / load.p(first.name, 99)
+        return Row(
+            f"page {DEEP_PAGE} ÷ first page, {what} (same phase, interleaved), p50 / p99",
+            ratio(load, deep.name, load, first.name),
+            f"keyset SQL {ratio(lists_sql, key_deep.name, lists_sql, key_first.name)}",
+            "—",
+            f"p99 ≤ {DEEP_RATIO_TARGET:g}x",
+            verdict(value <= DEEP_RATIO_TARGET),
+        )
+
+    request_names = ", ".join(NAMES[sql_key(sql)] for sql in LIST_REQUEST)
+    loads = [lists_hx, lists_json, full, rare_load, common_load]
+    errors = [e for load in loads + list(serial_http.values()) for e in load.errors]
+    requests = sum(load.requests for load in loads + list(serial_http.values()))
+    list_rows = [
+        row(full, first_full, lists_sql, key_first.name, "keyset SQL", LIST_P99_TARGET),
+        row(lists_hx, first_hx, lists_sql, key_first.name, "keyset SQL", LIST_P99_TARGET),
+        row(lists_hx, deep_hx, lists_sql, key_deep.name, "keyset SQL", LIST_P99_TARGET),
+        deep_vs_first(lists_hx, deep_hx, first_hx, "htmx"),
+        Row(
+            f"first page / page {DEEP_PAGE}, htmx, p50, beside all the SQL of the request ({request_names})",
+            f"{ms(lists_hx.p(first_hx.name, 50))} / {ms(lists_hx.p(deep_hx.name, 50))}",
+            f"request SQL {ms(request_sql.p(request_first.name, 50))} / {ms(request_sql.p(request_deep.name, 50))}",
+            f"{times(lists_hx.p(first_hx.name, 50) / request_sql.p(request_first.name, 50))} / "
+            f"{times(lists_hx.p(deep_hx.name, 50) / request_sql.p(request_deep.name, 50))}",
+        ),
+        row(lists_json, first_json, lists_sql, key_first.name, "keyset SQL", LIST_P99_TARGET),
+        row(lists_json, deep_json, lists_sql, key_deep.name, "keyset SQL", LIST_P99_TARGET),
+        deep_vs_first(lists_json, deep_json, first_json, "JSON API"),
+    ]
+    search_rows = [
+        row(rare_load, rare, rare_base, rare_sql.name, "search SQL", SEARCH_P99_TARGET),
+        row(common_load, common, common_base, common_sql.name, "search SQL", SEARCH_P99_TARGET),
+    ]
+    report.rows += list_rows
+    report.rows += [
+        Row(
+            f"page {DEEP_PAGE} as bare SQL: keyset (the app's) vs OFFSET {deep_offset} LIMIT {PAGE_SIZE + 1}, "
+            "p50 / p99",
+            f"keyset {both(lists_sql, key_deep.name)}",
+            f"OFFSET {both(lists_sql, offset_deep.name)}",
+            ratio(lists_sql, key_deep.name, lists_sql, offset_deep.name),
+        ),
+        Row(
+            f"page {DEEP_PAGE} by cursor over HTTP (htmx) vs OFFSET pagination as bare SQL, p50 / p99",
+            both(lists_hx, deep_hx.name),
+            f"OFFSET SQL {both(lists_sql, offset_deep.name)}",
+            ratio(lists_hx, deep_hx.name, lists_sql, offset_deep.name),
+        ),
+        *search_rows,
+        Row(
+            "wrong answers: non-200, wrong row count, unhighlighted snippets; app vs SQL disagreements",
+            f"{len(errors)} of {requests}; {len(agree)}",
+            "—",
+            "—",
+            "0; 0",
+            verdict(not errors and not agree),
+        ),
+    ]
+
+    if seeded.seconds is None:
+        rebuilt = "; its search documents were rebuilt: they were not what store.refresh_search_doc writes now"
+        reused = "seed: reused (the database already held this user's conversations)"
+        report.notes.append(reused + (rebuilt if seeded.docs_rebuilt else ""))
+    else:
+        report.notes.append(
+            f"seed: {seeded.seconds:.1f} s for {CONVERSATIONS:,} saved conversations x {PER_CONVERSATION} utterances "
+            f"(set-based INSERT … SELECT on {SEED_CONNECTIONS} connections, search_doc with store.refresh_search_doc's "
+            "expression, VACUUM ANALYZE)"
+        )
+
+    def candidates(matches: int) -> str:
+        if matches > SEARCH_CANDIDATES:
+            return f"ranks the newest {SEARCH_CANDIDATES} of them"
+        return f"ranks all {matches:,} (no more than SEARCH_CANDIDATES = {SEARCH_CANDIDATES})"
+
+    report.notes += [
+        f"words: '{RARE_WORD}' is in {100 * seeded.rare_share:.2f}% of utterances, so in "
+        f"{seeded.rare_conversations:,} of {CONVERSATIONS:,} conversations (search "
+        f"{candidates(seeded.rare_conversations)}); '{COMMON_WORD}' in {100 * seeded.common_share:.1f}% of "
+        f"utterances, {seeded.common_conversations:,} conversations (search {candidates(seeded.common_conversations)})",
+        f"cursor chain: followed {DEEP_PAGE - 1} 'Load more' links and {DEEP_PAGE - 1} JSON next_cursor links in "
+        f"{chain.seconds:.1f} s; {chain.seen:,} distinct rows, {chain.duplicates} repeated; page {DEEP_PAGE} "
+        f"{'equals' if chain.deep_ids == offset_ids else 'DIFFERS FROM'} OFFSET {deep_offset}",
+        _statements_note(seen),
+        f"each measurement: {REQUESTS} requests from {CONCURRENCY} closed-loop requesters, each with its own "
+        "keep-alive connection and login session; first and deep pages interleaved in one phase; baselines: the "
+        f"same SQL through asyncpg on {CONCURRENCY} connections, interleaved the same way (search SQL = "
+        "the candidates/rank statement and the snippets statement, as the app runs them; request SQL = "
+        f"{request_names}, each connection reading its own session row)",
+        "one request at a time, p50 / p99: "
+        + "; ".join(f"{name} {both(load, name)}" for name, load in serial_http.items())
+        + "; bare SQL: "
+        + "; ".join(f"{name} {both(load, name)}" for name, load in serial_sql.items()),
+    ]
+    for name, load in (
+        ("htmx lists", lists_hx),
+        ("JSON lists", lists_json),
+        ("full page", full),
+        (f"search '{RARE_WORD}'", rare_load),
+        (f"search '{COMMON_WORD}'", common_load),
+    ):
+        report.notes.append(
+            f"{name}: {load.requests / load.elapsed:,.0f} requests/s, CPU per request: app "
+            f"{ms(load.cpu_per_request('app'))}, PostgreSQL {ms(load.cpu_per_request('postgres'))} "
+            f"(CPU {CpuMeter.describe(load.cpu)})"
+        )
+    if wal_per_page > 0:
+        report.notes.append(
+            f"the database wrote {wal_per_page:,.0f} bytes of WAL per request during the htmx list phase (the "
+            "requests' own statements are listed above)"
+        )
+    else:
+        report.notes.append("list page views write nothing to the database: no WAL during the htmx list phase")
+    report.notes.append(
+        f"closed loop: with {CONCURRENCY} requests always in flight, latency ≈ {CONCURRENCY} ÷ throughput, so a p99 "
+        f"under {ms(LIST_P99_TARGET)} needs well over {CONCURRENCY / LIST_P99_TARGET:,.0f} requests/s from this one "
+        "app process"
+    )
+    busiest = max(load.cpu.get("other", 0.0) for load in loads)
+    if busiest > 25:
+        report.notes.append(
+            f"WARNING: other processes on this machine used up to {busiest:.0f}% CPU during the measurements; "
+            "the numbers are slower (and tails longer) than on a quiet machine"
+        )
+    report.notes += errors[:1] + agree
+
+    list_missed = any(r.met == verdict(False) for r in list_rows)
+    search_missed = any(r.met == verdict(False) for r in search_rows)
+    if list_missed:
+        report.notes += [
+            "EXPLAIN first page: " + await explain(conns[0], *first_page),
+            f"EXPLAIN page {DEEP_PAGE}: " + await explain(conns[0], *deep_page),
+        ]
+    if search_missed:
+        for word in (RARE_WORD, COMMON_WORD):
+            query = search_query(user_id, word, PAGE_SIZE + 1)
+            ids = [r["id"] for r in (await conns[0].fetch(*query))[:PAGE_SIZE]]
+            report.notes += [
+                f"EXPLAIN search '{word}' (candidates + rank): " + await explain(conns[0], *query),
+                f"EXPLAIN search '{word}' (snippets): " + await explain(conns[0], *snippets_query(ids, word)),
+            ]
+
+
+def _statements_note(seen: Mapping[str, Sequence[str]]) -> str:
+    """What PostgreSQL logged for one request of each kind, grouped by identical statement lists."""
+    if not seen:
+        return (
+            "statements per request not checked against the app: that needs the bench's embedded database (it "
+            "switches on log_statement around one request of each kind)"
+        )
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for name, statements in seen.items():
+        groups.setdefault(tuple(statements), []).append(name)
+    parts = [f"{describe_statements(s, NAMES)} for {'; '.join(names)}" for s, names in groups.items()]
+    return (
+        "statements PostgreSQL logged (log_statement = 'all') for one request of each kind, each one round trip: "
+        + " — ".join(parts)
+        + " — "
+        + ", ".join(statement_facts([s for statements in seen.values() for s in statements]))
+    )

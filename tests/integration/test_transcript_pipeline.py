@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from chatapp.conversations import store
+from chatapp.conversations.live_events import Final, Interim
 from chatapp.conversations.pipeline import TranscriptPipeline
 from chatapp.database import connection
 from tests.factories import final, interim, make_conversation
@@ -101,5 +102,7 @@ async def test_every_stored_final_is_published_after_commit(pipeline: Transcript
         await pipeline.apply(c.id, [final(c.id, "u1", "Hi"), interim(c.id, "r1", "Hel")])
         first = await asyncio.wait_for(listener.queue.get(), 2)
         second = await asyncio.wait_for(listener.queue.get(), 2)
-    assert (first["k"], first["s"], first["t"]) == ("final", 1, "Hi")
-    assert (second["k"], second["t"]) == ("interim", "Hel")
+    assert isinstance(first, Final)
+    assert (first.seq, first.text) == (1, "Hi")
+    assert isinstance(second, Interim)
+    assert second.text == "Hel"

@@ -4,7 +4,6 @@ routing of agent commands, and how many workers `chatapp serve` runs."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import pytest
 
@@ -13,6 +12,7 @@ from chatapp.cli import serve_workers
 from chatapp.conversations.agent_runtime import ConversationInfo
 from chatapp.conversations.buffer import TranscriptBuffer
 from chatapp.conversations.hub import Hub, make_channels
+from chatapp.conversations.live_events import AgentText, Command, Ended
 from chatapp.settings import SettingsError
 from tests.fakes.llm import RecordingSink, ScriptedLLM
 
@@ -41,12 +41,12 @@ async def test_a_taken_over_agent_answers_the_unanswered_message_first_without_g
 
 async def test_agent_commands_go_to_the_owner_hook_never_to_streams() -> None:
     hub = Hub(make_channels("memory", "postgresql:///unused"), TranscriptBuffer())
-    seen: list[dict[str, Any]] = []
+    seen: list[Command | Ended] = []
     hub.on_command = seen.append
     conversation_id = uuid.uuid4()
     async with hub.listen(conversation_id, uuid.uuid4()) as listener:
-        text = {"k": "agent.text", "c": str(conversation_id), "to": "p", "t": "hi"}
-        ended = {"k": "ended", "c": str(conversation_id), "u": str(uuid.uuid4()), "r": "new_chat"}
+        text = AgentText(conversation_id=conversation_id, to="p", text="hi")
+        ended = Ended(conversation_id=conversation_id, user_id=uuid.uuid4(), reason="new_chat")
         hub.dispatch(text)
         hub.dispatch(ended)
         assert listener.queue.get_nowait() == ended

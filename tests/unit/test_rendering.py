@@ -78,13 +78,27 @@ def test_repeated_interims_are_cached() -> None:
 
 
 def test_a_stream_skips_interims_a_newer_one_already_replaces() -> None:
+    import uuid
     from collections import deque
+    from datetime import UTC, datetime
 
+    from chatapp.conversations.live_events import Final, Interim, LiveEvent, State
     from chatapp.conversations.stream import superseded
 
-    interim = {"k": "interim", "c": "c1", "i": "a1", "t": "Hel"}
-    assert superseded(interim, deque([{"k": "state", "c": "c1"}, {"k": "interim", "c": "c1", "i": "a1", "t": "Hello"}]))
-    assert not superseded(interim, deque([{"k": "final", "c": "c1", "i": "a1", "t": "Hello."}]))
-    assert not superseded(interim, deque([{"k": "interim", "c": "c1", "i": "u7", "t": "other"}]))
-    assert not superseded(interim, deque([{"k": "interim", "c": "c2", "i": "a1", "t": "other chat"}]))
+    c1, c2, now = uuid.uuid4(), uuid.uuid4(), datetime.now(UTC)
+
+    def interim_of(c: uuid.UUID, i: str, t: str) -> Interim:
+        return Interim(conversation_id=c, item_id=i, role="agent", text=t, timestamp=now)
+
+    def ahead(*events: LiveEvent) -> deque[LiveEvent]:
+        return deque(events)
+
+    interim = interim_of(c1, "a1", "Hel")
+    assert superseded(interim, ahead(State(conversation_id=c1, state="speaking"), interim_of(c1, "a1", "Hello")))
+    final = Final(
+        conversation_id=c1, seq=1, item_id="a1", role="agent", text="Hello.", interrupted=False, created_at=now
+    )
+    assert not superseded(interim, ahead(final))
+    assert not superseded(interim, ahead(interim_of(c1, "u7", "other")))
+    assert not superseded(interim, ahead(interim_of(c2, "a1", "other chat")))
     assert not superseded(interim, deque())

@@ -1,22 +1,21 @@
 """Fan-out of live events to every SSE connection, in this process and (through Postgres) in the others.
 
 Every event is published once to one Litestar channel; each process holds one subscription and routes
-messages to its local listeners by conversation and by user. With `CHATAPP_CHANNELS=postgres` the channel is
-a LISTEN/NOTIFY channel, so one NOTIFY per event reaches every process however many tabs are open.
-NOTIFY payloads are limited to 8000 bytes, so larger messages travel as ordered parts and are reassembled.
+events to its local listeners by conversation and by user. With `CHATAPP_CHANNELS=postgres` the channel is
+a LISTEN/NOTIFY channel, so one NOTIFY per event reaches every process however many tabs are open, and the
+events of one request go out in one statement (one round trip, see `Hub.publish_many`). NOTIFY payloads are
+limited to 8000 bytes, so larger events travel as ordered parts and are reassembled. The events are the
+union in live_events.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
 
 import asyncpg
 from litestar.channels import ChannelsPlugin
@@ -24,8 +23,27 @@ from litestar.channels.backends.asyncpg import AsyncPgChannelsBackend
 from litestar.channels.backends.memory import MemoryChannelsBackend
 
 from chatapp import metrics
+from chatapp.conversations.agent_states import AgentStates
 from chatapp.conversations.buffer import TranscriptBuffer
-from chatapp.conversations.events import TranscriptEvent
+from chatapp.conversations.live_events import (
+    AgentInterrupt,
+    AgentText,
+    Command,
+    DecodeError,
+    Ended,
+    Final,
+    History,
+    Interim,
+    ListenerChange,
+    LiveEvent,
+    Logout,
+    Part,
+    State,
+    Wake,
+    decode,
+    with_origin,
+)
+from chatapp.conversations.live_events import encode as encode_event
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +61,9 @@ CONNECTION_ERRORS = (
     asyncpg.OperatorInterventionError,
     asyncpg.InterfaceError,
 )
-# Commands for a conversation's agent (see conversations/ownership.py): handed to `on_command`, never to streams.
-COMMAND_KINDS = frozenset({"agent.text", "agent.interrupt"})
+# One round trip for any number of payloads; WITH ORDINALITY ... ORDER BY sends them in the array's order
+# (PostgreSQL evaluates a volatile output column like pg_notify after the sort).
+NOTIFY_MANY_SQL = "SELECT pg_notify($1, p) FROM unnest($2::text[]) WITH ORDINALITY AS t(p, n) ORDER BY n"
 
 
 class PersistentAsyncPgChannelsBackend(AsyncPgChannelsBackend):
@@ -80,14 +99,19 @@ class PersistentAsyncPgChannelsBackend(AsyncPgChannelsBackend):
             await super().on_shutdown()
 
     async def publish(self, data: bytes, channels: Iterable[str]) -> None:
-        """Send over the kept connection; a connection lost meanwhile (a restart) is replaced once."""
+        for channel in channels:
+            await self.publish_many([data], channel)
+
+    async def publish_many(self, payloads: Sequence[bytes], channel: str) -> None:
+        """Send all payloads, in order, in one statement over the kept connection (Litestar's backend opens a
+        connection per payload); a connection lost meanwhile (a restart) is replaced once."""
+        texts = [payload.decode() for payload in payloads]
         async with self._publish_lock:
             for attempt in (1, 2):
                 try:
                     if self._publisher is None or self._publisher.is_closed():
                         self._publisher = await asyncpg.connect(dsn=self._dsn, timeout=CONNECT_TIMEOUT)
-                    for channel in channels:
-                        await self._publisher.execute("SELECT pg_notify($1, $2)", channel, data.decode())
+                    await self._publisher.execute(NOTIFY_MANY_SQL, channel, texts)
                     return
                 except CONNECTION_ERRORS:
                     if self._publisher is not None:
@@ -140,27 +164,37 @@ class PersistentAsyncPgChannelsBackend(AsyncPgChannelsBackend):
 
     def _report(self, *, up: bool) -> None:
         if self._queue is not None:
-            self._queue.put_nowait((CHANNEL, json.dumps({"k": "listener", "up": up, "o": PROCESS_ID}).encode()))
+            self._queue.put_nowait((CHANNEL, encode_event(ListenerChange(up=up, origin=PROCESS_ID))))
 
 
-def make_channels(kind: str, dsn: str) -> ChannelsPlugin:
+class Channels(ChannelsPlugin):
+    """Litestar's channels plugin, able to publish a batch of payloads in one go where the backend can."""
+
+    async def wait_published_many(self, payloads: Sequence[bytes], channel: str) -> None:
+        if isinstance(self._backend, PersistentAsyncPgChannelsBackend):
+            await self._backend.publish_many(payloads, channel)
+        else:  # in memory: nothing to save, and in order
+            for payload in payloads:
+                await self._backend.publish(payload, [channel])
+
+
+def make_channels(kind: str, dsn: str) -> Channels:
     backend = PersistentAsyncPgChannelsBackend(dsn) if kind == "postgres" else MemoryChannelsBackend()
-    return ChannelsPlugin(backend=backend, channels=[CHANNEL])
+    return Channels(backend=backend, channels=[CHANNEL])
 
 
-def encode(message: dict[str, Any]) -> list[str]:
-    """The message as one payload, or as ordered parts that each fit a NOTIFY."""
-    data = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
-    if len(data.encode()) <= MAX_PAYLOAD_BYTES:
+def encode(event: LiveEvent) -> list[bytes]:
+    """The event as one payload, or as ordered parts that each fit a NOTIFY."""
+    data = encode_event(event)
+    if len(data) <= MAX_PAYLOAD_BYTES:
         return [data]
-    # Split by characters, worst case 4 bytes each, leaving room for the envelope.
+    # Split by characters: in a part each takes at most 4 bytes (JSON text has no raw control characters, so
+    # an ASCII one is escaped to 2 at most), leaving room for the envelope.
+    text = data.decode()
     size = (MAX_PAYLOAD_BYTES - 200) // 4
-    pieces = [data[i : i + size] for i in range(0, len(data), size)]
+    pieces = [text[i : i + size] for i in range(0, len(text), size)]
     part_id = uuid.uuid4().hex
-    return [
-        json.dumps({"k": "part", "id": part_id, "n": n, "of": len(pieces), "d": piece}, ensure_ascii=False)
-        for n, piece in enumerate(pieces)
-    ]
+    return [encode_event(Part(id=part_id, n=n, of=len(pieces), data=piece)) for n, piece in enumerate(pieces)]
 
 
 @dataclass(eq=False)
@@ -169,33 +203,37 @@ class Listener:
 
     conversation_id: uuid.UUID
     user_id: uuid.UUID
-    queue: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(LISTENER_QUEUE_SIZE))
+    queue: asyncio.Queue[LiveEvent] = field(default_factory=lambda: asyncio.Queue(LISTENER_QUEUE_SIZE))
     overflowed: bool = False
 
-    def offer(self, message: dict[str, Any]) -> None:
+    def offer(self, event: LiveEvent) -> None:
         try:
-            self.queue.put_nowait(message)
+            self.queue.put_nowait(event)
         except asyncio.QueueFull:
             self.overflowed = True
 
 
 class Hub:
-    def __init__(self, channels: ChannelsPlugin, buffer: TranscriptBuffer) -> None:
+    def __init__(self, channels: Channels, buffer: TranscriptBuffer) -> None:
         self._channels = channels
         self._buffer = buffer
         self._by_conversation: dict[uuid.UUID, set[Listener]] = {}
         self._by_user: dict[uuid.UUID, set[Listener]] = {}
         self._parts: dict[str, list[str | None]] = {}
-        self.agent_states: dict[uuid.UUID, tuple[str, str]] = {}
+        self.agent_states = AgentStates()
         # False while the LISTEN connection is down (postgres channels): /healthz reports it.
         self.live = True
-        # Set by the agent ownership layer; sees agent commands and `ended` (which stops an agent anywhere).
-        self.on_command: Callable[[dict[str, Any]], None] | None = None
+        # Set by the agent ownership layer; sees agent commands and `Ended` (which stops an agent anywhere).
+        self.on_command: Callable[[Command | Ended], None] | None = None
 
-    async def publish(self, message: dict[str, Any]) -> None:
-        message = {**message, "o": PROCESS_ID}
-        for payload in encode(message):
-            await self._channels.wait_published(payload, CHANNEL)
+    async def publish(self, event: LiveEvent) -> None:
+        await self.publish_many([event])
+
+    async def publish_many(self, events: Iterable[LiveEvent]) -> None:
+        """Publish events in order, all in one round trip with postgres channels (one NOTIFY statement)."""
+        payloads = [payload for event in events for payload in encode(with_origin(event, PROCESS_ID))]
+        if payloads:
+            await self._channels.wait_published_many(payloads, CHANNEL)
 
     async def run(self) -> None:
         """Receive every published message and route it; runs for the life of the app."""
@@ -207,45 +245,69 @@ class Hub:
                     log.exception("dropping an undeliverable live message")
 
     def receive(self, raw: bytes | str) -> None:
-        message = json.loads(raw)
-        if message.get("k") == "part":
-            parts = self._parts.setdefault(message["id"], [None] * int(message["of"]))
-            parts[int(message["n"])] = message["d"]
-            if any(part is None for part in parts):
-                return
-            del self._parts[message["id"]]
-            message = json.loads("".join(p for p in parts if p is not None))
-        self.dispatch(message)
+        """One payload off the channel: an event, or a part of one. A malformed one is dropped, with a warning."""
+        try:
+            event = decode(raw)
+            if isinstance(event, Part):
+                whole = self._assemble(event)
+                if whole is None:
+                    return
+                event = decode(whole)
+        except DecodeError as exc:  # the reason names the field, never its text
+            log.warning("dropping a malformed live message: %s", exc)
+            return
+        if isinstance(event, Part):
+            log.warning("dropping a malformed live message: a part inside a part")
+            return
+        self.dispatch(event)
 
-    def dispatch(self, message: dict[str, Any]) -> None:
-        kind = message.get("k")
-        if kind == "listener":
-            self._listener_changed(bool(message.get("up")))
-            return
-        conversation_id = uuid.UUID(message["c"]) if "c" in message else None
-        remote = message.get("o") != PROCESS_ID
-        if self.on_command is not None and conversation_id is not None and (kind in COMMAND_KINDS or kind == "ended"):
-            self.on_command(message)
-        if kind in COMMAND_KINDS:
-            return
-        if conversation_id is not None and remote:
-            # Keep this process's buffer in step with interims ingested elsewhere, so New Chat here flushes them.
-            if kind == "interim":
-                self._buffer.apply_interim(interim_from_message(message))
-            elif kind == "final":
-                self._buffer.finish(conversation_id, message["i"])
-        if kind == "state" and conversation_id is not None:
-            self.agent_states[conversation_id] = (message["st"], message.get("d", ""))
-        if kind == "ended" and conversation_id is not None:
-            self._buffer.forget(conversation_id)
-            self.agent_states.pop(conversation_id, None)
-        targets: set[Listener] = set()
-        if conversation_id is not None:
-            targets |= self._by_conversation.get(conversation_id, set())
-        if "u" in message:
-            targets |= self._by_user.get(uuid.UUID(message["u"]), set())
-        for listener in targets:
-            listener.offer(message)
+    def _assemble(self, part: Part) -> str | None:
+        """The whole encoded event once its last part is in, else None."""
+        parts = self._parts.setdefault(part.id, [None] * part.of)
+        if len(parts) != part.of or part.n >= part.of:
+            del self._parts[part.id]
+            raise DecodeError("a part that does not fit its message")
+        parts[part.n] = part.data
+        if any(piece is None for piece in parts):
+            return None
+        del self._parts[part.id]
+        return "".join(piece for piece in parts if piece is not None)
+
+    def dispatch(self, event: LiveEvent) -> None:
+        remote = event.origin != PROCESS_ID
+        match event:
+            case ListenerChange(up=up):
+                self._listener_changed(up)
+                return
+            case AgentText() | AgentInterrupt():
+                if self.on_command is not None:
+                    self.on_command(event)
+                return
+            case Ended(conversation_id=conversation_id):
+                if self.on_command is not None:
+                    self.on_command(event)
+                self._buffer.forget(conversation_id)
+                self.agent_states.forget(conversation_id)
+            case Interim() if remote:
+                # Keep this process's buffer in step with interims ingested elsewhere, so New Chat here flushes them.
+                self._buffer.apply_interim(event.transcript_event())
+            case Final(conversation_id=conversation_id, item_id=item_id) if remote:
+                self._buffer.finish(conversation_id, item_id)
+            case State():
+                self.agent_states.record(event)
+        for listener in self._targets(event):
+            listener.offer(event)
+
+    def _targets(self, event: LiveEvent) -> set[Listener]:
+        """A conversation's events go to its streams; a user's (and `Ended`, also) to all that user's streams."""
+        match event:
+            case Final() | Interim() | State():
+                return set(self._by_conversation.get(event.conversation_id, ()))
+            case Ended():
+                return self._by_conversation.get(event.conversation_id, set()) | self._by_user.get(event.user_id, set())
+            case History() | Logout():
+                return set(self._by_user.get(event.user_id, ()))
+        return set()
 
     @contextlib.asynccontextmanager
     async def listen(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> AsyncIterator[Listener]:
@@ -266,12 +328,12 @@ class Hub:
 
     async def end_login_session(self, user_id: uuid.UUID, session: str) -> None:
         """Logout: end the streams of that login session (`session`, a hash of its id) in every process."""
-        message = {"k": "logout", "u": str(user_id), "sh": session}
+        event = Logout(user_id=user_id, session=session)
         try:
-            await self.publish(message)
+            await self.publish(event)
         except Exception:  # logout must succeed whatever live delivery does: end this process's streams at least
             log.warning("could not publish a logout to the other processes", exc_info=True)
-            self.dispatch(message)
+            self.dispatch(event)
 
     def streams_of(self, user_id: uuid.UUID) -> int:
         """This process's open streams of one user (the per-user cap)."""
@@ -289,29 +351,4 @@ class Hub:
         for group in list(self._by_conversation.values()):
             for listener in group:
                 listener.overflowed = True
-                listener.offer({"k": "wake"})
-
-    def listener_count(self) -> int:
-        return sum(len(group) for group in self._by_conversation.values())
-
-
-def interim_message(event: TranscriptEvent) -> dict[str, Any]:
-    return {
-        "k": "interim",
-        "c": str(event.conversation_id),
-        "i": event.item_id,
-        "r": event.role,
-        "t": event.text,
-        "ts": event.timestamp.isoformat(),
-    }
-
-
-def interim_from_message(message: dict[str, Any]) -> TranscriptEvent:
-    return TranscriptEvent(
-        conversation_id=uuid.UUID(message["c"]),
-        item_id=message["i"],
-        role=message["r"],
-        text=message["t"],
-        final=False,
-        timestamp=datetime.fromisoformat(message["ts"]),
-    )
+                listener.offer(Wake())

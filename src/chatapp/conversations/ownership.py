@@ -7,8 +7,8 @@ transcript as history and answers a user message that was left unanswered. A lea
 advisory lock: it can be read by any process (who owns this?), is easy to observe, and works through
 pgbouncer's transaction pooling, where a session-level lock would need its own dedicated connection.
 
-Commands for an agent that runs elsewhere travel over the hub's channel: typed text as an `agent.text` message
-addressed to the holder, the Stop button as `agent.interrupt`; stopping rides on the `ended` message every
+Commands for an agent that runs elsewhere travel over the hub's channel: typed text as an `AgentText` event
+addressed to the holder, the Stop button as `AgentInterrupt`; stopping rides on the `Ended` event every
 process already receives.
 """
 
@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any, Protocol
 
 import asyncpg
 
 from chatapp.conversations.agent_runtime import AgentRuntime
 from chatapp.conversations.hub import PROCESS_ID
+from chatapp.conversations.live_events import AgentInterrupt, AgentText, Command, Ended
 from chatapp.database import connection
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,6 @@ log = logging.getLogger(__name__)
 LEASE_SECONDS = 3.0
 HEARTBEAT_SECONDS = 1.0
 ADOPT_BATCH = 20
-AGENT_TEXT = "agent.text"
-AGENT_INTERRUPT = "agent.interrupt"
 
 CLAIM = """
 INSERT INTO agent_lease (conversation, holder, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3))
@@ -181,26 +180,22 @@ class CommandRouter:
         self._service = service
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def __call__(self, message: dict[str, Any]) -> None:
-        kind = message.get("k")
-        conversation_id = uuid.UUID(message["c"])
-        if kind == AGENT_TEXT:
-            if message.get("to") != PROCESS_ID:
+    def __call__(self, event: Command | Ended) -> None:
+        work: Coroutine[Any, Any, None]
+        match event:
+            case AgentText(to=to) if to == PROCESS_ID:
+                work = self._service.deliver_local_text(event.conversation_id, event.text)
+            case AgentInterrupt(to=to) if to == PROCESS_ID:
+                work = self._service.interrupt_local(event.conversation_id)
+            case Ended(origin=origin) if origin != PROCESS_ID:
+                work = self._service.ended_elsewhere(event.conversation_id)
+            case _:
                 return
-            work = self._service.deliver_local_text(conversation_id, str(message["t"]))
-        elif kind == AGENT_INTERRUPT:
-            if message.get("to") != PROCESS_ID:
-                return
-            work = self._service.interrupt_local(conversation_id)
-        elif kind == "ended" and message.get("o") != PROCESS_ID:
-            work = self._service.ended_elsewhere(conversation_id)
-        else:
-            return
-        task = asyncio.create_task(self._run(work, kind), name=f"agent-command-{conversation_id}")
+        task = asyncio.create_task(self._run(work, type(event).__name__), name=f"agent-command-{event.conversation_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, work: Any, kind: str) -> None:
+    async def _run(self, work: Coroutine[Any, Any, None], kind: str) -> None:
         try:
             await work
         except Exception:

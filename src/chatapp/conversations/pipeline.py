@@ -8,34 +8,30 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 from chatapp import metrics
 from chatapp.conversations import store
 from chatapp.conversations.buffer import TranscriptBuffer
 from chatapp.conversations.events import AgentStateEvent, TranscriptEvent
-from chatapp.conversations.hub import Hub, interim_message
+from chatapp.conversations.hub import Hub
+from chatapp.conversations.live_events import Final, Interim, LiveEvent, State
 from chatapp.database import connection
 
 # Interims mark activity for the idle reaper, but at most this often per conversation (they come per word).
 _TOUCH_INTERVAL = 30.0
 
 
-def final_message(utterance: store.StoredUtterance) -> dict[str, Any]:
-    """`lt` marks a late completion: streams replace that bubble although its seq is behind their cursor."""
-    message: dict[str, Any] = {
-        "k": "final",
-        "c": str(utterance.conversation_id),
-        "s": utterance.seq,
-        "i": utterance.item_id,
-        "r": utterance.role,
-        "t": utterance.text,
-        "x": utterance.interrupted,
-        "ts": utterance.created_at.isoformat(),
-    }
-    if utterance.completed_late:
-        message["lt"] = True
-    return message
+def final_event(utterance: store.StoredUtterance) -> Final:
+    return Final(
+        conversation_id=utterance.conversation_id,
+        seq=utterance.seq,
+        item_id=utterance.item_id,
+        role=utterance.role,
+        text=utterance.text,
+        interrupted=utterance.interrupted,
+        created_at=utterance.created_at,
+        late=utterance.completed_late,
+    )
 
 
 class TranscriptPipeline:
@@ -69,10 +65,10 @@ class TranscriptPipeline:
         metrics.count_events(source, "final", len(stored), len(finals) - len(stored))
         metrics.count_events(source, "interim", len(fresh_interims), len(events) - len(finals) - len(fresh_interims))
         # NOTIFY happens here, after the commit: inside the write transaction it would serialise commits.
-        for utterance in stored:
-            await self.hub.publish(final_message(utterance))
-        for event in fresh_interims:
-            await self.hub.publish(interim_message(event))
+        # All of this request's events go in one round trip, finals first (in seq order), as before.
+        live: list[LiveEvent] = [final_event(u) for u in stored]
+        live += [Interim.of(e) for e in fresh_interims]
+        await self.hub.publish_many(live)
         if fresh_interims and not finals:
             await self._touch(conversation_id)
         return stored
@@ -83,7 +79,7 @@ class TranscriptPipeline:
         self._touched.pop(conversation_id, None)
 
     async def agent_state(self, event: AgentStateEvent) -> None:
-        await self.hub.publish({"k": "state", "c": str(event.conversation_id), "st": event.state, "d": event.detail})
+        await self.hub.publish(State(conversation_id=event.conversation_id, state=event.state, detail=event.detail))
 
     async def _touch(self, conversation_id: uuid.UUID) -> None:
         now = time.monotonic()

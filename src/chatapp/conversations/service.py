@@ -19,8 +19,9 @@ from chatapp.conversations.agent_runtime import (
 )
 from chatapp.conversations.events import AgentStateEvent, TranscriptEvent
 from chatapp.conversations.hub import Hub
-from chatapp.conversations.ownership import AGENT_INTERRUPT, AGENT_TEXT, Ownership
-from chatapp.conversations.pipeline import TranscriptPipeline, final_message
+from chatapp.conversations.live_events import AgentInterrupt, AgentText, Ended, History, LiveEvent, Recent
+from chatapp.conversations.ownership import Ownership
+from chatapp.conversations.pipeline import TranscriptPipeline, final_event
 from chatapp.conversations.views import MessageView
 from chatapp.database import connection
 from chatapp.faults import Faults, InjectedFault
@@ -106,7 +107,7 @@ class ConversationService:
     ) -> ChatView:
         messages = [MessageView.of_utterance(u) for u in utterances]
         messages += [MessageView.of_interim(e) for e in self.pipeline.buffer.pending(conversation.id)]
-        state, detail = self.hub.agent_states.get(conversation.id, ("idle" if start else "unavailable", ""))
+        state, detail = self.hub.agent_states.get(conversation.id) or ("idle" if start else "unavailable", "")
         if start is None:
             state, detail = "unavailable", self._start_failures.get(conversation.id, DEFAULT_START_FAILURE)
         recent = await store.recent_saved(conversation.owner)
@@ -206,7 +207,7 @@ class ConversationService:
             if self.runtime.is_running(conversation_id):
                 await self.runtime.send_text(conversation_id, text)
             elif (holder := await self.ownership.holder_elsewhere(conversation_id)) is not None:
-                await self.hub.publish({"k": AGENT_TEXT, "c": str(conversation_id), "to": holder, "t": text})
+                await self.hub.publish(AgentText(conversation_id=conversation_id, to=holder, text=text))
             elif (conversation := await store.get_conversation(conversation_id)) is not None and conversation.active:
                 await self._start_agent(conversation, "", None)
 
@@ -216,7 +217,7 @@ class ConversationService:
         if self.runtime.is_running(conversation_id) or not getattr(self.runtime, "answers_typed_text", False):
             await self.runtime.interrupt(conversation_id)
         elif (holder := await self.ownership.holder_elsewhere(conversation_id)) is not None:
-            await self.hub.publish({"k": AGENT_INTERRUPT, "c": str(conversation_id), "to": holder})
+            await self.hub.publish(AgentInterrupt(conversation_id=conversation_id, to=holder))
 
     async def interrupt_local(self, conversation_id: uuid.UUID) -> None:
         """Stop handed over by another process, for this process's agent."""
@@ -335,12 +336,13 @@ class ConversationService:
         self._starts.pop(old_id, None)
         self._start_failures.pop(old_id, None)
         self._agent_locks.pop(old_id, None)
-        for utterance in outcome.flushed:
-            await self.hub.publish(final_message(utterance))
-        # Every tab's sidebar shows the saved one; then tabs showing the old conversation move on.
+        # In one round trip: the flushed finals; every tab's sidebar shows the saved one; then tabs showing the
+        # old conversation move on.
+        events: list[LiveEvent] = [final_event(u) for u in outcome.flushed]
         if outcome.ended is not None:
-            await self.publish_history(user_id)
-        await self.hub.publish({"k": "ended", "c": str(old_id), "u": str(user_id), "r": reason})
+            events.append(await self.history_event(user_id))
+        events.append(Ended(conversation_id=old_id, user_id=user_id, reason=reason))
+        await self.hub.publish_many(events)
         try:
             await self.runtime.stop(old_id)
             await self.ownership.release(old_id)
@@ -348,11 +350,8 @@ class ConversationService:
             log.exception("stopping the agent of conversation %s failed", old_id)
 
     async def publish_history(self, user_id: uuid.UUID) -> None:
+        await self.hub.publish(await self.history_event(user_id))
+
+    async def history_event(self, user_id: uuid.UUID) -> History:
         recent = await store.recent_saved(user_id)
-        await self.hub.publish(
-            {
-                "k": "history",
-                "u": str(user_id),
-                "recent": [{"id": str(r.id), "title": r.title, "pinned": r.pinned} for r in recent],
-            }
-        )
+        return History(user_id=user_id, recent=[Recent(r.id, r.title, r.pinned) for r in recent])

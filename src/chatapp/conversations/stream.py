@@ -12,13 +12,13 @@ from __future__ import annotations
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Any
 
 from sse_starlette import ServerSentEvent
 
 from chatapp.conversations import store
 from chatapp.conversations.buffer import TranscriptBuffer
 from chatapp.conversations.hub import LISTENER_QUEUE_SIZE, Hub
+from chatapp.conversations.live_events import Ended, Final, History, Interim, LiveEvent, Logout, State
 from chatapp.conversations.views import Fragments, MessageView
 
 RETRY_MS = 2000
@@ -42,22 +42,19 @@ async def conversation_events(
             cursor = utterance.seq
         for interim in buffer.pending(conversation_id):
             yield _message(fragments, MessageView.of_interim(interim), None)
-        if conversation_id in hub.agent_states:
-            state, detail = hub.agent_states[conversation_id]
-            yield _status(fragments, conversation_id, state, detail)
-        own = str(conversation_id)
-        ahead: deque[dict[str, Any]] = deque()  # taken from the queue already, not yet handled
+        if (current := hub.agent_states.get(conversation_id)) is not None:
+            yield _status(fragments, conversation_id, *current)
+        ahead: deque[LiveEvent] = deque()  # taken from the queue already, not yet handled
         while not listener.overflowed:
-            message = ahead.popleft() if ahead else await listener.queue.get()
+            event = ahead.popleft() if ahead else await listener.queue.get()
             if listener.overflowed:
                 return
-            kind = message.get("k")
-            if message.get("c") == own:
-                if kind == "final":
-                    seq: int = message["s"]
+            match event:
+                case Final() if event.conversation_id == conversation_id:
+                    seq = event.seq
                     if seq <= cursor:
-                        if message.get("lt"):  # completes an interrupted bubble: replace it, keep the cursor
-                            yield _message(fragments, MessageView.of_message(message), None)
+                        if event.late:  # completes an interrupted bubble: replace it, keep the cursor
+                            yield _message(fragments, MessageView.of_event(event), None)
                         continue
                     if seq > cursor + 1:
                         # Every seq below this one is committed already (numbering locks the conversation).
@@ -67,40 +64,41 @@ async def conversation_events(
                         if seq <= cursor:
                             continue
                     cursor = seq
-                    yield _message(fragments, MessageView.of_message(message), cursor)
-                elif kind == "interim":
+                    yield _message(fragments, MessageView.of_event(event), cursor)
+                case Interim() if event.conversation_id == conversation_id:
                     while not listener.queue.empty() and len(ahead) < LISTENER_QUEUE_SIZE:  # still bounded
                         ahead.append(listener.queue.get_nowait())
-                    if not superseded(message, ahead):
-                        yield _message(fragments, MessageView.of_message(message), None)
-                elif kind == "state":
-                    yield _status(fragments, conversation_id, message["st"], message.get("d", ""))
-                elif kind == "ended":
-                    yield ServerSentEvent(data=_ended_fragment(fragments, message), event="control")
+                    if not superseded(event, ahead):
+                        yield _message(fragments, MessageView.of_event(event), None)
+                case State() if event.conversation_id == conversation_id:
+                    yield _status(fragments, conversation_id, event.state, event.detail)
+                case Ended() if event.conversation_id == conversation_id:
+                    yield ServerSentEvent(data=_ended_fragment(fragments, event), event="control")
                     return
-            elif kind == "logout" and message.get("sh") == session:
-                return
-            elif kind == "history":
-                yield ServerSentEvent(
-                    data=fragments.block("history_list", **_history_context(message)), event="control"
-                )
+                case Logout() if event.session == session:
+                    return
+                case History():
+                    yield ServerSentEvent(
+                        data=fragments.block("history_list", recent=event.recent, oob=True), event="control"
+                    )
 
 
-def superseded(interim: dict[str, Any], ahead: deque[dict[str, Any]]) -> bool:
+def superseded(interim: Interim, ahead: deque[LiveEvent]) -> bool:
     """A newer interim of the same utterance is already waiting: rendering this one (agent Markdown costs
     milliseconds) would only be replaced at once. A stream that falls behind a fast reply thus skips stale
     interims instead of falling further behind; the latest interim before the final is always shown."""
     return any(
-        m.get("k") == "interim" and m.get("c") == interim.get("c") and m.get("i") == interim.get("i") for m in ahead
+        isinstance(e, Interim) and e.conversation_id == interim.conversation_id and e.item_id == interim.item_id
+        for e in ahead
     )
 
 
-def _ended_fragment(fragments: Fragments, message: dict[str, Any]) -> str:
+def _ended_fragment(fragments: Fragments, event: Ended) -> str:
     """New Chat elsewhere: follow it to the new conversation. Ended for being idle (or the room closing):
     say so and let the person start again, rather than opening agents for a tab nobody is looking at."""
-    if message.get("r") in ("new_chat", "api"):
+    if event.reason in ("new_chat", "api"):
         return fragments.block("panel_refresh", template="_live.html")
-    return fragments.block("panel_saved", template="_live.html", reason=message.get("r", ""))
+    return fragments.block("panel_saved", template="_live.html", reason=event.reason)
 
 
 def _message(fragments: Fragments, view: MessageView, seq: int | None) -> ServerSentEvent:
@@ -110,7 +108,3 @@ def _message(fragments: Fragments, view: MessageView, seq: int | None) -> Server
 def _status(fragments: Fragments, conversation_id: uuid.UUID, state: str, detail: str) -> ServerSentEvent:
     html = fragments.block("agent_status", agent_state=state, agent_detail=detail, conversation_id=conversation_id)
     return ServerSentEvent(data=html, event="status")
-
-
-def _history_context(message: dict[str, Any]) -> dict[str, Any]:
-    return {"recent": message.get("recent", []), "oob": True}

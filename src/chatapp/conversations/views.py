@@ -11,6 +11,7 @@ from jinja2 import Environment
 from jinja2_fragments import render_block
 
 from chatapp.conversations.events import TranscriptEvent
+from chatapp.conversations.live_events import Final, Interim
 from chatapp.conversations.store import StoredUtterance
 
 PAGE = "chat.html"
@@ -49,18 +50,11 @@ class MessageView:
         return cls(dom_id(e.item_id), e.role, e.text, False, False, None, e.timestamp)
 
     @classmethod
-    def of_message(cls, m: dict[str, Any]) -> MessageView:
-        """From a hub message (`final` or `interim`)."""
-        final = m["k"] == "final"
-        return cls(
-            dom_id(m["i"]),
-            m["r"],
-            m["t"],
-            final,
-            bool(m.get("x", False)),
-            m.get("s") if final else None,
-            datetime.fromisoformat(m["ts"]) if m.get("ts") else None,
-        )
+    def of_event(cls, e: Final | Interim) -> MessageView:
+        """From a live event."""
+        if isinstance(e, Final):
+            return cls(dom_id(e.item_id), e.role, e.text, True, e.interrupted, e.seq, e.created_at)
+        return cls(dom_id(e.item_id), e.role, e.text, False, False, None, e.timestamp)
 
 
 class Fragments:

@@ -1,0 +1,120 @@
+"""Round trips to PostgreSQL on the ingest path with postgres channels: a request's events go out in one NOTIFY
+statement however many there are, in order, and a one-final ingest makes no statement it could do without."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from chatapp.conversations import pipeline as pipeline_module
+from chatapp.conversations.buffer import TranscriptBuffer
+from chatapp.conversations.hub import Hub, make_channels
+from chatapp.conversations.live_events import Final, Interim
+from chatapp.conversations.pipeline import TranscriptPipeline
+from tests.factories import final, interim, make_conversation
+
+
+class StatementLog:
+    """Every statement sent by the pipeline's pooled connection and by the hub's own connections (but the
+    LISTEN connection's periodic liveness check). asyncpg reports a statement on the loop's next turn: take()
+    once the events it published have been received."""
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    def record(self, query: asyncpg.connection.LoggedQuery) -> None:
+        if query.query != "SELECT 1":
+            self.statements.append(" ".join(query.query.split()))
+
+    def take(self) -> list[str]:
+        taken, self.statements = self.statements, []
+        return taken
+
+
+@pytest.fixture
+def log(monkeypatch: pytest.MonkeyPatch) -> StatementLog:
+    log = StatementLog()
+    real_connect, real_connection = asyncpg.connect, pipeline_module.connection
+
+    async def logged_connect(*args: object, **kwargs: object) -> asyncpg.Connection:
+        conn = await real_connect(*args, **kwargs)  # type: ignore[arg-type]
+        conn.add_query_logger(log.record)
+        return conn
+
+    @contextlib.asynccontextmanager
+    async def logged_connection() -> AsyncIterator[asyncpg.Connection]:
+        async with real_connection() as conn:
+            conn.add_query_logger(log.record)
+            try:
+                yield conn
+            finally:
+                conn.remove_query_logger(log.record)
+
+    monkeypatch.setattr(asyncpg, "connect", logged_connect)
+    monkeypatch.setattr(pipeline_module, "connection", logged_connection)
+    return log
+
+
+@contextlib.asynccontextmanager
+async def postgres_pipeline(db: str) -> AsyncIterator[TranscriptPipeline]:
+    buffer = TranscriptBuffer()
+    channels = make_channels("postgres", db)
+    hub = Hub(channels, buffer)
+    async with channels:
+        task = asyncio.create_task(hub.run())
+        try:
+            yield TranscriptPipeline(buffer, hub)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def test_a_100_final_ingest_notifies_in_one_round_trip_in_order(db: str, log: StatementLog) -> None:
+    c = await make_conversation()
+    async with postgres_pipeline(db) as pipeline, pipeline.hub.listen(c.id, c.owner) as listener:
+        await pipeline.apply(c.id, [final(c.id, "warm-up", "first")], source="api")  # connects, prepares
+        await asyncio.wait_for(listener.queue.get(), 10)
+        log.take()
+        batch = [final(c.id, f"f{n}", f"final {n}", role="agent") for n in range(100)]
+        await pipeline.apply(c.id, [*batch, interim(c.id, "next", "And then")], source="api")
+        received = [await asyncio.wait_for(listener.queue.get(), 10) for _ in range(101)]
+    assert len([s for s in log.take() if "pg_notify" in s]) == 1
+    finals = [e for e in received if isinstance(e, Final)]
+    assert [e.seq for e in finals] == list(range(2, 102))
+    assert [e.text for e in finals] == [f"final {n}" for n in range(100)]
+    assert isinstance(received[-1], Interim)
+
+
+async def test_large_finals_in_one_request_still_go_in_one_statement(db: str, log: StatementLog) -> None:
+    """Parts of a final over the NOTIFY payload limit travel in the same statement, and arrive whole."""
+    c = await make_conversation()
+    text = "wörd " * 2500  # about 15 kB of UTF-8: several parts
+    async with postgres_pipeline(db) as pipeline, pipeline.hub.listen(c.id, c.owner) as listener:
+        await pipeline.apply(c.id, [final(c.id, "a", text), final(c.id, "b", "small")], source="api")
+        first = await asyncio.wait_for(listener.queue.get(), 10)
+        second = await asyncio.wait_for(listener.queue.get(), 10)
+    assert len([s for s in log.take() if "pg_notify" in s]) == 1
+    assert isinstance(first, Final)
+    assert (first.seq, first.text) == (1, text)
+    assert isinstance(second, Final)
+    assert (second.seq, second.text) == (2, "small")
+
+
+async def test_a_one_final_ingest_makes_seven_round_trips(db: str, log: StatementLog) -> None:
+    """BEGIN, lock the conversation, look up the item, insert it, advance last_seq, COMMIT, then NOTIFY (a final
+    is durable before anyone hears of it): no connect, prepare or reset on a warm connection, one NOTIFY."""
+    c = await make_conversation()
+    async with postgres_pipeline(db) as pipeline, pipeline.hub.listen(c.id, c.owner) as listener:
+        await pipeline.apply(c.id, [final(c.id, "warm-up", "first")], source="api")
+        await asyncio.wait_for(listener.queue.get(), 10)
+        log.take()
+        await pipeline.apply(c.id, [final(c.id, "one", "Hello")], source="api")
+        await asyncio.wait_for(listener.queue.get(), 10)
+        statements = log.take()
+    assert [s.split()[0] for s in statements] == ["BEGIN;", "SELECT", "SELECT", "INSERT", "UPDATE", "COMMIT;", "SELECT"]
+    assert "pg_notify" in statements[-1]

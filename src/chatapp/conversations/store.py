@@ -229,16 +229,6 @@ async def list_utterances(conversation_id: uuid.UUID, after_seq: int = 0, limit:
     return [_utterance(conversation_id, row) for row in rows]
 
 
-async def get_utterance(conversation_id: uuid.UUID, seq: int) -> StoredUtterance | None:
-    async with connection() as conn:
-        row = await conn.fetchrow(
-            "SELECT seq, item_id, role, text, interrupted, created_at FROM utterance WHERE session = $1 AND seq = $2",
-            conversation_id,
-            seq,
-        )
-    return _utterance(conversation_id, row) if row else None
-
-
 def unstorable(event: TranscriptEvent) -> str | None:
     """Why PostgreSQL would refuse this utterance (no NUL in text or id), or None. (An id too long for
     varchar(128) cannot exist: TranscriptEvent refuses it.)

@@ -338,15 +338,16 @@ class HistoryController(Controller):
 
     @get("/{conversation_id:uuid}/export/{fmt:str}", name="history_export")
     async def export(self, request: Request[User, Any, Any], conversation_id: uuid.UUID, fmt: str) -> Response[str]:
-        if fmt not in export.FORMATS:
+        exporter = export.EXPORTERS.get(fmt)
+        if exporter is None:
             raise NotFoundException()
         detail = await conversation_detail(request.user.id, conversation_id)
         if detail is None or detail.conversation.active:
             raise NotFoundException()
         return Response(
-            export.RENDERERS[fmt](detail),
-            media_type=export.FORMATS[fmt],
-            headers={"Content-Disposition": f'attachment; filename="{export.filename(detail, fmt)}"'},
+            exporter.render(detail),
+            media_type=exporter.media_type,
+            headers={"Content-Disposition": f'attachment; filename="{export.filename(detail, exporter.extension)}"'},
         )
 
     @post("/{conversation_id:uuid}/share", status_code=200)
@@ -417,6 +418,7 @@ async def _detail_context(user: User | None, detail: Any, request: Request[Any, 
         "duration": duration_label(conversation.started_at, conversation.ended_at),
         "share_url": _share_url(request, token),
         "origin": await _origin(user, conversation),
+        "exporters": export.EXPORTERS.values(),
     }
 
 

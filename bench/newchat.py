@@ -58,7 +58,8 @@ from bench.common import (
     verdict,
 )
 from chatapp.conversations import store
-from chatapp.conversations.store import make_title, room_name_for
+from chatapp.conversations.service import make_title
+from chatapp.conversations.store import room_name_for
 
 T = TypeVar("T")
 
@@ -107,7 +108,7 @@ VERIFY_SAVED = """
     FROM chat_session s WHERE s.id = $1
 """
 
-# store.end_active for New Chat, in order: the statements between BEGIN and COMMIT.
+# ConversationService._end_active for New Chat, in order: the statements between BEGIN and COMMIT.
 SAVE = (
     ("lock user", LOCK_USER),
     ("select active", SELECT_ACTIVE),
@@ -656,7 +657,7 @@ def _report(
         "then 1 interim still pending in the server's buffer — while the chat tab's SSE stream is open and has "
         "received all of it; then New Chat is posted as htmx does (HX-Request, x-csrftoken, conversation_id) and "
         f"the tab's stream must get the 'ended' control; {WARMUP} warm-up runs not counted",
-        f"save SQL = the {len(SAVE)} statements of store.end_active in one transaction ({save_trips} round trips with "
+        f"save SQL = the {len(SAVE)} statements of New Chat's save in one transaction ({save_trips} round trips with "
         f"BEGIN and COMMIT) on one warm asyncpg connection, against a second user's conversation with the same "
         f"{UTTERANCES} texts; request SQL = every statement of the request: "
         + describe_statements([sql_key(sql) for sql in REQUEST], NAMES),

@@ -85,7 +85,7 @@ class AccountSettingsController(Controller):
             return _page(user, errors=exc.errors, status_code=422)
         conversations: ConversationService = state.conversations
         # Stop the agent of the active conversation first; the rows go with the account below.
-        await conversations.end(user.id, user.display_name, None, "account_deleted", start_next=False)
+        await conversations.end(user.id, None, "account_deleted")
         ended = await account.delete_account(user.id)
         await _end_streams(state, user, ended, keep=None)
         request.clear_session()

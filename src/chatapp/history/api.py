@@ -254,7 +254,7 @@ class SessionsApiController(Controller):
             missing = missing_messages(events, existing)
             if missing:
                 await service.pipeline.apply(session_id, missing)
-        result = await service.end(user.id, user.display_name, session_id, "api", start_next=False)
+        result = await service.end(user.id, session_id, "api")
         if result.outcome.deleted_id == session_id:
             return SaveResult(**(summary(conversation) | {"message_count": 0}), saved=False)
         current = result.saved or await store.get_conversation(session_id)

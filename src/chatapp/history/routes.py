@@ -376,9 +376,7 @@ class HistoryController(Controller):
         user: User = request.user
         if await saved_conversation(user.id, conversation_id) is None:
             raise NotFoundException()
-        await service_of(state).end(
-            user.id, user.display_name, None, "new_chat", start_next=True, continue_from=conversation_id
-        )
+        await service_of(state).new_chat(user.id, user.display_name, continue_from=conversation_id)
         if request.htmx:
             return Response(None, status_code=204, headers={"HX-Redirect": "/"})
         return Redirect("/", status_code=303)

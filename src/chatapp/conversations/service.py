@@ -9,6 +9,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any, Literal
 
 from chatapp.agents.runtime import DEFAULT_START_FAILURE, AgentRuntime, AgentStartError, ConversationInfo, StartInfo
@@ -83,6 +84,48 @@ class EndResult:
     @property
     def saved(self) -> store.Conversation | None:
         return self.outcome.ended
+
+
+@dataclass(frozen=True)
+class ClientSave:
+    """The JSON save API's answer: the conversation as it now stands (its message count 0 when it was empty
+    and deleted) and whether it is saved."""
+
+    conversation: store.Conversation
+    saved: bool
+
+
+# A client's copy of an utterance matches the server's when role and text are equal and the times are this close.
+TIMESTAMP_TOLERANCE = timedelta(seconds=2)
+
+
+def missing_messages(
+    events: Sequence[tuple[TranscriptEvent, bool]], existing: Sequence[store.StoredUtterance]
+) -> list[TranscriptEvent]:
+    """Entries the server does not have: matched by id, else by role, text and time — never by text alone,
+    because people say "yes" twice."""
+    known_ids = {u.item_id for u in existing}
+    unmatched = list(existing)
+    missing: list[TranscriptEvent] = []
+    for event, identifiable in events:
+        if event.item_id in known_ids:
+            continue
+        match = next(
+            (
+                u
+                for u in unmatched
+                if identifiable
+                and u.role == event.role
+                and u.text == event.text
+                and abs(u.created_at - event.timestamp) <= TIMESTAMP_TOLERANCE
+            ),
+            None,
+        )
+        if match is not None:
+            unmatched.remove(match)  # one server utterance answers for one client entry
+            continue
+        missing.append(event)
+    return missing
 
 
 @dataclass(frozen=True)
@@ -298,6 +341,28 @@ class ConversationService:
         reaper, LiveKit's room_finished and account deletion. `idle_seconds` (the idle reaper): end only if
         the conversation is still idle that long, checked under the lock."""
         return EndResult(await self._end_in_transaction(user_id, expected, reason, idle_seconds=idle_seconds), None)
+
+    async def save_client_copy(
+        self, user_id: uuid.UUID, conversation_id: uuid.UUID, events: Sequence[tuple[TranscriptEvent, bool]]
+    ) -> ClientSave:
+        """The JSON save API: add the entries of the client's copy of the transcript the server lacks, then end
+        the conversation like any other end. ConversationGone for an unknown or another user's conversation."""
+        conversation = await store.get_conversation(conversation_id)
+        if conversation is not None and conversation.owner != user_id:
+            log.warning("user %s tried to save conversation %s of another user", user_id, conversation_id)
+            conversation = None  # answered like a missing one: its existence is not theirs to learn
+        if conversation is None:
+            raise ConversationGone(str(conversation_id))
+        if events:
+            missing = missing_messages(events, await store.list_utterances(conversation_id))
+            if missing:
+                await self.pipeline.apply(conversation_id, missing)
+        result = await self.end(user_id, conversation_id, "api")
+        if result.outcome.deleted_id == conversation_id:
+            return ClientSave(replace(conversation, last_seq=0), saved=False)
+        current = result.saved or await store.get_conversation(conversation_id)
+        assert current is not None
+        return ClientSave(current, saved=current.ended_at is not None)
 
     async def new_chat(
         self,

@@ -11,15 +11,17 @@ from urllib.parse import urlencode
 
 from jinja2_fragments.litestar import HTMXBlockTemplate
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import CacheControlHeader, State
+from litestar.datastructures import CacheControlHeader
+from litestar.di import Provide
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import Body, Parameter
-from litestar.plugins.htmx import HTMXRequest
+from litestar.plugins.htmx import ClientRedirect, HTMXRequest
 from litestar.response import Redirect, Template
 
 from chatapp.accounts.service import User
 from chatapp.conversations import store
+from chatapp.conversations.http import SERVICE
 from chatapp.conversations.service import ConversationService
 from chatapp.conversations.views import MessageView
 from chatapp.history import analytics, export, sharing
@@ -38,7 +40,7 @@ from chatapp.history.service import (
     set_pinned,
 )
 from chatapp.validation import FORM_ONLY, checked_text
-from chatapp.web import toast_header
+from chatapp.web import toast
 
 FormBody = Body(media_type=RequestEncodingType.URL_ENCODED)
 
@@ -176,7 +178,11 @@ def _form_text(data: dict[str, Any], name: str) -> str:
 
 
 async def _set_flag(
-    request: HTMXRequest, state: State, conversation_id: uuid.UUID, data: dict[str, Any], flag: str
+    request: HTMXRequest,
+    conversations: ConversationService,
+    conversation_id: uuid.UUID,
+    data: dict[str, Any],
+    flag: str,
 ) -> Template | Redirect:
     """Set pinned/archived, tell every tab's sidebar, then show the list (from a row) or the page it came from.
 
@@ -199,36 +205,38 @@ async def _set_flag(
         raise HTTPException(status_code=409, detail=str(exc)) from None
     if conversation is None:
         raise NotFoundException()
-    await service_of(state).publish_history(user.id)
+    await conversations.publish_history(user.id)
     if not request.htmx:
         if not from_list:
             return Redirect(f"/history/{conversation_id}", status_code=303)
         params = {"view": view, "q": q, "from": date_from or "", "to": date_to or ""}
         query = urlencode({k: v for k, v in params.items() if v})
         return Redirect(f"/history{'?' + query if query else ''}", status_code=303)
-    toast = toast_header(FLAG_MESSAGES[(flag, value)], "success")
+    done = toast(FLAG_MESSAGES[(flag, value)], "success")
     if from_list:
         context = await _listing(request, user, view, q, date_from, date_to, None)
-        return HTMXBlockTemplate(
-            template_name="history.html", block_name="history_results", context=context, headers=toast
-        )
+        return HTMXBlockTemplate(template_name="history.html", block_name="history_results", context=context, **done)
     return HTMXBlockTemplate(
-        template_name="history_detail.html",
-        block_name="flags",
-        context={"conversation": conversation},
-        headers=toast,
+        template_name="history_detail.html", block_name="flags", context={"conversation": conversation}, **done
     )
 
 
-def service_of(state: State) -> ConversationService:
-    service: ConversationService = state.conversations
-    return service
+async def owned_saved(request: Request[User, Any, Any], conversation_id: uuid.UUID) -> store.Conversation:
+    """The route's conversation when it is the user's and saved; 404 for unknown, another user's or active."""
+    conversation = await saved_conversation(request.user.id, conversation_id)
+    if conversation is None:
+        raise NotFoundException()
+    return conversation
+
+
+OWNED_SAVED = {"saved": Provide(owned_saved)}
 
 
 class HistoryController(Controller):
     include_in_schema = False  # HTML pages and htmx fragments: not an API (see chatapp.openapi)
     path = "/history"
     cache_control = CacheControlHeader(no_store=True)  # private pages, never from the cache after logout
+    dependencies = SERVICE
 
     @get(["/", "/archived"], name="history")
     async def history_page(
@@ -262,17 +270,25 @@ class HistoryController(Controller):
 
     @post("/{conversation_id:uuid}/pin", status_code=200, guards=FORM_ONLY)
     async def pin(
-        self, request: HTMXRequest, state: State, conversation_id: uuid.UUID, data: Annotated[dict[str, Any], FormBody]
+        self,
+        request: HTMXRequest,
+        conversations: ConversationService,
+        conversation_id: uuid.UUID,
+        data: Annotated[dict[str, Any], FormBody],
     ) -> Template | Redirect:
         """Pin (pinned=true) or unpin (pinned=false): from a list row or from the conversation's page."""
-        return await _set_flag(request, state, conversation_id, data, "pinned")
+        return await _set_flag(request, conversations, conversation_id, data, "pinned")
 
     @post("/{conversation_id:uuid}/archive", status_code=200, guards=FORM_ONLY)
     async def archive(
-        self, request: HTMXRequest, state: State, conversation_id: uuid.UUID, data: Annotated[dict[str, Any], FormBody]
+        self,
+        request: HTMXRequest,
+        conversations: ConversationService,
+        conversation_id: uuid.UUID,
+        data: Annotated[dict[str, Any], FormBody],
     ) -> Template | Redirect:
         """Archive (archived=true) or bring back (archived=false)."""
-        return await _set_flag(request, state, conversation_id, data, "archived")
+        return await _set_flag(request, conversations, conversation_id, data, "archived")
 
     @get("/analytics", name="history_analytics")
     async def analytics_page(self, request: Request[User, Any, Any]) -> Template:
@@ -304,7 +320,7 @@ class HistoryController(Controller):
     async def rename(
         self,
         request: HTMXRequest,
-        state: State,
+        conversations: ConversationService,
         conversation_id: uuid.UUID,
         data: Annotated[dict[str, Any], FormBody],
     ) -> Template | Response[Any] | Redirect:
@@ -316,25 +332,25 @@ class HistoryController(Controller):
             raise HTTPException(status_code=422, detail=str(exc)) from None
         if conversation is None:
             raise NotFoundException()
-        await service_of(state).publish_history(user.id)
+        await conversations.publish_history(user.id)
         if not request.htmx:
             return Redirect(f"/history/{conversation_id}", status_code=303)
         return HTMXBlockTemplate(
             template_name="history_detail.html",
             block_name="title_block",
             context={"conversation": conversation, "oob": True},  # oob: with a <title> the tab follows
-            headers=toast_header("Renamed.", "success"),
+            **toast("Renamed.", "success"),
         )
 
     @post("/{conversation_id:uuid}/delete", status_code=200)
-    async def delete(self, request: HTMXRequest, state: State, conversation_id: uuid.UUID) -> Response[Any]:
+    async def delete(
+        self, request: HTMXRequest, conversations: ConversationService, conversation_id: uuid.UUID
+    ) -> Response[Any]:
         user: User = request.user
         if not await delete(user.id, conversation_id):
             raise NotFoundException()
-        await service_of(state).publish_history(user.id)
-        if request.htmx:
-            return Response(None, status_code=204, headers={"HX-Redirect": "/history?deleted=true"})
-        return Redirect("/history?deleted=true", status_code=303)
+        await conversations.publish_history(user.id)
+        return _go_to(request, "/history?deleted=true")
 
     @get("/{conversation_id:uuid}/export/{fmt:str}", name="history_export")
     async def export(self, request: Request[User, Any, Any], conversation_id: uuid.UUID, fmt: str) -> Response[str]:
@@ -350,36 +366,33 @@ class HistoryController(Controller):
             headers={"Content-Disposition": f'attachment; filename="{export.filename(detail, exporter.extension)}"'},
         )
 
-    @post("/{conversation_id:uuid}/share", status_code=200)
-    async def share(self, request: HTMXRequest, conversation_id: uuid.UUID) -> Template | Redirect:
-        user: User = request.user
-        conversation = await saved_conversation(user.id, conversation_id)
-        if conversation is None:
-            raise NotFoundException()
-        token = await sharing.create(conversation_id)
-        return _share_block(request, conversation, token, "Share link created.")
+    @post("/{conversation_id:uuid}/share", status_code=200, dependencies=OWNED_SAVED)
+    async def share(self, request: HTMXRequest, saved: store.Conversation) -> Template | Redirect:
+        token = await sharing.create(saved.id)
+        return _share_block(request, saved, token, "Share link created.")
 
-    @post("/{conversation_id:uuid}/share/revoke", status_code=200)
-    async def revoke_share(self, request: HTMXRequest, conversation_id: uuid.UUID) -> Template | Redirect:
-        user: User = request.user
-        conversation = await saved_conversation(user.id, conversation_id)
-        if conversation is None:
-            raise NotFoundException()
-        await sharing.revoke(conversation_id)
-        return _share_block(request, conversation, None, "Share link revoked.")
+    @post("/{conversation_id:uuid}/share/revoke", status_code=200, dependencies=OWNED_SAVED)
+    async def revoke_share(self, request: HTMXRequest, saved: store.Conversation) -> Template | Redirect:
+        await sharing.revoke(saved.id)
+        return _share_block(request, saved, None, "Share link revoked.")
 
-    @post("/{conversation_id:uuid}/continue", status_code=200)
+    @post("/{conversation_id:uuid}/continue", status_code=200, dependencies=OWNED_SAVED)
     async def continue_conversation(
-        self, request: HTMXRequest, state: State, conversation_id: uuid.UUID
+        self, request: HTMXRequest, conversations: ConversationService, saved: store.Conversation
     ) -> Response[Any]:
         """Start a new active conversation whose agent knows this one; this one stays as it was."""
         user: User = request.user
-        if await saved_conversation(user.id, conversation_id) is None:
-            raise NotFoundException()
-        await service_of(state).new_chat(user.id, user.display_name, continue_from=conversation_id)
-        if request.htmx:
-            return Response(None, status_code=204, headers={"HX-Redirect": "/"})
-        return Redirect("/", status_code=303)
+        await conversations.new_chat(user.id, user.display_name, continue_from=saved.id)
+        return _go_to(request, "/")
+
+
+def _go_to(request: HTMXRequest, url: str) -> Response[Any]:
+    """After a change that leaves the current page: htmx follows HX-Redirect (a 204), a plain form a 303."""
+    if not request.htmx:
+        return Redirect(url, status_code=303)
+    response = ClientRedirect(url)
+    response.status_code = 204
+    return response
 
 
 def _share_block(
@@ -391,7 +404,7 @@ def _share_block(
         template_name="history_detail.html",
         block_name="share",
         context={"conversation": conversation, "share_url": _share_url(request, token)},
-        headers=toast_header(message, "success"),
+        **toast(message, "success"),
     )
 
 

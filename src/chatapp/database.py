@@ -178,10 +178,21 @@ def get_engine() -> Any:
     return engine
 
 
+def transaction() -> Any:
+    """A Piccolo transaction (`async with transaction():`): the query builder's calls inside it run on its
+    connection, and so do raw statements through `connection()`, so both commit or roll back together."""
+    return get_engine().transaction()
+
+
 @asynccontextmanager
 async def connection() -> AsyncIterator[asyncpg.Connection]:
-    """A pooled asyncpg connection from Piccolo's engine, for statements the query builder cannot say."""
+    """A pooled asyncpg connection from Piccolo's engine (the pool its query builder uses too), for statements
+    the query builder cannot say; inside `transaction()`, that transaction's connection."""
     engine = get_engine()
+    current = engine.current_transaction.get()
+    if current is not None:
+        yield current.connection
+        return
     if engine.pool is None:
         conn = await engine.get_new_connection()
         try:

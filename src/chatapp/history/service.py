@@ -12,7 +12,8 @@ from datetime import datetime
 from typing import Any, Literal
 
 from chatapp.conversations import store
-from chatapp.database import connection
+from chatapp.database import connection, transaction
+from chatapp.tables import ChatSession
 from chatapp.validation import as_utc, control_character_message, has_control_characters
 
 PAGE_SIZE = 20
@@ -222,28 +223,26 @@ async def rename(owner: uuid.UUID, conversation_id: uuid.UUID, title: str) -> st
         raise InvalidTitle("Enter a title.")
     if len(title) > MAX_TITLE_LENGTH:
         raise InvalidTitle(f"Use at most {MAX_TITLE_LENGTH} characters.")
-    async with connection() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            f"""
-            UPDATE chat_session SET title = $3 WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL
-            RETURNING {store.CONVERSATION_COLUMNS}
-            """,
-            conversation_id,
-            owner,
-            title,
+    async with transaction(), connection() as conn:
+        rows = await (
+            ChatSession.update({ChatSession.title: title})
+            .where(_owned_saved(owner, conversation_id))
+            .returning(*ChatSession.all_columns())
         )
-        if row is None:
+        if not rows:
             return None
-        await store.refresh_search_doc(conn, conversation_id)
-    return store.Conversation(**dict(row))
+        await store.refresh_search_doc(conn, conversation_id)  # the title is searched too
+    return store.Conversation(**rows[0])
+
+
+def _owned_saved(owner: uuid.UUID, conversation_id: uuid.UUID) -> Any:
+    """The query builder's condition for "this conversation, if it is the owner's and saved"."""
+    return (ChatSession.id == conversation_id) & (ChatSession.owner == owner) & ChatSession.ended_at.is_not_null()
 
 
 async def delete(owner: uuid.UUID, conversation_id: uuid.UUID) -> bool:
-    async with connection() as conn:
-        status: str = await conn.execute(
-            "DELETE FROM chat_session WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL", conversation_id, owner
-        )
-    return status.endswith(" 1")
+    deleted = await ChatSession.delete().where(_owned_saved(owner, conversation_id)).returning(ChatSession.id)
+    return bool(deleted)
 
 
 class TooManyPins(ValueError):

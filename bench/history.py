@@ -772,7 +772,7 @@ async def _measure(
 
     async def searched(conn: asyncpg.Connection, word: str) -> list[str]:
         rows = await conn.fetch(
-            SEARCH, user_id, word, None, None, SEARCH_CANDIDATES, None, None, None, PAGE_SIZE + 1, None, None
+            SEARCH, user_id, word, SEARCH_CANDIDATES, None, None, None, PAGE_SIZE + 1, None, None, None, None
         )
         await conn.fetch(SNIPPETS, [r["id"] for r in rows[:PAGE_SIZE]], word)
         return [str(r["id"]) for r in rows[:PAGE_SIZE]]
@@ -1015,7 +1015,7 @@ async def _measure(
         ]
     if search_missed:
         for word in (RARE_WORD, COMMON_WORD):
-            args = (user_id, word, None, None, SEARCH_CANDIDATES, None, None, None, PAGE_SIZE + 1, None, None)
+            args = (user_id, word, SEARCH_CANDIDATES, None, None, None, PAGE_SIZE + 1, None, None, None, None)
             ids = [r["id"] for r in (await conns[0].fetch(SEARCH, *args))[:PAGE_SIZE]]
             report.notes += [
                 f"EXPLAIN search '{word}' (candidates + rank): " + await explain(conns[0], SEARCH, *args),

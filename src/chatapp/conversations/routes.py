@@ -24,7 +24,7 @@ from chatapp.accounts.service import User
 from chatapp.accounts.sessions import session_tag
 from chatapp.conversations import store
 from chatapp.conversations.events import MAX_ITEM_ID_LENGTH, MAX_TEXT_LENGTH, TranscriptEvent, utcnow
-from chatapp.conversations.http import PAGE_ERRORS, SERVICE, answered_as
+from chatapp.conversations.http import PAGE_ERRORS, SERVICE, answered_as, conversation_gone
 from chatapp.conversations.service import (
     ChatView,
     ConversationGone,
@@ -298,7 +298,7 @@ class IngestController(Controller):
     tags = ["agent ingest"]
     dependencies = SERVICE
     exception_handlers = {
-        ConversationGone: answered_as(404, "Unknown conversation."),
+        ConversationGone: conversation_gone,
         IngestClosed: answered_as(410, "This conversation ended too long ago."),
     }
 

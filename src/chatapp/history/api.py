@@ -21,7 +21,7 @@ from litestar.params import Body, Parameter
 from chatapp.accounts.service import User
 from chatapp.conversations import store
 from chatapp.conversations.events import MAX_TEXT_LENGTH, TranscriptEvent
-from chatapp.conversations.http import SERVICE, answered_as
+from chatapp.conversations.http import SERVICE, conversation_gone
 from chatapp.conversations.service import ConversationGone, ConversationService
 from chatapp.history.service import BadCursor, api_page, conversation_detail
 from chatapp.openapi import NOT_BLANK, errors
@@ -195,7 +195,7 @@ class SessionsApiController(Controller):
     path = "/api/users/sessions"
     tags = ["conversations"]
     dependencies = SERVICE
-    exception_handlers = {ConversationGone: answered_as(404, "Session not found.")}
+    exception_handlers = {ConversationGone: conversation_gone}
 
     @post(
         "/save",

@@ -4,8 +4,9 @@ continue, and the public read-only page behind a share link."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -24,9 +25,9 @@ from chatapp.conversations import store
 from chatapp.conversations.http import SERVICE
 from chatapp.conversations.service import ConversationService
 from chatapp.conversations.views import MessageView
-from chatapp.history import analytics, export, sharing
+from chatapp.history import analytics, export, filters, sharing
 from chatapp.history.grouping import duration_label, group_label, user_zone
-from chatapp.history.search import FIRST_DATE, LAST_DATE, MAX_QUERY_LENGTH, date_bounds, search
+from chatapp.history.search import MAX_QUERY_LENGTH, search
 from chatapp.history.service import (
     BadCursor,
     InvalidTitle,
@@ -60,30 +61,6 @@ class HistoryRow:
     archived: bool = False
 
 
-class BadRange(ValueError):
-    """The history filter's dates cannot be used; the message is shown next to the fields."""
-
-
-def _date(raw: str | None, name: str) -> date | None:
-    if not raw:
-        return None
-    try:
-        day = date.fromisoformat(raw)
-    except ValueError:
-        raise BadRange(f"{name} must be a date (YYYY-MM-DD).") from None
-    if not FIRST_DATE <= day <= LAST_DATE:  # a day later and the bounds overflow in some time zones
-        raise BadRange(f"{name} must be between {FIRST_DATE} and {LAST_DATE}.")
-    return day
-
-
-def _range(raw_from: str | None, raw_to: str | None, zone: Any) -> tuple[datetime | None, datetime | None]:
-    """The From/To filter as timestamps, or BadRange: a typo'd date, one out of range, or From after To."""
-    date_from, date_to = _date(raw_from, "From"), _date(raw_to, "To")
-    if date_from and date_to and date_from > date_to:
-        raise BadRange("From must be on or before To.")
-    return date_bounds(date_from, date_to, zone)
-
-
 def _rows(items: list[Any], zone: Any, snippets: list[str] | None = None) -> list[HistoryRow]:
     now = datetime.now(UTC)
     return [
@@ -112,54 +89,49 @@ FLAG_MESSAGES = {
 
 
 async def _listing(
-    request: HTMXRequest,
-    user: User,
-    view: str,
-    q: str,
-    date_from: str | None,
-    date_to: str | None,
-    cursor: str | None,
+    request: HTMXRequest, user: User, view: str, q: str, raw_filters: Mapping[str, Any], cursor: str | None
 ) -> dict[str, Any]:
-    """What the list shows for these filters: the page's context, or 400 for a bad view or cursor."""
+    """What the list shows for the view, search and history filters (read from `raw_filters`, a query string or
+    form): the page's context, or 400 for a bad view or cursor."""
     _check_filters(view, q)
     zone = user_zone(request.cookies.get("tz"))
     query = " ".join(checked_text(q, "The search").split())
-    range_error = ""
-    try:
-        start, end = _range(date_from, date_to, zone)
-    except BadRange as exc:
-        range_error, start, end = str(exc), None, None
+    applied = filters.apply(raw_filters, zone)
     pinned_rows: list[HistoryRow] = []
     try:
-        if range_error:
+        if applied.error:
             rows, next_cursor = [], None
         elif query:
             # Search covers archived conversations too (marked), whichever view it was typed in.
-            page = await search(user.id, query, cursor, start, end)
+            page = await search(user.id, query, cursor, applied.params)
             rows = _rows([h.item for h in page.hits], zone, [h.snippet for h in page.hits])
             next_cursor = page.next_cursor
         else:
             listing = await saved_page(
-                user.id, cursor, started_from=start, started_before=end, view="archived" if view else "main"
+                user.id, cursor, filter_params=applied.params, view="archived" if view else "main"
             )
             rows = _rows(listing.items, zone)
             pinned_rows = _rows(listing.pinned, zone)
             next_cursor = listing.next_cursor
     except BadCursor:
         raise HTTPException(status_code=400, detail="Invalid cursor.") from None
+    more = ({"view": view} if view else {}) | {"q": query} | applied.values
+    if next_cursor:
+        more |= {"cursor": next_cursor, "group": rows[-1].group}
     return {
         "user": user,
         "rows": rows,
         "pinned_rows": pinned_rows,
         "next_cursor": next_cursor,
+        "more": more,
         "previous_group": "",
         "q": query,
-        "date_from": date_from or "",
-        "date_to": date_to or "",
+        "filters": filters.FILTERS,
+        "filter_values": applied.values,
         "view": view,
         "searching": bool(query),
-        "filtered": bool(start or end),
-        "range_error": range_error,
+        "filtered": applied.active,
+        "range_error": applied.error,
         "deleted": False,
     }
 
@@ -195,7 +167,6 @@ async def _set_flag(
         raise HTTPException(status_code=422, detail=f"{flag} must be true or false.")
     from_list = _form_text(data, "back") == "list"
     view, q = _form_text(data, "view"), _form_text(data, "q")
-    date_from, date_to = _form_text(data, "from") or None, _form_text(data, "to") or None
     if from_list:
         _check_filters(view, q)  # before changing anything
     setter = set_pinned if flag == "pinned" else set_archived
@@ -209,12 +180,12 @@ async def _set_flag(
     if not request.htmx:
         if not from_list:
             return Redirect(f"/history/{conversation_id}", status_code=303)
-        params = {"view": view, "q": q, "from": date_from or "", "to": date_to or ""}
+        params = {"view": view, "q": q} | {name: _form_text(data, name) for name in filters.FIELDS}
         query = urlencode({k: v for k, v in params.items() if v})
         return Redirect(f"/history{'?' + query if query else ''}", status_code=303)
     done = toast(FLAG_MESSAGES[(flag, value)], "success")
     if from_list:
-        context = await _listing(request, user, view, q, date_from, date_to, None)
+        context = await _listing(request, user, view, q, data, None)
         return HTMXBlockTemplate(template_name="history.html", block_name="history_results", context=context, **done)
     return HTMXBlockTemplate(
         template_name="history_detail.html", block_name="flags", context={"conversation": conversation}, **done
@@ -243,8 +214,6 @@ class HistoryController(Controller):
         self,
         request: HTMXRequest,
         q: Annotated[str, Parameter(max_length=MAX_QUERY_LENGTH)] = "",
-        date_from: Annotated[str | None, Parameter(query="from")] = None,
-        date_to: Annotated[str | None, Parameter(query="to")] = None,
         cursor: str | None = None,
         group: Annotated[str, Parameter(max_length=40)] = "",
         deleted: bool = False,
@@ -253,7 +222,8 @@ class HistoryController(Controller):
         user: User = request.user
         if request.url.path.rstrip("/").endswith("/archived"):
             view = "archived"
-        context = await _listing(request, user, view, q, date_from, date_to, cursor) | {
+        # The history filters' fields (chatapp.history.filters) are read from the query string by name.
+        context = await _listing(request, user, view, q, request.query_params, cursor) | {
             "previous_group": group,
             "deleted": deleted,
         }

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from chatapp.conversations import store
 from chatapp.database import connection, transaction
+from chatapp.history import filters
 from chatapp.tables import ChatSession
 from chatapp.validation import as_utc, control_character_message, has_control_characters
 
@@ -78,13 +79,13 @@ _FLAGS = "pinned_at IS NOT NULL AS pinned, archived_at IS NOT NULL AS archived"
 
 
 def _keyset_page_sql(which: str) -> str:
-    """One keyset page (newest first, after a cursor, within a date range) of the conversations `which` selects."""
+    """One keyset page (newest first, after a cursor, within the history filters) of the conversations `which`
+    selects; the filters' parameters are $5 on."""
     return f"""
 SELECT {_SUMMARY}, {_FLAGS} FROM chat_session
 WHERE owner = $1 AND {which}
   AND ($2::timestamptz IS NULL OR (started_at, id) < ($2, $3::uuid))
-  AND ($5::timestamptz IS NULL OR started_at >= $5)
-  AND ($6::timestamptz IS NULL OR started_at < $6)
+  AND {filters.sql(5)}
 ORDER BY started_at DESC, id DESC
 LIMIT $4
 """
@@ -98,9 +99,7 @@ SAVED_PAGE_SQL = _keyset_page_sql("ended_at IS NOT NULL AND archived_at IS NULL"
 ARCHIVED_PAGE_SQL = _keyset_page_sql("archived_at IS NOT NULL")
 PINNED_SQL = f"""
 SELECT {_SUMMARY}, {_FLAGS} FROM chat_session
-WHERE owner = $1 AND pinned_at IS NOT NULL
-  AND ($2::timestamptz IS NULL OR started_at >= $2)
-  AND ($3::timestamptz IS NULL OR started_at < $3)
+WHERE owner = $1 AND pinned_at IS NOT NULL AND {filters.sql(2)}
 ORDER BY pinned_at DESC, id DESC
 LIMIT {store.MAX_PINS}
 """
@@ -122,11 +121,10 @@ async def saved_page(
     owner: uuid.UUID,
     cursor: str | None = None,
     limit: int = PAGE_SIZE,
-    started_from: datetime | None = None,
-    started_before: datetime | None = None,
+    filter_params: Sequence[Any] | None = None,
     view: View = "main",
 ) -> Page:
-    """One page of a history list, newest first, optionally within a date range.
+    """One page of a history list, newest first, within the history filters (`filters.apply(...).params`).
 
     A keyset on (started_at, id) means pages neither repeat nor skip items when conversations are saved
     meanwhile, and deep pages cost as much as the first. In the main list, page 1 also returns every pin (at
@@ -136,14 +134,13 @@ async def saved_page(
     """
     after = _decode(cursor) if cursor else None
     sql = ARCHIVED_PAGE_SQL if view == "archived" else SAVED_PAGE_SQL
+    chosen = tuple(filters.none() if filter_params is None else filter_params)
     async with connection() as conn:
         pinned: list[store.SavedSummary] = []
         if after is not None:
             shown = after[2]
         elif view == "main":
-            pinned = [
-                store.SavedSummary(**dict(r)) for r in await conn.fetch(PINNED_SQL, owner, started_from, started_before)
-            ]
+            pinned = [store.SavedSummary(**dict(r)) for r in await conn.fetch(PINNED_SQL, owner, *chosen)]
             shown = frozenset(p.id for p in pinned)
         else:
             shown = frozenset()
@@ -153,8 +150,7 @@ async def saved_page(
             after[0] if after else None,
             after[1] if after else None,
             limit + 1 + len(shown),
-            started_from,
-            started_before,
+            *chosen,
         )
     found = [store.SavedSummary(**dict(row)) for row in rows if row["id"] not in shown][: limit + 1]
     items = found[:limit]

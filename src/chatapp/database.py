@@ -154,8 +154,9 @@ async def wait_for_database(dsn: str, timeout: float = 10.0) -> None:
 def configure_engine(dsn: str, *, connect_timeout: float | None = None, statement_timeout: float | None = None) -> None:
     """Point Piccolo's engine (from piccolo_conf) at `dsn`; call before the pool starts.
 
-    The timeouts bound every connect (and pool acquire) and every statement, for Piccolo's queries and ours:
-    without them a request waits up to a minute for an unreachable server, or forever on a stuck one.
+    The timeouts bound every connect (and pool acquire) and every statement, for Piccolo's queries and ours
+    (the engine runs the query builder's statements through `connection()`, see piccolo_conf): without them
+    a request waits up to a minute for an unreachable server, or forever on a stuck one.
     """
     global _acquire_timeout
     engine = get_engine()
@@ -176,6 +177,11 @@ def get_engine() -> Any:
     if engine is None:
         raise RuntimeError("piccolo_conf.py was not found; run from the project root or set PICCOLO_CONF")
     return engine
+
+
+def acquire_timeout() -> float | None:
+    """How long a statement waits for a pooled connection (the connect timeout configure_engine was given)."""
+    return _acquire_timeout
 
 
 def transaction() -> Any:

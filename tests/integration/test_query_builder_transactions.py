@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 import uuid
 
 import pytest
 
+from chatapp import database
 from chatapp.accounts.service import get_user
-from chatapp.database import connection, transaction
+from chatapp.database import connection, get_engine, transaction
 from chatapp.tables import UserAccount
 from tests.factories import make_user
 
@@ -54,3 +58,24 @@ async def test_builder_and_raw_statements_commit_together(db: str) -> None:
     assert stored is not None
     assert stored.display_name == "After"
     assert await session_rows(key) == 1
+
+
+async def test_builder_queries_wait_for_a_pooled_connection_no_longer_than_raw_ones(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every pooled connection busy, a query-builder statement (and a transaction) gives up after the
+    acquire timeout, as raw statements do, instead of waiting for as long as the pool stays busy."""
+    monkeypatch.setattr(database, "_acquire_timeout", 0.2)
+    async with contextlib.AsyncExitStack() as busy:
+        for _ in range(get_engine().pool._maxsize):
+            await busy.enter_async_context(connection())
+        for attempt in (UserAccount.select(UserAccount.id).first(), _in_transaction()):
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(attempt, timeout=3)
+            assert time.monotonic() - started < 1.5
+
+
+async def _in_transaction() -> None:
+    async with transaction():
+        await UserAccount.select(UserAccount.id).first()

@@ -45,7 +45,7 @@ from bench.kit.text import sentence
 from bench.kit.timing import LoopLag, percentile
 from chatapp.conversations import store
 from chatapp.conversations.agent_access import room_name_for
-from chatapp.conversations.store import make_title
+from chatapp.conversations.service import make_title
 
 T = TypeVar("T")
 
@@ -94,14 +94,13 @@ VERIFY_SAVED = """
     FROM chat_session s WHERE s.id = $1
 """
 
-# store.end_active for New Chat, in order: the statements between BEGIN and COMMIT.
+# ConversationService._end_active for New Chat, in order: the statements between BEGIN and COMMIT.
 SAVE = (
     ("lock user", LOCK_USER),
     ("select active", SELECT_ACTIVE),
     ("lock conversation", LOCK_CONVERSATION),
     ("select existing items", SELECT_EXISTING),
-    ("insert flushed interim", INSERT_FINALS),
-    ("update last_seq", UPDATE_LAST_SEQ),
+    ("insert flushed interim + last_seq", INSERT_FINALS),
     ("select first user text", FIRST_USER_TEXT),
     ("mark ended + title", MARK_ENDED),
     ("refresh_search_doc", REFRESH_SEARCH_DOC),
@@ -120,7 +119,7 @@ REQUEST = (
     RECENT_SAVED,
 )
 # An ingest POST of finals (bearer token, no login session): store.store_finals in one transaction.
-INGEST = (BEGIN, LOCK_CONVERSATION, SELECT_EXISTING, INSERT_FINALS, UPDATE_LAST_SEQ, COMMIT)
+INGEST = (BEGIN, LOCK_CONVERSATION, SELECT_EXISTING, INSERT_FINALS, COMMIT)
 NAMES = {
     sql_key(sql): name
     for name, sql in (
@@ -221,10 +220,9 @@ class Baseline:
             await step("select existing items", lambda: conn.fetch(SELECT_EXISTING, cid, [item]))
             seq = locked["last_seq"] + 1
             await step(
-                "insert flushed interim",
-                lambda: conn.fetch(INSERT_FINALS, cid, [seq], [item], [role], [text], [True], [datetime.now(UTC)]),
+                "insert flushed interim + last_seq",
+                lambda: conn.fetch(INSERT_FINALS, cid, [seq], [item], [role], [text], [True], [datetime.now(UTC)], seq),
             )
-            await step("update last_seq", lambda: conn.execute(UPDATE_LAST_SEQ, cid, seq))
             await step("select first user text", lambda: conn.fetchval(FIRST_USER_TEXT, cid))
             await step("mark ended + title", lambda: conn.fetchrow(MARK_ENDED, cid, "new_chat", self.title))
             await step("refresh_search_doc", lambda: conn.execute(REFRESH_SEARCH_DOC, cid))
@@ -643,7 +641,7 @@ def _report(
         "then 1 interim still pending in the server's buffer — while the chat tab's SSE stream is open and has "
         "received all of it; then New Chat is posted as htmx does (HX-Request, x-csrftoken, conversation_id) and "
         f"the tab's stream must get the 'ended' control; {WARMUP} warm-up runs not counted",
-        f"save SQL = the {len(SAVE)} statements of store.end_active in one transaction ({save_trips} round trips with "
+        f"save SQL = the {len(SAVE)} statements of New Chat's save in one transaction ({save_trips} round trips with "
         f"BEGIN and COMMIT) on one warm asyncpg connection, against a second user's conversation with the same "
         f"{UTTERANCES} texts; request SQL = every statement of the request: "
         + describe_statements([sql_key(sql) for sql in REQUEST], NAMES),

@@ -265,19 +265,16 @@
     var form = document.querySelector("form.search-form");
     if (!form) return;
     var params = new URLSearchParams(window.location.search);
-    ["q", "from", "to"].forEach(function (name) {
-      var field = form.elements.namedItem(name);
-      if (field) field.value = params.get(name) || "";
+    form.querySelectorAll("input[name]:not([type=hidden])").forEach(function (field) {
+      field.value = params.get(field.name) || "";
     });
   }
   document.addEventListener("htmx:historyRestore", fillSearchForm);
-  // The range error arrives out of band; the date fields say whether it applies to them.
+  // The filter error arrives out of band; the filter fields say whether it applies to them.
   document.addEventListener("htmx:afterSettle", function () {
     var error = document.getElementById("range-error");
     if (!error) return;
-    ["search-from", "search-to"].forEach(function (id) {
-      var field = document.getElementById(id);
-      if (!field) return;
+    document.querySelectorAll(".search-form .filter-input").forEach(function (field) {
       if (error.hidden) field.removeAttribute("aria-invalid"); else field.setAttribute("aria-invalid", "true");
     });
   });

@@ -12,7 +12,7 @@ from bench.kit.statements import (
 )
 from chatapp.history import analytics
 from chatapp.history.search import SEARCH_SQL, SNIPPETS_SQL
-from chatapp.history.service import PAGE_SIZE, SAVED_PAGE_SQL
+from chatapp.history.service import API_PAGE_SQL, FIRST_PAGE_SQL, PAGE_SIZE, SAVED_PAGE_SQL
 
 CONVERSATIONS = int(env_float("BENCH_HISTORY_CONVERSATIONS", 10_000))
 PER_CONVERSATION = int(env_float("BENCH_HISTORY_UTTERANCES", 100))  # 10,000 x 100 = 1,000,000 utterances
@@ -38,6 +38,8 @@ LOAD_MORE = re.compile(rb'hx-get="(/history\?[^"]+)"')
 # that the app sends exactly these (PostgreSQL's statement log of one request of each kind) and that the search
 # answers the same conversations as the app.
 KEYSET_PAGE = SAVED_PAGE_SQL
+FIRST_PAGE = FIRST_PAGE_SQL
+API_PAGE = API_PAGE_SQL
 SEARCH = SEARCH_SQL
 SNIPPETS = SNIPPETS_SQL
 OFFSET_PAGE = """
@@ -47,7 +49,9 @@ OFFSET_PAGE = """
     OFFSET $2 LIMIT $3
 """
 # What each request sends, in order: Litestar reads the login session, then the page's own statement(s).
+FIRST_REQUEST = (SESSION_READ, FIRST_PAGE)  # page 1 of the main list: its pins and rows in one statement
 LIST_REQUEST = (SESSION_READ, KEYSET_PAGE)
+API_REQUEST = (SESSION_READ, API_PAGE)
 SEARCH_REQUEST = (SESSION_READ, SEARCH, SNIPPETS)
 ANALYTICS_REQUEST = (SESSION_READ, analytics.VERSION_SQL)  # the numbers from the process's cache
 ANALYTICS_COLD_REQUEST = (*ANALYTICS_REQUEST, analytics.COUNTS_SQL, analytics.TOPICS_SQL)  # first view after a change
@@ -56,6 +60,8 @@ NAMES = {
     for name, sql in (
         ("session read", SESSION_READ),
         ("keyset page", KEYSET_PAGE),
+        ("first page with pins", FIRST_PAGE),
+        ("API keyset page", API_PAGE),
         ("search", SEARCH),
         ("snippets", SNIPPETS),
         ("analytics version", analytics.VERSION_SQL),

@@ -34,6 +34,9 @@ SESSION_SECONDS = 14 * 24 * 3600
 # asyncpg's Connection.transaction() sends these as simple queries: one round trip each.
 BEGIN, COMMIT = "BEGIN;", "COMMIT;"
 _SQL_COMMENT = re.compile(r"--[^\n]*")
+# Search highlights use a random marker per process (chatapp.history.search._NONCE): the same statement in two
+# processes differs only there.
+_HIGHLIGHT_MARKER = re.compile(r"(hlstart|hlstop)[0-9a-f]+")
 _LOG_ENTRY = re.compile(r"^(\d+\.\d+) \[(\d+)\] ([A-Z]+\d?):  (.*)$")
 _LOGGED_SQL = re.compile(r"^(?:statement|execute [^:]+): (.*)$", re.DOTALL)
 _LOG_PREFIX = "%n [%p] "  # epoch seconds with milliseconds, backend pid
@@ -42,7 +45,7 @@ _LOG_PREFIX = "%n [%p] "  # epoch seconds with milliseconds, backend pid
 def sql_key(sql: str) -> str:
     """A statement without comments and with whitespace collapsed: the app's SQL and a baseline's compare equal
     when PostgreSQL would run the same thing."""
-    return " ".join(_SQL_COMMENT.sub(" ", sql).split())
+    return " ".join(_HIGHLIGHT_MARKER.sub(r"\1", _SQL_COMMENT.sub(" ", sql)).split())
 
 
 async def login_session_row(conn: asyncpg.Connection, key: str, user_id: uuid.UUID, email: str, name: str) -> str:

@@ -154,8 +154,9 @@ async def wait_for_database(dsn: str, timeout: float = 10.0) -> None:
 def configure_engine(dsn: str, *, connect_timeout: float | None = None, statement_timeout: float | None = None) -> None:
     """Point Piccolo's engine (from piccolo_conf) at `dsn`; call before the pool starts.
 
-    The timeouts bound every connect (and pool acquire) and every statement, for Piccolo's queries and ours:
-    without them a request waits up to a minute for an unreachable server, or forever on a stuck one.
+    The timeouts bound every connect (and pool acquire) and every statement, for Piccolo's queries and ours
+    (the engine runs the query builder's statements through `connection()`, see piccolo_conf): without them
+    a request waits up to a minute for an unreachable server, or forever on a stuck one.
     """
     global _acquire_timeout
     engine = get_engine()
@@ -178,10 +179,26 @@ def get_engine() -> Any:
     return engine
 
 
+def acquire_timeout() -> float | None:
+    """How long a statement waits for a pooled connection (the connect timeout configure_engine was given)."""
+    return _acquire_timeout
+
+
+def transaction() -> Any:
+    """A Piccolo transaction (`async with transaction():`): the query builder's calls inside it run on its
+    connection, and so do raw statements through `connection()`, so both commit or roll back together."""
+    return get_engine().transaction()
+
+
 @asynccontextmanager
 async def connection() -> AsyncIterator[asyncpg.Connection]:
-    """A pooled asyncpg connection from Piccolo's engine, for statements the query builder cannot say."""
+    """A pooled asyncpg connection from Piccolo's engine (the pool its query builder uses too), for statements
+    the query builder cannot say; inside `transaction()`, that transaction's connection."""
     engine = get_engine()
+    current = engine.current_transaction.get()
+    if current is not None:
+        yield current.connection
+        return
     if engine.pool is None:
         conn = await engine.get_new_connection()
         try:

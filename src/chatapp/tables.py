@@ -1,4 +1,5 @@
-"""The schema. Migrations in piccolo_migrations/ create it; these classes are how the code queries it."""
+"""The schema. Migrations in piccolo_migrations/ (SQL) create it; these classes are how the query builder
+names it for plain CRUD. Columns only the raw SQL uses (search documents) are not declared here."""
 
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ class ChatSession(Table, tablename="chat_session"):
     last_seq = Integer(default=0)
     end_reason = Varchar(length=20, null=True, default=None)
     continued_from = UUID(null=True, default=None)
+    archived_at = Timestamptz(null=True, default=None)  # off the main list (never together with pinned_at)
+    pinned_at = Timestamptz(null=True, default=None)  # on top of the lists
 
 
 class Utterance(Table, tablename="utterance"):

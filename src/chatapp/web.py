@@ -49,6 +49,16 @@ def toast_header(message: str, level: str = "info", **extra: Any) -> dict[str, s
     return {"HX-Trigger": json.dumps({"toast": {"message": message, "level": level, "target": "body", **extra}})}
 
 
+def toast(message: str, level: str = "info") -> dict[str, Any]:
+    """The same toast as toast_header, as the trigger_event arguments of litestar-htmx's HTMXTemplate and
+    TriggerEvent responses."""
+    return {
+        "trigger_event": "toast",
+        "params": {"message": message, "level": level, "target": "body"},
+        "after": "receive",
+    }
+
+
 def _error_detail(exc: HTTPException) -> str:
     if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
         first = exc.extra[0]

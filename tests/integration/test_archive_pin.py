@@ -16,7 +16,7 @@ from httpx_sse import aconnect_sse
 from chatapp.accounts.service import User
 from chatapp.conversations import store
 from chatapp.database import connection
-from chatapp.history.service import ARCHIVED_PAGE_SQL, PINNED_SQL, SAVED_PAGE_SQL
+from chatapp.history.service import ARCHIVED_PAGE_SQL, FIRST_PAGE_SQL, SAVED_PAGE_SQL
 from tests.factories import make_saved
 from tests.support import ITEM, NEXT, AppServer, event, htmx, ingest, open_conversation, person
 
@@ -335,7 +335,7 @@ async def test_each_list_query_starts_with_an_index_scan_on_its_partial_index(ap
                 for name, sql, args in (
                     ("chat_session_listed", SAVED_PAGE_SQL, (user.id, None, None, 26, None, None)),
                     ("chat_session_archived", ARCHIVED_PAGE_SQL, (user.id, None, None, 21, None, None)),
-                    ("chat_session_pinned", PINNED_SQL, (user.id, None, None)),
+                    ("chat_session_pinned", FIRST_PAGE_SQL, (user.id, 21, None, None)),
                 )
             }
         for index in ("chat_session_listed", "chat_session_archived"):
@@ -346,6 +346,8 @@ async def test_each_list_query_starts_with_an_index_scan_on_its_partial_index(ap
         assert "on chat_session_pinned" in plans["chat_session_pinned"] or (
             "Index Scan using chat_session_pinned" in plans["chat_session_pinned"]
         ), plans["chat_session_pinned"]
+        # Page 1 of the main list is its pins and its first rows in one statement: both parts use their index.
+        assert "Index Scan using chat_session_listed" in plans["chat_session_pinned"], plans["chat_session_pinned"]
 
 
 async def test_the_archived_view_pages_by_date_each_exactly_once(app_server: AppServer) -> None:

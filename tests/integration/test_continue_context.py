@@ -38,7 +38,7 @@ async def test_continued_context_is_old_transcript_then_new_turns_even_after_a_r
     service, model = recorded
     user = await make_user()
     old_id = await make_saved(user, "Kyoto", datetime(2026, 5, 1, tzinfo=UTC), lines=OLD)  # type: ignore[arg-type]
-    result = await service.end(user.id, user.display_name, None, "new_chat", start_next=True, continue_from=old_id)
+    result = await service.new_chat(user.id, user.display_name, None, continue_from=old_id)
     new = result.outcome.current
     assert new is not None
     assert new.continued_from == old_id

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from chatapp.conversations import store
-from chatapp.conversations.service import ConversationService
+from chatapp.conversations.service import TITLE_LENGTH, ConversationService, make_title
 from chatapp.database import connection
 from chatapp.faults import InjectedFault
 from tests.factories import final, interim, make_user
@@ -41,7 +41,7 @@ async def test_save_with_finals_only(service: ConversationService) -> None:
         cid, [final(cid, "u1", "Plan a trip to Kyoto in April"), final(cid, "a1", "Lovely!", role="agent")]
     )
 
-    result = await service.end(user.id, user.display_name, cid, "new_chat", start_next=True)
+    result = await service.new_chat(user.id, user.display_name, cid)
 
     assert result.saved is not None
     assert result.saved.id == cid
@@ -70,7 +70,7 @@ async def test_pending_interims_are_saved_as_interrupted_finals(service: Convers
     await service.pipeline.apply(cid, [interim(cid, "a1", "May is great for Lis", role="agent")])
     await service.pipeline.apply(cid, [interim(cid, "u2", "and what about", role="user")])
 
-    await service.end(user.id, user.display_name, cid, "new_chat", start_next=True)
+    await service.new_chat(user.id, user.display_name, cid)
 
     assert await utterances(cid) == [
         (1, "user", "Where should I go in May?", False),
@@ -85,7 +85,7 @@ async def test_a_conversation_where_the_user_never_spoke_is_deleted(service: Con
     cid = (await service.open(user.id, user.display_name)).conversation.id
     await service.pipeline.apply(cid, [final(cid, "greet", "Hi! Where to?", role="agent")])
 
-    result = await service.end(user.id, user.display_name, cid, "new_chat", start_next=True)
+    result = await service.new_chat(user.id, user.display_name, cid)
 
     assert result.saved is None
     assert result.outcome.deleted_id == cid
@@ -107,8 +107,8 @@ async def test_a_conversation_where_the_user_never_spoke_is_deleted(service: Con
     ],
 )
 def test_titles_are_the_first_user_utterance_cut_at_a_word(text: str, title: str) -> None:
-    assert store.make_title(text) == title
-    assert len(store.make_title(text)) <= store.TITLE_LENGTH
+    assert make_title(text) == title
+    assert len(make_title(text)) <= TITLE_LENGTH
 
 
 async def test_a_late_final_is_stored_in_the_old_conversation(service: ConversationService) -> None:
@@ -116,7 +116,7 @@ async def test_a_late_final_is_stored_in_the_old_conversation(service: Conversat
     old = (await service.open(user.id, user.display_name)).conversation.id
     await service.pipeline.apply(old, [final(old, "u1", "Tell me about Oslo")])
     await service.pipeline.apply(old, [interim(old, "a1", "Oslo is", role="agent")])
-    result = await service.end(user.id, user.display_name, old, "new_chat", start_next=True)
+    result = await service.new_chat(user.id, user.display_name, old)
     new = result.outcome.current
     assert new is not None
 
@@ -143,7 +143,7 @@ async def test_a_failed_save_changes_nothing_and_can_be_retried(service: Convers
     service.faults.arm("save")
 
     with pytest.raises(InjectedFault):
-        await service.end(user.id, user.display_name, cid, "new_chat", start_next=True)
+        await service.new_chat(user.id, user.display_name, cid)
 
     conversation = await store.get_conversation(cid)
     assert conversation is not None
@@ -153,7 +153,7 @@ async def test_a_failed_save_changes_nothing_and_can_be_retried(service: Convers
     assert await active_count(user.id) == 1
     assert service.runtime.is_running(cid)
 
-    retried = await service.end(user.id, user.display_name, cid, "new_chat", start_next=True)
+    retried = await service.new_chat(user.id, user.display_name, cid)
     assert retried.saved is not None
     assert await utterances(cid) == [(1, "user", "Rome or Florence?", False), (2, "agent", "Both are", True)]
 
@@ -164,7 +164,7 @@ async def test_when_the_agent_cannot_start_the_save_still_stands(service: Conver
     await service.pipeline.apply(cid, [final(cid, "u1", "Weekend in Paris")])
     service.faults.arm("agent_start")
 
-    result = await service.end(user.id, user.display_name, cid, "new_chat", start_next=True)
+    result = await service.new_chat(user.id, user.display_name, cid)
 
     assert result.saved is not None
     assert result.start is None
@@ -183,9 +183,7 @@ async def test_ten_parallel_new_chats_save_once(service: ConversationService) ->
     cid = (await service.open(user.id, user.display_name)).conversation.id
     await service.pipeline.apply(cid, [final(cid, "u1", "Double click!")])
 
-    results = await asyncio.gather(
-        *(service.end(user.id, user.display_name, cid, "new_chat", start_next=True) for _ in range(10))
-    )
+    results = await asyncio.gather(*(service.new_chat(user.id, user.display_name, cid) for _ in range(10)))
 
     assert sum(1 for r in results if r.saved is not None) == 1
     assert await saved_ids(user.id) == [cid]
@@ -201,9 +199,7 @@ async def test_ten_parallel_new_chats_without_an_expected_id_still_leave_one_of_
     cid = (await service.open(user.id, user.display_name)).conversation.id
     await service.pipeline.apply(cid, [final(cid, "u1", "Retry storm")])
 
-    await asyncio.gather(
-        *(service.end(user.id, user.display_name, None, "new_chat", start_next=True) for _ in range(10))
-    )
+    await asyncio.gather(*(service.new_chat(user.id, user.display_name, None) for _ in range(10)))
 
     assert await saved_ids(user.id) == [cid]
     assert await active_count(user.id) == 1
@@ -218,5 +214,5 @@ async def test_order_and_text_are_kept_exactly(service: ConversationService) -> 
     texts = ["yes", "yes", "  spaced  out ", "émoji 🚆 <b>tags</b>", "yes"]
     for n, text in enumerate(texts):
         await service.pipeline.apply(cid, [final(cid, f"u{n}", text, role="user" if n % 2 == 0 else "agent")])
-    await service.end(user.id, user.display_name, cid, "new_chat", start_next=True)
+    await service.new_chat(user.id, user.display_name, cid)
     assert [t for _, _, t, _ in await utterances(cid)] == texts

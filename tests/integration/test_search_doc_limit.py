@@ -60,7 +60,7 @@ async def test_a_conversation_too_large_for_one_tsvector_still_saves(
 
     started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="chatapp.conversations.store"):
-        result = await service.end(user.id, user.display_name, cid, "new_chat", start_next=False)
+        result = await service.end(user.id, cid, "new_chat")
     took = time.monotonic() - started
 
     assert result.saved is not None

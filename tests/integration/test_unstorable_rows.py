@@ -44,7 +44,7 @@ async def test_new_chat_drops_unstorable_interims_and_saves_the_rest(
     user_id, cid = await open_with_bad_interims(service)
 
     with caplog.at_level(logging.WARNING, logger="chatapp.conversations.service"):
-        result = await service.end(user_id, "Ada", cid, "new_chat", start_next=True)
+        result = await service.new_chat(user_id, "Ada", cid)
 
     assert result.saved is not None
     assert result.saved.id == cid

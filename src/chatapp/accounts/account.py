@@ -11,9 +11,10 @@ from typing import Any
 from chatapp.accounts import service
 from chatapp.accounts.service import AccountError, User
 from chatapp.accounts.sessions import owner_prefix
-from chatapp.database import connection
+from chatapp.database import connection, transaction
 from chatapp.history import export
 from chatapp.history.service import conversation_detail
+from chatapp.tables import UserAccount
 from chatapp.validation import control_character_message, has_control_characters
 
 # The session store's namespace (PostgresStore("session") in app.py) in front of each session id.
@@ -46,8 +47,9 @@ def session_tag_of(key: str) -> str:
 async def rename(user: User, raw_name: str) -> User:
     """Store the new name, in the account and in every login session's cached copy of the user."""
     name = checked_display_name(raw_name)
-    async with connection() as conn, conn.transaction():
-        await conn.execute("UPDATE user_account SET display_name = $2 WHERE id = $1", user.id, name)
+    async with transaction(), connection() as conn:
+        await UserAccount.update({UserAccount.display_name: name}).where(UserAccount.id == user.id)
+        # The cached copies are JSON inside bytea: jsonb_set in place, which the query builder cannot say.
         await conn.execute(
             """
             UPDATE http_session SET value = convert_to(
@@ -74,8 +76,8 @@ async def change_password(user: User, current: str, new: str) -> list[str]:
         raise AccountError({"new_password": f"Use at most {service.MAX_PASSWORD_LENGTH} characters."})
     await _check_password(user, current)
     password_hash = await service.hash_password(new)
-    async with connection() as conn, conn.transaction():
-        await conn.execute("UPDATE user_account SET password_hash = $2 WHERE id = $1", user.id, password_hash)
+    async with transaction(), connection() as conn:
+        await UserAccount.update({UserAccount.password_hash: password_hash}).where(UserAccount.id == user.id)
         return await _delete_sessions(conn, user.id)
 
 
@@ -110,9 +112,9 @@ async def confirm_deletion(user: User, confirmation: str) -> None:
 
 async def delete_account(user_id: uuid.UUID) -> list[str]:
     """The account, its conversations (utterances, share links, leases cascade) and its login sessions, at once."""
-    async with connection() as conn, conn.transaction():
+    async with transaction(), connection() as conn:
         keys = await _delete_sessions(conn, user_id)
-        await conn.execute("DELETE FROM user_account WHERE id = $1", user_id)
+        await UserAccount.delete().where(UserAccount.id == user_id)
     return keys
 
 

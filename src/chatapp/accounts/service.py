@@ -10,8 +10,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from email_validator import EmailNotValidError, validate_email
 
-from chatapp.database import connection
 from chatapp.limits import HashGate
+from chatapp.tables import UserAccount
 from chatapp.validation import control_character_message, has_control_characters
 
 MIN_PASSWORD_LENGTH = 10
@@ -34,6 +34,10 @@ class User:
     id: uuid.UUID
     email: str
     display_name: str
+
+
+# What a User is made of, as the query builder names the columns.
+USER_COLUMNS = (UserAccount.id, UserAccount.email, UserAccount.display_name)
 
 
 class AccountError(ValueError):
@@ -82,21 +86,13 @@ async def create_user(email: str, display_name: str, password: str) -> User:
     # It happens before the insert either way, so a taken email answers as slowly as a new one.
     password_hash = await hash_gate.run(_hasher.hash, password)
     try:
-        async with connection() as conn:
-            row = await conn.fetchrow(
-                """
-                INSERT INTO user_account (email, display_name, password_hash) VALUES ($1, $2, $3)
-                RETURNING id, email, display_name
-                """,
-                email,
-                display_name,
-                password_hash,
-            )
+        rows = await UserAccount.insert(
+            UserAccount(email=email, display_name=display_name, password_hash=password_hash)
+        ).returning(*USER_COLUMNS)
     except asyncpg.UniqueViolationError:
         # Not "this email is taken": that would tell anyone which addresses have accounts.
         raise AccountError({"email": SIGNUP_REFUSED}) from None
-    assert row is not None
-    return User(**row)
+    return User(**rows[0])
 
 
 async def hash_password(password: str) -> str:
@@ -118,10 +114,7 @@ async def authenticate(email: str, password: str) -> User | None:
         email = normalize_email(email)
     except AccountError:
         email = ""
-    async with connection() as conn:
-        row = await conn.fetchrow(
-            "SELECT id, email, display_name, password_hash FROM user_account WHERE email = $1", email
-        )
+    row = await UserAccount.select(*USER_COLUMNS, UserAccount.password_hash).where(UserAccount.email == email).first()
     stored = row["password_hash"] if row else _DUMMY_HASH
     try:
         await hash_gate.run(_hasher.verify, stored, password[:MAX_PASSWORD_LENGTH])
@@ -130,16 +123,11 @@ async def authenticate(email: str, password: str) -> User | None:
     if row is None:
         return None
     if _hasher.check_needs_rehash(stored):
-        async with connection() as conn:
-            await conn.execute(
-                "UPDATE user_account SET password_hash = $2 WHERE id = $1",
-                row["id"],
-                await hash_gate.run(_hasher.hash, password),
-            )
+        rehashed = await hash_gate.run(_hasher.hash, password)
+        await UserAccount.update({UserAccount.password_hash: rehashed}).where(UserAccount.id == row["id"])
     return User(id=row["id"], email=row["email"], display_name=row["display_name"])
 
 
 async def get_user(user_id: uuid.UUID) -> User | None:
-    async with connection() as conn:
-        row = await conn.fetchrow("SELECT id, email, display_name FROM user_account WHERE id = $1", user_id)
+    row = await UserAccount.select(*USER_COLUMNS).where(UserAccount.id == user_id).first()
     return User(**row) if row else None

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import CacheControlHeader, State
+from litestar.datastructures import CacheControlHeader
 from litestar.exceptions import HTTPException
 from litestar.response import Redirect, Template
 
@@ -14,6 +14,7 @@ from chatapp.accounts import account
 from chatapp.accounts.routes import FormBody, _form
 from chatapp.accounts.service import AccountError, User
 from chatapp.accounts.sessions import rotate_session, session_for, session_tag
+from chatapp.conversations.http import SERVICE
 from chatapp.conversations.service import ConversationService
 from chatapp.limits import limit
 from chatapp.validation import FORM_ONLY
@@ -33,6 +34,7 @@ class AccountSettingsController(Controller):
     path = "/account"
     include_in_schema = False  # HTML pages and htmx fragments: not an API (see chatapp.openapi)
     cache_control = CacheControlHeader(no_store=True)
+    dependencies = SERVICE
 
     @get("/", name="account")
     async def page(self, request: Request[User, Any, Any], done: str = "") -> Template:
@@ -51,14 +53,17 @@ class AccountSettingsController(Controller):
 
     @post("/password", status_code=303, guards=[*FORM_ONLY, limit("account")])
     async def change_password(
-        self, request: Request[User, Any, Any], state: State, data: Annotated[dict[str, Any], FormBody]
+        self,
+        request: Request[User, Any, Any],
+        conversations: ConversationService,
+        data: Annotated[dict[str, Any], FormBody],
     ) -> Template | Redirect:
         user: User = request.user
         try:
             ended = await account.change_password(user, _form(data, "current_password"), _form(data, "new_password"))
         except AccountError as exc:
             return _page(user, errors=exc.errors, status_code=422)
-        await _end_streams(state, user, ended, keep=session_tag(request))
+        await _end_streams(conversations, user, ended, keep=session_tag(request))
         rotate_session(request)  # this browser stays logged in, under a new session id
         request.set_session(session_for(user))
         return Redirect("/account?done=password", status_code=303)
@@ -76,25 +81,26 @@ class AccountSettingsController(Controller):
 
     @post("/delete", status_code=200, guards=[*FORM_ONLY, limit("account")])
     async def delete(
-        self, request: Request[User, Any, Any], state: State, data: Annotated[dict[str, Any], FormBody]
+        self,
+        request: Request[User, Any, Any],
+        conversations: ConversationService,
+        data: Annotated[dict[str, Any], FormBody],
     ) -> Template:
         user: User = request.user
         try:
             await account.confirm_deletion(user, _form(data, "confirm"))
         except AccountError as exc:
             return _page(user, errors=exc.errors, status_code=422)
-        conversations: ConversationService = state.conversations
         # Stop the agent of the active conversation first; the rows go with the account below.
-        await conversations.end(user.id, user.display_name, None, "account_deleted", start_next=False)
+        await conversations.end(user.id, None, "account_deleted")
         ended = await account.delete_account(user.id)
-        await _end_streams(state, user, ended, keep=None)
+        await _end_streams(conversations, user, ended, keep=None)
         request.clear_session()
         return Template("account_deleted.html", context={"user": None})
 
 
-async def _end_streams(state: State, user: User, keys: list[str], keep: str | None) -> None:
+async def _end_streams(conversations: ConversationService, user: User, keys: list[str], keep: str | None) -> None:
     """Open live streams of the ended login sessions stop too, in every process (like a logout)."""
-    conversations: ConversationService = state.conversations
     for key in keys:
         tag = account.session_tag_of(key)
         if tag != keep:

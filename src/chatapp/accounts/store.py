@@ -1,12 +1,20 @@
-"""A Litestar `Store` in PostgreSQL, so login sessions and rate limits are shared by every app process."""
+"""A Litestar `Store` in PostgreSQL, so login sessions and rate limits are shared by every app process.
+
+Deletes go through Piccolo's query builder. Writes and reads stay raw SQL: they compute expiry with the
+database's clock (now() + make_interval), renew in the same statement, and count hits with one atomic upsert,
+none of which the query builder can say.
+"""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 from litestar.stores.base import NamespacedStore
+from piccolo.columns.combination import WhereRaw
 
 from chatapp.database import connection
+from chatapp.tables import HttpSession
 
 
 def _seconds(value: int | timedelta | None) -> float | None:
@@ -81,17 +89,16 @@ class PostgresStore(NamespacedStore):
             )
 
     async def delete(self, key: str) -> None:
-        async with connection() as conn:
-            await conn.execute("DELETE FROM http_session WHERE key = $1", self._key(key))
+        await HttpSession.delete().where(HttpSession.key == self._key(key))
 
     async def delete_all(self) -> None:
-        async with connection() as conn:
-            await conn.execute("DELETE FROM http_session WHERE starts_with(key, $1)", f"{self.namespace}:")
+        prefix = re.sub(r"([\\%_])", r"\\\1", f"{self.namespace}:")  # LIKE's wildcards, taken literally
+        await HttpSession.delete().where(HttpSession.key.like(prefix + "%"))
 
     async def delete_expired(self) -> int:
-        async with connection() as conn:
-            status: str = await conn.execute("DELETE FROM http_session WHERE expires_at <= now()")
-        return int(status.split()[-1])
+        # The database's clock decides, as it does for every expiry in this store.
+        expired = await HttpSession.delete().where(WhereRaw("expires_at <= now()")).returning(HttpSession.key)
+        return len(expired)
 
     async def exists(self, key: str) -> bool:
         return await self.get(key) is not None

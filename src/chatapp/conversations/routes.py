@@ -15,7 +15,7 @@ from litestar.datastructures import CacheControlHeader, State
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import Body, Parameter
-from litestar.plugins.htmx import HTMXRequest
+from litestar.plugins.htmx import HTMXRequest, Reswap
 from litestar.response import Redirect, Template
 from sse_starlette import EventSourceResponse
 
@@ -25,12 +25,13 @@ from chatapp.accounts.sessions import session_tag
 from chatapp.conversations import store
 from chatapp.conversations.agent_access import valid_ingest_token
 from chatapp.conversations.events import MAX_ITEM_ID_LENGTH, MAX_TEXT_LENGTH, TranscriptEvent, utcnow
+from chatapp.conversations.http import PAGE_ERRORS, SERVICE, answered_as, conversation_gone
 from chatapp.conversations.service import (
     ChatView,
-    ConversationEnded,
     ConversationGone,
     ConversationService,
     IngestClosed,
+    make_title,
 )
 from chatapp.conversations.stream import conversation_events
 from chatapp.conversations.views import Fragments, MessageView
@@ -39,7 +40,7 @@ from chatapp.faults import InjectedFault
 from chatapp.limits import limit
 from chatapp.openapi import NO_CONTROL_CHARACTERS, errors
 from chatapp.validation import FORM_ONLY, checked_text, checked_timestamp, strict_body
-from chatapp.web import BearerTokenRequired, toast_header
+from chatapp.web import BearerTokenRequired, toast, toast_header
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +85,6 @@ class DictationForm(msgspec.Struct):
     final: bool = False
 
 
-def chat_service(state: State) -> ConversationService:
-    service: ConversationService = state.conversations
-    return service
-
-
 def chat_context(view: ChatView, user: User, state: State) -> dict[str, Any]:
     return {
         "user": user,
@@ -113,7 +109,7 @@ async def page_extras(view: ChatView) -> dict[str, Any]:
     conversation, what is being continued: its title, its last few turns and a link back."""
     conversation = view.conversation
     first = next((m.text for m in view.messages if m.role == "user" and m.final), None)
-    title = conversation.title or (store.make_title(first) if first else None)
+    title = conversation.title or (make_title(first) if first else None)
     origin = None
     if conversation.continued_from is not None:
         earlier = await store.get_conversation(conversation.continued_from, owner=conversation.owner)
@@ -161,11 +157,13 @@ class ChatController(Controller):
     include_in_schema = False  # HTML pages and htmx fragments: not an API (see chatapp.openapi)
     # Private pages: Back after logging out must ask the server again, not show them from the cache.
     cache_control = CacheControlHeader(no_store=True)
+    dependencies = SERVICE
+    exception_handlers = PAGE_ERRORS
 
     @get("/", name="chat")
-    async def chat_page(self, request: HTMXRequest, state: State) -> Template:
+    async def chat_page(self, request: HTMXRequest, state: State, conversations: ConversationService) -> Template:
         user: User = request.user
-        view = await chat_service(state).open(user.id, user.display_name)
+        view = await conversations.open(user.id, user.display_name)
         context = chat_context(view, user, state) | await page_extras(view)
         if request.htmx:
             return HTMXBlockTemplate(
@@ -178,101 +176,78 @@ class ChatController(Controller):
         self,
         request: HTMXRequest,
         state: State,
+        conversations: ConversationService,
         data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)],
     ) -> Template | Response[Any] | Redirect:
         """Save the active conversation from the server's own buffer, stop its agent, start the next one."""
         user: User = request.user
         expected = _optional_uuid(data.get("conversation_id"))
-        service = chat_service(state)
         try:
-            result = await service.end(user.id, user.display_name, expected, "new_chat", start_next=True)
+            result = await conversations.new_chat(user.id, user.display_name, expected)
         except SAVE_FAILURES as exc:
             metrics.NEW_CHAT.labels("failed").inc()
             log.error("saving conversation for New Chat failed: %s", type(exc).__name__)
-            headers = toast_header("Failed to save conversation. Please try again.", "error")
-            headers["HX-Reswap"] = "none"
-            return Response(None, status_code=503, headers=headers)
+            failed: Response[None] = Reswap(None, method="none", status_code=503)
+            failed.headers.update(toast_header("Failed to save conversation. Please try again.", "error"))
+            return failed
         metrics.NEW_CHAT.labels(new_chat_outcome(result.outcome)).inc()
         if not request.htmx:
             return Redirect("/", status_code=303)
         assert result.outcome.current is not None
-        view = await service.view(result.outcome.current, result.start)
+        view = await conversations.view(result.outcome.current, result.start)
         context = chat_context(view, user, state) | await page_extras(view) | {"oob": True}
-        if result.saved:
-            headers = toast_header("Conversation saved", "success")
-        else:
-            headers = toast_header("Nothing to save - started fresh", "info")
+        saved = toast("Conversation saved", "success") if result.saved else toast("Nothing to save - started fresh")
         return HTMXBlockTemplate(
-            template_name="chat.html", block_names=["chat_panel", "history_list"], context=context, headers=headers
+            template_name="chat.html", block_names=["chat_panel", "history_list"], context=context, **saved
         )
 
     @post("/conversations/{conversation_id:uuid}/messages", status_code=200, guards=[*FORM_ONLY, limit("messages")])
     async def send_message(
         self,
         request: HTMXRequest,
-        state: State,
+        conversations: ConversationService,
         conversation_id: uuid.UUID,
         data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)],
     ) -> Response[None] | Redirect:
         user: User = request.user
         text = _clean_text(data.get("text"))
-        try:
-            await chat_service(state).send_text(user.id, conversation_id, text, _item_id(data.get("item_id")))
-        except ConversationGone:
-            raise NotFoundException() from None
-        except ConversationEnded:
-            return _ended_response(request)
+        await conversations.send_text(user.id, conversation_id, text, _item_id(data.get("item_id")))
         if request.htmx:
             return Response(None, status_code=204)
         return Redirect("/", status_code=303)
 
     @post("/conversations/{conversation_id:uuid}/stop", status_code=204, guards=[*FORM_ONLY, limit("messages")])
     async def stop_reply(
-        self, request: Request[User, Any, Any], state: State, conversation_id: uuid.UUID
+        self, request: Request[User, Any, Any], conversations: ConversationService, conversation_id: uuid.UUID
     ) -> Response[None]:
         """The Stop button (or Esc in the composer): the agent's reply ends here, kept as interrupted.
         Counted with typed messages; 204 also when there was nothing left to stop (the reply just ended)."""
-        user: User = request.user
-        try:
-            await chat_service(state).interrupt(user.id, conversation_id)
-        except ConversationGone:
-            raise NotFoundException() from None
-        except ConversationEnded:
-            return _ended_response(request)
+        await conversations.interrupt(request.user.id, conversation_id)
         return Response(None, status_code=204)
 
     @post("/conversations/{conversation_id:uuid}/dictation", status_code=200, guards=[limit("dictation")])
     async def dictation(
-        self, request: Request[User, Any, Any], state: State, conversation_id: uuid.UUID, data: DictationForm
+        self,
+        request: Request[User, Any, Any],
+        conversations: ConversationService,
+        conversation_id: uuid.UUID,
+        data: DictationForm,
     ) -> Response[None]:
-        user: User = request.user
         text = checked_text(data.text, "text", MAX_TEXT_LENGTH).strip()
-        if not text:
-            return Response(None, status_code=204)
-        try:
-            await chat_service(state).dictate(
-                user.id, conversation_id, DICTATION_PREFIX + data.item_id, text, data.final
+        if text:
+            await conversations.dictate(
+                request.user.id, conversation_id, DICTATION_PREFIX + data.item_id, text, data.final
             )
-        except ConversationGone:
-            raise NotFoundException() from None
-        except ConversationEnded:
-            return _ended_response(request)
         return Response(None, status_code=204)
 
     @post("/conversations/{conversation_id:uuid}/agent", status_code=200, guards=[limit("new_chat")])
     async def retry_agent(
-        self, request: Request[User, Any, Any], state: State, conversation_id: uuid.UUID
+        self, request: Request[User, Any, Any], conversations: ConversationService, conversation_id: uuid.UUID
     ) -> Response[None]:
         """The Retry control shown when the agent could not be started."""
         user: User = request.user
-        service = chat_service(state)
-        try:
-            conversation = await service.owned_active(user.id, conversation_id)
-        except ConversationGone:
-            raise NotFoundException() from None
-        except ConversationEnded:
-            return _ended_response(request)
-        if await service.ensure_agent(conversation, user.display_name) is None:
+        conversation = await conversations.owned_active(user.id, conversation_id)
+        if await conversations.ensure_agent(conversation, user.display_name) is None:
             return Response(None, status_code=503, headers=toast_header("The agent still cannot be started.", "error"))
         return Response(None, status_code=204, headers=toast_header("Agent started.", "success"))
 
@@ -281,11 +256,12 @@ class ChatController(Controller):
         self,
         request: Request[User, Any, Any],
         state: State,
+        conversations: ConversationService,
         conversation_id: uuid.UUID,
         after: Annotated[int, Parameter(ge=0, le=MAX_SEQ)] = 0,
     ) -> EventSourceResponse:
         user: User = request.user
-        service = chat_service(state)
+        service = conversations
         if await store.get_conversation(conversation_id, owner=user.id) is None:
             raise NotFoundException()
         limit = state.settings.max_streams_per_user
@@ -317,16 +293,14 @@ def _last_event_id(header: str) -> int:
     return int(header)
 
 
-def _ended_response(request: Request[Any, Any, Any]) -> Response[None]:
-    """The tab is showing a conversation that was already saved: reload it onto the current one."""
-    headers = toast_header("That conversation was saved. Showing your current one.", "info")
-    headers["HX-Refresh"] = "true"
-    return Response(None, status_code=409, headers=headers)
-
-
 class IngestController(Controller):
     path = "/api/conversations"
     tags = ["agent ingest"]
+    dependencies = SERVICE
+    exception_handlers = {
+        ConversationGone: conversation_gone,
+        IngestClosed: answered_as(410, "This conversation ended too long ago."),
+    }
 
     @post(
         "/{conversation_id:uuid}/events",
@@ -342,7 +316,12 @@ class IngestController(Controller):
         responses=errors(400, 401, 404, 410, 413, 415, 422, 503),
     )
     async def ingest(
-        self, request: Request[Any, Any, Any], state: State, conversation_id: uuid.UUID, data: IngestBatch
+        self,
+        request: Request[Any, Any, Any],
+        state: State,
+        conversations: ConversationService,
+        conversation_id: uuid.UUID,
+        data: IngestBatch,
     ) -> IngestResponse:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not valid_ingest_token(state.settings.secret_key, conversation_id, token):
@@ -360,10 +339,5 @@ class IngestController(Controller):
             )
             for n, e in enumerate(data.events)
         ]
-        try:
-            result = await chat_service(state).ingest(conversation_id, events)
-        except ConversationGone:
-            raise NotFoundException(detail="Unknown conversation.") from None
-        except IngestClosed:
-            raise HTTPException(status_code=410, detail="This conversation ended too long ago.") from None
+        result = await conversations.ingest(conversation_id, events)
         return IngestResponse(stored=result.stored, ignored=result.ignored)

@@ -7,7 +7,8 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from datetime import timedelta
+from typing import Any, Literal
 
 from chatapp.conversations import store
 from chatapp.conversations.agent_runtime import (
@@ -53,6 +54,21 @@ class ChatView:
     recent: list[store.SavedSummary]
 
 
+TITLE_LENGTH = 60
+
+
+def make_title(text: str, limit: int = TITLE_LENGTH) -> str:
+    """A saved conversation's title: the first user utterance, on one line, cut at a word boundary with an
+    ellipsis when too long."""
+    line = " ".join(text.split())
+    if len(line) <= limit:
+        return line
+    cut = line[: limit - 1]
+    if " " in cut[limit // 2 :]:
+        cut = cut[: cut.rindex(" ")]
+    return cut.rstrip(" ,.;:!?-") + "…"
+
+
 EndReason = Literal["new_chat", "api", "idle", "room_finished", "account_deleted"]
 
 
@@ -64,6 +80,48 @@ class EndResult:
     @property
     def saved(self) -> store.Conversation | None:
         return self.outcome.ended
+
+
+@dataclass(frozen=True)
+class ClientSave:
+    """The JSON save API's answer: the conversation as it now stands (its message count 0 when it was empty
+    and deleted) and whether it is saved."""
+
+    conversation: store.Conversation
+    saved: bool
+
+
+# A client's copy of an utterance matches the server's when role and text are equal and the times are this close.
+TIMESTAMP_TOLERANCE = timedelta(seconds=2)
+
+
+def missing_messages(
+    events: Sequence[tuple[TranscriptEvent, bool]], existing: Sequence[store.StoredUtterance]
+) -> list[TranscriptEvent]:
+    """Entries the server does not have: matched by id, else by role, text and time — never by text alone,
+    because people say "yes" twice."""
+    known_ids = {u.item_id for u in existing}
+    unmatched = list(existing)
+    missing: list[TranscriptEvent] = []
+    for event, identifiable in events:
+        if event.item_id in known_ids:
+            continue
+        match = next(
+            (
+                u
+                for u in unmatched
+                if identifiable
+                and u.role == event.role
+                and u.text == event.text
+                and abs(u.created_at - event.timestamp) <= TIMESTAMP_TOLERANCE
+            ),
+            None,
+        )
+        if match is not None:
+            unmatched.remove(match)  # one server utterance answers for one client entry
+            continue
+        missing.append(event)
+    return missing
 
 
 @dataclass(frozen=True)
@@ -273,22 +331,65 @@ class ConversationService:
         return IngestResult(stored=len(stored), ignored=len(events) - len(stored))
 
     async def end(
+        self, user_id: uuid.UUID, expected: uuid.UUID | None, reason: EndReason, idle_seconds: float | None = None
+    ) -> EndResult:
+        """End the user's active conversation (`expected`, or whichever is active): the JSON save API, the idle
+        reaper, LiveKit's room_finished and account deletion. `idle_seconds` (the idle reaper): end only if
+        the conversation is still idle that long, checked under the lock."""
+        return EndResult(await self._end_in_transaction(user_id, expected, reason, idle_seconds=idle_seconds), None)
+
+    async def save_client_copy(
+        self, user_id: uuid.UUID, conversation_id: uuid.UUID, events: Sequence[tuple[TranscriptEvent, bool]]
+    ) -> ClientSave:
+        """The JSON save API: add the entries of the client's copy of the transcript the server lacks, then end
+        the conversation like any other end. ConversationGone for an unknown or another user's conversation."""
+        conversation = await store.get_conversation(conversation_id)
+        if conversation is not None and conversation.owner != user_id:
+            log.warning("user %s tried to save conversation %s of another user", user_id, conversation_id)
+            conversation = None  # answered like a missing one: its existence is not theirs to learn
+        if conversation is None:
+            raise ConversationGone(str(conversation_id))
+        if events:
+            missing = missing_messages(events, await store.list_utterances(conversation_id))
+            if missing:
+                await self.pipeline.apply(conversation_id, missing)
+        result = await self.end(user_id, conversation_id, "api")
+        if result.outcome.deleted_id == conversation_id:
+            return ClientSave(replace(conversation, last_seq=0), saved=False)
+        current = result.saved or await store.get_conversation(conversation_id)
+        assert current is not None
+        return ClientSave(current, saved=current.ended_at is not None)
+
+    async def new_chat(
         self,
         user_id: uuid.UUID,
         display_name: str,
+        expected: uuid.UUID | None = None,
+        continue_from: uuid.UUID | None = None,
+    ) -> EndResult:
+        """New Chat (and Continue): end the active conversation and open the next one in the same transaction,
+        so a double click or a second tab saves once and opens one; then start the next one's agent."""
+        outcome = await self._end_in_transaction(
+            user_id, expected, "new_chat", next_prompt=self.settings.system_prompt, continue_from=continue_from
+        )
+        start = await self.ensure_agent(outcome.current, display_name) if outcome.current is not None else None
+        return EndResult(outcome, start)
+
+    async def _end_in_transaction(
+        self,
+        user_id: uuid.UUID,
         expected: uuid.UUID | None,
         reason: EndReason,
-        start_next: bool,
+        *,
+        next_prompt: str | None = None,
         continue_from: uuid.UUID | None = None,
         idle_seconds: float | None = None,
-    ) -> EndResult:
-        """End the user's active conversation: New Chat, the JSON save API, the idle reaper and LiveKit's
-        room_finished all come here, so every guarantee holds for each of them.
+    ) -> store.EndOutcome:
+        """end's and new_chat's one path, so every guarantee holds for each caller.
 
         In one transaction under a per-user lock: flush pending interims as interrupted finals, keep the
-        conversation (ended_at, title) or delete it if the user never spoke, and (New Chat) open the next
-        one. Only after the commit: stop the old agent and start the new one. A failed write changes nothing.
-        `idle_seconds` (the idle reaper): end only if the conversation is still idle that long, under the lock.
+        conversation (ended_at, title) or delete it if the user never spoke, and (with `next_prompt`) open the
+        next one. Only after the commit: stop the old agent. A failed write changes nothing.
         """
         target = expected
         if target is None:
@@ -296,27 +397,60 @@ class ConversationService:
             target = active.id if active else None
         pending = self._pending_as_interrupted(target) if target else []
         async with connection() as conn, conn.transaction():
-            outcome = await store.end_active(
-                conn,
-                user_id,
-                expected,
-                pending,
-                reason,
-                self.settings.system_prompt if start_next else None,
-                continue_from,
-                idle_seconds,
+            outcome = await self._end_active(
+                conn, user_id, expected, pending, reason, next_prompt, continue_from, idle_seconds
             )
             if self.faults.consume("slow_save"):
                 await asyncio.sleep(1.0)
             self.faults.check("save")
-        start: StartInfo | None = None
         if outcome.changed:
             old_id = outcome.ended.id if outcome.ended else outcome.deleted_id
             assert old_id is not None
             await self._after_end(user_id, old_id, outcome, reason)
-        if outcome.current is not None and start_next:
-            start = await self.ensure_agent(outcome.current, display_name)
-        return EndResult(outcome, start)
+        return outcome
+
+    @staticmethod
+    async def _end_active(
+        conn: Any,
+        owner: uuid.UUID,
+        expected: uuid.UUID | None,
+        flush: Sequence[TranscriptEvent],
+        reason: str,
+        next_prompt: str | None,
+        continued_from: uuid.UUID | None,
+        idle_seconds: float | None,
+    ) -> store.EndOutcome:
+        """The rules of ending, inside the caller's transaction and under the user's lock.
+
+        `expected` is the conversation the caller means to end: when another request already ended it (double
+        click, second tab, retry) nothing more happens and the current active conversation is returned. With
+        `idle_seconds` it ends only if still idle that long, so a message that arrived after the reaper's scan
+        keeps the conversation open. A conversation the user never spoke in is deleted, not saved; a saved
+        one is titled after the user's first utterance.
+        """
+        active = await store.lock_active(conn, owner)
+        if active is None or (expected is not None and active.id != expected):
+            current = active
+            if current is None and next_prompt is not None:
+                current = await store.insert_active(conn, owner, next_prompt, continued_from)
+            return store.EndOutcome(None, None, current, [], changed=False)
+        if idle_seconds is not None and not await store.still_idle(conn, active.id, idle_seconds):
+            return store.EndOutcome(None, None, active, [], changed=False)
+
+        flushed = await store.store_finals(conn, active.id, [e for e in flush if e.conversation_id == active.id])
+        first = await store.first_user_text(conn, active.id)
+        ended: store.Conversation | None = None
+        deleted_id: uuid.UUID | None = None
+        if first is None:
+            # The user never said anything (an agent greeting alone counts as empty): nothing worth keeping.
+            await store.delete_conversation(conn, active.id)
+            deleted_id = active.id
+        else:
+            ended = await store.mark_ended(conn, active.id, reason, make_title(first))
+        current = None
+        if next_prompt is not None:
+            current = await store.insert_active(conn, owner, next_prompt, continued_from)
+        return store.EndOutcome(ended, deleted_id, current, flushed, changed=True)
 
     def _pending_as_interrupted(self, conversation_id: uuid.UUID) -> list[TranscriptEvent]:
         """Whatever was still being said, saved as it stands and marked as cut off; an interim PostgreSQL

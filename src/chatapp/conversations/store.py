@@ -51,13 +51,19 @@ LOCK_CONVERSATION_SQL = "SELECT last_seq, ended_at FROM chat_session WHERE id = 
 SELECT_EXISTING_SQL = (
     "SELECT item_id, seq, text, interrupted FROM utterance WHERE session = $1 AND item_id = ANY($2::text[])"
 )
+# The new finals and the conversation's last_seq ($8) in one round trip: the conversation row is already locked.
 INSERT_FINALS_SQL = """
-INSERT INTO utterance (session, seq, item_id, role, text, is_final, interrupted, created_at)
-SELECT $1, u.seq, u.item_id, u.role, u.text, true, u.interrupted, u.created_at
-FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::timestamptz[])
-     AS u(seq, item_id, role, text, interrupted, created_at)
-ORDER BY u.seq
-RETURNING seq, item_id, role, text, interrupted, created_at
+WITH inserted AS (
+    INSERT INTO utterance (session, seq, item_id, role, text, is_final, interrupted, created_at)
+    SELECT $1, u.seq, u.item_id, u.role, u.text, true, u.interrupted, u.created_at
+    FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::timestamptz[])
+         AS u(seq, item_id, role, text, interrupted, created_at)
+    ORDER BY u.seq
+    RETURNING seq, item_id, role, text, interrupted, created_at
+), advanced AS (
+    UPDATE chat_session SET last_seq = $8, last_activity_at = now() WHERE id = $1
+)
+SELECT * FROM inserted
 """
 UPDATE_LAST_SEQ_SQL = "UPDATE chat_session SET last_seq = $2, last_activity_at = now() WHERE id = $1"
 # The transcript part concatenates the utterances' stored tsvectors (tsvector_agg) instead of re-parsing the text.
@@ -184,7 +190,7 @@ async def get_or_create_active(
     """
     async with connection() as conn:
         while True:
-            created = await _insert_active(conn, owner, system_prompt, continued_from)
+            created = await insert_active(conn, owner, system_prompt, continued_from)
             if created is not None:
                 return created, True
             row = await conn.fetchrow(SELECT_ACTIVE_SQL, owner)
@@ -224,16 +230,6 @@ async def list_utterances(conversation_id: uuid.UUID, after_seq: int = 0, limit:
     async with connection() as conn:
         rows = await conn.fetch(LIST_UTTERANCES_SQL, conversation_id, after_seq, limit)
     return [_utterance(conversation_id, row) for row in rows]
-
-
-async def get_utterance(conversation_id: uuid.UUID, seq: int) -> StoredUtterance | None:
-    async with connection() as conn:
-        row = await conn.fetchrow(
-            "SELECT seq, item_id, role, text, interrupted, created_at FROM utterance WHERE session = $1 AND seq = $2",
-            conversation_id,
-            seq,
-        )
-    return _utterance(conversation_id, row) if row else None
 
 
 def unstorable(event: TranscriptEvent) -> str | None:
@@ -301,9 +297,9 @@ async def store_finals(
             [e.text for e in fresh],
             [e.interrupted for e in fresh],
             [e.timestamp for e in fresh],
+            seqs[-1],
         )
         stored.extend(_utterance(conversation_id, row) for row in rows)
-        last_seq = seqs[-1]
     for item_id, row in existing.items():
         event = unique[item_id]
         if row["interrupted"] and (not event.interrupted or len(event.text) > len(row["text"])):
@@ -318,7 +314,8 @@ async def store_finals(
                 event.interrupted,
             )
             stored.append(replace(_utterance(conversation_id, updated), completed_late=True))
-    await conn.execute(UPDATE_LAST_SEQ_SQL, conversation_id, last_seq)
+    if not fresh:  # only repeats: still, the conversation was active just now (INSERT_FINALS_SQL does this too)
+        await conn.execute(UPDATE_LAST_SEQ_SQL, conversation_id, last_seq)
     if stored and locked["ended_at"] is not None:
         await refresh_search_doc(conn, conversation_id)  # a late final must be findable too
     stored.sort(key=lambda u: u.seq)
@@ -353,20 +350,6 @@ async def touch(conversation_id: uuid.UUID) -> None:
         await conn.execute(TOUCH_SQL, conversation_id)
 
 
-TITLE_LENGTH = 60
-
-
-def make_title(text: str, limit: int = TITLE_LENGTH) -> str:
-    """The first user utterance, on one line, cut at a word boundary with an ellipsis when too long."""
-    line = " ".join(text.split())
-    if len(line) <= limit:
-        return line
-    cut = line[: limit - 1]
-    if " " in cut[limit // 2 :]:
-        cut = cut[: cut.rindex(" ")]
-    return cut.rstrip(" ,.;:!?-") + "…"
-
-
 @dataclass(frozen=True, slots=True)
 class EndOutcome:
     """What ending did. `ended` is the conversation as saved (None when it was empty and deleted, or when
@@ -379,53 +362,35 @@ class EndOutcome:
     changed: bool
 
 
-async def end_active(
-    conn: Any,
-    owner: uuid.UUID,
-    expected: uuid.UUID | None,
-    flush: Sequence[TranscriptEvent],
-    reason: str,
-    start_next_with_prompt: str | None,
-    continued_from: uuid.UUID | None = None,
-    idle_seconds: float | None = None,
-) -> EndOutcome:
-    """End the user's active conversation inside the caller's transaction, serialised per user.
-
-    `expected` is the conversation the caller means to end: when another request already ended it (double
-    click, second tab, retry) nothing more happens and the current active conversation is returned.
-    With `idle_seconds` (the idle reaper) it ends only if still idle that long, checked under the locks, so
-    a message that arrived after the reaper's scan keeps the conversation open.
-    """
+async def lock_active(conn: Any, owner: uuid.UUID) -> Conversation | None:
+    """The user's active conversation, after taking the user's row lock: ends (and pins) are serialised per
+    user inside the caller's transaction."""
     await conn.execute(LOCK_USER_SQL, owner)
     row = await conn.fetchrow(SELECT_ACTIVE_SQL, owner)
-    active = _conversation(row) if row else None
-    if active is None or (expected is not None and active.id != expected):
-        current = active
-        if current is None and start_next_with_prompt is not None:
-            current = await _insert_active(conn, owner, start_next_with_prompt, continued_from)
-        return EndOutcome(None, None, current, [], changed=False)
-    if idle_seconds is not None and not await conn.fetchval(STILL_IDLE_SQL, active.id, idle_seconds):
-        return EndOutcome(None, None, active, [], changed=False)
-
-    flushed = await store_finals(conn, active.id, [e for e in flush if e.conversation_id == active.id])
-    first_user_text = await conn.fetchval(FIRST_USER_TEXT_SQL, active.id)
-    ended: Conversation | None = None
-    deleted_id: uuid.UUID | None = None
-    if first_user_text is None:
-        # The user never said anything (an agent greeting alone counts as empty): nothing worth keeping.
-        await conn.execute("DELETE FROM chat_session WHERE id = $1", active.id)
-        deleted_id = active.id
-    else:
-        saved = await conn.fetchrow(MARK_ENDED_SQL, active.id, reason, make_title(first_user_text))
-        ended = _conversation(saved)
-        await refresh_search_doc(conn, active.id)
-    current = None
-    if start_next_with_prompt is not None:
-        current = await _insert_active(conn, owner, start_next_with_prompt, continued_from)
-    return EndOutcome(ended, deleted_id, current, flushed, changed=True)
+    return _conversation(row) if row else None
 
 
-async def _insert_active(
+async def still_idle(conn: Any, conversation_id: uuid.UUID, idle_seconds: float) -> bool:
+    return bool(await conn.fetchval(STILL_IDLE_SQL, conversation_id, idle_seconds))
+
+
+async def first_user_text(conn: Any, conversation_id: uuid.UUID) -> str | None:
+    text: str | None = await conn.fetchval(FIRST_USER_TEXT_SQL, conversation_id)
+    return text
+
+
+async def delete_conversation(conn: Any, conversation_id: uuid.UUID) -> None:
+    await conn.execute("DELETE FROM chat_session WHERE id = $1", conversation_id)
+
+
+async def mark_ended(conn: Any, conversation_id: uuid.UUID, reason: str, title: str) -> Conversation:
+    """Save the conversation (ended_at, reason, title) and build its search document."""
+    saved = await conn.fetchrow(MARK_ENDED_SQL, conversation_id, reason, title)
+    await refresh_search_doc(conn, conversation_id)
+    return _conversation(saved)
+
+
+async def insert_active(
     conn: Any, owner: uuid.UUID, system_prompt: str, continued_from: uuid.UUID | None = None
 ) -> Conversation | None:
     """A new active conversation, or None when the user already has one (the partial unique index)."""

@@ -66,8 +66,5 @@ class Fragments:
     def message(self, message: MessageView) -> str:
         return str(render_block(self.env, PAGE, "message", m=message))
 
-    def status(self, state: str, detail: str = "") -> str:
-        return str(render_block(self.env, PAGE, "agent_status", agent_state=state, agent_detail=detail))
-
     def block(self, name: str, template: str = PAGE, **context: Any) -> str:
         return str(render_block(self.env, template, name, **context))

@@ -10,19 +10,19 @@ import hashlib
 import logging
 import re
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, get, post
-from litestar.datastructures import State
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import Body, Parameter
 
 from chatapp.accounts.service import User
 from chatapp.conversations import store
 from chatapp.conversations.events import MAX_TEXT_LENGTH, TranscriptEvent
-from chatapp.conversations.service import ConversationService
+from chatapp.conversations.http import SERVICE, conversation_gone
+from chatapp.conversations.service import ConversationGone, ConversationService
 from chatapp.history.service import BadCursor, api_page, conversation_detail
 from chatapp.openapi import NOT_BLANK, errors
 from chatapp.validation import as_utc, checked_text
@@ -31,8 +31,6 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGES = 1000
 CLIENT_ID = re.compile(r"^[\w.:\-]{1,128}$")
-# A client's copy of an utterance matches the server's when role and text are equal and the times are this close.
-TIMESTAMP_TOLERANCE = timedelta(seconds=2)
 # Milliseconds since the epoch that are still a time in years 1 to 9999.
 MIN_MILLISECONDS, MAX_MILLISECONDS = -62_135_596_800_000, 253_402_300_799_999
 
@@ -181,35 +179,6 @@ def parse_messages(conversation_id: uuid.UUID, raw: object) -> list[tuple[Transc
     return events
 
 
-def missing_messages(
-    events: list[tuple[TranscriptEvent, bool]], existing: list[store.StoredUtterance]
-) -> list[TranscriptEvent]:
-    """Entries the server does not have: matched by id, else by role, text and time — never by text alone,
-    because people say "yes" twice."""
-    known_ids = {u.item_id for u in existing}
-    unmatched = list(existing)
-    missing: list[TranscriptEvent] = []
-    for event, identifiable in events:
-        if event.item_id in known_ids:
-            continue
-        match = next(
-            (
-                u
-                for u in unmatched
-                if identifiable
-                and u.role == event.role
-                and u.text == event.text
-                and abs(u.created_at - event.timestamp) <= TIMESTAMP_TOLERANCE
-            ),
-            None,
-        )
-        if match is not None:
-            unmatched.remove(match)  # one server utterance answers for one client entry
-            continue
-        missing.append(event)
-    return missing
-
-
 def summary(conversation: store.Conversation) -> dict[str, Any]:
     return {
         "id": conversation.id,
@@ -225,6 +194,8 @@ def summary(conversation: store.Conversation) -> dict[str, Any]:
 class SessionsApiController(Controller):
     path = "/api/users/sessions"
     tags = ["conversations"]
+    dependencies = SERVICE
+    exception_handlers = {ConversationGone: conversation_gone}
 
     @post(
         "/save",
@@ -236,30 +207,13 @@ class SessionsApiController(Controller):
     async def save(
         self,
         request: Request[User, Any, Any],
-        state: State,
+        conversations: ConversationService,
         data: Annotated[dict[str, Any], Body(schema_extra=SAVE_REQUEST_SCHEMA)],
     ) -> SaveResult:
-        user: User = request.user
         session_id = parse_session_id(data)
         events = parse_messages(session_id, data.get("messages"))
-        conversation = await store.get_conversation(session_id)
-        if conversation is not None and conversation.owner != user.id:
-            log.warning("user %s tried to save conversation %s of another user", user.id, session_id)
-            conversation = None  # answered like a missing one: its existence is not theirs to learn
-        if conversation is None:
-            raise NotFoundException(detail="Session not found.")
-        service: ConversationService = state.conversations
-        if events:
-            existing = await store.list_utterances(session_id)
-            missing = missing_messages(events, existing)
-            if missing:
-                await service.pipeline.apply(session_id, missing)
-        result = await service.end(user.id, user.display_name, session_id, "api", start_next=False)
-        if result.outcome.deleted_id == session_id:
-            return SaveResult(**(summary(conversation) | {"message_count": 0}), saved=False)
-        current = result.saved or await store.get_conversation(session_id)
-        assert current is not None
-        return SaveResult(**summary(current), saved=current.ended_at is not None)
+        saved = await conversations.save_client_copy(request.user.id, session_id, events)
+        return SaveResult(**summary(saved.conversation), saved=saved.saved)
 
     @get("/", summary="The user's saved conversations, newest first", responses=errors(400, 401, 503))
     async def list_sessions(

@@ -1,4 +1,7 @@
-"""Exports of one conversation: JSON (complete, documented in the README), plain text and Markdown.
+"""Exports of one conversation: JSON (complete, documented in the README), Markdown and plain text.
+
+Each format registers itself here with `@exporter(...)`: the conversation page's download links loop over
+EXPORTERS and the export route looks the format up in it, so a new format is one function in this file.
 
 The agent's replies are Markdown: the Markdown export keeps them as written, the text export as the plain
 source text; the user's text is escaped in the Markdown export so it reads exactly as typed."""
@@ -7,12 +10,42 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from chatapp.history.service import Detail
 
-FORMATS = {"json": "application/json", "txt": "text/plain; charset=utf-8", "md": "text/markdown; charset=utf-8"}
 EXPORT_VERSION = 1
+
+Render = Callable[[Detail], str]
+
+
+@dataclass(frozen=True)
+class Exporter:
+    """One download format: `name` is its URL segment (/history/<id>/export/<name>), `label` its link text."""
+
+    name: str
+    label: str
+    media_type: str
+    extension: str
+    render: Render
+
+
+# In registration order, which is the order of the page's links.
+EXPORTERS: dict[str, Exporter] = {}
+
+
+def exporter(name: str, label: str, media_type: str, extension: str | None = None) -> Callable[[Render], Render]:
+    """Register the decorated function as the `name` export format."""
+
+    def register(render: Render) -> Render:
+        if name in EXPORTERS:
+            raise ValueError(f"export format {name!r} is registered twice")
+        EXPORTERS[name] = Exporter(name, label, media_type, extension or name, render)
+        return render
+
+    return register
 
 
 def filename(detail: Detail, extension: str) -> str:
@@ -25,6 +58,7 @@ def _speaker(role: str) -> str:
     return "You" if role == "user" else "Agent"
 
 
+@exporter("json", "JSON", "application/json")
 def as_json(detail: Detail) -> str:
     c = detail.conversation
     document: dict[str, Any] = {
@@ -52,19 +86,11 @@ def as_json(detail: Detail) -> str:
     return json.dumps(document, ensure_ascii=False, indent=2)
 
 
-def as_text(detail: Detail) -> str:
-    c = detail.conversation
-    lines = [c.title or "Conversation", f"Started {c.started_at:%Y-%m-%d %H:%M} UTC", ""]
-    for u in detail.utterances:
-        mark = " [interrupted]" if u.interrupted else ""
-        lines.append(f"[{u.created_at:%H:%M:%S}] {_speaker(u.role)}: {u.text}{mark}")
-    return "\n".join(lines) + "\n"
-
-
 def _md_escape(text: str) -> str:
     return re.sub(r"([\\`*_{}\[\]<>()#+\-.!|])", r"\\\1", text)
 
 
+@exporter("md", "Markdown", "text/markdown; charset=utf-8")
 def as_markdown(detail: Detail) -> str:
     c = detail.conversation
     lines = [f"# {_md_escape(c.title or 'Conversation')}", "", f"*Started {c.started_at:%Y-%m-%d %H:%M} UTC*", ""]
@@ -80,4 +106,11 @@ def as_markdown(detail: Detail) -> str:
     return "\n".join(lines)
 
 
-RENDERERS = {"json": as_json, "txt": as_text, "md": as_markdown}
+@exporter("txt", "Text", "text/plain; charset=utf-8")
+def as_text(detail: Detail) -> str:
+    c = detail.conversation
+    lines = [c.title or "Conversation", f"Started {c.started_at:%Y-%m-%d %H:%M} UTC", ""]
+    for u in detail.utterances:
+        mark = " [interrupted]" if u.interrupted else ""
+        lines.append(f"[{u.created_at:%H:%M:%S}] {_speaker(u.role)}: {u.text}{mark}")
+    return "\n".join(lines) + "\n"

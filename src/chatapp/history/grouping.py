@@ -49,7 +49,3 @@ def duration_label(started_at: datetime, ended_at: datetime | None) -> str:
         return f"{minutes} min"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-
-
-def local_time(moment: datetime, zone: ZoneInfo) -> datetime:
-    return moment.astimezone(zone)

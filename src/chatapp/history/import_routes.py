@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
-from litestar.datastructures import CacheControlHeader, State, UploadFile
+from litestar.datastructures import CacheControlHeader, UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Template
 
 from chatapp.accounts.service import User
+from chatapp.conversations.http import SERVICE
+from chatapp.conversations.service import ConversationService
 from chatapp.history import importer
-from chatapp.history.routes import service_of
 from chatapp.limits import limit
 
 # The multipart body around the file: boundaries, headers and the CSRF field.
@@ -23,6 +24,7 @@ class ImportController(Controller):
     path = "/history/import"
     include_in_schema = False  # HTML pages and htmx fragments: not an API (see chatapp.openapi)
     cache_control = CacheControlHeader(no_store=True)
+    dependencies = SERVICE
 
     @get("/", name="history_import")
     async def page(self, request: Request[User, Any, Any]) -> Template:
@@ -37,7 +39,7 @@ class ImportController(Controller):
     async def upload(
         self,
         request: Request[User, Any, Any],
-        state: State,
+        conversations: ConversationService,
         data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)],
     ) -> Template:
         """Multipart on purpose (a file), so not behind the URL-encoded form guard; CSRF still applies."""
@@ -48,13 +50,13 @@ class ImportController(Controller):
             return Template("import.html", context=context | {"error": "Choose a file to import."}, status_code=422)
         content = await upload.read(importer.MAX_UPLOAD_BYTES + 1)
         try:
-            conversations = importer.parse_upload(upload.filename or "", content)
+            parsed = importer.parse_upload(upload.filename or "", content)
         except importer.UnimportableFile as exc:
             error = f"{exc} Nothing was imported."
             return Template("import.html", context=context | {"error": error}, status_code=exc.status_code)
-        result = await importer.save(user.id, conversations)
+        result = await importer.save(user.id, parsed)
         if result.imported:
-            await service_of(state).publish_history(user.id)
+            await conversations.publish_history(user.id)
         return Template("import.html", context=context | {"result": result.message})
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from chatapp.conversations import store
 from chatapp.conversations.agent_access import room_name_for
 from chatapp.conversations.events import MAX_ITEM_ID_LENGTH, MAX_TEXT_LENGTH, Role
+from chatapp.conversations.service import make_title
 from chatapp.database import connection
 from chatapp.history.service import MAX_TITLE_LENGTH
 from chatapp.validation import as_utc, has_control_characters
@@ -190,7 +191,7 @@ def _finish(source: str, title: str, started: datetime, ended: datetime | None, 
     first_user = next((line.text for line in lines if line.role == "user"), "")
     return Imported(
         source=source,
-        title=title or store.make_title(first_user or "Imported conversation"),
+        title=title or make_title(first_user or "Imported conversation"),
         started_at=started,
         ended_at=max(ended or last, started),
         lines=lines,

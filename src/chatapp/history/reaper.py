@@ -36,9 +36,7 @@ async def reap_idle(service: ConversationService, idle_minutes: float) -> int:
     for row in rows:
         # Still idle? A message may have arrived since the scan: end() re-checks under the per-user lock.
         try:
-            result = await service.end(
-                row["owner"], "", row["id"], "idle", start_next=False, idle_seconds=idle_minutes * 60
-            )
+            result = await service.end(row["owner"], row["id"], "idle", idle_seconds=idle_minutes * 60)
         except OUTAGE_ERRORS:
             raise  # the database is down: every other row would fail the same way
         except Exception as exc:  # one conversation that cannot be saved must not stop everyone else's

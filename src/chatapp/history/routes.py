@@ -4,27 +4,30 @@ continue, and the public read-only page behind a share link."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from jinja2_fragments.litestar import HTMXBlockTemplate
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import CacheControlHeader, State
+from litestar.datastructures import CacheControlHeader
+from litestar.di import Provide
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import Body, Parameter
-from litestar.plugins.htmx import HTMXRequest
+from litestar.plugins.htmx import ClientRedirect, HTMXRequest
 from litestar.response import Redirect, Template
 
 from chatapp.accounts.service import User
 from chatapp.conversations import store
+from chatapp.conversations.http import SERVICE
 from chatapp.conversations.service import ConversationService
 from chatapp.conversations.views import MessageView
-from chatapp.history import analytics, export, sharing
+from chatapp.history import analytics, export, filters, sharing
 from chatapp.history.grouping import duration_label, group_label, user_zone
-from chatapp.history.search import FIRST_DATE, LAST_DATE, MAX_QUERY_LENGTH, date_bounds, search
+from chatapp.history.search import MAX_QUERY_LENGTH, search
 from chatapp.history.service import (
     BadCursor,
     InvalidTitle,
@@ -38,7 +41,7 @@ from chatapp.history.service import (
     set_pinned,
 )
 from chatapp.validation import FORM_ONLY, checked_text
-from chatapp.web import toast_header
+from chatapp.web import toast
 
 FormBody = Body(media_type=RequestEncodingType.URL_ENCODED)
 
@@ -56,30 +59,6 @@ class HistoryRow:
     snippet: str = ""
     pinned: bool = False
     archived: bool = False
-
-
-class BadRange(ValueError):
-    """The history filter's dates cannot be used; the message is shown next to the fields."""
-
-
-def _date(raw: str | None, name: str) -> date | None:
-    if not raw:
-        return None
-    try:
-        day = date.fromisoformat(raw)
-    except ValueError:
-        raise BadRange(f"{name} must be a date (YYYY-MM-DD).") from None
-    if not FIRST_DATE <= day <= LAST_DATE:  # a day later and the bounds overflow in some time zones
-        raise BadRange(f"{name} must be between {FIRST_DATE} and {LAST_DATE}.")
-    return day
-
-
-def _range(raw_from: str | None, raw_to: str | None, zone: Any) -> tuple[datetime | None, datetime | None]:
-    """The From/To filter as timestamps, or BadRange: a typo'd date, one out of range, or From after To."""
-    date_from, date_to = _date(raw_from, "From"), _date(raw_to, "To")
-    if date_from and date_to and date_from > date_to:
-        raise BadRange("From must be on or before To.")
-    return date_bounds(date_from, date_to, zone)
 
 
 def _rows(items: list[Any], zone: Any, snippets: list[str] | None = None) -> list[HistoryRow]:
@@ -110,54 +89,49 @@ FLAG_MESSAGES = {
 
 
 async def _listing(
-    request: HTMXRequest,
-    user: User,
-    view: str,
-    q: str,
-    date_from: str | None,
-    date_to: str | None,
-    cursor: str | None,
+    request: HTMXRequest, user: User, view: str, q: str, raw_filters: Mapping[str, Any], cursor: str | None
 ) -> dict[str, Any]:
-    """What the list shows for these filters: the page's context, or 400 for a bad view or cursor."""
+    """What the list shows for the view, search and history filters (read from `raw_filters`, a query string or
+    form): the page's context, or 400 for a bad view or cursor."""
     _check_filters(view, q)
     zone = user_zone(request.cookies.get("tz"))
     query = " ".join(checked_text(q, "The search").split())
-    range_error = ""
-    try:
-        start, end = _range(date_from, date_to, zone)
-    except BadRange as exc:
-        range_error, start, end = str(exc), None, None
+    applied = filters.apply(raw_filters, zone)
     pinned_rows: list[HistoryRow] = []
     try:
-        if range_error:
+        if applied.error:
             rows, next_cursor = [], None
         elif query:
             # Search covers archived conversations too (marked), whichever view it was typed in.
-            page = await search(user.id, query, cursor, start, end)
+            page = await search(user.id, query, cursor, applied.params)
             rows = _rows([h.item for h in page.hits], zone, [h.snippet for h in page.hits])
             next_cursor = page.next_cursor
         else:
             listing = await saved_page(
-                user.id, cursor, started_from=start, started_before=end, view="archived" if view else "main"
+                user.id, cursor, filter_params=applied.params, view="archived" if view else "main"
             )
             rows = _rows(listing.items, zone)
             pinned_rows = _rows(listing.pinned, zone)
             next_cursor = listing.next_cursor
     except BadCursor:
         raise HTTPException(status_code=400, detail="Invalid cursor.") from None
+    more = ({"view": view} if view else {}) | {"q": query} | applied.values
+    if next_cursor:
+        more |= {"cursor": next_cursor, "group": rows[-1].group}
     return {
         "user": user,
         "rows": rows,
         "pinned_rows": pinned_rows,
         "next_cursor": next_cursor,
+        "more": more,
         "previous_group": "",
         "q": query,
-        "date_from": date_from or "",
-        "date_to": date_to or "",
+        "filters": filters.FILTERS,
+        "filter_values": applied.values,
         "view": view,
         "searching": bool(query),
-        "filtered": bool(start or end),
-        "range_error": range_error,
+        "filtered": applied.active,
+        "range_error": applied.error,
         "deleted": False,
     }
 
@@ -176,7 +150,11 @@ def _form_text(data: dict[str, Any], name: str) -> str:
 
 
 async def _set_flag(
-    request: HTMXRequest, state: State, conversation_id: uuid.UUID, data: dict[str, Any], flag: str
+    request: HTMXRequest,
+    conversations: ConversationService,
+    conversation_id: uuid.UUID,
+    data: dict[str, Any],
+    flag: str,
 ) -> Template | Redirect:
     """Set pinned/archived, tell every tab's sidebar, then show the list (from a row) or the page it came from.
 
@@ -189,7 +167,6 @@ async def _set_flag(
         raise HTTPException(status_code=422, detail=f"{flag} must be true or false.")
     from_list = _form_text(data, "back") == "list"
     view, q = _form_text(data, "view"), _form_text(data, "q")
-    date_from, date_to = _form_text(data, "from") or None, _form_text(data, "to") or None
     if from_list:
         _check_filters(view, q)  # before changing anything
     setter = set_pinned if flag == "pinned" else set_archived
@@ -199,44 +176,44 @@ async def _set_flag(
         raise HTTPException(status_code=409, detail=str(exc)) from None
     if conversation is None:
         raise NotFoundException()
-    await service_of(state).publish_history(user.id)
+    await conversations.publish_history(user.id)
     if not request.htmx:
         if not from_list:
             return Redirect(f"/history/{conversation_id}", status_code=303)
-        params = {"view": view, "q": q, "from": date_from or "", "to": date_to or ""}
+        params = {"view": view, "q": q} | {name: _form_text(data, name) for name in filters.FIELDS}
         query = urlencode({k: v for k, v in params.items() if v})
         return Redirect(f"/history{'?' + query if query else ''}", status_code=303)
-    toast = toast_header(FLAG_MESSAGES[(flag, value)], "success")
+    done = toast(FLAG_MESSAGES[(flag, value)], "success")
     if from_list:
-        context = await _listing(request, user, view, q, date_from, date_to, None)
-        return HTMXBlockTemplate(
-            template_name="history.html", block_name="history_results", context=context, headers=toast
-        )
+        context = await _listing(request, user, view, q, data, None)
+        return HTMXBlockTemplate(template_name="history.html", block_name="history_results", context=context, **done)
     return HTMXBlockTemplate(
-        template_name="history_detail.html",
-        block_name="flags",
-        context={"conversation": conversation},
-        headers=toast,
+        template_name="history_detail.html", block_name="flags", context={"conversation": conversation}, **done
     )
 
 
-def service_of(state: State) -> ConversationService:
-    service: ConversationService = state.conversations
-    return service
+async def owned_saved(request: Request[User, Any, Any], conversation_id: uuid.UUID) -> store.Conversation:
+    """The route's conversation when it is the user's and saved; 404 for unknown, another user's or active."""
+    conversation = await saved_conversation(request.user.id, conversation_id)
+    if conversation is None:
+        raise NotFoundException()
+    return conversation
+
+
+OWNED_SAVED = {"saved": Provide(owned_saved)}
 
 
 class HistoryController(Controller):
     include_in_schema = False  # HTML pages and htmx fragments: not an API (see chatapp.openapi)
     path = "/history"
     cache_control = CacheControlHeader(no_store=True)  # private pages, never from the cache after logout
+    dependencies = SERVICE
 
     @get(["/", "/archived"], name="history")
     async def history_page(
         self,
         request: HTMXRequest,
         q: Annotated[str, Parameter(max_length=MAX_QUERY_LENGTH)] = "",
-        date_from: Annotated[str | None, Parameter(query="from")] = None,
-        date_to: Annotated[str | None, Parameter(query="to")] = None,
         cursor: str | None = None,
         group: Annotated[str, Parameter(max_length=40)] = "",
         deleted: bool = False,
@@ -245,7 +222,8 @@ class HistoryController(Controller):
         user: User = request.user
         if request.url.path.rstrip("/").endswith("/archived"):
             view = "archived"
-        context = await _listing(request, user, view, q, date_from, date_to, cursor) | {
+        # The history filters' fields (chatapp.history.filters) are read from the query string by name.
+        context = await _listing(request, user, view, q, request.query_params, cursor) | {
             "previous_group": group,
             "deleted": deleted,
         }
@@ -262,17 +240,25 @@ class HistoryController(Controller):
 
     @post("/{conversation_id:uuid}/pin", status_code=200, guards=FORM_ONLY)
     async def pin(
-        self, request: HTMXRequest, state: State, conversation_id: uuid.UUID, data: Annotated[dict[str, Any], FormBody]
+        self,
+        request: HTMXRequest,
+        conversations: ConversationService,
+        conversation_id: uuid.UUID,
+        data: Annotated[dict[str, Any], FormBody],
     ) -> Template | Redirect:
         """Pin (pinned=true) or unpin (pinned=false): from a list row or from the conversation's page."""
-        return await _set_flag(request, state, conversation_id, data, "pinned")
+        return await _set_flag(request, conversations, conversation_id, data, "pinned")
 
     @post("/{conversation_id:uuid}/archive", status_code=200, guards=FORM_ONLY)
     async def archive(
-        self, request: HTMXRequest, state: State, conversation_id: uuid.UUID, data: Annotated[dict[str, Any], FormBody]
+        self,
+        request: HTMXRequest,
+        conversations: ConversationService,
+        conversation_id: uuid.UUID,
+        data: Annotated[dict[str, Any], FormBody],
     ) -> Template | Redirect:
         """Archive (archived=true) or bring back (archived=false)."""
-        return await _set_flag(request, state, conversation_id, data, "archived")
+        return await _set_flag(request, conversations, conversation_id, data, "archived")
 
     @get("/analytics", name="history_analytics")
     async def analytics_page(self, request: Request[User, Any, Any]) -> Template:
@@ -304,7 +290,7 @@ class HistoryController(Controller):
     async def rename(
         self,
         request: HTMXRequest,
-        state: State,
+        conversations: ConversationService,
         conversation_id: uuid.UUID,
         data: Annotated[dict[str, Any], FormBody],
     ) -> Template | Response[Any] | Redirect:
@@ -316,71 +302,67 @@ class HistoryController(Controller):
             raise HTTPException(status_code=422, detail=str(exc)) from None
         if conversation is None:
             raise NotFoundException()
-        await service_of(state).publish_history(user.id)
+        await conversations.publish_history(user.id)
         if not request.htmx:
             return Redirect(f"/history/{conversation_id}", status_code=303)
         return HTMXBlockTemplate(
             template_name="history_detail.html",
             block_name="title_block",
             context={"conversation": conversation, "oob": True},  # oob: with a <title> the tab follows
-            headers=toast_header("Renamed.", "success"),
+            **toast("Renamed.", "success"),
         )
 
     @post("/{conversation_id:uuid}/delete", status_code=200)
-    async def delete(self, request: HTMXRequest, state: State, conversation_id: uuid.UUID) -> Response[Any]:
+    async def delete(
+        self, request: HTMXRequest, conversations: ConversationService, conversation_id: uuid.UUID
+    ) -> Response[Any]:
         user: User = request.user
         if not await delete(user.id, conversation_id):
             raise NotFoundException()
-        await service_of(state).publish_history(user.id)
-        if request.htmx:
-            return Response(None, status_code=204, headers={"HX-Redirect": "/history?deleted=true"})
-        return Redirect("/history?deleted=true", status_code=303)
+        await conversations.publish_history(user.id)
+        return _go_to(request, "/history?deleted=true")
 
     @get("/{conversation_id:uuid}/export/{fmt:str}", name="history_export")
     async def export(self, request: Request[User, Any, Any], conversation_id: uuid.UUID, fmt: str) -> Response[str]:
-        if fmt not in export.FORMATS:
+        exporter = export.EXPORTERS.get(fmt)
+        if exporter is None:
             raise NotFoundException()
         detail = await conversation_detail(request.user.id, conversation_id)
         if detail is None or detail.conversation.active:
             raise NotFoundException()
         return Response(
-            export.RENDERERS[fmt](detail),
-            media_type=export.FORMATS[fmt],
-            headers={"Content-Disposition": f'attachment; filename="{export.filename(detail, fmt)}"'},
+            exporter.render(detail),
+            media_type=exporter.media_type,
+            headers={"Content-Disposition": f'attachment; filename="{export.filename(detail, exporter.extension)}"'},
         )
 
-    @post("/{conversation_id:uuid}/share", status_code=200)
-    async def share(self, request: HTMXRequest, conversation_id: uuid.UUID) -> Template | Redirect:
-        user: User = request.user
-        conversation = await saved_conversation(user.id, conversation_id)
-        if conversation is None:
-            raise NotFoundException()
-        token = await sharing.create(conversation_id)
-        return _share_block(request, conversation, token, "Share link created.")
+    @post("/{conversation_id:uuid}/share", status_code=200, dependencies=OWNED_SAVED)
+    async def share(self, request: HTMXRequest, saved: store.Conversation) -> Template | Redirect:
+        token = await sharing.create(saved.id)
+        return _share_block(request, saved, token, "Share link created.")
 
-    @post("/{conversation_id:uuid}/share/revoke", status_code=200)
-    async def revoke_share(self, request: HTMXRequest, conversation_id: uuid.UUID) -> Template | Redirect:
-        user: User = request.user
-        conversation = await saved_conversation(user.id, conversation_id)
-        if conversation is None:
-            raise NotFoundException()
-        await sharing.revoke(conversation_id)
-        return _share_block(request, conversation, None, "Share link revoked.")
+    @post("/{conversation_id:uuid}/share/revoke", status_code=200, dependencies=OWNED_SAVED)
+    async def revoke_share(self, request: HTMXRequest, saved: store.Conversation) -> Template | Redirect:
+        await sharing.revoke(saved.id)
+        return _share_block(request, saved, None, "Share link revoked.")
 
-    @post("/{conversation_id:uuid}/continue", status_code=200)
+    @post("/{conversation_id:uuid}/continue", status_code=200, dependencies=OWNED_SAVED)
     async def continue_conversation(
-        self, request: HTMXRequest, state: State, conversation_id: uuid.UUID
+        self, request: HTMXRequest, conversations: ConversationService, saved: store.Conversation
     ) -> Response[Any]:
         """Start a new active conversation whose agent knows this one; this one stays as it was."""
         user: User = request.user
-        if await saved_conversation(user.id, conversation_id) is None:
-            raise NotFoundException()
-        await service_of(state).end(
-            user.id, user.display_name, None, "new_chat", start_next=True, continue_from=conversation_id
-        )
-        if request.htmx:
-            return Response(None, status_code=204, headers={"HX-Redirect": "/"})
-        return Redirect("/", status_code=303)
+        await conversations.new_chat(user.id, user.display_name, continue_from=saved.id)
+        return _go_to(request, "/")
+
+
+def _go_to(request: HTMXRequest, url: str) -> Response[Any]:
+    """After a change that leaves the current page: htmx follows HX-Redirect (a 204), a plain form a 303."""
+    if not request.htmx:
+        return Redirect(url, status_code=303)
+    response = ClientRedirect(url)
+    response.status_code = 204
+    return response
 
 
 def _share_block(
@@ -392,7 +374,7 @@ def _share_block(
         template_name="history_detail.html",
         block_name="share",
         context={"conversation": conversation, "share_url": _share_url(request, token)},
-        headers=toast_header(message, "success"),
+        **toast(message, "success"),
     )
 
 
@@ -417,6 +399,7 @@ async def _detail_context(user: User | None, detail: Any, request: Request[Any, 
         "duration": duration_label(conversation.started_at, conversation.ended_at),
         "share_url": _share_url(request, token),
         "origin": await _origin(user, conversation),
+        "exporters": export.EXPORTERS.values(),
     }
 
 

@@ -17,15 +17,16 @@ import base64
 import json
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from markupsafe import Markup, escape
 
 from chatapp.conversations import store
 from chatapp.database import connection
+from chatapp.history import filters
 from chatapp.history.service import CURSOR_ERRORS, PAGE_SIZE, BadCursor
 from chatapp.validation import as_utc
 
@@ -38,19 +39,19 @@ _START, _STOP = f"hlstart{_NONCE}", f"hlstop{_NONCE}"
 _HEADLINE = f'StartSel={_START}, StopSel={_STOP}, MaxWords=24, MinWords=10, MaxFragments=2, FragmentDelimiter=" … "'
 
 
-# The statements, as constants so the benchmark's bare-SQL baseline runs exactly what the app runs.
-SEARCH_SQL = """
+# The statements, as constants so the benchmark's bare-SQL baseline runs exactly what the app runs. The history
+# filters' parameters come last ($10 on), so a new filter renumbers nothing here.
+SEARCH_SQL = f"""
 WITH q AS (SELECT websearch_to_tsquery('english', $2) AS query),
 candidates AS (
     SELECT s.id, s.title, s.started_at, s.ended_at, s.last_seq, s.search_doc,
            s.pinned_at IS NOT NULL AS pinned, s.archived_at IS NOT NULL AS archived
     FROM chat_session s, q
     WHERE s.owner = $1 AND s.ended_at IS NOT NULL AND s.search_doc @@ q.query
-      AND ($3::timestamptz IS NULL OR s.started_at >= $3)
-      AND ($4::timestamptz IS NULL OR s.started_at < $4)
-      AND ($10::timestamptz IS NULL OR (s.started_at, s.id) < ($10, $11::uuid))
+      AND ($8::timestamptz IS NULL OR (s.started_at, s.id) < ($8, $9::uuid))
+      AND {filters.sql(10)}
     ORDER BY s.started_at DESC, s.id DESC
-    LIMIT $5
+    LIMIT $3
 ),
 ranked AS (
     SELECT c.id, c.title, c.started_at, c.ended_at, c.last_seq, c.pinned, c.archived,
@@ -62,9 +63,9 @@ ranked AS (
     WINDOW w AS (ORDER BY c.started_at DESC, c.id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
 )
 SELECT * FROM ranked
-WHERE $6::float8 IS NULL OR (rank, started_at, id) < ($6, $7::timestamptz, $8::uuid)
+WHERE $4::float8 IS NULL OR (rank, started_at, id) < ($4, $5::timestamptz, $6::uuid)
 ORDER BY rank DESC, started_at DESC, id DESC
-LIMIT $9
+LIMIT $7
 """
 SNIPPETS_SQL = f"""
 WITH q AS (SELECT websearch_to_tsquery('english', $2) AS query),
@@ -125,39 +126,25 @@ def _decode(cursor: str) -> tuple[_Key | None, _Position | None]:
     return window, after
 
 
-# A day more than Python's range on each side, so every zone's day bounds still fit in UTC.
-FIRST_DATE, LAST_DATE = date(1, 1, 2), date(9999, 12, 30)
-
-
-def date_bounds(
-    date_from: date | None, date_to: date | None, zone: ZoneInfo
-) -> tuple[datetime | None, datetime | None]:
-    """Inclusive calendar days in the person's time zone, as a half-open timestamp range."""
-    start = datetime.combine(date_from, time.min, tzinfo=zone) if date_from else None
-    end = datetime.combine(date_to + timedelta(days=1), time.min, tzinfo=zone) if date_to else None
-    return start, end
-
-
 def search_query(
     owner: uuid.UUID,
     query: str,
     count: int,
-    started_from: datetime | None = None,
-    started_before: datetime | None = None,
+    filter_params: Sequence[Any] | None = None,
     after: _Position | None = None,
     window: _Key | None = None,
 ) -> tuple[Any, ...]:
     """The search statement and its parameters, built in one place (the bench runs exactly these)."""
+    chosen = tuple(filters.none() if filter_params is None else filter_params)
     return (
         SEARCH_SQL,
         owner,
         query,
-        started_from,
-        started_before,
         SEARCH_CANDIDATES,
         *(after or (None, None, None)),
         count,
         *(window or (None, None)),
+        *chosen,
     )
 
 
@@ -170,20 +157,19 @@ async def search(
     owner: uuid.UUID,
     query: str,
     cursor: str | None = None,
-    started_from: datetime | None = None,
-    started_before: datetime | None = None,
+    filter_params: Sequence[Any] | None = None,
     limit: int = PAGE_SIZE,
 ) -> SearchPage:
-    """One page of matches, best first within each window of SEARCH_CANDIDATES, windows newest first."""
+    """One page of matches, best first within each window of SEARCH_CANDIDATES, windows newest first, within
+    the history filters (`filters.apply(...).params`)."""
     window, after = _decode(cursor) if cursor else (None, None)
+    chosen = tuple(filters.none() if filter_params is None else filter_params)
     page: list[Any] = []
     next_cursor: str | None = None
     async with connection() as conn:
 
         async def fetch(after: _Position | None, count: int) -> list[Any]:
-            return list(
-                await conn.fetch(*search_query(owner, query, count, started_from, started_before, after, window))
-            )
+            return list(await conn.fetch(*search_query(owner, query, count, chosen, after, window)))
 
         while True:
             need = limit - len(page)  # 0 once the page is full: then only look whether anything is left

@@ -12,7 +12,9 @@ from datetime import datetime
 from typing import Any, Literal
 
 from chatapp.conversations import store
-from chatapp.database import connection
+from chatapp.database import connection, transaction
+from chatapp.history import filters
+from chatapp.tables import ChatSession
 from chatapp.validation import as_utc, control_character_message, has_control_characters
 
 PAGE_SIZE = 20
@@ -77,13 +79,13 @@ _FLAGS = "pinned_at IS NOT NULL AS pinned, archived_at IS NOT NULL AS archived"
 
 
 def _keyset_page_sql(which: str) -> str:
-    """One keyset page (newest first, after a cursor, within a date range) of the conversations `which` selects."""
+    """One keyset page (newest first, after a cursor, within the history filters) of the conversations `which`
+    selects; the filters' parameters are $5 on."""
     return f"""
 SELECT {_SUMMARY}, {_FLAGS} FROM chat_session
 WHERE owner = $1 AND {which}
   AND ($2::timestamptz IS NULL OR (started_at, id) < ($2, $3::uuid))
-  AND ($5::timestamptz IS NULL OR started_at >= $5)
-  AND ($6::timestamptz IS NULL OR started_at < $6)
+  AND {filters.sql(5)}
 ORDER BY started_at DESC, id DESC
 LIMIT $4
 """
@@ -91,17 +93,31 @@ LIMIT $4
 
 # The statements, as constants so the benchmark's bare-SQL baseline runs exactly what the app runs.
 # The main history list: saved and not archived (partial index chat_session_listed). Pinned ones are dropped by id
-# in Python, which costs at most MAX_PINS extra rows.
+# in Python on later pages (the cursor names them), which costs at most MAX_PINS extra rows.
 SAVED_PAGE_SQL = _keyset_page_sql("ended_at IS NOT NULL AND archived_at IS NULL")
 # The Archived view (partial index chat_session_archived).
 ARCHIVED_PAGE_SQL = _keyset_page_sql("archived_at IS NOT NULL")
-PINNED_SQL = f"""
-SELECT {_SUMMARY}, {_FLAGS} FROM chat_session
-WHERE owner = $1 AND pinned_at IS NOT NULL
-  AND ($2::timestamptz IS NULL OR started_at >= $2)
-  AND ($3::timestamptz IS NULL OR started_at < $3)
-ORDER BY pinned_at DESC, id DESC
-LIMIT {store.MAX_PINS}
+# The main list's page 1: its pins and the newest other saved conversations in one round trip (the statement
+# sees one snapshot, so the page leaves out exactly the pins it returns). `is_pin` first, then each part's order.
+FIRST_PAGE_SQL = f"""
+WITH pins AS (
+    SELECT {_SUMMARY}, {_FLAGS}, pinned_at FROM chat_session
+    WHERE owner = $1 AND pinned_at IS NOT NULL AND {filters.sql(3)}
+    ORDER BY pinned_at DESC, id DESC
+    LIMIT {store.MAX_PINS}
+), page AS (
+    SELECT {_SUMMARY}, {_FLAGS} FROM chat_session
+    WHERE owner = $1 AND ended_at IS NOT NULL AND archived_at IS NULL AND id NOT IN (SELECT id FROM pins)
+      AND {filters.sql(3)}
+    ORDER BY started_at DESC, id DESC
+    LIMIT $2
+)
+SELECT * FROM (
+    SELECT true AS is_pin, id, title, started_at, ended_at, message_count, pinned, archived, pinned_at FROM pins
+    UNION ALL
+    SELECT false, id, title, started_at, ended_at, message_count, pinned, archived, NULL FROM page
+) both_parts
+ORDER BY is_pin DESC, pinned_at DESC, started_at DESC, id DESC
 """
 # The JSON API: every saved conversation (as before), optionally only archived / pinned ones or only others.
 API_PAGE_SQL = f"""
@@ -121,24 +137,41 @@ def keyset_page_query(
     owner: uuid.UUID,
     after: tuple[datetime, uuid.UUID] | None,
     count: int,
-    started_from: datetime | None = None,
-    started_before: datetime | None = None,
+    filter_params: Sequence[Any] | None = None,
     view: View = "main",
 ) -> tuple[Any, ...]:
     """The keyset page statement and its parameters, built in one place (the bench runs exactly these)."""
     sql = ARCHIVED_PAGE_SQL if view == "archived" else SAVED_PAGE_SQL
-    return sql, owner, *(after or (None, None)), count, started_from, started_before
+    chosen = tuple(filters.none() if filter_params is None else filter_params)
+    return sql, owner, *(after or (None, None)), count, *chosen
+
+
+def first_page_query(owner: uuid.UUID, count: int, filter_params: Sequence[Any] | None = None) -> tuple[Any, ...]:
+    """The main list's page 1 with its pins: one statement and its parameters (the bench runs exactly these)."""
+    chosen = tuple(filters.none() if filter_params is None else filter_params)
+    return FIRST_PAGE_SQL, owner, count, *chosen
+
+
+def _summary(row: Any) -> store.SavedSummary:
+    return store.SavedSummary(
+        row["id"],
+        row["title"],
+        row["started_at"],
+        row["ended_at"],
+        row["message_count"],
+        row["pinned"],
+        row["archived"],
+    )
 
 
 async def saved_page(
     owner: uuid.UUID,
     cursor: str | None = None,
     limit: int = PAGE_SIZE,
-    started_from: datetime | None = None,
-    started_before: datetime | None = None,
+    filter_params: Sequence[Any] | None = None,
     view: View = "main",
 ) -> Page:
-    """One page of a history list, newest first, optionally within a date range.
+    """One page of a history list, newest first, within the history filters (`filters.apply(...).params`).
 
     A keyset on (started_at, id) means pages neither repeat nor skip items when conversations are saved
     meanwhile, and deep pages cost as much as the first. In the main list, page 1 also returns every pin (at
@@ -147,28 +180,35 @@ async def saved_page(
     item shown on top stays shown once, and every other item keeps its place in the date order.
     """
     after = _decode(cursor) if cursor else None
+    pinned: list[store.SavedSummary] = []
     async with connection() as conn:
-        pinned: list[store.SavedSummary] = []
-        if after is not None:
-            shown = after[2]
-        elif view == "main":
-            pinned = [
-                store.SavedSummary(**dict(r)) for r in await conn.fetch(PINNED_SQL, owner, started_from, started_before)
-            ]
+        if after is None and view == "main":
+            rows = await conn.fetch(*first_page_query(owner, limit + 1, filter_params))
+            pinned = [_summary(row) for row in rows if row["is_pin"]]
+            found = [_summary(row) for row in rows if not row["is_pin"]]
             shown = frozenset(p.id for p in pinned)
         else:
-            shown = frozenset()
-        rows = await conn.fetch(
-            *keyset_page_query(
-                owner, after[:2] if after else None, limit + 1 + len(shown), started_from, started_before, view
+            shown = after[2] if after else frozenset()
+            rows = await conn.fetch(
+                *keyset_page_query(owner, after[:2] if after else None, limit + 1 + len(shown), filter_params, view)
             )
-        )
-    found = [store.SavedSummary(**dict(row)) for row in rows if row["id"] not in shown][: limit + 1]
+            found = [_summary(row) for row in rows if row["id"] not in shown][: limit + 1]
     items = found[:limit]
     next_cursor = None
     if len(found) > limit:
         next_cursor = encode_cursor(items[-1].started_at, items[-1].id, sorted(shown))
     return Page(items, next_cursor, pinned)
+
+
+def api_page_query(
+    owner: uuid.UUID,
+    after: tuple[datetime, uuid.UUID] | None,
+    count: int,
+    archived: bool | None = None,
+    pinned: bool | None = None,
+) -> tuple[Any, ...]:
+    """The JSON API's page statement and its parameters (the bench runs exactly these)."""
+    return API_PAGE_SQL, owner, *(after or (None, None)), count, archived, pinned
 
 
 async def api_page(
@@ -181,15 +221,7 @@ async def api_page(
     """The JSON API's pages: one keyset over every saved conversation, filtered, so flags never reorder it."""
     after = decode_cursor(cursor) if cursor else None
     async with connection() as conn:
-        rows = await conn.fetch(
-            API_PAGE_SQL,
-            owner,
-            after[0] if after else None,
-            after[1] if after else None,
-            limit + 1,
-            archived,
-            pinned,
-        )
+        rows = await conn.fetch(*api_page_query(owner, after, limit + 1, archived, pinned))
     items = [store.SavedSummary(**dict(row)) for row in rows[:limit]]
     next_cursor = encode_cursor(items[-1].started_at, items[-1].id) if len(rows) > limit else None
     return Page(items, next_cursor)
@@ -230,28 +262,26 @@ async def rename(owner: uuid.UUID, conversation_id: uuid.UUID, title: str) -> st
         raise InvalidTitle("Enter a title.")
     if len(title) > MAX_TITLE_LENGTH:
         raise InvalidTitle(f"Use at most {MAX_TITLE_LENGTH} characters.")
-    async with connection() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            f"""
-            UPDATE chat_session SET title = $3 WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL
-            RETURNING {store.CONVERSATION_COLUMNS}
-            """,
-            conversation_id,
-            owner,
-            title,
+    async with transaction(), connection() as conn:
+        rows = await (
+            ChatSession.update({ChatSession.title: title})
+            .where(_owned_saved(owner, conversation_id))
+            .returning(*ChatSession.all_columns())
         )
-        if row is None:
+        if not rows:
             return None
-        await store.refresh_search_doc(conn, conversation_id)
-    return store.Conversation(**dict(row))
+        await store.refresh_search_doc(conn, conversation_id)  # the title is searched too
+    return store.Conversation(**rows[0])
+
+
+def _owned_saved(owner: uuid.UUID, conversation_id: uuid.UUID) -> Any:
+    """The query builder's condition for "this conversation, if it is the owner's and saved"."""
+    return (ChatSession.id == conversation_id) & (ChatSession.owner == owner) & ChatSession.ended_at.is_not_null()
 
 
 async def delete(owner: uuid.UUID, conversation_id: uuid.UUID) -> bool:
-    async with connection() as conn:
-        status: str = await conn.execute(
-            "DELETE FROM chat_session WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL", conversation_id, owner
-        )
-    return status.endswith(" 1")
+    deleted = await ChatSession.delete().where(_owned_saved(owner, conversation_id)).returning(ChatSession.id)
+    return bool(deleted)
 
 
 class TooManyPins(ValueError):

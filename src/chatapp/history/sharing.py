@@ -5,24 +5,29 @@ from __future__ import annotations
 import re
 import secrets
 import uuid
+from datetime import UTC, datetime
 
 from chatapp.database import connection
+from chatapp.tables import ShareLink
 
 SHARE_TOKEN = re.compile(r"[\w-]{1,64}", re.ASCII)  # what token_urlsafe makes
 
 
 async def live_token(conversation_id: uuid.UUID) -> str | None:
-    async with connection() as conn:
-        token: str | None = await conn.fetchval(
-            "SELECT token FROM share_link WHERE session = $1 AND revoked_at IS NULL", conversation_id
-        )
-    return token
+    row = await (
+        ShareLink.select(ShareLink.token)
+        .where((ShareLink.session == conversation_id) & ShareLink.revoked_at.is_null())
+        .first()
+    )
+    return None if row is None else str(row["token"])
 
 
 async def create(conversation_id: uuid.UUID) -> str:
     """The conversation's live link, creating one (32 random bytes) when there is none."""
     token = secrets.token_urlsafe(32)
     async with connection() as conn:
+        # Raw SQL: the conflict target is the partial unique index (one live link per conversation), whose
+        # predicate the query builder's on_conflict cannot name.
         created: str | None = await conn.fetchval(
             """
             INSERT INTO share_link (token, session) VALUES ($1, $2)
@@ -36,32 +41,29 @@ async def create(conversation_id: uuid.UUID) -> str:
 
 
 async def revoke(conversation_id: uuid.UUID) -> None:
-    async with connection() as conn:
-        await conn.execute(
-            "UPDATE share_link SET revoked_at = now() WHERE session = $1 AND revoked_at IS NULL", conversation_id
-        )
+    await ShareLink.update({ShareLink.revoked_at: datetime.now(UTC)}).where(
+        (ShareLink.session == conversation_id) & ShareLink.revoked_at.is_null()
+    )
 
 
 async def shared_conversation_id(token: str) -> uuid.UUID | None:
     if not SHARE_TOKEN.fullmatch(token):  # e.g. a NUL, which PostgreSQL would refuse with an error
         return None
-    async with connection() as conn:
-        conversation_id: uuid.UUID | None = await conn.fetchval(
-            """
-            SELECT l.session FROM share_link l JOIN chat_session s ON s.id = l.session
-            WHERE l.token = $1 AND l.revoked_at IS NULL AND s.ended_at IS NOT NULL
-            """,
-            token,
+    row = await (
+        ShareLink.select(ShareLink.session)
+        .where(
+            (ShareLink.token == token)
+            & ShareLink.revoked_at.is_null()
+            & ShareLink.session._.ended_at.is_not_null()  # only a saved conversation is shown
         )
-    return conversation_id
+        .first()
+    )
+    return None if row is None else row["session"]
 
 
 async def was_revoked(token: str) -> bool:
     """A link its owner revoked (a 410 says so), as opposed to one that never existed (404)."""
     if not SHARE_TOKEN.fullmatch(token):
         return False
-    async with connection() as conn:
-        revoked: bool = await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM share_link WHERE token = $1 AND revoked_at IS NOT NULL)", token
-        )
+    revoked: bool = await ShareLink.exists().where((ShareLink.token == token) & ShareLink.revoked_at.is_not_null())
     return revoked

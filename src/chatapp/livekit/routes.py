@@ -41,7 +41,7 @@ async def room_finished(service: ConversationService, room_name: str) -> bool:
     conversation = await store.get_conversation(conversation_id)
     if conversation is None or not conversation.active:
         return False
-    result = await service.end(conversation.owner, "", conversation_id, "room_finished", start_next=False)
+    result = await service.end(conversation.owner, conversation_id, "room_finished")
     return result.outcome.changed
 
 

@@ -1,0 +1,56 @@
+"""The conversation service as handlers see it: injected with `Provide`, its domain errors answered once here.
+
+Controllers add `dependencies=SERVICE` and `exception_handlers=PAGE_ERRORS` (or their own map) instead of
+looking the service up in `state` and wrapping every call in the same try/except.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import HTTPException, NotFoundException
+from litestar.plugins.htmx import ClientRefresh
+from litestar.types import ExceptionHandlersMap
+
+from chatapp import web
+from chatapp.conversations.service import ConversationEnded, ConversationGone, ConversationService
+
+ENDED_MESSAGE = "That conversation was saved. Showing your current one."
+
+
+def conversation_service(state: State) -> ConversationService:
+    """The app's one ConversationService (built in create_app, which keeps it in state)."""
+    service: ConversationService = state.conversations
+    return service
+
+
+SERVICE = {"conversations": Provide(conversation_service, sync_to_thread=False)}
+
+
+def conversation_gone(request: Request[Any, Any, Any], exc: ConversationGone) -> Response[Any]:
+    """Unknown or another user's conversation: a plain 404, so its existence leaks nothing."""
+    return web.not_found(request, NotFoundException())
+
+
+def conversation_ended(request: Request[Any, Any, Any], exc: ConversationEnded) -> Response[Any]:
+    """The tab is showing a conversation that was already saved: a 409 that reloads it onto the current one."""
+    response = ClientRefresh()
+    response.status_code = 409
+    response.headers.update(web.toast_header(ENDED_MESSAGE, "info"))
+    return response
+
+
+def answered_as(status_code: int, detail: str) -> Any:
+    """An exception handler answering a domain error as this HTTP error, in the request's own format."""
+
+    def handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+        return web.http_error(request, HTTPException(status_code=status_code, detail=detail))
+
+    return handler
+
+
+# The browser routes of a live conversation.
+PAGE_ERRORS: ExceptionHandlersMap = {ConversationGone: conversation_gone, ConversationEnded: conversation_ended}

@@ -45,7 +45,7 @@ from chatapp.database import (
     wait_for_database,
 )
 from chatapp.faults import FaultController, Faults
-from chatapp.history.api import SessionsApiController
+from chatapp.history.api import ConversationsApiController
 from chatapp.history.import_routes import ImportController
 from chatapp.history.reaper import run_reaper
 from chatapp.history.routes import HistoryController, SharedController
@@ -151,7 +151,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
             AccountController,
             ChatController,
             IngestController,
-            SessionsApiController,
+            ConversationsApiController,
             HistoryController,
             ImportController,
             AccountSettingsController,

@@ -4,14 +4,14 @@ from pathlib import Path
 
 from piccolo.conf.apps import AppConfig
 
-from chatapp.tables import ChatSession, HttpSession, ShareLink, UserAccount, Utterance
+from chatapp.tables import Conversation, HttpSession, ShareLink, UserAccount, Utterance
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "piccolo_migrations"
 
 APP_CONFIG = AppConfig(
     app_name="chatapp",
     migrations_folder_path=str(MIGRATIONS_DIR),
-    table_classes=[UserAccount, ChatSession, Utterance, HttpSession, ShareLink],
+    table_classes=[UserAccount, Conversation, Utterance, HttpSession, ShareLink],
     migration_dependencies=[],
     commands=[],
 )

@@ -1,5 +1,10 @@
 """The schema. Migrations in piccolo_migrations/ (SQL) create it; these classes are how the query builder
-names it for plain CRUD. Columns only the raw SQL uses (search documents) are not declared here."""
+names it for plain CRUD. Columns only the raw SQL uses (search documents) are not declared here.
+
+Words: a *conversation* is what a person has with the agent; a *login session* (`http_session`) is a signed-in
+browser; an *AgentSession* is livekit-agents' object. The database kept its first names for conversations
+(table `chat_session`, column `session` in `utterance` and `share_link`): the Python names here say
+`conversation`, and the raw SQL uses the table's names."""
 
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ class UserAccount(Table, tablename="user_account"):
     created_at = Timestamptz()
 
 
-class ChatSession(Table, tablename="chat_session"):
+class Conversation(Table, tablename="chat_session"):
     """One conversation. Active while `ended_at` is null (at most one per user); saved once it is set."""
 
     id = UUID(primary_key=True)
@@ -51,7 +56,7 @@ class Utterance(Table, tablename="utterance"):
     """A final utterance. `item_id` makes deliveries idempotent; `seq` orders them without gaps."""
 
     id = BigSerial(primary_key=True)
-    session = ForeignKey(references=ChatSession, null=False, on_delete=OnDelete.cascade)
+    conversation = ForeignKey(references=Conversation, null=False, on_delete=OnDelete.cascade, db_column_name="session")
     seq = Integer()
     item_id = Varchar(length=128)
     role = Varchar(length=10)
@@ -66,7 +71,7 @@ class ShareLink(Table, tablename="share_link"):
     """A read-only link to one saved conversation; revoking keeps the row so old links stay dead."""
 
     token = Varchar(length=64, primary_key=True)
-    session = ForeignKey(references=ChatSession, null=False, on_delete=OnDelete.cascade)
+    conversation = ForeignKey(references=Conversation, null=False, on_delete=OnDelete.cascade, db_column_name="session")
     created_at = Timestamptz()
     revoked_at = Timestamptz(null=True, default=None)
 

@@ -35,7 +35,7 @@ CLIENT_ID = re.compile(r"^[\w.:\-]{1,128}$")
 MIN_MILLISECONDS, MAX_MILLISECONDS = -62_135_596_800_000, 253_402_300_799_999
 
 # The save body as the schema shows it. The handler reads it as a plain object and checks it itself
-# (parse_session_id, parse_messages) for the statuses and messages API clients already rely on; this says the
+# (parse_conversation_id, parse_messages) for the statuses and messages API clients already rely on; this says the
 # same: a UUID session_id, at most MAX_MESSAGES entries (413 beyond), each with a role and a non-blank text of
 # at most MAX_TEXT_LENGTH characters without control characters. Unknown fields are ignored.
 SAVE_MESSAGE_SCHEMA: dict[str, Any] = {
@@ -80,7 +80,7 @@ SAVE_REQUEST_SCHEMA: dict[str, Any] = {
 }
 
 
-class SessionSummary(msgspec.Struct):
+class ConversationSummary(msgspec.Struct):
     id: uuid.UUID
     title: str | None
     started_at: datetime
@@ -90,7 +90,7 @@ class SessionSummary(msgspec.Struct):
     pinned: bool
 
 
-class SaveResult(SessionSummary):
+class SaveResult(ConversationSummary):
     saved: bool
 
 
@@ -103,13 +103,13 @@ class UtteranceOut(msgspec.Struct):
     created_at: datetime
 
 
-class SessionDetail(SessionSummary):
+class ConversationDetail(ConversationSummary):
     active: bool
     utterances: list[UtteranceOut]
 
 
-class SessionList(msgspec.Struct):
-    items: list[SessionSummary]
+class ConversationList(msgspec.Struct):
+    items: list[ConversationSummary]
     next_cursor: str | None
 
 
@@ -121,7 +121,7 @@ def _bad(status: int, detail: str) -> HTTPException:
     return HTTPException(status_code=status, detail=detail)
 
 
-def parse_session_id(data: dict[str, Any]) -> uuid.UUID:
+def parse_conversation_id(data: dict[str, Any]) -> uuid.UUID:
     raw = data.get("session_id")
     if raw in (None, ""):
         raise _bad(400, "session_id is required.")
@@ -191,7 +191,10 @@ def summary(conversation: store.Conversation) -> dict[str, Any]:
     }
 
 
-class SessionsApiController(Controller):
+class ConversationsApiController(Controller):
+    """The JSON API over saved conversations. Its URL and field names (`/api/users/sessions`, `session_id`) are
+    the published API's first names and stay, so existing clients keep working."""
+
     path = "/api/users/sessions"
     tags = ["conversations"]
     dependencies = SERVICE
@@ -210,13 +213,13 @@ class SessionsApiController(Controller):
         conversations: ConversationService,
         data: Annotated[dict[str, Any], Body(schema_extra=SAVE_REQUEST_SCHEMA)],
     ) -> SaveResult:
-        session_id = parse_session_id(data)
+        session_id = parse_conversation_id(data)
         events = parse_messages(session_id, data.get("messages"))
         saved = await conversations.save_client_copy(request.user.id, session_id, events)
         return SaveResult(**summary(saved.conversation), saved=saved.saved)
 
     @get("/", summary="The user's saved conversations, newest first", responses=errors(400, 401, 503))
-    async def list_sessions(
+    async def list_conversations(
         self,
         request: Request[User, Any, Any],
         cursor: Annotated[
@@ -230,7 +233,7 @@ class SessionsApiController(Controller):
         pinned: Annotated[
             Literal["true", "false"] | None, Parameter(description="Only pinned (true) or only unpinned (false) ones")
         ] = None,
-    ) -> SessionList:
+    ) -> ConversationList:
         """Every saved conversation by default, archived and pinned ones included (as before those existed), in
         start order: a sync client sees no reordering when someone pins. Use the same filters on every page."""
         try:
@@ -238,17 +241,17 @@ class SessionsApiController(Controller):
         except BadCursor:
             raise _bad(400, "Invalid cursor.") from None
         items = [
-            SessionSummary(i.id, i.title, i.started_at, i.ended_at, i.message_count, i.archived, i.pinned)
+            ConversationSummary(i.id, i.title, i.started_at, i.ended_at, i.message_count, i.archived, i.pinned)
             for i in page.items
         ]
-        return SessionList(items=items, next_cursor=page.next_cursor)
+        return ConversationList(items=items, next_cursor=page.next_cursor)
 
     @get("/{session_id:uuid}", summary="One conversation with its utterances", responses=errors(400, 401, 404, 503))
-    async def detail(self, request: Request[User, Any, Any], session_id: uuid.UUID) -> SessionDetail:
+    async def detail(self, request: Request[User, Any, Any], session_id: uuid.UUID) -> ConversationDetail:
         detail = await conversation_detail(request.user.id, session_id)
         if detail is None:
             raise NotFoundException(detail="Session not found.")
-        return SessionDetail(
+        return ConversationDetail(
             **summary(detail.conversation),
             active=detail.conversation.active,
             utterances=[

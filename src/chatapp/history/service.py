@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from chatapp import tables
 from chatapp.conversations import store
 from chatapp.database import connection, transaction
 from chatapp.history import filters
-from chatapp.tables import ChatSession
 from chatapp.validation import as_utc, control_character_message, has_control_characters
 
 PAGE_SIZE = 20
@@ -264,9 +264,9 @@ async def rename(owner: uuid.UUID, conversation_id: uuid.UUID, title: str) -> st
         raise InvalidTitle(f"Use at most {MAX_TITLE_LENGTH} characters.")
     async with transaction(), connection() as conn:
         rows = await (
-            ChatSession.update({ChatSession.title: title})
+            tables.Conversation.update({tables.Conversation.title: title})
             .where(_owned_saved(owner, conversation_id))
-            .returning(*ChatSession.all_columns())
+            .returning(*tables.Conversation.all_columns())
         )
         if not rows:
             return None
@@ -276,11 +276,17 @@ async def rename(owner: uuid.UUID, conversation_id: uuid.UUID, title: str) -> st
 
 def _owned_saved(owner: uuid.UUID, conversation_id: uuid.UUID) -> Any:
     """The query builder's condition for "this conversation, if it is the owner's and saved"."""
-    return (ChatSession.id == conversation_id) & (ChatSession.owner == owner) & ChatSession.ended_at.is_not_null()
+    return (
+        (tables.Conversation.id == conversation_id)
+        & (tables.Conversation.owner == owner)
+        & tables.Conversation.ended_at.is_not_null()
+    )
 
 
 async def delete(owner: uuid.UUID, conversation_id: uuid.UUID) -> bool:
-    deleted = await ChatSession.delete().where(_owned_saved(owner, conversation_id)).returning(ChatSession.id)
+    deleted = (
+        await tables.Conversation.delete().where(_owned_saved(owner, conversation_id)).returning(tables.Conversation.id)
+    )
     return bool(deleted)
 
 

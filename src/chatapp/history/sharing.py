@@ -16,7 +16,7 @@ SHARE_TOKEN = re.compile(r"[\w-]{1,64}", re.ASCII)  # what token_urlsafe makes
 async def live_token(conversation_id: uuid.UUID) -> str | None:
     row = await (
         ShareLink.select(ShareLink.token)
-        .where((ShareLink.session == conversation_id) & ShareLink.revoked_at.is_null())
+        .where((ShareLink.conversation == conversation_id) & ShareLink.revoked_at.is_null())
         .first()
     )
     return None if row is None else str(row["token"])
@@ -42,7 +42,7 @@ async def create(conversation_id: uuid.UUID) -> str:
 
 async def revoke(conversation_id: uuid.UUID) -> None:
     await ShareLink.update({ShareLink.revoked_at: datetime.now(UTC)}).where(
-        (ShareLink.session == conversation_id) & ShareLink.revoked_at.is_null()
+        (ShareLink.conversation == conversation_id) & ShareLink.revoked_at.is_null()
     )
 
 
@@ -50,15 +50,15 @@ async def shared_conversation_id(token: str) -> uuid.UUID | None:
     if not SHARE_TOKEN.fullmatch(token):  # e.g. a NUL, which PostgreSQL would refuse with an error
         return None
     row = await (
-        ShareLink.select(ShareLink.session)
+        ShareLink.select(ShareLink.conversation.as_alias("conversation"))
         .where(
             (ShareLink.token == token)
             & ShareLink.revoked_at.is_null()
-            & ShareLink.session._.ended_at.is_not_null()  # only a saved conversation is shown
+            & ShareLink.conversation._.ended_at.is_not_null()  # only a saved conversation is shown
         )
         .first()
     )
-    return None if row is None else row["session"]
+    return None if row is None else row["conversation"]
 
 
 async def was_revoked(token: str) -> bool:

@@ -17,7 +17,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
@@ -45,6 +44,7 @@ from bench.kit.text import sentence
 from bench.kit.timing import LoopLag, percentile
 from chatapp.conversations import store
 from chatapp.conversations.agent_access import room_name_for
+from chatapp.conversations.events import TranscriptEvent
 from chatapp.conversations.service import make_title
 
 T = TypeVar("T")
@@ -106,7 +106,14 @@ SAVE = (
     ("refresh_search_doc", REFRESH_SEARCH_DOC),
     ("insert next conversation", INSERT_ACTIVE),
 )
-SAVE_STEPS = tuple(name for name, _ in SAVE)
+# The baseline's timed steps: the store functions New Chat's save calls (bench/newchat.py Baseline.save).
+SAVE_STEPS = (
+    "lock user + select active",
+    "store the flushed interim",
+    "select first user text",
+    "mark ended + title + search document",
+    "insert next conversation",
+)
 # POST /conversations/new: the login session read, the save's transaction, then the sidebar push to every tab
 # (recent_saved), the next agent's transcript (list_utterances, empty) and the new panel's sidebar (recent_saved).
 REQUEST = (
@@ -214,23 +221,18 @@ class Baseline:
         await step("session read", lambda: conn.fetchval(SESSION_READ, self.session_key))
         save_started = time.perf_counter()
         async with conn.transaction():
-            await step("lock user", lambda: conn.execute(LOCK_USER, uid))
-            await step("select active", lambda: conn.fetchrow(SELECT_ACTIVE, uid))
-            locked = await step("lock conversation", lambda: conn.fetchrow(LOCK_CONVERSATION, cid))
-            await step("select existing items", lambda: conn.fetch(SELECT_EXISTING, cid, [item]))
-            seq = locked["last_seq"] + 1
+            # The app's own store functions on this bare connection: what New Chat's save runs, without HTTP.
+            await step("lock user + select active", lambda: store.lock_active(conn, uid))
+            flushed = TranscriptEvent(cid, item, role, text, final=True, interrupted=True)  # type: ignore[arg-type]
+            await step("store the flushed interim", lambda: store.store_finals(conn, cid, [flushed]))
+            await step("select first user text", lambda: store.first_user_text(conn, cid))
             await step(
-                "insert flushed interim + last_seq",
-                lambda: conn.fetch(INSERT_FINALS, cid, [seq], [item], [role], [text], [True], [datetime.now(UTC)], seq),
+                "mark ended + title + search document", lambda: store.mark_ended(conn, cid, "new_chat", self.title)
             )
-            await step("select first user text", lambda: conn.fetchval(FIRST_USER_TEXT, cid))
-            await step("mark ended + title", lambda: conn.fetchrow(MARK_ENDED, cid, "new_chat", self.title))
-            await step("refresh_search_doc", lambda: conn.execute(REFRESH_SEARCH_DOC, cid))
-            next_id = uuid.uuid4()
-            await step(
-                "insert next conversation",
-                lambda: conn.fetchrow(INSERT_ACTIVE, next_id, room_name_for(next_id), uid, "", None),
-            )
+            following = await step("insert next conversation", lambda: store.insert_active(conn, uid, ""))
+        if following is None:
+            raise RuntimeError(f"baseline save {run}: the user already had an active conversation")
+        next_id = following.id
         save_seconds = time.perf_counter() - save_started
         await step("recent_saved (history push)", lambda: conn.fetch(RECENT_SAVED, uid, RECENT_LIMIT))
         await step("list_utterances (next agent)", lambda: conn.fetch(LIST_UTTERANCES, next_id, 0, 10_000))
@@ -628,8 +630,9 @@ def _report(
     floor50, floor99 = percentile(results.healthz, 50), percentile(results.healthz, 99)
     steps = {name: percentile(values, 50) for name, values in results.base_steps.items()}
     in_save = sum(steps.get(name, 0.0) for name in SAVE_STEPS)
-    refresh = steps.get("refresh_search_doc", float("nan"))
-    slowest = sorted(((v, k) for k, v in steps.items() if k != "refresh_search_doc"), reverse=True)[:3]
+    refresh_step = "mark ended + title + search document"
+    refresh = steps.get(refresh_step, float("nan"))
+    slowest = sorted(((v, k) for k, v in steps.items() if k != refresh_step), reverse=True)[:3]
     save_trips = len(SAVE) + 2  # and BEGIN, COMMIT
     report.notes += [
         f"round trip = the bench's light HTTP client on loopback, request written → reply read; it includes the HTTP "
@@ -641,14 +644,16 @@ def _report(
         "then 1 interim still pending in the server's buffer — while the chat tab's SSE stream is open and has "
         "received all of it; then New Chat is posted as htmx does (HX-Request, x-csrftoken, conversation_id) and "
         f"the tab's stream must get the 'ended' control; {WARMUP} warm-up runs not counted",
-        f"save SQL = the {len(SAVE)} statements of New Chat's save in one transaction ({save_trips} round trips with "
-        f"BEGIN and COMMIT) on one warm asyncpg connection, against a second user's conversation with the same "
+        f"save SQL = the app's own store functions New Chat's save calls (lock_active, store_finals, "
+        f"first_user_text, mark_ended with refresh_search_doc, insert_active: {len(SAVE)} statements, {save_trips} "
+        f"round trips with BEGIN and COMMIT) in one transaction on one warm asyncpg connection, against a second "
+        "user's conversation with the same "
         f"{UTTERANCES} texts; request SQL = every statement of the request: "
         + describe_statements([sql_key(sql) for sql in REQUEST], NAMES),
         _statements_note(probe),
-        f"save SQL per statement, p50: refresh_search_doc {ms(refresh)} ({100 * refresh / in_save:.0f}% of the "
-        f"statements' time; tsvector_agg over the stored tsv of {UTTERANCES} utterances), then "
-        + ", ".join(f"{name} {ms(value)}" for value, name in slowest),
+        f"save SQL per store function, p50: mark_ended with refresh_search_doc {ms(refresh)} "
+        f"({100 * refresh / in_save:.0f}% of the save's time; tsvector_agg over the stored tsv of {UTTERANCES} "
+        "utterances), then " + ", ".join(f"{name} {ms(value)}" for value, name in slowest),
         f"waiting for each new conversation's greeting (offline model, streamed): p50 "
         f"{ms(percentile(user.greeting_waits, 50))}; greetings missing after {GREETING_TIMEOUT:g} s: "
         f"{user.missing_greetings}",

@@ -143,9 +143,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _serve_workers(settings: Settings, dsn: str, workers: int) -> None:
-    """uvicorn's supervisor runs `workers` processes on one socket, each building the app from the environment
-    (`create_app_from_env`); the database (embedded or not) was started once, here in the parent. On SIGTERM
-    or Ctrl+C the supervisor stops its workers and returns, and the caller then stops the embedded server."""
+    """uvicorn's supervisor runs `workers` processes (one socket each, see chatapp.workers), each building
+    the app from the environment (`create_app_from_env`); the database (embedded or not) was started once,
+    here in the parent. On SIGTERM or Ctrl+C the supervisor stops its workers and returns, and the caller then
+    stops the embedded server."""
     import uvicorn
 
     prepare_metrics_dir(settings.data_dir)  # /metrics on any worker then shows them all
@@ -157,7 +158,9 @@ def _serve_workers(settings: Settings, dsn: str, workers: int) -> None:
             "CHATAPP_PORT": str(settings.port),
         }
     )
-    uvicorn.run(
+    from chatapp.workers import run_workers
+
+    config = uvicorn.Config(
         "chatapp.cli:create_app_from_env",
         factory=True,
         workers=workers,
@@ -165,6 +168,7 @@ def _serve_workers(settings: Settings, dsn: str, workers: int) -> None:
         port=settings.port,
         **_uvicorn_options(settings),
     )
+    run_workers(config)  # uvicorn.run(workers=N), but one listening socket per worker
 
 
 def prepare_metrics_dir(data_dir: Path) -> Path:

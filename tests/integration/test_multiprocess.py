@@ -264,3 +264,23 @@ async def test_serve_with_two_workers(db: str, tmp_path: Path) -> None:
         server.stop()
     assert server.process.returncode is not None
     assert not [pid for pid in pids if running(pid)]
+
+
+async def test_a_burst_of_connections_is_spread_over_the_workers(db: str, tmp_path: Path) -> None:
+    """40 keep-alive connections opened at once: each worker accepts a fair share (one listening socket per
+    worker, chatapp.workers). With one shared socket the first worker awake took nearly all of them."""
+    server = AppServer.start(db, tmp_path / "spread", ready_timeout=2 * READY, CHATAPP_WORKERS="2")
+    try:
+        clients = [httpx.AsyncClient(base_url=server.url) for _ in range(40)]
+        try:
+            replies = await asyncio.gather(*(c.get("/_test/agents") for c in clients))
+            pids = [r.json()["pid"] for r in replies]
+            # The same connection keeps its worker.
+            again = await asyncio.gather(*(c.get("/_test/agents") for c in clients))
+            assert [r.json()["pid"] for r in again] == pids
+        finally:
+            await asyncio.gather(*(c.aclose() for c in clients))
+    finally:
+        server.stop()
+    shares = sorted(pids.count(pid) for pid in set(pids))
+    assert len(shares) == 2 and shares[0] >= 8, f"connections per worker: {shares}"

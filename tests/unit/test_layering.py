@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "chatapp.database",
             "chatapp.faults",
             "chatapp.httpserver",
+            "chatapp.workers",
             "chatapp.jsonlog",
             "chatapp.logfilters",
             "chatapp.metrics",

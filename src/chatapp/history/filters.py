@@ -11,7 +11,7 @@ statement's own: the statements stay constant (prepared once per connection) whi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -95,6 +95,11 @@ def sql(first: int) -> str:
 def none() -> tuple[Any, ...]:
     """The statements' filter parameters with every filter off."""
     return (None,) * sum(_arity(f) for f in FILTERS)
+
+
+def params_or_none(params: Sequence[Any] | None) -> tuple[Any, ...]:
+    """The filter parameters a statement gets: `params` (from `apply(...).params`), or every filter off."""
+    return none() if params is None else tuple(params)
 
 
 @dataclass(frozen=True)

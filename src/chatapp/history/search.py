@@ -135,7 +135,7 @@ def search_query(
     window: _Key | None = None,
 ) -> tuple[Any, ...]:
     """The search statement and its parameters, built in one place (the bench runs exactly these)."""
-    chosen = tuple(filters.none() if filter_params is None else filter_params)
+    chosen = filters.params_or_none(filter_params)
     return (
         SEARCH_SQL,
         owner,
@@ -163,13 +163,12 @@ async def search(
     """One page of matches, best first within each window of SEARCH_CANDIDATES, windows newest first, within
     the history filters (`filters.apply(...).params`)."""
     window, after = _decode(cursor) if cursor else (None, None)
-    chosen = tuple(filters.none() if filter_params is None else filter_params)
     page: list[Any] = []
     next_cursor: str | None = None
     async with connection() as conn:
 
         async def fetch(after: _Position | None, count: int) -> list[Any]:
-            return list(await conn.fetch(*search_query(owner, query, count, chosen, after, window)))
+            return list(await conn.fetch(*search_query(owner, query, count, filter_params, after, window)))
 
         while True:
             need = limit - len(page)  # 0 once the page is full: then only look whether anything is left

@@ -142,13 +142,13 @@ def keyset_page_query(
 ) -> tuple[Any, ...]:
     """The keyset page statement and its parameters, built in one place (the bench runs exactly these)."""
     sql = ARCHIVED_PAGE_SQL if view == "archived" else SAVED_PAGE_SQL
-    chosen = tuple(filters.none() if filter_params is None else filter_params)
+    chosen = filters.params_or_none(filter_params)
     return sql, owner, *(after or (None, None)), count, *chosen
 
 
 def first_page_query(owner: uuid.UUID, count: int, filter_params: Sequence[Any] | None = None) -> tuple[Any, ...]:
     """The main list's page 1 with its pins: one statement and its parameters (the bench runs exactly these)."""
-    chosen = tuple(filters.none() if filter_params is None else filter_params)
+    chosen = filters.params_or_none(filter_params)
     return FIRST_PAGE_SQL, owner, count, *chosen
 
 

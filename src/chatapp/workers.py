@@ -60,6 +60,8 @@ class SpreadSupervisor(Multiprocess):
             if not new.wait_until_ready(self.config.timeout_worker_healthcheck, self.should_exit):
                 new.kill()
                 new.join()
+                if not self.should_exit.is_set():
+                    log.error("New child process [%s] was not ready in time; keeping worker [%s].", new.pid, old.pid)
                 return
             old.terminate()
             old.join()

@@ -4,7 +4,7 @@ Written as SQL because it needs what Piccolo's auto-migrations cannot express: a
 active conversation per user), a descending composite index for keyset pagination and CHECK constraints.
 """
 
-from chatapp.migrations import sql_migration
+from chatapp.core.migrations import sql_migration
 
 ID = "2026-11-29T14:45:00:000000"
 VERSION = "1.38.0"

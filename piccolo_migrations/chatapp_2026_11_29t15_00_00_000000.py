@@ -6,7 +6,7 @@ written when the conversation is saved, renamed or receives a late final, so sea
 highlight the best snippet inside the few conversations shown on a page.
 """
 
-from chatapp.migrations import sql_migration
+from chatapp.core.migrations import sql_migration
 
 ID = "2026-11-29T15:00:00:000000"
 VERSION = "1.38.0"

@@ -2,7 +2,7 @@
 utterances' already-parsed `tsv` instead of parsing the whole transcript again (halves the save's SQL time
 for a 500-utterance conversation; same lexemes, same ranks)."""
 
-from chatapp.migrations import sql_migration
+from chatapp.core.migrations import sql_migration
 
 ID = "2026-11-29T15:40:00:000000"
 VERSION = "1.38.0"

@@ -5,7 +5,7 @@ a row whose lease ran out belongs to a process that died, and another process ta
 Expiry is judged by the database clock only, so the app processes' clocks never matter.
 """
 
-from chatapp.migrations import sql_migration
+from chatapp.core.migrations import sql_migration
 
 ID = "2026-12-02T14:00:00:000000"
 VERSION = "1.38.0"

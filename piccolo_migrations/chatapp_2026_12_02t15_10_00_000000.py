@@ -8,7 +8,7 @@ Each list query has its partial index, so every first page is an index scan that
 - the Archived view.
 """
 
-from chatapp.migrations import sql_migration
+from chatapp.core.migrations import sql_migration
 
 ID = "2026-12-02T15:10:00:000000"
 VERSION = "1.38.0"

@@ -4,7 +4,7 @@
 made in the app have none.
 """
 
-from chatapp.migrations import sql_migration
+from chatapp.core.migrations import sql_migration
 
 ID = "2026-12-02T15:20:00:000000"
 VERSION = "1.38.0"

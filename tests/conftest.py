@@ -10,8 +10,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from chatapp.database import EmbeddedPostgres, configure_engine, get_engine, wait_for_database
-from chatapp.migrations import apply_migrations
+from chatapp.core.database import EmbeddedPostgres, configure_engine, get_engine, wait_for_database
+from chatapp.core.migrations import apply_migrations
 from tests.fakes.livekit import FakeLiveKit
 from tests.support import AppServer, client_ip
 

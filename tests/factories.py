@@ -10,7 +10,7 @@ from chatapp.accounts.service import User, create_user
 from chatapp.conversations import store
 from chatapp.conversations.agent_access import room_name_for
 from chatapp.conversations.events import Role, TranscriptEvent
-from chatapp.database import connection
+from chatapp.core.database import connection
 from tests.support import PASSWORD, unique_email
 
 

@@ -25,7 +25,7 @@ import httpx
 
 from chatapp.accounts.service import User, get_user
 from chatapp.conversations.agent_access import ingest_token
-from chatapp.database import connection
+from chatapp.core.database import connection
 
 ROOT = Path(__file__).resolve().parents[1]
 CSRF_INPUT = re.compile(r'name="_csrf_token" value="([^"]+)"')

@@ -8,7 +8,7 @@ import uuid
 import httpx
 from httpx_sse import ServerSentEvent, aconnect_sse
 
-from chatapp.database import connection
+from chatapp.core.database import connection
 
 
 class StreamReader:

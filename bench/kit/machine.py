@@ -68,7 +68,7 @@ def bench_database(work_dir: Path) -> Iterator[tuple[str, Path | None]]:
     if url := os.environ.get("BENCH_DATABASE_URL", "").strip():
         yield url, None
         return
-    from chatapp.database import EmbeddedPostgres
+    from chatapp.core.database import EmbeddedPostgres
 
     embedded = EmbeddedPostgres(work_dir / "db", delete_on_stop=True)
     try:

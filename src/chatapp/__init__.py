@@ -8,4 +8,4 @@ cycle (tests/unit/test_layering.py holds the list and checks it): foundation (se
 import os
 
 # Piccolo finds its engine through this module path, wherever the process was started from.
-os.environ.setdefault("PICCOLO_CONF", "chatapp.piccolo_conf")
+os.environ.setdefault("PICCOLO_CONF", "chatapp.core.piccolo_conf")

@@ -21,7 +21,7 @@ from litestar.response import Response
 from litestar.stores.registry import StoreRegistry
 from litestar.template.config import TemplateConfig
 
-from chatapp import assets, metrics, openapi, web
+from chatapp import assets, web
 from chatapp.accounts import service as accounts
 from chatapp.accounts.routes import AccountController
 from chatapp.accounts.sessions import session_auth
@@ -36,7 +36,8 @@ from chatapp.conversations.rendering import markdown_filter
 from chatapp.conversations.routes import ChatController, IngestController
 from chatapp.conversations.service import ConversationService
 from chatapp.conversations.views import STATUS_LABELS, Fragments
-from chatapp.database import (
+from chatapp.core import metrics, openapi
+from chatapp.core.database import (
     OUTAGE_ERRORS,
     DatabaseUnavailable,
     configure_engine,
@@ -44,16 +45,16 @@ from chatapp.database import (
     get_engine,
     wait_for_database,
 )
-from chatapp.faults import FaultController, Faults
+from chatapp.core.faults import FaultController, Faults
+from chatapp.core.paths import TEMPLATES_DIR
+from chatapp.core.settings import Settings, get_settings
+from chatapp.core.validation import StrictRequest
 from chatapp.history.api import ConversationsApiController
 from chatapp.history.import_routes import ImportController
 from chatapp.history.reaper import run_reaper
 from chatapp.history.routes import HistoryController, SharedController
-from chatapp.paths import TEMPLATES_DIR
 from chatapp.readiness import readyz
 from chatapp.security import security_headers
-from chatapp.settings import Settings, get_settings
-from chatapp.validation import StrictRequest
 
 log = logging.getLogger("chatapp")
 

@@ -15,7 +15,7 @@ from litestar.response import File
 from litestar.static_files import create_static_files_router
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from chatapp.paths import STATIC_DIR
+from chatapp.core.paths import STATIC_DIR
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"

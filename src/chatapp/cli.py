@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from chatapp.database import DatabaseUnavailable, configure_engine, resolve_database, wait_for_database
-from chatapp.settings import Settings, SettingsError, env_values, get_settings
+from chatapp.core.database import DatabaseUnavailable, configure_engine, resolve_database, wait_for_database
+from chatapp.core.settings import Settings, SettingsError, env_values, get_settings
 
 if TYPE_CHECKING:
     from litestar import Litestar
@@ -26,10 +26,10 @@ METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def _setup_logging(settings: Settings) -> None:
-    from chatapp.logfilters import keep_transcripts_out
+    from chatapp.core.logfilters import keep_transcripts_out
 
     if settings.log_format == "json":
-        from chatapp.jsonlog import JsonFormatter
+        from chatapp.core.jsonlog import JsonFormatter
 
         handler = logging.StreamHandler()
         handler.setFormatter(JsonFormatter())
@@ -46,7 +46,7 @@ def _setup_logging(settings: Settings) -> None:
 
 
 async def _migrate(dsn: str, wait: float) -> list[str]:
-    from chatapp.migrations import apply_migrations
+    from chatapp.core.migrations import apply_migrations
 
     configure_engine(dsn)
     await wait_for_database(dsn, wait)
@@ -174,7 +174,7 @@ def _serve_workers(settings: Settings, dsn: str, workers: int) -> None:
 def prepare_metrics_dir(data_dir: Path) -> Path:
     """Prometheus multiprocess mode for several workers: each writes its values to files in this folder (the
     operator's PROMETHEUS_MULTIPROC_DIR, else <data dir>/prometheus), emptied first so an earlier run's counts
-    are not added in. Here, not in chatapp.metrics: prometheus_client reads the variable when first imported,
+    are not added in. Here, not in chatapp.core.metrics: prometheus_client reads the variable when first imported,
     and the workers must see it set."""
     folder = Path(os.environ.get(METRICS_DIR_ENV) or data_dir / "prometheus")
     if folder.exists():
@@ -186,8 +186,8 @@ def prepare_metrics_dir(data_dir: Path) -> Path:
 
 def _uvicorn_options(settings: Settings) -> dict[str, Any]:
     """What one process and several workers share: logging, header limits, proxies, shutdown."""
+    from chatapp.core.logfilters import uvicorn_log_config
     from chatapp.httpserver import MAX_REQUEST_HEAD, http_protocol
-    from chatapp.logfilters import uvicorn_log_config
 
     return {
         "log_level": settings.log_level,

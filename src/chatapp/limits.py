@@ -22,7 +22,7 @@ from litestar.exceptions import ServiceUnavailableException, TooManyRequestsExce
 from litestar.handlers.base import BaseRouteHandler
 
 from chatapp.accounts.store import PostgresStore
-from chatapp.settings import Rate, Settings
+from chatapp.core.settings import Rate, Settings
 
 log = logging.getLogger(__name__)
 

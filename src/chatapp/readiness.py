@@ -11,8 +11,8 @@ from litestar import get
 from litestar.datastructures import State
 from litestar.response import Response
 
-from chatapp.database import connection
-from chatapp.migrations import applied_migrations
+from chatapp.core.database import connection
+from chatapp.core.migrations import applied_migrations
 
 
 @functools.cache
@@ -20,7 +20,7 @@ def expected_migrations() -> frozenset[str]:
     """The ids of the migration files shipped with this code (read once: they do not change while running)."""
     from piccolo.apps.migrations.commands.base import BaseMigrationManager
 
-    from chatapp.piccolo_app import MIGRATIONS_DIR
+    from chatapp.core.piccolo_app import MIGRATIONS_DIR
 
     return frozenset(BaseMigrationManager().get_migration_modules(str(MIGRATIONS_DIR)))
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from litestar.datastructures import MutableScopeHeaders
 from litestar.types import BeforeMessageSendHookHandler, Message, Scope
 
-from chatapp.settings import Settings
+from chatapp.core.settings import Settings
 
 _COMMON = {
     "X-Content-Type-Options": "nosniff",

@@ -14,8 +14,8 @@ from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 
 from chatapp.accounts.service import User
-from chatapp.database import is_outage
-from chatapp.logfilters import redact_path
+from chatapp.core.database import is_outage
+from chatapp.core.logfilters import redact_path
 
 log = logging.getLogger("chatapp.web")
 
@@ -29,7 +29,10 @@ def current_user(request: Request[Any, Any, Any]) -> User | None:
     return user if isinstance(user, User) else None
 
 
-JSON_PATHS = ("/api/", "/livekit/")  # the JSON routes (chatapp.openapi): their errors are JSON whatever Accept says
+JSON_PATHS = (
+    "/api/",
+    "/livekit/",
+)  # the JSON routes (chatapp.core.openapi): their errors are JSON whatever Accept says
 
 
 def wants_json(request: Request[Any, Any, Any]) -> bool:

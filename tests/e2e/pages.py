@@ -11,7 +11,7 @@ from typing import Any
 from playwright.async_api import BrowserContext, Locator, Page, expect
 
 from chatapp.accounts.service import get_user
-from chatapp.database import connection
+from chatapp.core.database import connection
 from tests.factories import make_saved
 from tests.support import PASSWORD, AppServer, unique_email
 

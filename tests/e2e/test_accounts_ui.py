@@ -6,7 +6,7 @@ from pathlib import Path
 
 from playwright.async_api import Page, expect
 
-from chatapp.database import connection
+from chatapp.core.database import connection
 from tests.support import PASSWORD, AppServer, unique_email
 
 

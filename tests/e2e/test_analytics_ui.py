@@ -12,7 +12,7 @@ from playwright.async_api import expect
 
 from chatapp.accounts.service import get_user
 from chatapp.conversations.events import Role
-from chatapp.database import connection
+from chatapp.core.database import connection
 from tests.e2e.pages import ChatPage, axe_violations
 from tests.factories import make_saved
 from tests.support import AppServer, client_ip

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from playwright.async_api import BrowserContext, expect
 
-from chatapp.database import connection
+from chatapp.core.database import connection
 from tests.e2e.pages import signed_up_with_history
 from tests.support import AppServer
 

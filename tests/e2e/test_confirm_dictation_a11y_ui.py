@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from playwright.async_api import BrowserContext, Dialog, expect
 
 from chatapp.conversations import store
-from chatapp.database import connection
+from chatapp.core.database import connection
 from tests.e2e.pages import ChatPage, signed_up_with_history
 from tests.support import AppServer
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import BrowserContext, expect
 
-from chatapp.database import connection
+from chatapp.core.database import connection
 from tests.e2e.pages import ChatPage
 from tests.support import READY, AppServer
 from tests.support_forwarder import Feeder, forwarder_for, forwarding

@@ -12,7 +12,7 @@ from typing import Any
 import pytest_asyncio
 from playwright.async_api import BrowserContext, Page, expect
 
-from chatapp.database import connection
+from chatapp.core.database import connection
 from tests.e2e.pages import ChatPage, axe_violations
 from tests.factories import chatgpt_conversation
 from tests.support import PASSWORD, AppServer, client_ip

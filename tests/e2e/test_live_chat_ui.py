@@ -10,7 +10,7 @@ import httpx
 from playwright.async_api import BrowserContext, expect
 
 from chatapp.conversations.agent_access import ingest_token
-from chatapp.database import connection
+from chatapp.core.database import connection
 from tests.e2e.pages import ChatPage
 from tests.support import SECRET_KEY, AppServer
 

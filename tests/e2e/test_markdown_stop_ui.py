@@ -13,7 +13,7 @@ import pytest_asyncio
 from playwright.async_api import BrowserContext, Page, expect
 
 from chatapp.conversations.agent_access import ingest_token
-from chatapp.database import connection
+from chatapp.core.database import connection
 from tests.e2e.pages import ChatPage
 from tests.fakes.openai_chat import FakeOpenAI, Reply, fake_openai
 from tests.support import SECRET_KEY, AppServer

@@ -9,7 +9,7 @@ import httpx
 from playwright.async_api import BrowserContext, expect
 
 from chatapp.conversations import store
-from chatapp.database import connection
+from chatapp.core.database import connection
 from tests.e2e.pages import ChatPage
 from tests.support import AppServer
 

@@ -14,7 +14,7 @@ from playwright.async_api import BrowserContext, expect
 from chatapp.accounts.service import User, get_user
 from chatapp.conversations import store
 from chatapp.conversations.agent_access import ingest_token
-from chatapp.database import connection
+from chatapp.core.database import connection
 from chatapp.history import sharing
 from tests.e2e.pages import ChatPage, axe_violations
 from tests.factories import make_saved

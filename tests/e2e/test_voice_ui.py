@@ -12,7 +12,7 @@ import pytest
 from playwright.async_api import BrowserContext, Request, expect
 
 from chatapp.conversations.agent_access import room_name_for
-from chatapp.database import connection
+from chatapp.core.database import connection
 from tests.e2e.pages import WATCH_VIOLATIONS, ChatPage
 from tests.fakes.livekit import API_KEY, API_SECRET, FakeLiveKit
 from tests.support import AppServer

@@ -28,7 +28,7 @@ from livekit import api
 from livekit.api.access_token import Claims
 from livekit.protocol.webhook import WebhookEvent
 
-from chatapp.settings import Settings
+from chatapp.core.settings import Settings
 from tests.support import SECRET_KEY
 
 API_KEY = "fake-api-key"

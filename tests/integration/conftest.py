@@ -20,9 +20,9 @@ from chatapp.conversations.buffer import TranscriptBuffer
 from chatapp.conversations.hub import Hub, make_channels
 from chatapp.conversations.pipeline import TranscriptPipeline
 from chatapp.conversations.service import ConversationService
-from chatapp.database import EmbeddedPostgres
-from chatapp.faults import Faults
-from chatapp.settings import Settings
+from chatapp.core.database import EmbeddedPostgres
+from chatapp.core.faults import Faults
+from chatapp.core.settings import Settings
 from tests.fakes.livekit import API_KEY, API_SECRET, APP_TIMEOUT, FakeLiveKit
 from tests.support import ROOT, SECRET_KEY, AppServer, free_port
 from tests.support_postgres import OwnPostgres

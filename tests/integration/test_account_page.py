@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from chatapp.accounts.service import get_user
-from chatapp.database import connection
+from chatapp.core.database import connection
 from tests.factories import make_saved
 from tests.support import PASSWORD, AppServer, client_ip, form_token, open_conversation, person
 from tests.support_stream import open_stream

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from chatapp.database import connection
+from chatapp.core.database import connection
 from tests.support import PASSWORD, client_ip, csrf_from, form_token, signup, unique_email
 
 

@@ -12,7 +12,7 @@ from chatapp.agents.offline import OfflineResponder
 from chatapp.conversations.agent_runtime import ConversationInfo
 from chatapp.conversations.events import AgentStateEvent, TranscriptEvent
 from chatapp.conversations.pipeline import TranscriptPipeline
-from chatapp.database import connection
+from chatapp.core.database import connection
 from tests.factories import make_conversation
 
 

@@ -14,7 +14,7 @@ import httpx
 
 from chatapp.accounts.service import User, get_user
 from chatapp.conversations.events import Role
-from chatapp.database import connection
+from chatapp.core.database import connection
 from chatapp.history.analytics import DAYS, DURATION_BOUNDS, TOPIC_CONVERSATIONS, WEEKS, analytics
 from tests.factories import make_conversation, make_saved, make_user
 from tests.support import AppServer, client_ip, signup

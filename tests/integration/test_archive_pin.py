@@ -15,7 +15,7 @@ from httpx_sse import aconnect_sse
 
 from chatapp.accounts.service import User
 from chatapp.conversations import store
-from chatapp.database import connection
+from chatapp.core.database import connection
 from chatapp.history.service import ARCHIVED_PAGE_SQL, FIRST_PAGE_SQL, SAVED_PAGE_SQL
 from tests.factories import make_saved
 from tests.support import ITEM, NEXT, AppServer, event, htmx, ingest, open_conversation, person

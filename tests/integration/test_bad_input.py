@@ -17,7 +17,7 @@ import pytest_asyncio
 
 from chatapp.accounts.service import User
 from chatapp.conversations.agent_access import ingest_token
-from chatapp.database import connection
+from chatapp.core.database import connection
 from chatapp.history.search import _encode as encode_search_cursor
 from chatapp.history.service import encode_cursor
 from tests.factories import make_saved

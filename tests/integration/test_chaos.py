@@ -17,7 +17,7 @@ import asyncpg
 import httpx
 import pytest
 
-from chatapp.database import DatabaseUnavailable, connection, is_outage
+from chatapp.core.database import DatabaseUnavailable, connection, is_outage
 from tests.support import READY, AppServer, client_ip, htmx, open_conversation, signup
 from tests.support_forwarder import FINALS, Feeder, forwarder_for, forwarding
 from tests.support_postgres import OwnPostgres, wait_healthy

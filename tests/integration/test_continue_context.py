@@ -13,8 +13,8 @@ from chatapp.agents.inprocess import InProcessRuntime
 from chatapp.conversations import store
 from chatapp.conversations.pipeline import TranscriptPipeline
 from chatapp.conversations.service import ConversationService
-from chatapp.faults import Faults
-from chatapp.settings import Settings
+from chatapp.core.faults import Faults
+from chatapp.core.settings import Settings
 from tests.factories import make_saved, make_user
 from tests.fakes.llm import ScriptedLLM
 from tests.support import SECRET_KEY

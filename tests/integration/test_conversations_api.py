@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from chatapp.conversations import store
-from chatapp.database import connection
+from chatapp.core.database import connection
 from tests.support import AppServer, client_ip, csrf_from, event, ingest, open_conversation, signup
 
 

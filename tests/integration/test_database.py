@@ -8,8 +8,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from chatapp.database import EmbeddedPostgres, connection
-from chatapp.migrations import apply_migrations
+from chatapp.core.database import EmbeddedPostgres, connection
+from chatapp.core.migrations import apply_migrations
 from tests.support import ROOT
 
 

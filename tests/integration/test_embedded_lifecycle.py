@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from chatapp.database import EmbeddedPostgres
+from chatapp.core.database import EmbeddedPostgres
 from tests.support import ROOT, free_port
 
 

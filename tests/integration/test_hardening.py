@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from chatapp.accounts.service import get_user
-from chatapp.database import connection
+from chatapp.core.database import connection
 from tests.factories import make_saved
 from tests.support import AppServer, client_ip, htmx, open_conversation, signup
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from chatapp.conversations import store
-from chatapp.database import connection
+from chatapp.core.database import connection
 from chatapp.history.service import saved_page
 from tests.factories import make_saved
 from tests.support import ITEM, NEXT, AppServer, htmx, person, signup

@@ -6,7 +6,7 @@ import asyncio
 
 from chatapp.conversations import store
 from chatapp.conversations.service import ConversationService
-from chatapp.database import connection
+from chatapp.core.database import connection
 from chatapp.history.reaper import reap_idle
 from tests.factories import final, interim, make_user
 from tests.support import idle_for

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from chatapp.database import connection
+from chatapp.core.database import connection
 from tests.factories import chatgpt_conversation, make_saved
 from tests.support import AppServer, person
 

@@ -18,7 +18,7 @@ import pytest
 import pytest_asyncio
 
 from chatapp.accounts.service import SIGNUP_REFUSED
-from chatapp.database import connection
+from chatapp.core.database import connection
 from tests.support import PASSWORD, AppServer, client_ip, form_token, htmx, open_conversation, signup, unique_email
 
 LIMITS = {

@@ -15,7 +15,7 @@ import pytest_asyncio
 from httpx_sse import ServerSentEvent, aconnect_sse
 
 from chatapp.conversations.agent_access import ingest_token
-from chatapp.database import connection
+from chatapp.core.database import connection
 from tests.support import SECRET_KEY, AppServer, client_ip, event, ingest, open_conversation, signup
 
 

@@ -17,7 +17,7 @@ from livekit import api
 
 from chatapp.conversations import store
 from chatapp.conversations.agent_access import ingest_token, room_name_for
-from chatapp.database import connection
+from chatapp.core.database import connection
 from chatapp.livekit.metadata import DispatchMetadata
 from tests.fakes.livekit import API_KEY, API_SECRET, APP_TIMEOUT, FakeLiveKit, room_finished, signed_webhook
 from tests.support import SECRET_KEY, AppServer, client_ip, csrf, open_conversation, signup

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chatapp.database import connection
+from chatapp.core.database import connection
 from tests.support import (
     ANSWER_WITHIN,
     READY,

@@ -9,8 +9,8 @@ import pytest
 
 from chatapp.conversations import store
 from chatapp.conversations.service import TITLE_LENGTH, ConversationService, make_title
-from chatapp.database import connection
-from chatapp.faults import InjectedFault
+from chatapp.core.database import connection
+from chatapp.core.faults import InjectedFault
 from tests.factories import final, interim, make_user
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 
-from chatapp import metrics
 from chatapp.accounts.store import PostgresStore
 from chatapp.conversations.service import ConversationService
-from chatapp.database import connection
+from chatapp.core import metrics
+from chatapp.core.database import connection
 from chatapp.history.reaper import reap_round
 from tests.factories import final, make_user
 from tests.support import idle_for

@@ -9,10 +9,10 @@ import uuid
 
 import pytest
 
-from chatapp import database
 from chatapp.accounts.service import get_user
-from chatapp.database import connection, get_engine, transaction
-from chatapp.tables import UserAccount
+from chatapp.core import database
+from chatapp.core.database import connection, get_engine, transaction
+from chatapp.core.tables import UserAccount
 from tests.factories import make_user
 
 

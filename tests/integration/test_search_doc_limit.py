@@ -10,7 +10,7 @@ import pytest
 
 from chatapp.conversations import store
 from chatapp.conversations.service import ConversationService
-from chatapp.database import connection
+from chatapp.core.database import connection
 from tests.factories import final, make_user
 
 

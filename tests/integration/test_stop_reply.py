@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 from httpx_sse import aconnect_sse
 
-from chatapp.database import connection
+from chatapp.core.database import connection
 from tests.fakes.openai_chat import FakeOpenAI, Reply, fake_openai
 from tests.support import READY, AppServer, browser, greeted, htmx, open_conversation, signup, type_text, wait_for
 

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from chatapp.database import EmbeddedPostgres
+from chatapp.core.database import EmbeddedPostgres
 from tests.support import ROOT, AppServer, client_ip, event, ingest, open_conversation, signup
 from tests.support_stream import StreamReader, assert_exactly_once_in_order, stored_seqs
 

@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 
-from chatapp.settings import Settings
+from chatapp.core.settings import Settings
 from tests.support import (
     PASSWORD,
     AppServer,

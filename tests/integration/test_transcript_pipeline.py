@@ -10,7 +10,7 @@ import pytest
 from chatapp.conversations import store
 from chatapp.conversations.live_events import Final, Interim
 from chatapp.conversations.pipeline import TranscriptPipeline
-from chatapp.database import connection
+from chatapp.core.database import connection
 from tests.factories import final, interim, make_conversation
 
 

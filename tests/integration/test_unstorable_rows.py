@@ -12,7 +12,7 @@ import pytest
 from chatapp.accounts.store import PostgresStore
 from chatapp.conversations import store
 from chatapp.conversations.service import ConversationService
-from chatapp.database import connection
+from chatapp.core.database import connection
 from chatapp.history.reaper import reap_idle, reap_round
 from tests.factories import final, interim, make_user
 from tests.support import idle_for

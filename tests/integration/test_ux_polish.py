@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from chatapp.accounts.service import get_user
-from chatapp.database import connection
+from chatapp.core.database import connection
+from chatapp.core.paths import STATIC_DIR
 from chatapp.history import sharing
-from chatapp.paths import STATIC_DIR
 from tests.factories import make_saved
 from tests.support import AppServer, csrf_from, signup
 

@@ -13,9 +13,9 @@ from livekit.agents import AgentSession
 from livekit.agents.types import NOT_GIVEN
 
 from chatapp.conversations.agent_access import ingest_token
+from chatapp.core.settings import get_settings
 from chatapp.livekit import worker
 from chatapp.livekit.metadata import DispatchMetadata
-from chatapp.settings import get_settings
 from tests.factories import make_conversation
 from tests.fakes.openai_chat import Reply, fake_openai
 from tests.support import SECRET_KEY, AppServer, utterance_texts

@@ -13,7 +13,7 @@ from chatapp.conversations.agent_runtime import ConversationInfo
 from chatapp.conversations.buffer import TranscriptBuffer
 from chatapp.conversations.hub import Hub, make_channels
 from chatapp.conversations.live_events import AgentText, Command, Ended
-from chatapp.settings import SettingsError
+from chatapp.core.settings import SettingsError
 from tests.fakes.llm import RecordingSink, ScriptedLLM
 
 

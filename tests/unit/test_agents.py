@@ -17,7 +17,7 @@ from chatapp.agents.models import build_llm
 from chatapp.agents.offline import OFFLINE_NOTICE, OfflineResponder, compose_reply
 from chatapp.conversations.agent_runtime import AgentStartError, ConversationInfo, StartInfo
 from chatapp.conversations.events import AgentStateEvent
-from chatapp.settings import Settings
+from chatapp.core.settings import Settings
 from tests.fakes.llm import RecordingSink, Runtime, ScriptedLLM
 
 LISBON = "Lisbon is lovely in spring, with mild weather, few crowds and long evenings by the river."

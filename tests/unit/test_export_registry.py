@@ -11,9 +11,9 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from jinja2_fragments import render_block
 
 from chatapp.conversations.store import Conversation
+from chatapp.core.paths import TEMPLATES_DIR
 from chatapp.history import export
 from chatapp.history.service import Detail
-from chatapp.paths import TEMPLATES_DIR
 
 
 def links_html(conversation_id: uuid.UUID) -> str:

@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from jinja2 import ChoiceLoader, DictLoader, Environment, FileSystemLoader, select_autoescape
 
+from chatapp.core.paths import TEMPLATES_DIR
 from chatapp.history import filters
-from chatapp.paths import TEMPLATES_DIR
 
 ZONE = ZoneInfo("Europe/Lisbon")
 

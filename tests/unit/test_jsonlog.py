@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from chatapp.jsonlog import AccessJsonFormatter, JsonFormatter
-from chatapp.logfilters import uvicorn_log_config
-from chatapp.settings import Settings, SettingsError
+from chatapp.core.jsonlog import AccessJsonFormatter, JsonFormatter
+from chatapp.core.logfilters import uvicorn_log_config
+from chatapp.core.settings import Settings, SettingsError
 
 
 def record(msg: str, *args: object, **extra: object) -> logging.LogRecord:
@@ -52,7 +52,7 @@ def test_access_lines_carry_their_fields_and_uvicorn_uses_the_json_formatters() 
     assert fields == ("GET", "/healthz", 200, "127.0.0.1:5000")
     assert "color_message" not in entry
     config = uvicorn_log_config("json")
-    assert config["formatters"]["access"]["()"] == "chatapp.jsonlog.AccessJsonFormatter"
+    assert config["formatters"]["access"]["()"] == "chatapp.core.jsonlog.AccessJsonFormatter"
     assert "chatapp_redact" in config["handlers"]["access"]["filters"]  # still redacted before formatting
 
 

@@ -11,8 +11,8 @@ import pytest
 
 from chatapp.conversations.buffer import TranscriptBuffer
 from chatapp.conversations.events import TranscriptEvent, utcnow
+from chatapp.core.settings import Rate, Settings, SettingsError
 from chatapp.limits import HashGate, Overloaded, RateLimited
-from chatapp.settings import Rate, Settings, SettingsError
 
 
 @pytest.mark.parametrize(

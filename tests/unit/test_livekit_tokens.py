@@ -13,10 +13,10 @@ import pytest
 from livekit import api
 
 from chatapp.conversations.agent_access import conversation_for_room
+from chatapp.core.settings import Settings, SettingsError
 from chatapp.livekit.metadata import MAX_HISTORY_CHARS, BadMetadata, DispatchMetadata, trim_history
 from chatapp.livekit.tokens import browser_url, participant_token
 from chatapp.livekit.webhook import InvalidWebhook, verify_webhook
-from chatapp.settings import Settings, SettingsError
 from tests.fakes.livekit import API_KEY, API_SECRET, room_finished, signed_webhook
 
 OTHER_SECRET = "another-secret-that-is-also-long-enough-0123456789"

@@ -12,9 +12,9 @@ from livekit.plugins import openai, silero
 
 from chatapp import cli
 from chatapp.agents.offline import OfflineResponder
+from chatapp.core.settings import Settings
 from chatapp.livekit import worker
 from chatapp.livekit.forwarder import TranscriptForwarder
-from chatapp.settings import Settings
 
 BASE = {"CHATAPP_SECRET_KEY": "s" * 40, "CHATAPP_DATA_DIR": "/nonexistent"}
 LIVEKIT = {"LIVEKIT_URL": "ws://localhost:7880", "LIVEKIT_API_KEY": "key", "LIVEKIT_API_SECRET": "x" * 40}

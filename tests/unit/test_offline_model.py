@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from chatapp.agents.offline import OFF_TOPIC, OFFLINE_NOTICE, compose_reply, purpose
 from chatapp.agents.product import greeting_instructions
-from chatapp.settings import DEFAULT_SYSTEM_PROMPT
+from chatapp.core.settings import DEFAULT_SYSTEM_PROMPT
 
 TRAVEL = ("system", DEFAULT_SYSTEM_PROMPT)
 TUTOR = ("system", "You are a patient maths tutor for teenagers. Explain one step at a time.")

@@ -15,7 +15,7 @@ from chatapp.agents.models import build_llm
 from chatapp.agents.product import merge_system_messages
 from chatapp.conversations.agent_runtime import ConversationInfo
 from chatapp.conversations.events import AgentStateEvent
-from chatapp.settings import Settings
+from chatapp.core.settings import Settings
 from tests.fakes.llm import RecordingSink
 from tests.fakes.openai_chat import FakeOpenAI, Reply, fake_openai
 

@@ -11,7 +11,7 @@ from litestar import Litestar, get
 from litestar.testing import TestClient
 
 from chatapp import web
-from chatapp.database import OUTAGE_ERRORS, is_outage
+from chatapp.core.database import OUTAGE_ERRORS, is_outage
 
 
 def closed_mid_transaction() -> asyncpg.InterfaceError:

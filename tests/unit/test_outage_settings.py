@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from chatapp.settings import Settings, SettingsError
+from chatapp.core.settings import Settings, SettingsError
 
 
 def test_defaults_bound_every_database_call_and_late_finals(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from chatapp.settings import Settings, SettingsError
+from chatapp.core.settings import Settings, SettingsError
 
 
 def test_development_generates_and_keeps_a_secret(tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from chatapp.conversations.rendering import markdown_filter
 from chatapp.conversations.views import STATUS_LABELS, Fragments
+from chatapp.core.paths import TEMPLATES_DIR
 from chatapp.livekit.runtime import LiveKitRuntime
-from chatapp.paths import TEMPLATES_DIR
 from tests.fakes.livekit import FakeLiveKit, make_settings
 
 CID = uuid.uuid4()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from chatapp.settings import Settings, SettingsError
+from chatapp.core.settings import Settings, SettingsError
 
 
 def test_stream_cap_defaults_to_20_and_is_configurable(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The input rules in chatapp.validation, and the guards that rely on them, without a server."""
+"""The input rules in chatapp.core.validation, and the guards that rely on them, without a server."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from chatapp.conversations.events import MAX_ITEM_ID_LENGTH, TranscriptEvent
+from chatapp.core.validation import InvalidInput, checked_text, checked_timestamp, has_control_characters
 from chatapp.history.search import _START, _STOP, highlight
-from chatapp.validation import InvalidInput, checked_text, checked_timestamp, has_control_characters
 
 
 @pytest.mark.parametrize("char", ["\x00", "\x01", "\x0b", "\x0c", "\x1b", "\x1f", "\x7f", "\x85", "\x9f", "\ud800"])

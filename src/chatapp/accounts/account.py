@@ -11,11 +11,11 @@ from typing import Any
 from chatapp.accounts import service
 from chatapp.accounts.service import AccountError, User
 from chatapp.accounts.sessions import owner_prefix
-from chatapp.database import connection, transaction
+from chatapp.core.database import connection, transaction
+from chatapp.core.tables import UserAccount
+from chatapp.core.validation import control_character_message, has_control_characters
 from chatapp.history import export
 from chatapp.history.service import conversation_detail
-from chatapp.tables import UserAccount
-from chatapp.validation import control_character_message, has_control_characters
 
 # The session store's namespace (PostgresStore("session") in app.py) in front of each session id.
 SESSION_KEY_PREFIX = "session:"

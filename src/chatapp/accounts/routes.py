@@ -12,8 +12,8 @@ from litestar.response import Redirect, Template
 
 from chatapp.accounts import service
 from chatapp.accounts.sessions import rotate_session, session_for, session_tag
+from chatapp.core.validation import FORM_ONLY, has_control_characters
 from chatapp.limits import clear_login_failures, count_login_attempt, limit
-from chatapp.validation import FORM_ONLY, has_control_characters
 
 FormBody = Body(media_type=RequestEncodingType.URL_ENCODED)
 
@@ -34,7 +34,7 @@ def _form(data: dict[str, Any], name: str) -> str:
 
 
 class AccountController(Controller):
-    include_in_schema = False  # HTML pages and htmx fragments: not an API (see chatapp.openapi)
+    include_in_schema = False  # HTML pages and htmx fragments: not an API (see chatapp.core.openapi)
 
     @get("/signup", name="signup")
     async def signup_page(self, next: str | None = None) -> Template:

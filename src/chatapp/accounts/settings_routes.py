@@ -16,8 +16,8 @@ from chatapp.accounts.service import AccountError, User
 from chatapp.accounts.sessions import rotate_session, session_for, session_tag
 from chatapp.conversations.http import SERVICE
 from chatapp.conversations.service import ConversationService
+from chatapp.core.validation import FORM_ONLY
 from chatapp.limits import limit
-from chatapp.validation import FORM_ONLY
 
 NOTICES = {"name": "Your name was changed.", "password": "Your password was changed. Other devices were logged out."}
 
@@ -32,7 +32,7 @@ def _page(user: User, *, errors: dict[str, str] | None = None, done: str = "", s
 
 class AccountSettingsController(Controller):
     path = "/account"
-    include_in_schema = False  # HTML pages and htmx fragments: not an API (see chatapp.openapi)
+    include_in_schema = False  # HTML pages and htmx fragments: not an API (see chatapp.core.openapi)
     cache_control = CacheControlHeader(no_store=True)
     dependencies = SERVICE
 

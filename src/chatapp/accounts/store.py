@@ -13,8 +13,8 @@ from datetime import timedelta
 from litestar.stores.base import NamespacedStore
 from piccolo.columns.combination import WhereRaw
 
-from chatapp.database import connection
-from chatapp.tables import HttpSession
+from chatapp.core.database import connection
+from chatapp.core.tables import HttpSession
 
 
 def _seconds(value: int | timedelta | None) -> float | None:

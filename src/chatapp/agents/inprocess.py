@@ -22,13 +22,13 @@ from livekit.agents.voice import SpeechHandle, io
 from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.agents.voice.events import CloseEvent, ErrorEvent
 
-from chatapp import metrics
 from chatapp.agents.product import TravelAgent, greeting_instructions
 from chatapp.conversations.agent_runtime import AgentStartError, ConversationInfo, EventSink, StartInfo
 from chatapp.conversations.assembler import TranscriptAssembler
 from chatapp.conversations.events import AgentState, AgentStateEvent, TranscriptEvent
 from chatapp.conversations.store import UnknownConversation
-from chatapp.database import is_outage
+from chatapp.core import metrics
+from chatapp.core.database import is_outage
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from livekit.agents.types import NOT_GIVEN
 from livekit.plugins import openai
 
 from chatapp.agents.offline import OfflineResponder
-from chatapp.settings import Settings
+from chatapp.core.settings import Settings
 
 DEFAULT_MODEL = "gpt-4o-mini"
 # Local OpenAI-compatible servers (Ollama, llama.cpp, vLLM) need no key, but the OpenAI client insists on one.

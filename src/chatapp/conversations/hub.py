@@ -22,7 +22,6 @@ from litestar.channels import ChannelsPlugin
 from litestar.channels.backends.asyncpg import AsyncPgChannelsBackend
 from litestar.channels.backends.memory import MemoryChannelsBackend
 
-from chatapp import metrics
 from chatapp.conversations.agent_states import AgentStates
 from chatapp.conversations.buffer import TranscriptBuffer
 from chatapp.conversations.live_events import (
@@ -44,6 +43,7 @@ from chatapp.conversations.live_events import (
     with_origin,
 )
 from chatapp.conversations.live_events import encode as encode_event
+from chatapp.core import metrics
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import asyncpg
 from chatapp.conversations.agent_runtime import AgentRuntime
 from chatapp.conversations.hub import PROCESS_ID
 from chatapp.conversations.live_events import AgentInterrupt, AgentText, Command, Ended
-from chatapp.database import connection
+from chatapp.core.database import connection
 
 log = logging.getLogger(__name__)
 

@@ -9,13 +9,13 @@ import time
 import uuid
 from collections.abc import Sequence
 
-from chatapp import metrics
 from chatapp.conversations import store
 from chatapp.conversations.buffer import TranscriptBuffer
 from chatapp.conversations.events import AgentStateEvent, TranscriptEvent
 from chatapp.conversations.hub import Hub
 from chatapp.conversations.live_events import Final, Interim, LiveEvent, State
-from chatapp.database import connection
+from chatapp.core import metrics
+from chatapp.core.database import connection
 
 # Interims mark activity for the idle reaper, but at most this often per conversation (they come per word).
 _TOUCH_INTERVAL = 30.0

@@ -19,7 +19,6 @@ from litestar.plugins.htmx import HTMXRequest, Reswap
 from litestar.response import Redirect, Template
 from sse_starlette import EventSourceResponse
 
-from chatapp import metrics
 from chatapp.accounts.service import User
 from chatapp.accounts.sessions import session_tag
 from chatapp.conversations import store
@@ -35,11 +34,12 @@ from chatapp.conversations.service import (
 )
 from chatapp.conversations.stream import conversation_events
 from chatapp.conversations.views import Fragments, MessageView
-from chatapp.database import DatabaseUnavailable
-from chatapp.faults import InjectedFault
+from chatapp.core import metrics
+from chatapp.core.database import DatabaseUnavailable
+from chatapp.core.faults import InjectedFault
+from chatapp.core.openapi import NO_CONTROL_CHARACTERS, errors
+from chatapp.core.validation import FORM_ONLY, checked_text, checked_timestamp, strict_body
 from chatapp.limits import limit
-from chatapp.openapi import NO_CONTROL_CHARACTERS, errors
-from chatapp.validation import FORM_ONLY, checked_text, checked_timestamp, strict_body
 from chatapp.web import BearerTokenRequired, toast, toast_header
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ def _item_id(raw: object) -> str:
 
 
 class ChatController(Controller):
-    include_in_schema = False  # HTML pages and htmx fragments: not an API (see chatapp.openapi)
+    include_in_schema = False  # HTML pages and htmx fragments: not an API (see chatapp.core.openapi)
     # Private pages: Back after logging out must ask the server again, not show them from the cache.
     cache_control = CacheControlHeader(no_store=True)
     dependencies = SERVICE

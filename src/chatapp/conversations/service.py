@@ -24,9 +24,9 @@ from chatapp.conversations.live_events import AgentInterrupt, AgentText, Ended, 
 from chatapp.conversations.ownership import Ownership
 from chatapp.conversations.pipeline import TranscriptPipeline, final_event
 from chatapp.conversations.views import MessageView
-from chatapp.database import connection
-from chatapp.faults import Faults, InjectedFault
-from chatapp.settings import Settings
+from chatapp.core.database import connection
+from chatapp.core.faults import Faults, InjectedFault
+from chatapp.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import asyncpg
 
 from chatapp.conversations.agent_access import room_name_for
 from chatapp.conversations.events import Role, TranscriptEvent
-from chatapp.database import connection
+from chatapp.core.database import connection
 
 log = logging.getLogger(__name__)
 

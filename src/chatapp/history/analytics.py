@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from chatapp.database import connection
+from chatapp.core.database import connection
 from chatapp.history.charts import BarChart, ColumnChart, Datum, bar_chart, column_chart
 
 DAYS = 30

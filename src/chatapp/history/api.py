@@ -23,9 +23,9 @@ from chatapp.conversations import store
 from chatapp.conversations.events import MAX_TEXT_LENGTH, TranscriptEvent
 from chatapp.conversations.http import SERVICE, conversation_gone
 from chatapp.conversations.service import ConversationGone, ConversationService
+from chatapp.core.openapi import NOT_BLANK, errors
+from chatapp.core.validation import as_utc, checked_text
 from chatapp.history.service import BadCursor, api_page, conversation_detail
-from chatapp.openapi import NOT_BLANK, errors
-from chatapp.validation import as_utc, checked_text
 
 log = logging.getLogger(__name__)
 

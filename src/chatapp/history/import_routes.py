@@ -22,7 +22,7 @@ _ENVELOPE = 64 * 1024
 
 class ImportController(Controller):
     path = "/history/import"
-    include_in_schema = False  # HTML pages and htmx fragments: not an API (see chatapp.openapi)
+    include_in_schema = False  # HTML pages and htmx fragments: not an API (see chatapp.core.openapi)
     cache_control = CacheControlHeader(no_store=True)
     dependencies = SERVICE
 

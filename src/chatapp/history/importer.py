@@ -21,9 +21,9 @@ from chatapp.conversations import store
 from chatapp.conversations.agent_access import room_name_for
 from chatapp.conversations.events import MAX_ITEM_ID_LENGTH, MAX_TEXT_LENGTH, Role
 from chatapp.conversations.service import make_title
-from chatapp.database import connection
+from chatapp.core.database import connection
+from chatapp.core.validation import as_utc, has_control_characters
 from chatapp.history.service import MAX_TITLE_LENGTH
-from chatapp.validation import as_utc, has_control_characters
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_CONVERSATIONS = 1000

@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from chatapp import metrics
 from chatapp.accounts.store import PostgresStore
 from chatapp.conversations.service import ConversationService
-from chatapp.database import OUTAGE_ERRORS, connection
+from chatapp.core import metrics
+from chatapp.core.database import OUTAGE_ERRORS, connection
 
 log = logging.getLogger(__name__)
 

@@ -25,6 +25,7 @@ from chatapp.conversations import store
 from chatapp.conversations.http import SERVICE
 from chatapp.conversations.service import ConversationService
 from chatapp.conversations.views import MessageView
+from chatapp.core.validation import FORM_ONLY, checked_text
 from chatapp.history import analytics, export, filters, sharing
 from chatapp.history.grouping import duration_label, group_label, user_zone
 from chatapp.history.search import MAX_QUERY_LENGTH, search
@@ -40,7 +41,6 @@ from chatapp.history.service import (
     set_archived,
     set_pinned,
 )
-from chatapp.validation import FORM_ONLY, checked_text
 from chatapp.web import toast
 
 FormBody = Body(media_type=RequestEncodingType.URL_ENCODED)
@@ -204,7 +204,7 @@ OWNED_SAVED = {"saved": Provide(owned_saved)}
 
 
 class HistoryController(Controller):
-    include_in_schema = False  # HTML pages and htmx fragments: not an API (see chatapp.openapi)
+    include_in_schema = False  # HTML pages and htmx fragments: not an API (see chatapp.core.openapi)
     path = "/history"
     cache_control = CacheControlHeader(no_store=True)  # private pages, never from the cache after logout
     dependencies = SERVICE
@@ -413,7 +413,7 @@ async def _origin(user: User | None, conversation: store.Conversation) -> store.
 class SharedController(Controller):
     """Anyone with the link sees the transcript, and nothing else: no account, no navigation, noindex."""
 
-    include_in_schema = False  # an HTML page (see chatapp.openapi)
+    include_in_schema = False  # an HTML page (see chatapp.core.openapi)
 
     @get("/s/{token:str}", name="shared")
     async def shared(self, request: Request[Any, Any, Any], token: str) -> Template:

@@ -25,10 +25,10 @@ from typing import Any
 from markupsafe import Markup, escape
 
 from chatapp.conversations import store
-from chatapp.database import connection
+from chatapp.core.database import connection
+from chatapp.core.validation import as_utc
 from chatapp.history import filters
 from chatapp.history.service import CURSOR_ERRORS, PAGE_SIZE, BadCursor
-from chatapp.validation import as_utc
 
 SEARCH_CANDIDATES = 100
 MAX_QUERY_LENGTH = 200

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from chatapp import tables
 from chatapp.conversations import store
-from chatapp.database import connection, transaction
+from chatapp.core import tables
+from chatapp.core.database import connection, transaction
+from chatapp.core.validation import as_utc, control_character_message, has_control_characters
 from chatapp.history import filters
-from chatapp.validation import as_utc, control_character_message, has_control_characters
 
 PAGE_SIZE = 20
 

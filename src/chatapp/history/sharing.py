@@ -7,8 +7,8 @@ import secrets
 import uuid
 from datetime import UTC, datetime
 
-from chatapp.database import connection
-from chatapp.tables import ShareLink
+from chatapp.core.database import connection
+from chatapp.core.tables import ShareLink
 
 SHARE_TOKEN = re.compile(r"[\w-]{1,64}", re.ASCII)  # what token_urlsafe makes
 

@@ -15,9 +15,9 @@ from chatapp.accounts.service import User
 from chatapp.conversations import store
 from chatapp.conversations.agent_access import conversation_for_room
 from chatapp.conversations.service import ConversationEnded, ConversationGone, ConversationService
+from chatapp.core.openapi import errors
 from chatapp.livekit.runtime import UNREACHABLE, LiveKitRuntime
 from chatapp.livekit.webhook import InvalidWebhook, verify_webhook
-from chatapp.openapi import errors
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from livekit import api
 
 from chatapp.conversations.agent_access import ingest_token, room_name_for
 from chatapp.conversations.agent_runtime import AgentStartError, ConversationInfo, StartInfo
+from chatapp.core.settings import Settings
 from chatapp.livekit.metadata import DispatchMetadata
 from chatapp.livekit.tokens import browser_url, participant_token
-from chatapp.settings import Settings
 
 log = logging.getLogger(__name__)
 

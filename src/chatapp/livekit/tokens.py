@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from livekit import api
 
-from chatapp.settings import Settings
+from chatapp.core.settings import Settings
 
 # LiveKit compares publish sources as the lower-cased TrackSource names; the person only ever talks.
 PUBLISH_SOURCES = [api.TrackSource.Name(api.TrackSource.MICROPHONE).lower()]

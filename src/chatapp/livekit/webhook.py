@@ -5,7 +5,7 @@ from __future__ import annotations
 from livekit import api
 from livekit.protocol.webhook import WebhookEvent
 
-from chatapp.settings import Settings
+from chatapp.core.settings import Settings
 
 
 class InvalidWebhook(ValueError):

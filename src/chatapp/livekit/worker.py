@@ -22,10 +22,10 @@ from livekit.plugins import openai
 from chatapp.agents.models import build_llm
 from chatapp.agents.product import TravelAgent, greeting_instructions
 from chatapp.conversations.agent_runtime import ConversationInfo
+from chatapp.core.logfilters import keep_transcripts_out
+from chatapp.core.settings import Settings, get_settings
 from chatapp.livekit.forwarder import TranscriptForwarder
 from chatapp.livekit.metadata import BadMetadata, DispatchMetadata
-from chatapp.logfilters import keep_transcripts_out
-from chatapp.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 

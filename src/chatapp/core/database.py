@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from chatapp.settings import Settings
+from chatapp.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

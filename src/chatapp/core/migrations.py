@@ -7,14 +7,14 @@ import io
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from chatapp.database import DatabaseUnavailable
+from chatapp.core.database import DatabaseUnavailable
 
 
 async def apply_migrations() -> list[str]:
     """Run every pending migration; return the ids applied (empty when up to date)."""
     from piccolo.apps.migrations.commands.forwards import run_forwards
 
-    from chatapp.database import connection
+    from chatapp.core.database import connection
 
     async with connection() as conn:
         before = await applied_migrations(conn)

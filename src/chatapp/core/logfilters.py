@@ -55,8 +55,8 @@ def uvicorn_log_config(log_format: str = "text") -> dict[str, Any]:
     config["handlers"]["access"].setdefault("filters", []).append("chatapp_redact")
     if log_format == "json":
         config["formatters"] = {
-            "default": {"()": "chatapp.jsonlog.JsonFormatter"},
-            "access": {"()": "chatapp.jsonlog.AccessJsonFormatter"},
+            "default": {"()": "chatapp.core.jsonlog.JsonFormatter"},
+            "access": {"()": "chatapp.core.jsonlog.AccessJsonFormatter"},
         }
     return config
 

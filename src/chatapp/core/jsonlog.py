@@ -10,7 +10,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from chatapp.logfilters import PII_PREFIX
+from chatapp.core.logfilters import PII_PREFIX
 
 # What every LogRecord has; anything else on a record came from `extra=` and is written as a field.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}

@@ -1,4 +1,4 @@
-"""Piccolo's engine and app registry; the DSN is filled in by `chatapp.database.configure_engine()`."""
+"""Piccolo's engine and app registry; the DSN is filled in by `chatapp.core.database.configure_engine()`."""
 
 import os
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ class _Transaction(PostgresTransaction):
     """Piccolo's transaction, waiting for a pooled connection no longer than chatapp's other statements do."""
 
     async def get_connection(self) -> Any:
-        from chatapp import database
+        from chatapp.core import database
 
         if self.engine.pool:
             return await self.engine.pool.acquire(timeout=database.acquire_timeout())
@@ -34,9 +34,9 @@ class DeferredPostgresEngine(PostgresEngine):
 
     async def _run_in_pool(self, query: str, args: Sequence[Any] | None = None) -> Any:
         """The query builder's statements outside a transaction take their connection through
-        chatapp.database.connection(), like the raw ones: the same pool-acquire timeout, and a connection lost
+        chatapp.core.database.connection(), like the raw ones: the same pool-acquire timeout, and a connection lost
         mid-statement is the same DatabaseUnavailable (503). (Piccolo's own version acquires without a timeout.)"""
-        from chatapp.database import connection
+        from chatapp.core.database import connection
 
         async with connection() as conn:
             return await conn.fetch(query, *(args or ()))
@@ -44,4 +44,4 @@ class DeferredPostgresEngine(PostgresEngine):
 
 DB = DeferredPostgresEngine(config={"dsn": os.environ.get("DATABASE_URL") or "postgresql:///chatapp"})
 
-APP_REGISTRY = AppRegistry(apps=["chatapp.piccolo_app"])
+APP_REGISTRY = AppRegistry(apps=["chatapp.core.piccolo_app"])

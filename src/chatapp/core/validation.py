@@ -24,7 +24,7 @@ from litestar.plugins.htmx import HTMXRequest
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE, HTTP_422_UNPROCESSABLE_ENTITY
 
 # Unicode category Cc without \t \n \r; lone surrogates cannot be stored as UTF-8 either.
-# Written with escapes so the same ranges work in Python and in JSON Schema patterns (chatapp.openapi), which
+# Written with escapes so the same ranges work in Python and in JSON Schema patterns (chatapp.core.openapi), which
 # leave the surrogates out: JSON cannot carry lone ones (the decoder refuses them) and schema tools choke on them.
 CONTROL_CHARACTER_RANGES = r"\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f"
 T = TypeVar("T")

@@ -17,9 +17,9 @@ from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import Components, Schema, SecurityScheme
 from litestar.typing import FieldDefinition
 
-from chatapp.validation import CONTROL_CHARACTER_RANGES
+from chatapp.core.validation import CONTROL_CHARACTER_RANGES
 
-# JSON Schema `pattern`s for text without the control characters chatapp.validation refuses, and for such
+# JSON Schema `pattern`s for text without the control characters chatapp.core.validation refuses, and for such
 # text that is not blank either.
 _ALLOWED = f"[^{CONTROL_CHARACTER_RANGES}]"
 NO_CONTROL_CHARACTERS = f"^{_ALLOWED}*$"

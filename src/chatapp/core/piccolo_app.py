@@ -4,9 +4,9 @@ from pathlib import Path
 
 from piccolo.conf.apps import AppConfig
 
-from chatapp.tables import Conversation, HttpSession, ShareLink, UserAccount, Utterance
+from chatapp.core.tables import Conversation, HttpSession, ShareLink, UserAccount, Utterance
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "piccolo_migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "piccolo_migrations"
 
 APP_CONFIG = AppConfig(
     app_name="chatapp",

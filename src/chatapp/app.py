@@ -21,7 +21,7 @@ from litestar.response import Response
 from litestar.stores.registry import StoreRegistry
 from litestar.template.config import TemplateConfig
 
-from chatapp import assets, web
+from chatapp import web
 from chatapp.accounts import service as accounts
 from chatapp.accounts.routes import AccountController
 from chatapp.accounts.sessions import session_auth
@@ -53,8 +53,9 @@ from chatapp.history.api import ConversationsApiController
 from chatapp.history.import_routes import ImportController
 from chatapp.history.reaper import run_reaper
 from chatapp.history.routes import HistoryController, SharedController
-from chatapp.readiness import readyz
-from chatapp.security import security_headers
+from chatapp.server import assets
+from chatapp.server.readiness import readyz
+from chatapp.server.security import security_headers
 
 log = logging.getLogger("chatapp")
 
@@ -71,7 +72,7 @@ class Health(msgspec.Struct):
 )
 async def healthz(state: State) -> Response[Health]:
     """Health as before (the process answers, reaches the database, receives live events); `/readyz` adds
-    the schema check (chatapp.readiness). Kept as is: existing probes and the suite wait on it."""
+    the schema check (chatapp.server.readiness). Kept as is: existing probes and the suite wait on it."""
     try:
         async with connection() as conn:
             await conn.fetchval("SELECT 1")

@@ -143,7 +143,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _serve_workers(settings: Settings, dsn: str, workers: int) -> None:
-    """uvicorn's supervisor runs `workers` processes (one socket each, see chatapp.workers), each building
+    """uvicorn's supervisor runs `workers` processes (one socket each, see chatapp.server.workers), each building
     the app from the environment (`create_app_from_env`); the database (embedded or not) was started once,
     here in the parent. On SIGTERM or Ctrl+C the supervisor stops its workers and returns, and the caller then
     stops the embedded server."""
@@ -158,7 +158,7 @@ def _serve_workers(settings: Settings, dsn: str, workers: int) -> None:
             "CHATAPP_PORT": str(settings.port),
         }
     )
-    from chatapp.workers import run_workers
+    from chatapp.server.workers import run_workers
 
     config = uvicorn.Config(
         "chatapp.cli:create_app_from_env",
@@ -187,7 +187,7 @@ def prepare_metrics_dir(data_dir: Path) -> Path:
 def _uvicorn_options(settings: Settings) -> dict[str, Any]:
     """What one process and several workers share: logging, header limits, proxies, shutdown."""
     from chatapp.core.logfilters import uvicorn_log_config
-    from chatapp.httpserver import MAX_REQUEST_HEAD, http_protocol
+    from chatapp.server.httpserver import MAX_REQUEST_HEAD, http_protocol
 
     return {
         "log_level": settings.log_level,

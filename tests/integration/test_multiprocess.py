@@ -268,7 +268,7 @@ async def test_serve_with_two_workers(db: str, tmp_path: Path) -> None:
 
 async def test_a_burst_of_connections_is_spread_over_the_workers(db: str, tmp_path: Path) -> None:
     """40 keep-alive connections opened at once: each worker accepts a fair share (one listening socket per
-    worker, chatapp.workers). With one shared socket the first worker awake took nearly all of them."""
+    worker, chatapp.server.workers). With one shared socket the first worker awake took nearly all of them."""
     server = AppServer.start(db, tmp_path / "spread", ready_timeout=2 * READY, CHATAPP_WORKERS="2")
     try:
         clients = [httpx.AsyncClient(base_url=server.url) for _ in range(40)]

@@ -33,10 +33,6 @@ LAYERS: list[tuple[str, list[str]]] = [
         [
             "chatapp",
             "chatapp.core",
-            "chatapp.assets",
-            "chatapp.httpserver",
-            "chatapp.workers",
-            "chatapp.readiness",
         ],
     ),
     ("accounts", ["chatapp.accounts", "chatapp.limits", "chatapp.web"]),
@@ -45,7 +41,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("livekit", ["chatapp.livekit"]),
     ("history", ["chatapp.history"]),
     ("account pages", ["chatapp.accounts.account", "chatapp.accounts.settings_routes"]),
-    ("app", ["chatapp.app", "chatapp.security", "chatapp.cli", "chatapp.__main__"]),
+    ("app", ["chatapp.app", "chatapp.server", "chatapp.cli", "chatapp.__main__"]),
 ]
 
 

@@ -14,7 +14,7 @@ from chatapp import web
 from chatapp.core.logfilters import AccessLogRedactor, redact_path, uvicorn_log_config
 from chatapp.core.settings import Settings
 from chatapp.livekit import worker
-from chatapp.security import content_security_policy
+from chatapp.server.security import content_security_policy
 
 BASE = {"CHATAPP_SECRET_KEY": "s" * 40, "CHATAPP_DATA_DIR": "/nonexistent"}
 LIVEKIT = {"LIVEKIT_URL": "wss://example.livekit.cloud", "LIVEKIT_API_KEY": "k", "LIVEKIT_API_SECRET": "x" * 32}

@@ -18,9 +18,9 @@ import asyncpg
 from bench.kit.machine import BenchEnv
 
 T = TypeVar("T")
-# The login session store (accounts/store.py, PostgresStore): Litestar reads the session row on every authenticated
-# request. Sessions have a fixed lifetime and carry the user, so an unchanged session is neither renewed nor
-# written back, and the user is not looked up (StatementLog shows what a request really sends).
+# The login session store (accounts/session_store.py, PostgresStore): Litestar reads the session row on every
+# authenticated request. Sessions have a fixed lifetime and carry the user, so an unchanged session is neither
+# renewed nor written back, and the user is not looked up (StatementLog shows what a request really sends).
 SESSION_READ = """
     SELECT value FROM http_session
     WHERE key = $1 AND (expires_at IS NULL OR expires_at > now())

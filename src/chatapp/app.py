@@ -21,12 +21,12 @@ from litestar.response import Response
 from litestar.stores.registry import StoreRegistry
 from litestar.template.config import TemplateConfig
 
-from chatapp import web
 from chatapp.accounts import service as accounts
+from chatapp.accounts import web
 from chatapp.accounts.routes import AccountController
+from chatapp.accounts.session_store import PostgresStore
 from chatapp.accounts.sessions import session_auth
 from chatapp.accounts.settings_routes import AccountSettingsController
-from chatapp.accounts.store import PostgresStore
 from chatapp.conversations.agent_runtime import AgentRuntime
 from chatapp.conversations.buffer import TranscriptBuffer
 from chatapp.conversations.hub import Hub, make_channels
@@ -171,7 +171,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
         plugins=[HTMXPlugin(), openapi.StrictStructSchemaPlugin()],
         request_class=StrictRequest,
         stores=StoreRegistry(
-            # Rate-limit counters (chatapp.limits guards on the routes), shared by every process.
+            # Rate-limit counters (chatapp.accounts.limits guards on the routes), shared by every process.
             {"sessions": sessions, "rate_limit": PostgresStore("ratelimit")},
         ),
         csrf_config=CSRFConfig(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from chatapp.accounts.store import PostgresStore
+from chatapp.accounts.session_store import PostgresStore
 from chatapp.conversations.service import ConversationService
 from chatapp.core import metrics
 from chatapp.core.database import connection

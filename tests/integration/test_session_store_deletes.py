@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from chatapp.accounts.store import PostgresStore
+from chatapp.accounts.session_store import PostgresStore
 
 
 async def test_delete_all_takes_the_namespace_literally(db: str) -> None:

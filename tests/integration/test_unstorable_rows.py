@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from chatapp.accounts.store import PostgresStore
+from chatapp.accounts.session_store import PostgresStore
 from chatapp.conversations import store
 from chatapp.conversations.service import ConversationService
 from chatapp.core.database import connection

@@ -9,10 +9,10 @@ from datetime import timedelta
 
 import pytest
 
+from chatapp.accounts.limits import HashGate, Overloaded, RateLimited
 from chatapp.conversations.buffer import TranscriptBuffer
 from chatapp.conversations.events import TranscriptEvent, utcnow
 from chatapp.core.settings import Rate, Settings, SettingsError
-from chatapp.limits import HashGate, Overloaded, RateLimited
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import pytest
 from litestar import Litestar, get
 from litestar.testing import TestClient
 
-from chatapp import web
+from chatapp.accounts import web
 from chatapp.core.logfilters import AccessLogRedactor, redact_path, uvicorn_log_config
 from chatapp.core.settings import Settings
 from chatapp.livekit import worker

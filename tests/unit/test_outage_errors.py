@@ -10,7 +10,7 @@ import pytest
 from litestar import Litestar, get
 from litestar.testing import TestClient
 
-from chatapp import web
+from chatapp.accounts import web
 from chatapp.core.database import OUTAGE_ERRORS, is_outage
 
 

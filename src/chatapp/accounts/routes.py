@@ -11,9 +11,9 @@ from litestar.params import Body
 from litestar.response import Redirect, Template
 
 from chatapp.accounts import service
+from chatapp.accounts.limits import clear_login_failures, count_login_attempt, limit
 from chatapp.accounts.sessions import rotate_session, session_for, session_tag
 from chatapp.core.validation import FORM_ONLY, has_control_characters
-from chatapp.limits import clear_login_failures, count_login_attempt, limit
 
 FormBody = Body(media_type=RequestEncodingType.URL_ENCODED)
 

@@ -10,9 +10,9 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from email_validator import EmailNotValidError, validate_email
 
+from chatapp.accounts.limits import HashGate
 from chatapp.core.tables import UserAccount
 from chatapp.core.validation import control_character_message, has_control_characters
-from chatapp.limits import HashGate
 
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 256

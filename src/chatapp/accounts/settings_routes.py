@@ -11,13 +11,13 @@ from litestar.exceptions import HTTPException
 from litestar.response import Redirect, Template
 
 from chatapp.accounts import account
+from chatapp.accounts.limits import limit
 from chatapp.accounts.routes import FormBody, _form
 from chatapp.accounts.service import AccountError, User
 from chatapp.accounts.sessions import rotate_session, session_for, session_tag
 from chatapp.conversations.http import SERVICE
 from chatapp.conversations.service import ConversationService
 from chatapp.core.validation import FORM_ONLY
-from chatapp.limits import limit
 
 NOTICES = {"name": "Your name was changed.", "password": "Your password was changed. Other devices were logged out."}
 

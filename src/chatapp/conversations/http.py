@@ -15,7 +15,7 @@ from litestar.exceptions import HTTPException, NotFoundException
 from litestar.plugins.htmx import ClientRefresh
 from litestar.types import ExceptionHandlersMap
 
-from chatapp import web
+from chatapp.accounts import web
 from chatapp.conversations.service import ConversationEnded, ConversationGone, ConversationService
 
 ENDED_MESSAGE = "That conversation was saved. Showing your current one."

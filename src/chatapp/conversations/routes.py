@@ -19,8 +19,10 @@ from litestar.plugins.htmx import HTMXRequest, Reswap
 from litestar.response import Redirect, Template
 from sse_starlette import EventSourceResponse
 
+from chatapp.accounts.limits import limit
 from chatapp.accounts.service import User
 from chatapp.accounts.sessions import session_tag
+from chatapp.accounts.web import BearerTokenRequired, toast, toast_header
 from chatapp.conversations import store
 from chatapp.conversations.agent_access import valid_ingest_token
 from chatapp.conversations.events import MAX_ITEM_ID_LENGTH, MAX_TEXT_LENGTH, TranscriptEvent, utcnow
@@ -39,8 +41,6 @@ from chatapp.core.database import DatabaseUnavailable
 from chatapp.core.faults import InjectedFault
 from chatapp.core.openapi import NO_CONTROL_CHARACTERS, errors
 from chatapp.core.validation import FORM_ONLY, checked_text, checked_timestamp, strict_body
-from chatapp.limits import limit
-from chatapp.web import BearerTokenRequired, toast, toast_header
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Only the JSON routes are in it (/api/..., /healthz, /livekit/token): the HTML pa
 set `include_in_schema=False`, because their contract is the page itself (forms, redirects, toasts in an
 HX-Trigger header), which no API client consumes and OpenAPI describes poorly.
 
-Every JSON error is `{"detail", "status_code"}` (chatapp.web.http_error); `errors(...)` documents the ones a
+Every JSON error is `{"detail", "status_code"}` (chatapp.accounts.web.http_error); `errors(...)` documents the ones a
 route really gives, and the test suite fuzzes the schema against a real server (tests/integration/test_api_fuzz.py).
 """
 

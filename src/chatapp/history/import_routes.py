@@ -10,11 +10,11 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Template
 
+from chatapp.accounts.limits import limit
 from chatapp.accounts.service import User
 from chatapp.conversations.http import SERVICE
 from chatapp.conversations.service import ConversationService
 from chatapp.history import importer
-from chatapp.limits import limit
 
 # The multipart body around the file: boundaries, headers and the CSRF field.
 _ENVELOPE = 64 * 1024

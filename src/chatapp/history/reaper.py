@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from chatapp.accounts.store import PostgresStore
+from chatapp.accounts.session_store import PostgresStore
 from chatapp.conversations.service import ConversationService
 from chatapp.core import metrics
 from chatapp.core.database import OUTAGE_ERRORS, connection

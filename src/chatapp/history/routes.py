@@ -21,6 +21,7 @@ from litestar.plugins.htmx import ClientRedirect, HTMXRequest
 from litestar.response import Redirect, Template
 
 from chatapp.accounts.service import User
+from chatapp.accounts.web import toast
 from chatapp.conversations import store
 from chatapp.conversations.http import SERVICE
 from chatapp.conversations.service import ConversationService
@@ -41,7 +42,6 @@ from chatapp.history.service import (
     set_archived,
     set_pinned,
 )
-from chatapp.web import toast
 
 FormBody = Body(media_type=RequestEncodingType.URL_ENCODED)
 

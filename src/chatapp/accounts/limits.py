@@ -21,7 +21,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import ServiceUnavailableException, TooManyRequestsException
 from litestar.handlers.base import BaseRouteHandler
 
-from chatapp.accounts.store import PostgresStore
+from chatapp.accounts.session_store import PostgresStore
 from chatapp.core.settings import Rate, Settings
 
 log = logging.getLogger(__name__)

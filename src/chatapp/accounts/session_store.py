@@ -1,4 +1,5 @@
-"""A Litestar `Store` in PostgreSQL, so login sessions and rate limits are shared by every app process.
+"""The key-value store of login sessions (and rate-limit counters): a Litestar `Store` in PostgreSQL's
+`http_session` table, so both are shared by every app process.
 
 Deletes go through Piccolo's query builder. Writes and reads stay raw SQL: they compute expiry with the
 database's clock (now() + make_interval), renew in the same statement, and count hits with one atomic upsert,

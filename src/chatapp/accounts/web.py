@@ -17,7 +17,7 @@ from chatapp.accounts.service import User
 from chatapp.core.database import is_outage
 from chatapp.core.logfilters import redact_path
 
-log = logging.getLogger("chatapp.web")
+log = logging.getLogger(__name__)
 
 
 class BearerTokenRequired(NotAuthorizedException):

@@ -26,7 +26,6 @@ from chatapp.accounts import web
 from chatapp.accounts.routes import AccountController
 from chatapp.accounts.session_store import PostgresStore
 from chatapp.accounts.sessions import session_auth
-from chatapp.accounts.settings_routes import AccountSettingsController
 from chatapp.conversations.agent_runtime import AgentRuntime
 from chatapp.conversations.buffer import TranscriptBuffer
 from chatapp.conversations.hub import Hub, make_channels
@@ -53,6 +52,7 @@ from chatapp.history.api import ConversationsApiController
 from chatapp.history.import_routes import ImportController
 from chatapp.history.reaper import run_reaper
 from chatapp.history.routes import HistoryController, SharedController
+from chatapp.profile.routes import AccountSettingsController
 from chatapp.server import assets
 from chatapp.server.readiness import readyz
 from chatapp.server.security import security_headers

@@ -40,7 +40,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("agents", ["chatapp.agents"]),
     ("livekit", ["chatapp.livekit"]),
     ("history", ["chatapp.history"]),
-    ("account pages", ["chatapp.accounts.account", "chatapp.accounts.settings_routes"]),
+    ("account pages", ["chatapp.profile"]),
     ("app", ["chatapp.app", "chatapp.server", "chatapp.cli", "chatapp.__main__"]),
 ]
 
@@ -159,5 +159,5 @@ def test_the_checks_see_what_they_must() -> None:
     assert "chatapp.conversations.agent_runtime" in graph["chatapp.conversations.service"]
     assert "chatapp.livekit.worker" in graph["chatapp.cli"]  # imported inside a function
     assert layer_of("chatapp.accounts.session_store") < layer_of("chatapp.conversations.store")
-    assert layer_of("chatapp.conversations.store") < layer_of("chatapp.accounts.account")
+    assert layer_of("chatapp.conversations.store") < layer_of("chatapp.profile.service")
     assert cycles({"a": {"b": 1}, "b": {"c": 1}, "c": {"a": 1}, "d": {"a": 1}}) == [["a", "b", "c"]]

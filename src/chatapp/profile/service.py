@@ -8,7 +8,7 @@ import uuid
 import zipfile
 from typing import Any
 
-from chatapp.accounts import service
+from chatapp.accounts import service as accounts
 from chatapp.accounts.service import AccountError, User
 from chatapp.accounts.sessions import owner_prefix
 from chatapp.core.database import connection, transaction
@@ -34,8 +34,8 @@ def checked_display_name(raw: str) -> str:
         raise AccountError({"display_name": control_character_message("Your name")})
     if not name:
         raise AccountError({"display_name": "Enter the name the agent should call you."})
-    if len(name) > service.MAX_DISPLAY_NAME_LENGTH:
-        raise AccountError({"display_name": f"Use at most {service.MAX_DISPLAY_NAME_LENGTH} characters."})
+    if len(name) > accounts.MAX_DISPLAY_NAME_LENGTH:
+        raise AccountError({"display_name": f"Use at most {accounts.MAX_DISPLAY_NAME_LENGTH} characters."})
     return name
 
 
@@ -63,19 +63,19 @@ async def rename(user: User, raw_name: str) -> User:
 
 
 async def _check_password(user: User, password: str) -> None:
-    if await service.authenticate(user.email, password) is None:
+    if await accounts.authenticate(user.email, password) is None:
         raise AccountError({"current_password": "That is not your current password."})
 
 
 async def change_password(user: User, current: str, new: str) -> list[str]:
     """Re-authenticate, store the new hash and end every login session of the user (the caller gives its own
     a fresh one). Returns the ended session keys, so their open streams can be ended too."""
-    if len(new) < service.MIN_PASSWORD_LENGTH:
-        raise AccountError({"new_password": f"Use at least {service.MIN_PASSWORD_LENGTH} characters."})
-    if len(new) > service.MAX_PASSWORD_LENGTH:
-        raise AccountError({"new_password": f"Use at most {service.MAX_PASSWORD_LENGTH} characters."})
+    if len(new) < accounts.MIN_PASSWORD_LENGTH:
+        raise AccountError({"new_password": f"Use at least {accounts.MIN_PASSWORD_LENGTH} characters."})
+    if len(new) > accounts.MAX_PASSWORD_LENGTH:
+        raise AccountError({"new_password": f"Use at most {accounts.MAX_PASSWORD_LENGTH} characters."})
     await _check_password(user, current)
-    password_hash = await service.hash_password(new)
+    password_hash = await accounts.hash_password(new)
     async with transaction(), connection() as conn:
         await UserAccount.update({UserAccount.password_hash: password_hash}).where(UserAccount.id == user.id)
         return await _delete_sessions(conn, user.id)
@@ -105,7 +105,7 @@ async def confirm_deletion(user: User, confirmation: str) -> None:
     """Deleting needs the account's email typed out, or its password."""
     if confirmation.strip().lower() == user.email:
         return
-    if confirmation and await service.authenticate(user.email, confirmation) is not None:
+    if confirmation and await accounts.authenticate(user.email, confirmation) is not None:
         return
     raise AccountError({"confirm": "Type your email address (or your password) to confirm."})
 

@@ -10,7 +10,6 @@ from litestar.datastructures import CacheControlHeader
 from litestar.exceptions import HTTPException
 from litestar.response import Redirect, Template
 
-from chatapp.accounts import account
 from chatapp.accounts.limits import limit
 from chatapp.accounts.routes import FormBody, _form
 from chatapp.accounts.service import AccountError, User
@@ -18,6 +17,7 @@ from chatapp.accounts.sessions import rotate_session, session_for, session_tag
 from chatapp.conversations.http import SERVICE
 from chatapp.conversations.service import ConversationService
 from chatapp.core.validation import FORM_ONLY
+from chatapp.profile import service
 
 NOTICES = {"name": "Your name was changed.", "password": "Your password was changed. Other devices were logged out."}
 
@@ -45,7 +45,7 @@ class AccountSettingsController(Controller):
         self, request: Request[User, Any, Any], data: Annotated[dict[str, Any], FormBody]
     ) -> Template | Redirect:
         try:
-            user = await account.rename(request.user, _form(data, "display_name"))
+            user = await service.rename(request.user, _form(data, "display_name"))
         except AccountError as exc:
             return _page(request.user, errors=exc.errors, status_code=422)
         request.set_session(session_for(user))
@@ -60,7 +60,7 @@ class AccountSettingsController(Controller):
     ) -> Template | Redirect:
         user: User = request.user
         try:
-            ended = await account.change_password(user, _form(data, "current_password"), _form(data, "new_password"))
+            ended = await service.change_password(user, _form(data, "current_password"), _form(data, "new_password"))
         except AccountError as exc:
             return _page(user, errors=exc.errors, status_code=422)
         await _end_streams(conversations, user, ended, keep=session_tag(request))
@@ -71,8 +71,8 @@ class AccountSettingsController(Controller):
     @get("/export.zip", name="account_export")
     async def download(self, request: Request[User, Any, Any]) -> Response[bytes]:
         try:
-            data = await account.export_zip(request.user.id)
-        except account.ExportTooLarge as exc:
+            data = await service.export_zip(request.user.id)
+        except service.ExportTooLarge as exc:
             raise HTTPException(status_code=413, detail=f"{exc} Export conversations one by one instead.") from None
         name = f"chatapp-export-{datetime.now(UTC):%Y-%m-%d}.zip"
         return Response(
@@ -88,12 +88,12 @@ class AccountSettingsController(Controller):
     ) -> Template:
         user: User = request.user
         try:
-            await account.confirm_deletion(user, _form(data, "confirm"))
+            await service.confirm_deletion(user, _form(data, "confirm"))
         except AccountError as exc:
             return _page(user, errors=exc.errors, status_code=422)
         # Stop the agent of the active conversation first; the rows go with the account below.
         await conversations.end(user.id, None, "account_deleted")
-        ended = await account.delete_account(user.id)
+        ended = await service.delete_account(user.id)
         await _end_streams(conversations, user, ended, keep=None)
         request.clear_session()
         return Template("account_deleted.html", context={"user": None})
@@ -102,6 +102,6 @@ class AccountSettingsController(Controller):
 async def _end_streams(conversations: ConversationService, user: User, keys: list[str], keep: str | None) -> None:
     """Open live streams of the ended login sessions stop too, in every process (like a logout)."""
     for key in keys:
-        tag = account.session_tag_of(key)
+        tag = service.session_tag_of(key)
         if tag != keep:
             await conversations.hub.end_login_session(user.id, tag)

@@ -42,7 +42,7 @@ from bench.kit.statements import (
 from bench.kit.tables import Report, Row, ms, times, verdict
 from bench.kit.text import sentence
 from bench.kit.timing import LoopLag, percentile
-from chatapp.conversations import store
+from chatapp.conversations import queries
 from chatapp.conversations.agent_access import room_name_for
 from chatapp.conversations.events import TranscriptEvent
 from chatapp.conversations.service import make_title
@@ -57,30 +57,30 @@ INGEST_BATCH = 100  # the ingest API's largest batch
 GREETING_TIMEOUT = 5.0
 HEALTHZ_PER_RUN = 3
 STREAM_TIMEOUT = httpx.Timeout(30.0, read=None)
-RECENT_LIMIT = 10  # store.recent_saved's default: the sidebar's length
+RECENT_LIMIT = 10  # queries.recent_saved's default: the sidebar's length
 NEW_CHAT_POST = "POST /conversations/new"
 INTERIM_POST = "ingest POST of 1 interim"
 GREETING = "Hi! I'm your travel-planning assistant. Where would you like to go, and when?"
 
-# --- the bare SQL of the request, imported from conversations/store.py ---------------------------------------------
+# --- the bare SQL of the request, imported from conversations/queries.py ---------------------------------------------
 # Each run still checks that the app sends exactly these (PostgreSQL's statement log of one New Chat) and that the
-# baseline's search document is the one store.refresh_search_doc writes.
+# baseline's search document is the one queries.refresh_search_doc writes.
 
-LOCK_USER = store.LOCK_USER_SQL
-SELECT_ACTIVE = store.SELECT_ACTIVE_SQL
-LOCK_CONVERSATION = store.LOCK_CONVERSATION_SQL
-SELECT_EXISTING = store.SELECT_EXISTING_SQL
-INSERT_FINALS = store.INSERT_FINALS_SQL
-UPDATE_LAST_SEQ = store.UPDATE_LAST_SEQ_SQL
-FIRST_USER_TEXT = store.FIRST_USER_TEXT_SQL
-MARK_ENDED = store.MARK_ENDED_SQL
-REFRESH_SEARCH_DOC = store.REFRESH_SEARCH_DOC_SQL
-INSERT_ACTIVE = store.INSERT_ACTIVE_SQL
-RECENT_SAVED = store.RECENT_SAVED_SQL
-LIST_UTTERANCES = store.LIST_UTTERANCES_SQL
-# store.touch: a new conversation's agent streams its greeting as interims right after New Chat starts it, and the
+LOCK_USER = queries.LOCK_USER_SQL
+SELECT_ACTIVE = queries.SELECT_ACTIVE_SQL
+LOCK_CONVERSATION = queries.LOCK_CONVERSATION_SQL
+SELECT_EXISTING = queries.SELECT_EXISTING_SQL
+INSERT_FINALS = queries.INSERT_FINALS_SQL
+UPDATE_LAST_SEQ = queries.UPDATE_LAST_SEQ_SQL
+FIRST_USER_TEXT = queries.FIRST_USER_TEXT_SQL
+MARK_ENDED = queries.MARK_ENDED_SQL
+REFRESH_SEARCH_DOC = queries.REFRESH_SEARCH_DOC_SQL
+INSERT_ACTIVE = queries.INSERT_ACTIVE_SQL
+RECENT_SAVED = queries.RECENT_SAVED_SQL
+LIST_UTTERANCES = queries.LIST_UTTERANCES_SQL
+# queries.touch: a new conversation's agent streams its greeting as interims right after New Chat starts it, and the
 # first interim notes activity. The app does that on its own while the request finishes; it is not the request's.
-TOUCH = store.TOUCH_SQL
+TOUCH = queries.TOUCH_SQL
 # Untimed: fill the baseline's conversation the way five ingest batches would have.
 FILL_CONVERSATION = """
     INSERT INTO utterance (session, seq, item_id, role, text, is_final, interrupted, created_at)
@@ -125,7 +125,7 @@ REQUEST = (
     LIST_UTTERANCES,
     RECENT_SAVED,
 )
-# An ingest POST of finals (bearer token, no login session): store.store_finals in one transaction.
+# An ingest POST of finals (bearer token, no login session): queries.store_finals in one transaction.
 INGEST = (BEGIN, LOCK_CONVERSATION, SELECT_EXISTING, INSERT_FINALS, COMMIT)
 NAMES = {
     sql_key(sql): name
@@ -222,14 +222,14 @@ class Baseline:
         save_started = time.perf_counter()
         async with conn.transaction():
             # The app's own store functions on this bare connection: what New Chat's save runs, without HTTP.
-            await step("lock user + select active", lambda: store.lock_active(conn, uid))
+            await step("lock user + select active", lambda: queries.lock_active(conn, uid))
             flushed = TranscriptEvent(cid, item, role, text, final=True, interrupted=True)  # type: ignore[arg-type]
-            await step("store the flushed interim", lambda: store.store_finals(conn, cid, [flushed]))
-            await step("select first user text", lambda: store.first_user_text(conn, cid))
+            await step("store the flushed interim", lambda: queries.store_finals(conn, cid, [flushed]))
+            await step("select first user text", lambda: queries.first_user_text(conn, cid))
             await step(
-                "mark ended + title + search document", lambda: store.mark_ended(conn, cid, "new_chat", self.title)
+                "mark ended + title + search document", lambda: queries.mark_ended(conn, cid, "new_chat", self.title)
             )
-            following = await step("insert next conversation", lambda: store.insert_active(conn, uid, ""))
+            following = await step("insert next conversation", lambda: queries.insert_active(conn, uid, ""))
         if following is None:
             raise RuntimeError(f"baseline save {run}: the user already had an active conversation")
         next_id = following.id
@@ -246,7 +246,7 @@ class Baseline:
 
     async def search_doc_differs(self) -> str:
         """Whether the last saved conversation's search document differs from what the app's own
-        store.refresh_search_doc writes for it ("" when the same); the app's UPDATE is rolled back."""
+        queries.refresh_search_doc writes for it ("" when the same); the app's UPDATE is rolled back."""
         if self.last_saved is None:
             return "no baseline save to compare"
         doc = "SELECT search_doc::text FROM chat_session WHERE id = $1"
@@ -254,12 +254,12 @@ class Baseline:
         transaction = self.conn.transaction()
         await transaction.start()
         try:
-            await store.refresh_search_doc(self.conn, self.last_saved)
+            await queries.refresh_search_doc(self.conn, self.last_saved)
             apps = await self.conn.fetchval(doc, self.last_saved)
         finally:
             await transaction.rollback()
         if ours is None or ours != apps:
-            return "the baseline's search document differs from store.refresh_search_doc's for the same conversation"
+            return "the baseline's search document differs from queries.refresh_search_doc's for the same conversation"
         return ""
 
     async def close(self) -> None:

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from chatapp.accounts.service import User, create_user
-from chatapp.conversations import store
+from chatapp.conversations import queries
 from chatapp.conversations.agent_access import room_name_for
 from chatapp.conversations.events import Role, TranscriptEvent
 from chatapp.core.database import connection
@@ -18,9 +18,9 @@ async def make_user(display_name: str = "Test Traveller") -> User:
     return await create_user(unique_email(), display_name, PASSWORD)
 
 
-async def make_conversation(owner: User | None = None) -> store.Conversation:
+async def make_conversation(owner: User | None = None) -> queries.Conversation:
     owner = owner or await make_user()
-    conversation, _ = await store.get_or_create_active(owner.id, "You are a test agent.")
+    conversation, _ = await queries.get_or_create_active(owner.id, "You are a test agent.")
     return conversation
 
 
@@ -67,7 +67,7 @@ async def make_saved(
                 text,
                 started_at + timedelta(seconds=seq),
             )
-        await store.refresh_search_doc(conn, conversation_id)
+        await queries.refresh_search_doc(conn, conversation_id)
     return conversation_id
 
 

@@ -1,5 +1,5 @@
 """The history dataset: one user's conversations and utterances seeded set-based in PostgreSQL, with search
-documents as the app writes them (checked on a sample against store.refresh_search_doc)."""
+documents as the app writes them (checked on a sample against queries.refresh_search_doc)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from bench.history.config import (
     SEED_CONNECTIONS,
 )
 from bench.kit.text import VOCABULARY, VOCABULARY_SKEW
-from chatapp.conversations import store
+from chatapp.conversations import queries
 
 SEED_CONVERSATIONS = """
     INSERT INTO chat_session (id, room_name, owner, system_prompt, started_at, ended_at, title, last_activity_at,
@@ -54,7 +54,7 @@ SEED_UTTERANCES = """
     ) AS w
     WHERE c.owner = $1 AND c.id >= $9 AND ($10::uuid IS NULL OR c.id < $10)
 """
-# The title is the first user utterance (cut), and search_doc the same expression as store.refresh_search_doc
+# The title is the first user utterance (cut), and search_doc the same expression as queries.refresh_search_doc
 # (set-based: the utterances' stored tsvectors concatenated in order with tsvector_agg); docs_differ() checks it.
 SEED_SEARCH_DOCS = """
     UPDATE chat_session s SET
@@ -86,19 +86,19 @@ class Seed:
     rare_conversations: int = 0
     common_conversations: int = 0
     docs_rebuilt: bool = False  # a reused seed's search documents were written by an older expression
-    docs_differ: int = 0  # sample conversations whose search_doc is not what store.refresh_search_doc writes
+    docs_differ: int = 0  # sample conversations whose search_doc is not what queries.refresh_search_doc writes
 
 
 async def docs_differ(conn: asyncpg.Connection, user_id: uuid.UUID) -> int:
     """How many of a few seeded conversations have a search document other than the one the app's own
-    store.refresh_search_doc writes for them (its UPDATEs are rolled back)."""
+    queries.refresh_search_doc writes for them (its UPDATEs are rolled back)."""
     differ = 0
     for row in await conn.fetch(SEED_SAMPLE, user_id):
         seeded = await conn.fetchval(SEARCH_DOC, row["id"])
         transaction = conn.transaction()
         await transaction.start()
         try:
-            await store.refresh_search_doc(conn, row["id"])
+            await queries.refresh_search_doc(conn, row["id"])
             written = await conn.fetchval(SEARCH_DOC, row["id"])
         finally:
             await transaction.rollback()

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from playwright.async_api import BrowserContext, Dialog, expect
 
-from chatapp.conversations import store
+from chatapp.conversations import queries
 from chatapp.core.database import connection
 from tests.e2e.pages import ChatPage, signed_up_with_history
 from tests.support import AppServer
@@ -94,7 +94,7 @@ async def test_browser_dictation_shows_the_interim_in_place_stores_the_final_and
     await expect(chat.finals("agent").last).to_contain_text("Rome")
 
     cid = uuid.UUID(await chat.conversation_id())
-    rows = [(u.role, u.text, u.item_id.startswith("dictation-")) for u in await store.list_utterances(cid)]
+    rows = [(u.role, u.text, u.item_id.startswith("dictation-")) for u in await queries.list_utterances(cid)]
     assert rows[1] == ("user", "I want to go to Rome", True)
     assert rows[2][0] == "agent"
     assert len(rows) == 3
@@ -134,7 +134,7 @@ async def test_meta_shift_o_starts_a_new_chat_like_ctrl_shift_o(context: Browser
     await chat.page.keyboard.press("Meta+Shift+O")
 
     await expect(chat.panel).not_to_have_attribute("data-conversation-id", old_id)
-    saved = await store.get_conversation(uuid.UUID(old_id))
+    saved = await queries.get_conversation(uuid.UUID(old_id))
     assert saved is not None
     assert saved.ended_at is not None
     assert saved.ended_at <= datetime.now(UTC)

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 from playwright.async_api import BrowserContext, expect
 
-from chatapp.conversations import store
+from chatapp.conversations import queries
 from chatapp.core.database import connection
 from tests.e2e.pages import ChatPage
 from tests.support import AppServer
@@ -47,7 +47,7 @@ async def test_new_chat_saves_clears_and_starts_a_fresh_agent(
     await expect(chat.finals("user")).to_have_count(1)
     await expect(chat.finals("agent").last).to_contain_text("Porto", timeout=15_000)
 
-    saved = await store.get_conversation(uuid.UUID(old_id))
+    saved = await queries.get_conversation(uuid.UUID(old_id))
     assert saved is not None
     assert saved.ended_at is not None
     assert saved.title == "Plan a trip to Lisbon"
@@ -59,7 +59,7 @@ async def test_new_chat_saves_clears_and_starts_a_fresh_agent(
         "We love food",
     ]
     assert len(rows) == 7  # greeting + three exchanges
-    current = await store.get_conversation(uuid.UUID(new_id))
+    current = await queries.get_conversation(uuid.UUID(new_id))
     assert current is not None
     assert current.active
 
@@ -76,7 +76,7 @@ async def test_new_chat_on_an_empty_conversation_adds_nothing_and_says_so(
     await expect(chat.page.locator("#history-list [data-testid=history-item]")).to_have_count(0)
     await expect(chat.page.get_by_test_id("toast")).to_have_count(1)
     await expect(chat.page.get_by_test_id("toast")).to_contain_text("Nothing to save - started fresh")
-    assert await store.get_conversation(uuid.UUID(old_id)) is None
+    assert await queries.get_conversation(uuid.UUID(old_id)) is None
 
 
 async def test_a_double_click_saves_once(context: BrowserContext, app_server: AppServer) -> None:
@@ -128,7 +128,7 @@ async def test_keyboard_loading_state_error_toast_and_retry(
         await expect(chat.page.locator("#new-chat-button")).to_be_enabled()
         await expect(chat.panel).to_have_attribute("data-conversation-id", old_id)
         await expect(chat.finals("user").locator(".bubble")).to_have_text(["Keep me safe"])
-        conversation = await store.get_conversation(uuid.UUID(old_id))
+        conversation = await queries.get_conversation(uuid.UUID(old_id))
         assert conversation is not None
         assert conversation.active
 

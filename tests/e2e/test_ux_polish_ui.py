@@ -12,7 +12,7 @@ import pytest
 from playwright.async_api import BrowserContext, expect
 
 from chatapp.accounts.service import User, get_user
-from chatapp.conversations import store
+from chatapp.conversations import queries
 from chatapp.conversations.agent_access import ingest_token
 from chatapp.core.database import connection
 from chatapp.history import sharing
@@ -63,7 +63,7 @@ async def test_new_chat_in_another_tab_keeps_the_draft_and_says_so(
     toast = second.page.get_by_test_id("toast").filter(has_text="This conversation was saved in another tab")
     await expect(toast).to_contain_text("Your draft was kept")
     await second.page.screenshot(path=screenshots / "ux-draft-kept-other-tab.png")
-    saved = await store.get_conversation(uuid.UUID(old_id))
+    saved = await queries.get_conversation(uuid.UUID(old_id))
     assert saved is not None
     assert saved.ended_at is not None
 
@@ -160,7 +160,7 @@ async def test_continue_shows_what_is_continued_and_the_new_entry_links_back(
     await chat.page.goto(f"{app_server.url}/history/{new_id}")
     link = chat.page.get_by_test_id("continued-from").get_by_role("link", name="“Kyoto in spring”")
     await expect(link).to_have_attribute("href", f"/history/{origin}")
-    saved = await store.get_conversation(uuid.UUID(new_id))
+    saved = await queries.get_conversation(uuid.UUID(new_id))
     assert saved is not None
     assert saved.continued_from == origin
 
@@ -337,7 +337,7 @@ async def test_the_header_and_the_tab_title_follow_the_conversation_title(
     await chat.page.get_by_role("button", name="Save").click()
     await expect(chat.page.get_by_test_id("conversation-title")).to_have_text("Dolomites")
     await expect(chat.page).to_have_title("Dolomites · chatapp")
-    assert (await store.get_conversation(uuid.UUID(cid))).title == "Dolomites"  # type: ignore[union-attr]
+    assert (await queries.get_conversation(uuid.UUID(cid))).title == "Dolomites"  # type: ignore[union-attr]
 
 
 async def test_phone_layout_gives_the_transcript_the_screen(

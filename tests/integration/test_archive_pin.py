@@ -14,7 +14,7 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from chatapp.accounts.service import User
-from chatapp.conversations import store
+from chatapp.conversations import queries
 from chatapp.core.database import connection
 from chatapp.history.service import ARCHIVED_PAGE_SQL, FIRST_PAGE_SQL, SAVED_PAGE_SQL
 from tests.factories import make_saved
@@ -128,7 +128,7 @@ async def test_chat_sidebar_shows_pins_first_and_hides_archived(app_server: AppS
         made = await some_saved(user, 12)
         await pin(client, made[11])
         await archive(client, made[0])
-        recent = await store.recent_saved(user.id)
+        recent = await queries.recent_saved(user.id)
         assert [r.id for r in recent] == [made[11], *made[1:11]]
         assert [r.pinned for r in recent] == [True] + [False] * 10
         sidebar = (await client.get("/")).text.split('id="history-list"')[1].split("</ul>")[0]
@@ -173,8 +173,8 @@ async def test_pages_stay_exact_while_pins_change_between_fetches(app_server: Ap
 
 async def test_pins_are_capped(app_server: AppServer) -> None:
     async with person(app_server) as (client, user):
-        made = await some_saved(user, store.MAX_PINS + 1)
-        for cid in made[: store.MAX_PINS]:
+        made = await some_saved(user, queries.MAX_PINS + 1)
+        for cid in made[: queries.MAX_PINS]:
             assert (await pin(client, cid)).status_code == 200
         refused = await pin(client, made[-1])
         assert refused.status_code == 409
@@ -207,8 +207,8 @@ async def test_bad_input_is_refused_and_changes_nothing(app_server: AppServer) -
 async def test_another_users_conversation_is_404_and_untouched(app_server: AppServer) -> None:
     async with person(app_server) as (owner, owner_user), person(app_server) as (intruder, intruder_user):
         (cid,) = await some_saved(owner_user, 1)
-        await some_saved(intruder_user, store.MAX_PINS)
-        for mine in await store.recent_saved(intruder_user.id):
+        await some_saved(intruder_user, queries.MAX_PINS)
+        for mine in await queries.recent_saved(intruder_user.id):
             await pin(intruder, mine.id)
         # Even with the intruder's pins full, the answer is 404, not "too many pins".
         assert (await pin(intruder, cid)).status_code == 404

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest_asyncio
 
 from chatapp.agents.inprocess import InProcessRuntime
-from chatapp.conversations import store
+from chatapp.conversations import queries
 from chatapp.conversations.pipeline import TranscriptPipeline
 from chatapp.conversations.service import ConversationService
 from chatapp.core.faults import Faults
@@ -74,5 +74,5 @@ async def _wait(condition: Callable[[], bool], timeout: float = 3.0) -> None:
 
 async def _wait_stored(conversation_id: uuid.UUID, count: int) -> None:
     async with asyncio.timeout(3.0):
-        while len(await store.list_utterances(conversation_id)) < count:
+        while len(await queries.list_utterances(conversation_id)) < count:
             await asyncio.sleep(0.01)

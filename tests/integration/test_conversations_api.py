@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from chatapp.conversations import store
+from chatapp.conversations import queries
 from chatapp.core.database import connection
 from tests.support import AppServer, client_ip, csrf_from, event, ingest, open_conversation, signup
 
@@ -55,7 +55,7 @@ async def test_new_chat_returns_a_fresh_panel_with_the_saved_conversation_in_the
     assert "Plan a food trip" not in panel
     new_id = await open_conversation(client)
     assert new_id != cid
-    saved = await store.get_conversation(cid)
+    saved = await queries.get_conversation(cid)
     assert saved is not None
     assert saved.ended_at is not None
 
@@ -67,7 +67,7 @@ async def test_new_chat_on_an_empty_conversation_saves_nothing_and_says_so(clien
     assert response.status_code == 200
     assert "Nothing to save - started fresh" in response.headers["hx-trigger"]
     assert "Conversation saved" not in response.headers["hx-trigger"]
-    assert await store.get_conversation(cid) is None
+    assert await queries.get_conversation(cid) is None
     assert "Saved conversations appear here." in response.text
 
 
@@ -97,7 +97,7 @@ async def test_a_failed_save_answers_503_with_a_toast_and_changes_nothing(client
     assert response.status_code == 503
     assert "Failed to save conversation. Please try again." in response.headers["hx-trigger"]
     assert response.headers["hx-reswap"] == "none"
-    conversation = await store.get_conversation(cid)
+    conversation = await queries.get_conversation(cid)
     assert conversation is not None
     assert conversation.active
     assert await open_conversation(client) == cid
@@ -145,7 +145,7 @@ async def test_save_api_status_codes(app_server: AppServer) -> None:
         assert (await save(owner, {"session_id": str(uuid.uuid4())})).status_code == 404
         not_theirs = await save(other, {"session_id": str(cid)})
         assert not_theirs.status_code == 404  # like a missing one: it leaks nothing
-        assert (await store.get_conversation(cid)).active  # type: ignore[union-attr]
+        assert (await queries.get_conversation(cid)).active  # type: ignore[union-attr]
         anonymous = httpx.AsyncClient(base_url=app_server.url)
         async with anonymous:
             response = await anonymous.post("/api/users/sessions/save", json={"session_id": str(cid)})
@@ -214,7 +214,7 @@ async def test_save_api_limits(app_server: AppServer, messages: object, status: 
         response = await save(client, {"session_id": str(cid), "messages": messages})
         assert response.status_code == status
         assert detail in response.json()["detail"]
-        conversation = await store.get_conversation(cid)
+        conversation = await queries.get_conversation(cid)
         assert conversation is not None
         assert conversation.active
         assert conversation.message_count == 0

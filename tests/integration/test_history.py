@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from chatapp.conversations import store
+from chatapp.conversations import queries
 from chatapp.core.database import connection
 from chatapp.history.service import saved_page
 from tests.factories import make_saved
@@ -101,7 +101,7 @@ async def test_every_history_route_is_404_for_another_user(app_server: AppServer
                 f"/history/{cid}/{action}", data={"title": "Mine now"}, headers=htmx(intruder)
             )
             assert response.status_code == 404, action
-        conversation = await store.get_conversation(cid)
+        conversation = await queries.get_conversation(cid)
         assert conversation is not None
         assert conversation.title == "Private"
         async with connection() as conn:
@@ -120,7 +120,7 @@ async def test_rename_validates_and_updates(app_server: AppServer) -> None:
         assert 'id="title-block"' in ok.text
         assert "After &lt;i&gt;it&lt;/i&gt;" in ok.text
         assert "Renamed." in ok.headers["hx-trigger"]
-        conversation = await store.get_conversation(cid)
+        conversation = await queries.get_conversation(cid)
         assert conversation is not None
         assert conversation.title == "After <i>it</i>"
 
@@ -131,7 +131,7 @@ async def test_delete_removes_the_conversation(app_server: AppServer) -> None:
         response = await client.post(f"/history/{cid}/delete", headers=htmx(client))
         assert response.status_code == 204
         assert response.headers["hx-redirect"] == "/history?deleted=true"
-        assert await store.get_conversation(cid) is None
+        assert await queries.get_conversation(cid) is None
         assert (await client.get(f"/history/{cid}")).status_code == 404
 
 
@@ -218,10 +218,10 @@ async def test_continue_starts_a_new_conversation_that_knows_the_old_one(app_ser
         response = await client.post(f"/history/{cid}/continue", headers=htmx(client))
         assert response.status_code == 204
         assert response.headers["hx-redirect"] == "/"
-        active = await store.get_active(user.id)
+        active = await queries.get_active(user.id)
         assert active is not None
         assert active.continued_from == cid
-        old = await store.get_conversation(cid)
+        old = await queries.get_conversation(cid)
         assert old is not None
         assert old.message_count == 2
         assert old.ended_at is not None
@@ -230,7 +230,7 @@ async def test_continue_starts_a_new_conversation_that_knows_the_old_one(app_ser
 async def test_active_conversation_is_not_a_history_page(app_server: AppServer) -> None:
     async with person(app_server) as (client, user):
         await client.get("/")
-        active = await store.get_active(user.id)
+        active = await queries.get_active(user.id)
         assert active is not None
         response = await client.get(f"/history/{active.id}")
         assert response.status_code == 303

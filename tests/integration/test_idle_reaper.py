@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from chatapp.conversations import store
+from chatapp.conversations import queries
 from chatapp.conversations.service import ConversationService
 from chatapp.core.database import connection
 from chatapp.history.reaper import reap_idle
@@ -27,19 +27,19 @@ async def test_idle_conversations_are_saved_or_deleted_like_new_chat(service: Co
 
     await reap_idle(service, idle_minutes=30)
 
-    saved = await store.get_conversation(spoke_id)
+    saved = await queries.get_conversation(spoke_id)
     assert saved is not None
     assert saved.ended_at is not None
     assert saved.end_reason == "idle"
     assert saved.title == "Abandoned trip to Rome"
-    assert [u.text for u in await store.list_utterances(spoke_id)] == ["Abandoned trip to Rome", "Rome is"]
-    assert (await store.list_utterances(spoke_id))[1].interrupted
-    assert await store.get_conversation(silent_id) is None
-    still = await store.get_conversation(busy_id)
+    assert [u.text for u in await queries.list_utterances(spoke_id)] == ["Abandoned trip to Rome", "Rome is"]
+    assert (await queries.list_utterances(spoke_id))[1].interrupted
+    assert await queries.get_conversation(silent_id) is None
+    still = await queries.get_conversation(busy_id)
     assert still is not None
     assert still.active
     assert not service.runtime.is_running(spoke_id)
-    assert await store.get_active(spoke.id) is None  # a new one opens only when the person comes back
+    assert await queries.get_active(spoke.id) is None  # a new one opens only when the person comes back
 
 
 async def test_two_processes_reaping_at_once_save_once(service: ConversationService) -> None:
@@ -60,4 +60,4 @@ async def test_two_processes_reaping_at_once_save_once(service: ConversationServ
     assert sorted(r["id"] for r in rows) == sorted(ids)
     assert {r["end_reason"] for r in rows} == {"idle"}
     for user in users:
-        assert len(await store.recent_saved(user.id)) == 1
+        assert len(await queries.recent_saved(user.id)) == 1

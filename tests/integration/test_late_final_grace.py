@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from chatapp.conversations import store
+from chatapp.conversations import queries
 from tests.factories import make_saved, make_user
 from tests.support import event, ingest
 
@@ -20,7 +20,7 @@ async def test_late_finals_within_the_grace_window_are_stored(client: httpx.Asyn
 
     assert response.status_code == 200
     assert response.json()["stored"] == 1
-    assert [u.text for u in await store.list_utterances(cid)] == ["Recent trip", "Said just before the end"]
+    assert [u.text for u in await queries.list_utterances(cid)] == ["Recent trip", "Said just before the end"]
 
 
 async def test_finals_after_the_grace_window_are_refused_with_410_and_not_stored(client: httpx.AsyncClient) -> None:
@@ -31,7 +31,7 @@ async def test_finals_after_the_grace_window_are_refused_with_410_and_not_stored
 
     assert response.status_code == 410
     assert response.json() == {"detail": "This conversation ended too long ago.", "status_code": 410}
-    assert [u.text for u in await store.list_utterances(cid)] == ["Old trip"]
-    saved = await store.get_conversation(cid)
+    assert [u.text for u in await queries.list_utterances(cid)] == ["Old trip"]
+    saved = await queries.get_conversation(cid)
     assert saved is not None
     assert saved.last_seq == 1

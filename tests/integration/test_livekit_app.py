@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 from livekit import api
 
-from chatapp.conversations import store
+from chatapp.conversations import queries
 from chatapp.conversations.agent_access import ingest_token, room_name_for
 from chatapp.core.database import connection
 from chatapp.livekit.metadata import DispatchMetadata
@@ -62,8 +62,8 @@ async def say(client: httpx.AsyncClient, conversation_id: uuid.UUID, text: str) 
     )
 
 
-async def conversation(conversation_id: uuid.UUID) -> store.Conversation | None:
-    return await store.get_conversation(conversation_id)
+async def conversation(conversation_id: uuid.UUID) -> queries.Conversation | None:
+    return await queries.get_conversation(conversation_id)
 
 
 async def test_opening_a_conversation_creates_its_room_and_dispatches_the_agent(

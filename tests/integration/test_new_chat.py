@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from chatapp.conversations import store
+from chatapp.conversations import queries
 from chatapp.conversations.service import TITLE_LENGTH, ConversationService, make_title
 from chatapp.core.database import connection
 from chatapp.core.faults import InjectedFault
@@ -30,7 +30,7 @@ async def active_count(owner: uuid.UUID) -> int:
 
 
 async def saved_ids(owner: uuid.UUID) -> list[uuid.UUID]:
-    return [s.id for s in await store.recent_saved(owner, limit=100)]
+    return [s.id for s in await queries.recent_saved(owner, limit=100)]
 
 
 async def test_save_with_finals_only(service: ConversationService) -> None:
@@ -89,7 +89,7 @@ async def test_a_conversation_where_the_user_never_spoke_is_deleted(service: Con
 
     assert result.saved is None
     assert result.outcome.deleted_id == cid
-    assert await store.get_conversation(cid) is None
+    assert await queries.get_conversation(cid) is None
     assert await saved_ids(user.id) == []
     assert await active_count(user.id) == 1
 
@@ -145,7 +145,7 @@ async def test_a_failed_save_changes_nothing_and_can_be_retried(service: Convers
     with pytest.raises(InjectedFault):
         await service.new_chat(user.id, user.display_name, cid)
 
-    conversation = await store.get_conversation(cid)
+    conversation = await queries.get_conversation(cid)
     assert conversation is not None
     assert conversation.active
     assert await utterances(cid) == [(1, "user", "Rome or Florence?", False)]

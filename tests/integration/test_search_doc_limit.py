@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from chatapp.conversations import store
+from chatapp.conversations import queries
 from chatapp.conversations.service import ConversationService
 from chatapp.core.database import connection
 from tests.factories import final, make_user
@@ -59,13 +59,13 @@ async def test_a_conversation_too_large_for_one_tsvector_still_saves(
     first_bulk_word = first_bulk.split()[0]
 
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="chatapp.conversations.store"):
+    with caplog.at_level(logging.WARNING, logger="chatapp.conversations.queries"):
         result = await service.end(user.id, cid, "new_chat")
     took = time.monotonic() - started
 
     assert result.saved is not None
     assert result.saved.title == "Kilimanjaro expedition notes"
-    assert len(await store.list_utterances(cid)) == utterances + 1
+    assert len(await queries.list_utterances(cid)) == utterances + 1
     assert await finds(cid, "Kilimanjaro")  # the title and the start of the transcript are searchable
     assert await finds(cid, first_bulk_word)
     assert took < 10

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from chatapp.conversations import store
+from chatapp.conversations import queries
 from chatapp.conversations.live_events import Final, Interim
 from chatapp.conversations.pipeline import TranscriptPipeline
 from chatapp.core.database import connection
@@ -30,7 +30,7 @@ async def test_a_repeated_final_is_stored_once(pipeline: TranscriptPipeline) -> 
     assert [u.seq for u in first] == [1]
     assert again == []
     assert await rows(c.id) == [(1, "u1", "Hello", False)]
-    conversation = await store.get_conversation(c.id)
+    conversation = await queries.get_conversation(c.id)
     assert conversation is not None
     assert conversation.message_count == 1
 
@@ -85,14 +85,14 @@ async def test_concurrent_ingests_for_one_conversation(pipeline: TranscriptPipel
     stored = await rows(c.id)
     assert [seq for seq, *_ in stored] == list(range(1, 41))
     assert len({item for _, item, *_ in stored}) == 40
-    conversation = await store.get_conversation(c.id)
+    conversation = await queries.get_conversation(c.id)
     assert conversation is not None
     assert conversation.last_seq == 40
 
 
 async def test_unknown_conversation_is_refused(pipeline: TranscriptPipeline) -> None:
     missing = uuid.uuid4()
-    with pytest.raises(store.UnknownConversation):
+    with pytest.raises(queries.UnknownConversation):
         await pipeline.apply(missing, [final(missing, "x", "hello")])
 
 

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from chatapp.accounts.session_store import PostgresStore
-from chatapp.conversations import store
+from chatapp.conversations import queries
 from chatapp.conversations.service import ConversationService
 from chatapp.core.database import connection
 from chatapp.history.reaper import reap_idle, reap_round
@@ -22,7 +22,7 @@ LONG_AGO = 10_000_000
 
 
 async def texts(conversation_id: uuid.UUID) -> list[tuple[str, bool]]:
-    return [(u.text, u.interrupted) for u in await store.list_utterances(conversation_id)]
+    return [(u.text, u.interrupted) for u in await queries.list_utterances(conversation_id)]
 
 
 async def open_with_bad_interims(service: ConversationService) -> tuple[uuid.UUID, uuid.UUID]:
@@ -62,7 +62,7 @@ async def test_the_reaper_saves_a_conversation_with_unstorable_interims(service:
 
     await reap_idle(service, idle_minutes=30)
 
-    saved = await store.get_conversation(cid)
+    saved = await queries.get_conversation(cid)
     assert saved is not None
     assert saved.end_reason == "idle"
     assert await texts(cid) == [("Weekend in Porto", False), ("Porto is lovely in", True)]
@@ -90,10 +90,10 @@ async def test_one_failing_row_does_not_stop_the_reaper_round(
     with caplog.at_level(logging.WARNING, logger="chatapp.history.reaper"):
         await reap_round(service, 30, sessions)
 
-    still = await store.get_conversation(failing_id)
+    still = await queries.get_conversation(failing_id)
     assert still is not None
     assert still.active  # a failed save changes nothing...
-    saved = await store.get_conversation(fine_id)
+    saved = await queries.get_conversation(fine_id)
     assert saved is not None
     assert saved.end_reason == "idle"  # ...and the round went on to the next one
     assert await sessions.get(expired) is None
@@ -113,7 +113,7 @@ async def test_activity_while_the_reaper_waits_for_the_user_lock_keeps_the_conve
 
     async with connection() as conn, conn.transaction():
         # Another request holds the user's lock and notes activity; the reaper scans (and sees idle) meanwhile.
-        await conn.execute(store.LOCK_USER_SQL, user.id)
+        await conn.execute(queries.LOCK_USER_SQL, user.id)
         await conn.execute("UPDATE chat_session SET last_activity_at = now() WHERE id = $1", cid)
         reaper = asyncio.create_task(reap_idle(service, idle_minutes=30))
         async with connection() as watcher:
@@ -128,7 +128,7 @@ async def test_activity_while_the_reaper_waits_for_the_user_lock_keeps_the_conve
         assert waiting, "the reaper never waited for the user's lock"
 
     await reaper
-    still = await store.get_conversation(cid)
+    still = await queries.get_conversation(cid)
     assert still is not None
     assert still.active
     assert service.runtime.is_running(cid)

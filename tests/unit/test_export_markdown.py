@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from chatapp.conversations.store import Conversation, StoredUtterance
+from chatapp.conversations.queries import Conversation, StoredUtterance
 from chatapp.history.export import as_markdown, as_text
 from chatapp.history.service import Detail
 

@@ -10,7 +10,7 @@ import pytest
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from jinja2_fragments import render_block
 
-from chatapp.conversations.store import Conversation
+from chatapp.conversations.queries import Conversation
 from chatapp.core.paths import TEMPLATES_DIR
 from chatapp.history import export
 from chatapp.history.service import Detail

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from chatapp.conversations.store import Conversation
+from chatapp.conversations.queries import Conversation
 from chatapp.history.export import filename
 from chatapp.history.grouping import duration_label, group_label, user_zone
 from chatapp.history.search import _START, _STOP, highlight

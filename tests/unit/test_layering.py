@@ -158,6 +158,6 @@ def test_the_checks_see_what_they_must() -> None:
     assert len(graph) > 50
     assert "chatapp.conversations.agent_runtime" in graph["chatapp.conversations.service"]
     assert "chatapp.livekit.worker" in graph["chatapp.cli"]  # imported inside a function
-    assert layer_of("chatapp.accounts.session_store") < layer_of("chatapp.conversations.store")
-    assert layer_of("chatapp.conversations.store") < layer_of("chatapp.profile.service")
+    assert layer_of("chatapp.accounts.session_store") < layer_of("chatapp.conversations.queries")
+    assert layer_of("chatapp.conversations.queries") < layer_of("chatapp.profile.service")
     assert cycles({"a": {"b": 1}, "b": {"c": 1}, "c": {"a": 1}, "d": {"a": 1}}) == [["a", "b", "c"]]

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from chatapp.conversations.store import MAX_PINS
+from chatapp.conversations.queries import MAX_PINS
 from chatapp.history.service import BadCursor, _decode, decode_cursor, encode_cursor
 
 NOW = datetime(2026, 12, 2, 15, 10, tzinfo=UTC)

@@ -26,7 +26,7 @@ from chatapp.agents.product import TravelAgent, greeting_instructions
 from chatapp.conversations.agent_runtime import AgentStartError, ConversationInfo, EventSink, StartInfo
 from chatapp.conversations.assembler import TranscriptAssembler
 from chatapp.conversations.events import AgentState, AgentStateEvent, TranscriptEvent
-from chatapp.conversations.store import UnknownConversation
+from chatapp.conversations.queries import UnknownConversation
 from chatapp.core import metrics
 from chatapp.core.database import is_outage
 

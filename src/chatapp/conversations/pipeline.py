@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Sequence
 
-from chatapp.conversations import store
+from chatapp.conversations import queries
 from chatapp.conversations.buffer import TranscriptBuffer
 from chatapp.conversations.events import AgentStateEvent, TranscriptEvent
 from chatapp.conversations.hub import Hub
@@ -21,7 +21,7 @@ from chatapp.core.database import connection
 _TOUCH_INTERVAL = 30.0
 
 
-def final_event(utterance: store.StoredUtterance) -> Final:
+def final_event(utterance: queries.StoredUtterance) -> Final:
     return Final(
         conversation_id=utterance.conversation_id,
         seq=utterance.seq,
@@ -51,14 +51,14 @@ class TranscriptPipeline:
         events: Sequence[TranscriptEvent],
         late_grace: float | None = None,
         source: str = "app",
-    ) -> list[store.StoredUtterance]:
-        """Store the finals (one transaction), then broadcast. Raises store.UnknownConversation, and (with
-        `late_grace`, see store.store_finals) store.ConversationClosed. `source` labels the events' metric."""
+    ) -> list[queries.StoredUtterance]:
+        """Store the finals (one transaction), then broadcast. Raises queries.UnknownConversation, and (with
+        `late_grace`, see queries.store_finals) queries.ConversationClosed. `source` labels the events' metric."""
         finals = [e for e in events if e.final]
-        stored: list[store.StoredUtterance] = []
+        stored: list[queries.StoredUtterance] = []
         if finals:
             async with connection() as conn, conn.transaction():
-                stored = await store.store_finals(conn, conversation_id, finals, late_grace)
+                stored = await queries.store_finals(conn, conversation_id, finals, late_grace)
             for event in finals:
                 self.buffer.finish(conversation_id, event.item_id)
         fresh_interims = [e for e in events if not e.final and self.buffer.apply_interim(e)]
@@ -85,4 +85,4 @@ class TranscriptPipeline:
         now = time.monotonic()
         if now - self._touched.get(conversation_id, 0.0) >= _TOUCH_INTERVAL:
             self._touched[conversation_id] = now
-            await store.touch(conversation_id)
+            await queries.touch(conversation_id)

@@ -23,7 +23,7 @@ from chatapp.accounts.limits import limit
 from chatapp.accounts.service import User
 from chatapp.accounts.sessions import session_tag
 from chatapp.accounts.web import BearerTokenRequired, toast, toast_header
-from chatapp.conversations import store
+from chatapp.conversations import queries
 from chatapp.conversations.agent_access import valid_ingest_token
 from chatapp.conversations.events import MAX_ITEM_ID_LENGTH, MAX_TEXT_LENGTH, TranscriptEvent, utcnow
 from chatapp.conversations.http import PAGE_ERRORS, SERVICE, answered_as, conversation_gone
@@ -112,9 +112,9 @@ async def page_extras(view: ChatView) -> dict[str, Any]:
     title = conversation.title or (make_title(first) if first else None)
     origin = None
     if conversation.continued_from is not None:
-        earlier = await store.get_conversation(conversation.continued_from, owner=conversation.owner)
+        earlier = await queries.get_conversation(conversation.continued_from, owner=conversation.owner)
         if earlier is not None:
-            turns = await store.list_utterances(earlier.id, after_seq=max(0, earlier.last_seq - CONTEXT_TURNS))
+            turns = await queries.list_utterances(earlier.id, after_seq=max(0, earlier.last_seq - CONTEXT_TURNS))
             origin = {
                 "id": earlier.id,
                 "title": earlier.title or "Untitled conversation",
@@ -262,7 +262,7 @@ class ChatController(Controller):
     ) -> EventSourceResponse:
         user: User = request.user
         service = conversations
-        if await store.get_conversation(conversation_id, owner=user.id) is None:
+        if await queries.get_conversation(conversation_id, owner=user.id) is None:
             raise NotFoundException()
         limit = state.settings.max_streams_per_user
         if service.hub.streams_of(user.id) >= limit:
@@ -278,7 +278,7 @@ class ChatController(Controller):
         return EventSourceResponse(events, ping=15, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
-def new_chat_outcome(outcome: store.EndOutcome) -> str:
+def new_chat_outcome(outcome: queries.EndOutcome) -> str:
     if outcome.ended is not None:
         return "saved"
     return "deleted_empty" if outcome.deleted_id is not None else "nothing"

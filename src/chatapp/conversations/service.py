@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, Literal
 
-from chatapp.conversations import store
+from chatapp.conversations import queries
 from chatapp.conversations.agent_runtime import (
     DEFAULT_START_FAILURE,
     AgentRuntime,
@@ -45,13 +45,13 @@ class IngestClosed(RuntimeError):
 
 @dataclass(frozen=True)
 class ChatView:
-    conversation: store.Conversation
+    conversation: queries.Conversation
     messages: list[MessageView]
     last_seq: int
     agent_state: str
     agent_detail: str
     start: StartInfo | None
-    recent: list[store.SavedSummary]
+    recent: list[queries.SavedSummary]
 
 
 TITLE_LENGTH = 60
@@ -74,11 +74,11 @@ EndReason = Literal["new_chat", "api", "idle", "room_finished", "account_deleted
 
 @dataclass(frozen=True)
 class EndResult:
-    outcome: store.EndOutcome
+    outcome: queries.EndOutcome
     start: StartInfo | None
 
     @property
-    def saved(self) -> store.Conversation | None:
+    def saved(self) -> queries.Conversation | None:
         return self.outcome.ended
 
 
@@ -87,7 +87,7 @@ class ClientSave:
     """The JSON save API's answer: the conversation as it now stands (its message count 0 when it was empty
     and deleted) and whether it is saved."""
 
-    conversation: store.Conversation
+    conversation: queries.Conversation
     saved: bool
 
 
@@ -96,7 +96,7 @@ TIMESTAMP_TOLERANCE = timedelta(seconds=2)
 
 
 def missing_messages(
-    events: Sequence[tuple[TranscriptEvent, bool]], existing: Sequence[store.StoredUtterance]
+    events: Sequence[tuple[TranscriptEvent, bool]], existing: Sequence[queries.StoredUtterance]
 ) -> list[TranscriptEvent]:
     """Entries the server does not have: matched by id, else by role, text and time — never by text alone,
     because people say "yes" twice."""
@@ -152,31 +152,31 @@ class ConversationService:
 
     async def open(self, user_id: uuid.UUID, display_name: str) -> ChatView:
         """The user's active conversation (created if needed) with its transcript so far and a running agent."""
-        conversation, _ = await store.get_or_create_active(user_id, self.settings.system_prompt)
-        utterances = await store.list_utterances(conversation.id)
+        conversation, _ = await queries.get_or_create_active(user_id, self.settings.system_prompt)
+        utterances = await queries.list_utterances(conversation.id)
         start = await self.ensure_agent(conversation, display_name, utterances)
         return await self.view(conversation, start, utterances)
 
     async def view(
         self,
-        conversation: store.Conversation,
+        conversation: queries.Conversation,
         start: StartInfo | None,
-        utterances: Sequence[store.StoredUtterance] = (),
+        utterances: Sequence[queries.StoredUtterance] = (),
     ) -> ChatView:
         messages = [MessageView.of_utterance(u) for u in utterances]
         messages += [MessageView.of_interim(e) for e in self.pipeline.buffer.pending(conversation.id)]
         state, detail = self.hub.agent_states.get(conversation.id) or ("idle" if start else "unavailable", "")
         if start is None:
             state, detail = "unavailable", self._start_failures.get(conversation.id, DEFAULT_START_FAILURE)
-        recent = await store.recent_saved(conversation.owner)
+        recent = await queries.recent_saved(conversation.owner)
         last_seq = utterances[-1].seq if utterances else 0
         return ChatView(conversation, messages, last_seq, state, detail, start, recent)
 
     async def ensure_agent(
         self,
-        conversation: store.Conversation,
+        conversation: queries.Conversation,
         display_name: str,
-        utterances: Sequence[store.StoredUtterance] | None = None,
+        utterances: Sequence[queries.StoredUtterance] | None = None,
     ) -> StartInfo | None:
         """Start the conversation's agent unless it runs here or in another live app process; None (and an
         'unavailable' status) when it cannot."""
@@ -190,9 +190,9 @@ class ConversationService:
 
     async def _start_agent(
         self,
-        conversation: store.Conversation,
+        conversation: queries.Conversation,
         display_name: str,
-        utterances: Sequence[store.StoredUtterance] | None,
+        utterances: Sequence[queries.StoredUtterance] | None,
     ) -> StartInfo | None:
         """ensure_agent's work, under the conversation's agent lock."""
         if self.runtime.is_running(conversation.id) and conversation.id in self._starts:
@@ -200,14 +200,14 @@ class ConversationService:
         if not await self.ownership.claim(conversation.id):
             return StartInfo(mode="text")  # another live process runs it; typed text is handed over to it
         if utterances is None:
-            utterances = await store.list_utterances(conversation.id)
+            utterances = await queries.list_utterances(conversation.id)
         # A user message stored while no agent ran (its process died, the app restarted) is answered now.
         answer_last = bool(utterances) and utterances[-1].role == "user"
         history = [(u.role, u.text) for u in utterances]
         if conversation.continued_from is not None:
             # Continuing a saved conversation: the agent's context is its transcript (which stays as it was)
             # and then what was said since, also when the agent is started again later.
-            earlier = await store.list_utterances(conversation.continued_from)
+            earlier = await queries.list_utterances(conversation.continued_from)
             history = [(u.role, u.text) for u in earlier] + history
         info = ConversationInfo(
             id=conversation.id,
@@ -232,8 +232,8 @@ class ConversationService:
         self._starts[conversation.id] = start
         return start
 
-    async def owned_active(self, user_id: uuid.UUID, conversation_id: uuid.UUID) -> store.Conversation:
-        conversation = await store.get_conversation(conversation_id, owner=user_id)
+    async def owned_active(self, user_id: uuid.UUID, conversation_id: uuid.UUID) -> queries.Conversation:
+        conversation = await queries.get_conversation(conversation_id, owner=user_id)
         if conversation is None:
             raise ConversationGone(str(conversation_id))
         if not conversation.active:
@@ -248,7 +248,7 @@ class ConversationService:
                 conversation_id,
                 [TranscriptEvent(conversation_id, item_id, "user", text, final=True)],
             )
-        except store.UnknownConversation:
+        except queries.UnknownConversation:
             raise ConversationGone(str(conversation_id)) from None
         if not stored:
             return False
@@ -266,7 +266,7 @@ class ConversationService:
                 await self.runtime.send_text(conversation_id, text)
             elif (holder := await self.ownership.holder_elsewhere(conversation_id)) is not None:
                 await self.hub.publish(AgentText(conversation_id=conversation_id, to=holder, text=text))
-            elif (conversation := await store.get_conversation(conversation_id)) is not None and conversation.active:
+            elif (conversation := await queries.get_conversation(conversation_id)) is not None and conversation.active:
                 await self._start_agent(conversation, "", None)
 
     async def interrupt(self, user_id: uuid.UUID, conversation_id: uuid.UUID) -> None:
@@ -298,7 +298,7 @@ class ConversationService:
 
     async def adopt(self, conversation_id: uuid.UUID) -> None:
         """Take over the agent of an active conversation whose process died (the lease decides who)."""
-        conversation = await store.get_conversation(conversation_id)
+        conversation = await queries.get_conversation(conversation_id)
         if conversation is not None and conversation.active:
             await self.ensure_agent(conversation, "")
 
@@ -324,9 +324,9 @@ class ConversationService:
             stored = await self.pipeline.apply(
                 conversation_id, events, self.settings.late_final_grace_seconds, source="api"
             )
-        except store.UnknownConversation:
+        except queries.UnknownConversation:
             raise ConversationGone(str(conversation_id)) from None
-        except store.ConversationClosed:
+        except queries.ConversationClosed:
             raise IngestClosed(str(conversation_id)) from None
         return IngestResult(stored=len(stored), ignored=len(events) - len(stored))
 
@@ -343,20 +343,20 @@ class ConversationService:
     ) -> ClientSave:
         """The JSON save API: add the entries of the client's copy of the transcript the server lacks, then end
         the conversation like any other end. ConversationGone for an unknown or another user's conversation."""
-        conversation = await store.get_conversation(conversation_id)
+        conversation = await queries.get_conversation(conversation_id)
         if conversation is not None and conversation.owner != user_id:
             log.warning("user %s tried to save conversation %s of another user", user_id, conversation_id)
             conversation = None  # answered like a missing one: its existence is not theirs to learn
         if conversation is None:
             raise ConversationGone(str(conversation_id))
         if events:
-            missing = missing_messages(events, await store.list_utterances(conversation_id))
+            missing = missing_messages(events, await queries.list_utterances(conversation_id))
             if missing:
                 await self.pipeline.apply(conversation_id, missing)
         result = await self.end(user_id, conversation_id, "api")
         if result.outcome.deleted_id == conversation_id:
             return ClientSave(replace(conversation, last_seq=0), saved=False)
-        current = result.saved or await store.get_conversation(conversation_id)
+        current = result.saved or await queries.get_conversation(conversation_id)
         assert current is not None
         return ClientSave(current, saved=current.ended_at is not None)
 
@@ -384,7 +384,7 @@ class ConversationService:
         next_prompt: str | None = None,
         continue_from: uuid.UUID | None = None,
         idle_seconds: float | None = None,
-    ) -> store.EndOutcome:
+    ) -> queries.EndOutcome:
         """end's and new_chat's one path, so every guarantee holds for each caller.
 
         In one transaction under a per-user lock: flush pending interims as interrupted finals, keep the
@@ -393,7 +393,7 @@ class ConversationService:
         """
         target = expected
         if target is None:
-            active = await store.get_active(user_id)
+            active = await queries.get_active(user_id)
             target = active.id if active else None
         pending = self._pending_as_interrupted(target) if target else []
         async with connection() as conn, conn.transaction():
@@ -419,7 +419,7 @@ class ConversationService:
         next_prompt: str | None,
         continued_from: uuid.UUID | None,
         idle_seconds: float | None,
-    ) -> store.EndOutcome:
+    ) -> queries.EndOutcome:
         """The rules of ending, inside the caller's transaction and under the user's lock.
 
         `expected` is the conversation the caller means to end: when another request already ended it (double
@@ -428,43 +428,43 @@ class ConversationService:
         keeps the conversation open. A conversation the user never spoke in is deleted, not saved; a saved
         one is titled after the user's first utterance.
         """
-        active = await store.lock_active(conn, owner)
+        active = await queries.lock_active(conn, owner)
         if active is None or (expected is not None and active.id != expected):
             current = active
             if current is None and next_prompt is not None:
-                current = await store.insert_active(conn, owner, next_prompt, continued_from)
-            return store.EndOutcome(None, None, current, [], changed=False)
-        if idle_seconds is not None and not await store.still_idle(conn, active.id, idle_seconds):
-            return store.EndOutcome(None, None, active, [], changed=False)
+                current = await queries.insert_active(conn, owner, next_prompt, continued_from)
+            return queries.EndOutcome(None, None, current, [], changed=False)
+        if idle_seconds is not None and not await queries.still_idle(conn, active.id, idle_seconds):
+            return queries.EndOutcome(None, None, active, [], changed=False)
 
-        flushed = await store.store_finals(conn, active.id, [e for e in flush if e.conversation_id == active.id])
-        first = await store.first_user_text(conn, active.id)
-        ended: store.Conversation | None = None
+        flushed = await queries.store_finals(conn, active.id, [e for e in flush if e.conversation_id == active.id])
+        first = await queries.first_user_text(conn, active.id)
+        ended: queries.Conversation | None = None
         deleted_id: uuid.UUID | None = None
         if first is None:
             # The user never said anything (an agent greeting alone counts as empty): nothing worth keeping.
-            await store.delete_conversation(conn, active.id)
+            await queries.delete_conversation(conn, active.id)
             deleted_id = active.id
         else:
-            ended = await store.mark_ended(conn, active.id, reason, make_title(first))
+            ended = await queries.mark_ended(conn, active.id, reason, make_title(first))
         current = None
         if next_prompt is not None:
-            current = await store.insert_active(conn, owner, next_prompt, continued_from)
-        return store.EndOutcome(ended, deleted_id, current, flushed, changed=True)
+            current = await queries.insert_active(conn, owner, next_prompt, continued_from)
+        return queries.EndOutcome(ended, deleted_id, current, flushed, changed=True)
 
     def _pending_as_interrupted(self, conversation_id: uuid.UUID) -> list[TranscriptEvent]:
         """Whatever was still being said, saved as it stands and marked as cut off; an interim PostgreSQL
         would refuse is dropped (with a warning) rather than failing the whole save, every time."""
         flush = []
         for event in self.pipeline.buffer.pending(conversation_id):
-            if reason := store.unstorable(event):
+            if reason := queries.unstorable(event):
                 log.warning("unstorable interim dropped from conversation %s: %s", conversation_id, reason)
                 continue
             flush.append(replace(event, final=True, interrupted=True))
         return flush
 
     async def _after_end(
-        self, user_id: uuid.UUID, old_id: uuid.UUID, outcome: store.EndOutcome, reason: EndReason
+        self, user_id: uuid.UUID, old_id: uuid.UUID, outcome: queries.EndOutcome, reason: EndReason
     ) -> None:
         self.pipeline.forget(old_id)
         self._starts.pop(old_id, None)
@@ -487,5 +487,5 @@ class ConversationService:
         await self.hub.publish(await self.history_event(user_id))
 
     async def history_event(self, user_id: uuid.UUID) -> History:
-        recent = await store.recent_saved(user_id)
+        recent = await queries.recent_saved(user_id)
         return History(user_id=user_id, recent=[Recent(r.id, r.title, r.pinned) for r in recent])

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 from sse_starlette import ServerSentEvent
 
-from chatapp.conversations import store
+from chatapp.conversations import queries
 from chatapp.conversations.buffer import TranscriptBuffer
 from chatapp.conversations.hub import LISTENER_QUEUE_SIZE, Hub
 from chatapp.conversations.live_events import Ended, Final, History, Interim, LiveEvent, Logout, State
@@ -37,7 +37,7 @@ async def conversation_events(
     # Listen before reading the replay, so nothing published in between is missed (the cursor dedupes).
     async with hub.listen(conversation_id, user_id) as listener:
         cursor = after
-        for utterance in await store.list_utterances(conversation_id, after_seq=after):
+        for utterance in await queries.list_utterances(conversation_id, after_seq=after):
             yield _message(fragments, MessageView.of_utterance(utterance), utterance.seq)
             cursor = utterance.seq
         for interim in buffer.pending(conversation_id):
@@ -58,7 +58,7 @@ async def conversation_events(
                         continue
                     if seq > cursor + 1:
                         # Every seq below this one is committed already (numbering locks the conversation).
-                        for utterance in await store.list_utterances(conversation_id, after_seq=cursor):
+                        for utterance in await queries.list_utterances(conversation_id, after_seq=cursor):
                             yield _message(fragments, MessageView.of_utterance(utterance), utterance.seq)
                             cursor = utterance.seq
                         if seq <= cursor:

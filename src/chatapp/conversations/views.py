@@ -12,7 +12,7 @@ from jinja2_fragments import render_block
 
 from chatapp.conversations.events import TranscriptEvent
 from chatapp.conversations.live_events import Final, Interim
-from chatapp.conversations.store import StoredUtterance
+from chatapp.conversations.queries import StoredUtterance
 
 PAGE = "chat.html"
 

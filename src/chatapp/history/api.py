@@ -19,7 +19,7 @@ from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import Body, Parameter
 
 from chatapp.accounts.service import User
-from chatapp.conversations import store
+from chatapp.conversations import queries
 from chatapp.conversations.events import MAX_TEXT_LENGTH, TranscriptEvent
 from chatapp.conversations.http import SERVICE, conversation_gone
 from chatapp.conversations.service import ConversationGone, ConversationService
@@ -179,7 +179,7 @@ def parse_messages(conversation_id: uuid.UUID, raw: object) -> list[tuple[Transc
     return events
 
 
-def summary(conversation: store.Conversation) -> dict[str, Any]:
+def summary(conversation: queries.Conversation) -> dict[str, Any]:
     return {
         "id": conversation.id,
         "title": conversation.title,

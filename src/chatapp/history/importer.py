@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from chatapp.conversations import store
+from chatapp.conversations import queries
 from chatapp.conversations.agent_access import room_name_for
 from chatapp.conversations.events import MAX_ITEM_ID_LENGTH, MAX_TEXT_LENGTH, Role
 from chatapp.conversations.service import make_title
@@ -357,6 +357,6 @@ async def save(owner: uuid.UUID, conversations: list[Imported]) -> Result:
                 [line.interrupted for line in c.lines],
                 [line.created_at for line in c.lines],
             )
-            await store.refresh_search_doc(conn, new_id)
+            await queries.refresh_search_doc(conn, new_id)
             imported += 1
     return Result(imported, already, empty)

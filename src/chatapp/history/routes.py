@@ -22,7 +22,7 @@ from litestar.response import Redirect, Template
 
 from chatapp.accounts.service import User
 from chatapp.accounts.web import toast
-from chatapp.conversations import store
+from chatapp.conversations import queries
 from chatapp.conversations.http import SERVICE
 from chatapp.conversations.service import ConversationService
 from chatapp.conversations.views import MessageView
@@ -192,7 +192,7 @@ async def _set_flag(
     )
 
 
-async def owned_saved(request: Request[User, Any, Any], conversation_id: uuid.UUID) -> store.Conversation:
+async def owned_saved(request: Request[User, Any, Any], conversation_id: uuid.UUID) -> queries.Conversation:
     """The route's conversation when it is the user's and saved; 404 for unknown, another user's or active."""
     conversation = await saved_conversation(request.user.id, conversation_id)
     if conversation is None:
@@ -337,18 +337,18 @@ class HistoryController(Controller):
         )
 
     @post("/{conversation_id:uuid}/share", status_code=200, dependencies=OWNED_SAVED)
-    async def share(self, request: HTMXRequest, saved: store.Conversation) -> Template | Redirect:
+    async def share(self, request: HTMXRequest, saved: queries.Conversation) -> Template | Redirect:
         token = await sharing.create(saved.id)
         return _share_block(request, saved, token, "Share link created.")
 
     @post("/{conversation_id:uuid}/share/revoke", status_code=200, dependencies=OWNED_SAVED)
-    async def revoke_share(self, request: HTMXRequest, saved: store.Conversation) -> Template | Redirect:
+    async def revoke_share(self, request: HTMXRequest, saved: queries.Conversation) -> Template | Redirect:
         await sharing.revoke(saved.id)
         return _share_block(request, saved, None, "Share link revoked.")
 
     @post("/{conversation_id:uuid}/continue", status_code=200, dependencies=OWNED_SAVED)
     async def continue_conversation(
-        self, request: HTMXRequest, conversations: ConversationService, saved: store.Conversation
+        self, request: HTMXRequest, conversations: ConversationService, saved: queries.Conversation
     ) -> Response[Any]:
         """Start a new active conversation whose agent knows this one; this one stays as it was."""
         user: User = request.user
@@ -366,7 +366,7 @@ def _go_to(request: HTMXRequest, url: str) -> Response[Any]:
 
 
 def _share_block(
-    request: HTMXRequest, conversation: store.Conversation, token: str | None, message: str
+    request: HTMXRequest, conversation: queries.Conversation, token: str | None, message: str
 ) -> Template | Redirect:
     if not request.htmx:
         return Redirect(f"/history/{conversation.id}", status_code=303)
@@ -403,11 +403,11 @@ async def _detail_context(user: User | None, detail: Any, request: Request[Any, 
     }
 
 
-async def _origin(user: User | None, conversation: store.Conversation) -> store.Conversation | None:
+async def _origin(user: User | None, conversation: queries.Conversation) -> queries.Conversation | None:
     """The saved conversation this one continued, shown to its owner only (a share link reveals nothing else)."""
     if user is None or conversation.continued_from is None:
         return None
-    return await store.get_conversation(conversation.continued_from, owner=user.id)
+    return await queries.get_conversation(conversation.continued_from, owner=user.id)
 
 
 class SharedController(Controller):
@@ -436,7 +436,7 @@ class SharedController(Controller):
 
 
 async def conversation_detail_any(conversation_id: uuid.UUID) -> Any:
-    conversation = await store.get_conversation(conversation_id)
+    conversation = await queries.get_conversation(conversation_id)
     if conversation is None:
         return None
     return await conversation_detail(conversation.owner, conversation_id)

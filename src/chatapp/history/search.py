@@ -24,7 +24,7 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
-from chatapp.conversations import store
+from chatapp.conversations import queries
 from chatapp.core.database import connection
 from chatapp.core.validation import as_utc
 from chatapp.history import filters
@@ -83,7 +83,7 @@ FROM best, q
 
 @dataclass(frozen=True)
 class SearchHit:
-    item: store.SavedSummary
+    item: queries.SavedSummary
     snippet: Markup
 
 
@@ -188,7 +188,7 @@ async def search(
         snippets = await _snippets(conn, [r["id"] for r in page], query)
     hits = [
         SearchHit(
-            store.SavedSummary(
+            queries.SavedSummary(
                 r["id"], r["title"], r["started_at"], r["ended_at"], r["last_seq"], r["pinned"], r["archived"]
             ),
             snippets.get(r["id"], Markup("")),

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from chatapp.conversations import store
+from chatapp.conversations import queries
 from chatapp.core import tables
 from chatapp.core.database import connection, transaction
 from chatapp.core.validation import as_utc, control_character_message, has_control_characters
@@ -54,7 +54,7 @@ def _decode(cursor: str) -> tuple[datetime, uuid.UUID, frozenset[uuid.UUID]]:
         if len(rest) > 1:
             raise ValueError("too many parts")
         pins = base64.urlsafe_b64decode(rest[0] + "=" * (-len(rest[0]) % 4)) if rest else b""
-        if len(pins) % 16 or len(pins) > 16 * store.MAX_PINS:
+        if len(pins) % 16 or len(pins) > 16 * queries.MAX_PINS:
             raise ValueError("bad pins")
         shown = frozenset(uuid.UUID(bytes=pins[n : n + 16]) for n in range(0, len(pins), 16))
         return as_utc(datetime.fromisoformat(started_at)), uuid.UUID(conversation_id), shown
@@ -69,9 +69,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 @dataclass(frozen=True)
 class Page:
-    items: list[store.SavedSummary]
+    items: list[queries.SavedSummary]
     next_cursor: str | None
-    pinned: list[store.SavedSummary] = field(default_factory=list)
+    pinned: list[queries.SavedSummary] = field(default_factory=list)
 
 
 _SUMMARY = "id, title, started_at, ended_at, last_seq AS message_count"
@@ -104,7 +104,7 @@ WITH pins AS (
     SELECT {_SUMMARY}, {_FLAGS}, pinned_at FROM chat_session
     WHERE owner = $1 AND pinned_at IS NOT NULL AND {filters.sql(3)}
     ORDER BY pinned_at DESC, id DESC
-    LIMIT {store.MAX_PINS}
+    LIMIT {queries.MAX_PINS}
 ), page AS (
     SELECT {_SUMMARY}, {_FLAGS} FROM chat_session
     WHERE owner = $1 AND ended_at IS NOT NULL AND archived_at IS NULL AND id NOT IN (SELECT id FROM pins)
@@ -152,8 +152,8 @@ def first_page_query(owner: uuid.UUID, count: int, filter_params: Sequence[Any] 
     return FIRST_PAGE_SQL, owner, count, *chosen
 
 
-def _summary(row: Any) -> store.SavedSummary:
-    return store.SavedSummary(
+def _summary(row: Any) -> queries.SavedSummary:
+    return queries.SavedSummary(
         row["id"],
         row["title"],
         row["started_at"],
@@ -180,7 +180,7 @@ async def saved_page(
     item shown on top stays shown once, and every other item keeps its place in the date order.
     """
     after = _decode(cursor) if cursor else None
-    pinned: list[store.SavedSummary] = []
+    pinned: list[queries.SavedSummary] = []
     async with connection() as conn:
         if after is None and view == "main":
             rows = await conn.fetch(*first_page_query(owner, limit + 1, filter_params))
@@ -222,23 +222,23 @@ async def api_page(
     after = decode_cursor(cursor) if cursor else None
     async with connection() as conn:
         rows = await conn.fetch(*api_page_query(owner, after, limit + 1, archived, pinned))
-    items = [store.SavedSummary(**dict(row)) for row in rows[:limit]]
+    items = [queries.SavedSummary(**dict(row)) for row in rows[:limit]]
     next_cursor = encode_cursor(items[-1].started_at, items[-1].id) if len(rows) > limit else None
     return Page(items, next_cursor)
 
 
 @dataclass(frozen=True)
 class Detail:
-    conversation: store.Conversation
-    utterances: list[store.StoredUtterance]
+    conversation: queries.Conversation
+    utterances: list[queries.StoredUtterance]
 
 
 async def conversation_detail(owner: uuid.UUID, conversation_id: uuid.UUID) -> Detail | None:
     """The owner's conversation with every utterance in order; None for anyone else (answered as 404)."""
-    conversation = await store.get_conversation(conversation_id, owner=owner)
+    conversation = await queries.get_conversation(conversation_id, owner=owner)
     if conversation is None:
         return None
-    return Detail(conversation, await store.list_utterances(conversation_id))
+    return Detail(conversation, await queries.list_utterances(conversation_id))
 
 
 MAX_TITLE_LENGTH = 200
@@ -248,13 +248,13 @@ class InvalidTitle(ValueError):
     pass
 
 
-async def saved_conversation(owner: uuid.UUID, conversation_id: uuid.UUID) -> store.Conversation | None:
+async def saved_conversation(owner: uuid.UUID, conversation_id: uuid.UUID) -> queries.Conversation | None:
     """The owner's saved conversation; None for unknown, someone else's, or still active (all 404)."""
-    conversation = await store.get_conversation(conversation_id, owner=owner)
+    conversation = await queries.get_conversation(conversation_id, owner=owner)
     return conversation if conversation is not None and not conversation.active else None
 
 
-async def rename(owner: uuid.UUID, conversation_id: uuid.UUID, title: str) -> store.Conversation | None:
+async def rename(owner: uuid.UUID, conversation_id: uuid.UUID, title: str) -> queries.Conversation | None:
     if has_control_characters(title):
         raise InvalidTitle(control_character_message("The title"))
     title = " ".join(title.split())
@@ -270,8 +270,8 @@ async def rename(owner: uuid.UUID, conversation_id: uuid.UUID, title: str) -> st
         )
         if not rows:
             return None
-        await store.refresh_search_doc(conn, conversation_id)  # the title is searched too
-    return store.Conversation(**rows[0])
+        await queries.refresh_search_doc(conn, conversation_id)  # the title is searched too
+    return queries.Conversation(**rows[0])
 
 
 def _owned_saved(owner: uuid.UUID, conversation_id: uuid.UUID) -> Any:
@@ -297,26 +297,26 @@ class TooManyPins(ValueError):
 PIN_SQL = f"""
 UPDATE chat_session SET pinned_at = coalesce(pinned_at, now()), archived_at = NULL
 WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL
-RETURNING {store.CONVERSATION_COLUMNS}
+RETURNING {queries.CONVERSATION_COLUMNS}
 """
 UNPIN_SQL = f"""
 UPDATE chat_session SET pinned_at = NULL WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL
-RETURNING {store.CONVERSATION_COLUMNS}
+RETURNING {queries.CONVERSATION_COLUMNS}
 """
 ARCHIVE_SQL = f"""
 UPDATE chat_session SET archived_at = coalesce(archived_at, now()), pinned_at = NULL
 WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL
-RETURNING {store.CONVERSATION_COLUMNS}
+RETURNING {queries.CONVERSATION_COLUMNS}
 """
 UNARCHIVE_SQL = f"""
 UPDATE chat_session SET archived_at = NULL WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL
-RETURNING {store.CONVERSATION_COLUMNS}
+RETURNING {queries.CONVERSATION_COLUMNS}
 """
 SAVED_EXISTS_SQL = "SELECT true FROM chat_session WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL"
 OTHER_PINS_SQL = "SELECT count(*) FROM chat_session WHERE owner = $1 AND pinned_at IS NOT NULL AND id <> $2"
 
 
-async def set_pinned(owner: uuid.UUID, conversation_id: uuid.UUID, pinned: bool) -> store.Conversation | None:
+async def set_pinned(owner: uuid.UUID, conversation_id: uuid.UUID, pinned: bool) -> queries.Conversation | None:
     """Pin (which also brings an archived one back) or unpin; idempotent, so a double click or two tabs agree.
 
     None for unknown, someone else's or still active (404). The user's row lock serialises pinning, so two
@@ -324,18 +324,18 @@ async def set_pinned(owner: uuid.UUID, conversation_id: uuid.UUID, pinned: bool)
     """
     async with connection() as conn, conn.transaction():
         if pinned:
-            await conn.execute(store.LOCK_USER_SQL, owner)
-            if await conn.fetchval(OTHER_PINS_SQL, owner, conversation_id) >= store.MAX_PINS:
+            await conn.execute(queries.LOCK_USER_SQL, owner)
+            if await conn.fetchval(OTHER_PINS_SQL, owner, conversation_id) >= queries.MAX_PINS:
                 if not await conn.fetchval(SAVED_EXISTS_SQL, conversation_id, owner):
                     return None  # the cap is no reason to reveal or refuse what is not theirs
-                raise TooManyPins(f"You can pin at most {store.MAX_PINS} conversations. Unpin one first.")
+                raise TooManyPins(f"You can pin at most {queries.MAX_PINS} conversations. Unpin one first.")
         row = await conn.fetchrow(PIN_SQL if pinned else UNPIN_SQL, conversation_id, owner)
-    return store.Conversation(**dict(row)) if row else None
+    return queries.Conversation(**dict(row)) if row else None
 
 
-async def set_archived(owner: uuid.UUID, conversation_id: uuid.UUID, archived: bool) -> store.Conversation | None:
+async def set_archived(owner: uuid.UUID, conversation_id: uuid.UUID, archived: bool) -> queries.Conversation | None:
     """Archive (which also unpins: an archived conversation is off every list a pin would keep it on top of)
     or bring back; idempotent. None for unknown, someone else's or still active (404)."""
     async with connection() as conn:
         row = await conn.fetchrow(ARCHIVE_SQL if archived else UNARCHIVE_SQL, conversation_id, owner)
-    return store.Conversation(**dict(row)) if row else None
+    return queries.Conversation(**dict(row)) if row else None

@@ -12,7 +12,7 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException, NotFoundException
 
 from chatapp.accounts.service import User
-from chatapp.conversations import store
+from chatapp.conversations import queries
 from chatapp.conversations.agent_access import conversation_for_room
 from chatapp.conversations.service import ConversationEnded, ConversationGone, ConversationService
 from chatapp.core.openapi import errors
@@ -38,7 +38,7 @@ async def room_finished(service: ConversationService, room_name: str) -> bool:
     conversation_id = conversation_for_room(room_name)
     if conversation_id is None:
         return False
-    conversation = await store.get_conversation(conversation_id)
+    conversation = await queries.get_conversation(conversation_id)
     if conversation is None or not conversation.active:
         return False
     result = await service.end(conversation.owner, conversation_id, "room_finished")

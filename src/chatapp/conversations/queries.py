@@ -1,4 +1,5 @@
-"""Conversations and utterances in PostgreSQL: the only code that writes them.
+"""The SQL of conversations and utterances (named statements and the functions that run them): the only code
+that writes them.
 
 Finals are stored idempotently by (conversation, item_id) with gapless per-conversation sequence numbers:
 the conversation row is locked while a batch is numbered, so concurrent ingests for one conversation

@@ -1,8 +1,9 @@
 """chatapp: talk with an AI agent by voice or text, and keep every conversation.
 
-Layers, lowest first; a module imports only its own layer or lower ones, and no modules import each other in a
-cycle (tests/unit/test_layering.py holds the list and checks it): foundation (settings, database, validation, ...)
-< accounts < conversations < agents < livekit < history < account pages < app and cli.
+One folder per layer, lowest first; a module imports only its own layer or lower ones, and no modules import
+each other in a cycle (tests/unit/test_layering.py holds the list and checks it): core (settings, database,
+validation, ...) < accounts < conversations < agents < livekit < history < profile < the app (app.py, server/,
+cli.py).
 """
 
 import os

@@ -1,18 +1,20 @@
-"""The code's layering stays true: every `chatapp` module imports only its own layer or the ones below, and no
-modules import each other in a cycle.
+"""The code's layering stays true, and the folders show it: `src/chatapp/` holds the app's entry modules and one
+folder per layer or feature; every module imports only its own layer or the ones below, and no modules import
+each other in a cycle.
 
-The layers, lowest first (a module belongs to the most specific entry that names it or its package):
+The layers, lowest first (a module belongs to the layer of its top folder under `chatapp/`):
 
-1. foundation: settings, database, migrations, tables, validation, logging, metrics, OpenAPI helpers, static
-   assets, test faults: no feature in them.
-2. accounts: users, login sessions, the auth guard and error pages (`web`), rate limits (stored per user).
+1. core: the foundation — settings, database, migrations, tables, validation, logging, metrics, OpenAPI helpers,
+   test faults: no feature in them (the package's own `__init__` sits here too: it only names the Piccolo conf).
+2. accounts: users, login sessions and their store, the auth guard and error answers (`web`), rate limits.
 3. conversations: the live conversation, its transcript pipeline, and the agent interface it drives
    (`conversations.agent_runtime`) with how an outside agent reaches it (`conversations.agent_access`).
 4. agents: the product agent and the in-process runtime.
 5. livekit: the LiveKit runtime, webhook, and the worker that runs the product agent in a room.
 6. history: saved conversations: list, search, export, import, sharing, the idle reaper.
-7. account pages: the settings page, which exports and deletes everything a user has (so it sits on history).
-8. app: `create_app` and what only it uses (security headers), the CLI.
+7. profile: the account page, which exports and deletes everything a user has (so it sits on history).
+8. app: `app.py` (`create_app`), `server/` (what only the app uses to serve: security headers, assets, readiness,
+   the HTTP protocol, the worker supervisor), `cli.py` and `__main__.py`.
 
 Every import counts, including ones inside functions and under TYPE_CHECKING: a lazy import is still a
 dependency.
@@ -27,29 +29,26 @@ from pathlib import Path
 import chatapp
 
 SRC = Path(chatapp.__file__).parent
+# Each layer by the names under chatapp/ it holds: folders, and (top layer only) the entry modules.
 LAYERS: list[tuple[str, list[str]]] = [
-    (
-        "foundation",
-        [
-            "chatapp",
-            "chatapp.core",
-        ],
-    ),
-    ("accounts", ["chatapp.accounts"]),
-    ("conversations", ["chatapp.conversations"]),
-    ("agents", ["chatapp.agents"]),
-    ("livekit", ["chatapp.livekit"]),
-    ("history", ["chatapp.history"]),
-    ("account pages", ["chatapp.profile"]),
-    ("app", ["chatapp.app", "chatapp.server", "chatapp.cli", "chatapp.__main__"]),
+    ("core", ["__init__", "core"]),
+    ("accounts", ["accounts"]),
+    ("conversations", ["conversations"]),
+    ("agents", ["agents"]),
+    ("livekit", ["livekit"]),
+    ("history", ["history"]),
+    ("profile", ["profile"]),
+    ("app", ["server", "app", "cli", "__main__"]),
 ]
+# The only modules that lie loose in chatapp/; everything else lives in a layer's folder.
+ENTRY_MODULES = {"__init__.py", "__main__.py", "app.py", "cli.py"}
 
 
-def modules() -> dict[str, Path]:
-    """Every module of the package by its dotted name (a package by its own name)."""
+def modules(src: Path = SRC) -> dict[str, Path]:
+    """Every module of the package at `src` by its dotted name (a package by its own name)."""
     found = {}
-    for path in sorted(SRC.rglob("*.py")):
-        parts = list(path.relative_to(SRC.parent).with_suffix("").parts)
+    for path in sorted(src.rglob("*.py")):
+        parts = list(path.relative_to(src.parent).with_suffix("").parts)
         if parts[-1] == "__init__":
             parts.pop()
         found[".".join(parts)] = path
@@ -57,16 +56,12 @@ def modules() -> dict[str, Path]:
 
 
 def layer_of(module: str) -> int:
-    """The index of the layer whose most specific entry is `module` or a package holding it."""
-    best: tuple[int, int] | None = None  # (length of the entry, layer index)
-    for index, (_, entries) in enumerate(LAYERS):
-        for entry in entries:
-            # The root package is an entry for itself only, not for everything under it.
-            holds = module.startswith(entry + ".") and entry != "chatapp"
-            if (module == entry or holds) and (best is None or len(entry) > best[0]):
-                best = (len(entry), index)
-    assert best is not None, f"{module} is in no layer: add it to LAYERS in {__name__}"
-    return best[1]
+    """The index of the layer holding `module`: the one naming its top folder (or top module) under chatapp/."""
+    top = module.split(".")[1] if "." in module else "__init__"
+    for index, (_, names) in enumerate(LAYERS):
+        if top in names:
+            return index
+    raise AssertionError(f"{module} is in no layer: put it in a layer's folder, or add its folder to LAYERS")
 
 
 def imports(module: str, path: Path, known: dict[str, Path]) -> Iterator[tuple[str, int]]:
@@ -92,14 +87,24 @@ def imports(module: str, path: Path, known: dict[str, Path]) -> Iterator[tuple[s
                 yield name, node.lineno
 
 
-def import_graph() -> dict[str, dict[str, int]]:
-    known = modules()
+def import_graph(src: Path = SRC) -> dict[str, dict[str, int]]:
+    known = modules(src)
     graph: dict[str, dict[str, int]] = {}
     for module, path in known.items():
         graph[module] = {}
         for target, line in imports(module, path, known):
             graph[module].setdefault(target, line)
     return graph
+
+
+def upward_imports(graph: dict[str, dict[str, int]]) -> list[str]:
+    """Every import from a lower layer's folder into a higher one's, as `module:line imports target (a -> b)`."""
+    return [
+        f"{module}:{line} imports {target} ({LAYERS[layer_of(module)][0]} -> {LAYERS[layer_of(target)][0]})"
+        for module, targets in sorted(graph.items())
+        for target, line in sorted(targets.items())
+        if layer_of(target) > layer_of(module)
+    ]
 
 
 def cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
@@ -138,18 +143,38 @@ def cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
 
 
 def test_every_module_imports_only_its_layer_or_below() -> None:
-    graph = import_graph()
-    upward = [
-        f"{module}:{line} imports {target} ({LAYERS[layer_of(module)][0]} -> {LAYERS[layer_of(target)][0]})"
-        for module, targets in sorted(graph.items())
-        for target, line in sorted(targets.items())
-        if layer_of(target) > layer_of(module)
-    ]
-    assert upward == []
+    assert upward_imports(import_graph()) == []
 
 
 def test_no_modules_import_each_other_in_a_cycle() -> None:
     assert cycles(import_graph()) == []
+
+
+def test_the_package_holds_only_the_entry_modules_and_one_folder_per_layer() -> None:
+    loose = sorted(path.name for path in SRC.glob("*.py") if path.name not in ENTRY_MODULES)
+    folders = {path.name for path in SRC.iterdir() if path.is_dir() and any(path.glob("*.py"))}
+    named = {name for _, names in LAYERS for name in names}
+    assert loose == []
+    assert sorted(folders - named) == []  # a folder in no layer
+    assert all((SRC / name).is_dir() or (SRC / f"{name}.py").is_file() for name in named)  # no stale entry
+    assert all((SRC / folder / "__init__.py").is_file() for folder in folders)  # packages, not namespace dirs
+
+
+def test_an_import_from_a_lower_folder_into_a_higher_one_fails(tmp_path: Path) -> None:
+    """The check itself, on a small package: core reaching up into history (lazily, inside a function) is
+    reported with its line; history using core, and a module using its own folder, are not."""
+    package = tmp_path / "chatapp"
+    for folder in ("core", "history"):
+        (package / folder).mkdir(parents=True)
+        (package / folder / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    (package / "history" / "service.py").write_text("from chatapp.core import settings\nfrom . import views\n")
+    (package / "history" / "views.py").write_text("")
+    lazy_upward = "import os\n\n\ndef later():\n    from chatapp.history import service\n"
+    (package / "core" / "settings.py").write_text(lazy_upward)
+    assert upward_imports(import_graph(package)) == [
+        "chatapp.core.settings:5 imports chatapp.history.service (core -> history)"
+    ]
 
 
 def test_the_checks_see_what_they_must() -> None:
@@ -160,4 +185,5 @@ def test_the_checks_see_what_they_must() -> None:
     assert "chatapp.livekit.worker" in graph["chatapp.cli"]  # imported inside a function
     assert layer_of("chatapp.accounts.session_store") < layer_of("chatapp.conversations.queries")
     assert layer_of("chatapp.conversations.queries") < layer_of("chatapp.profile.service")
+    assert layer_of("chatapp") < layer_of("chatapp.server.security") == layer_of("chatapp.app")
     assert cycles({"a": {"b": 1}, "b": {"c": 1}, "c": {"a": 1}, "d": {"a": 1}}) == [["a", "b", "c"]]

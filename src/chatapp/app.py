@@ -108,7 +108,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
     ownership = build_ownership(settings.channels, in_process_agent=not settings.livekit_configured)
     conversations = ConversationService(settings, pipeline, runtime, hub, faults, ownership)
     if ownership.distributed:
-        hub.on_command = CommandRouter(conversations)
+        hub.on_command = CommandRouter(conversations.agents)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -129,7 +129,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
                         name="chatapp-idle-reaper",
                     ),
                 ]
-                leases = asyncio.create_task(keep_leases(conversations), name="chatapp-agent-leases")
+                leases = asyncio.create_task(keep_leases(conversations.agents), name="chatapp-agent-leases")
                 try:
                     yield
                 finally:

@@ -52,7 +52,7 @@ async def test_continued_context_is_old_transcript_then_new_turns_even_after_a_r
     ]  # no greeting: the agent picks up where the old conversation left off
 
     await _wait_stored(new.id, 2)
-    await service.runtime.stop(new.id)  # e.g. the app restarted, or the agent crashed
+    await service.agents.runtime.stop(new.id)  # e.g. the app restarted, or the agent crashed
     assert await service.ensure_agent(new, user.display_name) is not None
 
     await service.send_text(user.id, new.id, "Where at dawn?", "u-2")

@@ -38,12 +38,12 @@ async def test_idle_conversations_are_saved_or_deleted_like_new_chat(service: Co
     still = await queries.get_conversation(busy_id)
     assert still is not None
     assert still.active
-    assert not service.runtime.is_running(spoke_id)
+    assert not service.agents.runtime.is_running(spoke_id)
     assert await queries.get_active(spoke.id) is None  # a new one opens only when the person comes back
 
 
 async def test_two_processes_reaping_at_once_save_once(service: ConversationService) -> None:
-    other_process = ConversationService(service.settings, service.pipeline, service.runtime, service.hub)
+    other_process = ConversationService(service.settings, service.pipeline, service.agents.runtime, service.hub)
     users = [await make_user() for _ in range(5)]
     ids = []
     for user in users:

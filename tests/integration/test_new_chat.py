@@ -59,8 +59,8 @@ async def test_save_with_finals_only(service: ConversationService) -> None:
     assert new.active
     assert await saved_ids(user.id) == [cid]
     assert await active_count(user.id) == 1
-    assert service.runtime.is_running(new.id)
-    assert not service.runtime.is_running(cid)
+    assert service.agents.runtime.is_running(new.id)
+    assert not service.agents.runtime.is_running(cid)
 
 
 async def test_pending_interims_are_saved_as_interrupted_finals(service: ConversationService) -> None:
@@ -151,7 +151,7 @@ async def test_a_failed_save_changes_nothing_and_can_be_retried(service: Convers
     assert await utterances(cid) == [(1, "user", "Rome or Florence?", False)]
     assert [e.text for e in service.pipeline.buffer.pending(cid)] == ["Both are"]
     assert await active_count(user.id) == 1
-    assert service.runtime.is_running(cid)
+    assert service.agents.runtime.is_running(cid)
 
     retried = await service.new_chat(user.id, user.display_name, cid)
     assert retried.saved is not None
@@ -170,12 +170,12 @@ async def test_when_the_agent_cannot_start_the_save_still_stands(service: Conver
     assert result.start is None
     new = result.outcome.current
     assert new is not None
-    assert not service.runtime.is_running(new.id)
+    assert not service.agents.runtime.is_running(new.id)
     view = await service.view(new, result.start)
     assert view.agent_state == "unavailable"
     # Retry works once the agent can start.
     assert await service.ensure_agent(new, user.display_name) is not None
-    assert service.runtime.is_running(new.id)
+    assert service.agents.runtime.is_running(new.id)
 
 
 async def test_ten_parallel_new_chats_save_once(service: ConversationService) -> None:

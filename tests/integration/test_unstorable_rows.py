@@ -131,4 +131,4 @@ async def test_activity_while_the_reaper_waits_for_the_user_lock_keeps_the_conve
     still = await queries.get_conversation(cid)
     assert still is not None
     assert still.active
-    assert service.runtime.is_running(cid)
+    assert service.agents.runtime.is_running(cid)

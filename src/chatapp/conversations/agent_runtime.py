@@ -58,6 +58,11 @@ class AgentStartError(RuntimeError):
 
 
 class AgentRuntime(Protocol):
+    # Whether typed text posted to the app reaches the agent through send_text: True in-process (so text for an
+    # agent that runs in another app process is handed over to it); False for LiveKit, whose agent hears typed
+    # text over the room's chat instead.
+    answers_typed_text: bool
+
     async def start(self, conversation: ConversationInfo) -> StartInfo:
         """Start (or find already running) the agent for `conversation`; idempotent."""
         ...

@@ -12,13 +12,20 @@ from litestar import Request, Response
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, NotFoundException
-from litestar.plugins.htmx import ClientRefresh
+from litestar.plugins.htmx import ClientRefresh, Reswap
 from litestar.types import ExceptionHandlersMap
 
 from chatapp.accounts import web
-from chatapp.conversations.service import ConversationEnded, ConversationGone, ConversationService
+from chatapp.conversations.service import (
+    ConversationEnded,
+    ConversationGone,
+    ConversationService,
+    SaveFailed,
+    TooManyStreams,
+)
 
 ENDED_MESSAGE = "That conversation was saved. Showing your current one."
+SAVE_FAILED_MESSAGE = "Failed to save conversation. Please try again."
 
 
 def conversation_service(state: State) -> ConversationService:
@@ -43,14 +50,24 @@ def conversation_ended(request: Request[Any, Any, Any], exc: ConversationEnded) 
     return response
 
 
-def answered_as(status_code: int, detail: str) -> Any:
-    """An exception handler answering a domain error as this HTTP error, in the request's own format."""
+def save_failed(request: Request[Any, Any, Any], exc: SaveFailed) -> Response[Any]:
+    """New Chat's save failed and nothing changed: a 503 toast, and the panel stays as it is."""
+    response: Response[Any] = Reswap(None, method="none", status_code=503)
+    response.headers.update(web.toast_header(SAVE_FAILED_MESSAGE, "error"))
+    return response
+
+
+def answered_as(status_code: int, detail: str | None = None) -> Any:
+    """An exception handler answering a domain error as this HTTP error, in the request's own format; the
+    error's own message is the detail unless one is given."""
 
     def handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-        return web.http_error(request, HTTPException(status_code=status_code, detail=detail))
+        return web.http_error(request, HTTPException(status_code=status_code, detail=detail or str(exc)))
 
     return handler
 
 
 # The browser routes of a live conversation.
 PAGE_ERRORS: ExceptionHandlersMap = {ConversationGone: conversation_gone, ConversationEnded: conversation_ended}
+# The chat page's own: New Chat's failed save, and a tab past the live-view cap.
+CHAT_ERRORS: ExceptionHandlersMap = {**PAGE_ERRORS, SaveFailed: save_failed, TooManyStreams: answered_as(429)}

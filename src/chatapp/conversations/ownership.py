@@ -136,8 +136,8 @@ def build_ownership(channels: str, in_process_agent: bool) -> Ownership:
 
 
 class LocalAgents(Protocol):
-    """What the lease keeper and the command router use of the conversation service (which uses this module,
-    so it is named by its shape, not imported)."""
+    """What the lease keeper and the command router use of the agent supervisor (which uses this module, so it
+    is named by its shape, not imported)."""
 
     runtime: AgentRuntime
     ownership: Ownership

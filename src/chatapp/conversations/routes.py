@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-import asyncpg
 import msgspec
 from jinja2_fragments.litestar import HTMXBlockTemplate
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import CacheControlHeader, State
 from litestar.enums import RequestEncodingType
-from litestar.exceptions import HTTPException, NotFoundException
+from litestar.exceptions import HTTPException
 from litestar.params import Body, Parameter
-from litestar.plugins.htmx import HTMXRequest, Reswap
+from litestar.plugins.htmx import HTMXRequest
 from litestar.response import Redirect, Template
 from sse_starlette import EventSourceResponse
 
@@ -23,26 +21,12 @@ from chatapp.accounts.limits import limit
 from chatapp.accounts.service import User
 from chatapp.accounts.sessions import session_tag
 from chatapp.accounts.web import BearerTokenRequired, toast, toast_header
-from chatapp.conversations import queries
 from chatapp.conversations.agent_access import valid_ingest_token
 from chatapp.conversations.events import MAX_ITEM_ID_LENGTH, MAX_TEXT_LENGTH, TranscriptEvent, utcnow
-from chatapp.conversations.http import PAGE_ERRORS, SERVICE, answered_as, conversation_gone
-from chatapp.conversations.service import (
-    ChatView,
-    ConversationGone,
-    ConversationService,
-    IngestClosed,
-    make_title,
-)
-from chatapp.conversations.stream import conversation_events
-from chatapp.conversations.views import Fragments, MessageView
-from chatapp.core import metrics
-from chatapp.core.database import DatabaseUnavailable
-from chatapp.core.faults import InjectedFault
+from chatapp.conversations.http import CHAT_ERRORS, SERVICE, answered_as, conversation_gone
+from chatapp.conversations.service import ChatView, ConversationGone, ConversationService, IngestClosed
 from chatapp.core.openapi import NO_CONTROL_CHARACTERS, errors
 from chatapp.core.validation import FORM_ONLY, checked_text, checked_timestamp, strict_body
-
-log = logging.getLogger(__name__)
 
 ItemId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ITEM_ID_LENGTH, pattern=r"^[\w.:\-]+$")]
 # Documented, not enforced by msgspec: the handlers check length and control characters themselves, so a
@@ -98,32 +82,19 @@ def chat_context(view: ChatView, user: User, state: State) -> dict[str, Any]:
         # With LiveKit the worker's own settings pick its model; the app cannot tell, so it does not claim.
         "offline_model": not state.settings.llm_configured and not state.settings.livekit_configured,
         "recent": view.recent,
+        "header_title": view.header_title,
+        "origin": view.origin,
     }
 
 
-CONTEXT_TURNS = 4
-
-
-async def page_extras(view: ChatView) -> dict[str, Any]:
-    """The header's title (the saved title, else what the first message will make it) and, for a continued
-    conversation, what is being continued: its title, its last few turns and a link back."""
-    conversation = view.conversation
-    first = next((m.text for m in view.messages if m.role == "user" and m.final), None)
-    title = conversation.title or (make_title(first) if first else None)
-    origin = None
-    if conversation.continued_from is not None:
-        earlier = await queries.get_conversation(conversation.continued_from, owner=conversation.owner)
-        if earlier is not None:
-            turns = await queries.list_utterances(earlier.id, after_seq=max(0, earlier.last_seq - CONTEXT_TURNS))
-            origin = {
-                "id": earlier.id,
-                "title": earlier.title or "Untitled conversation",
-                "turns": [MessageView.of_utterance(u) for u in turns],
-            }
-    return {"header_title": title, "origin": origin}
-
-
-SAVE_FAILURES = (InjectedFault, asyncpg.PostgresError, OSError, DatabaseUnavailable)
+def chat_blocks(context: dict[str, Any], **extra: Any) -> Template:
+    """What an htmx request gets of the chat page: the panel, and the sidebar out of band."""
+    return HTMXBlockTemplate(
+        template_name="chat.html",
+        block_names=["chat_panel", "history_list"],
+        context=context | {"oob": True},
+        **extra,
+    )
 
 
 def _optional_uuid(raw: object) -> uuid.UUID | None:
@@ -158,18 +129,13 @@ class ChatController(Controller):
     # Private pages: Back after logging out must ask the server again, not show them from the cache.
     cache_control = CacheControlHeader(no_store=True)
     dependencies = SERVICE
-    exception_handlers = PAGE_ERRORS
+    exception_handlers = CHAT_ERRORS
 
     @get("/", name="chat")
     async def chat_page(self, request: HTMXRequest, state: State, conversations: ConversationService) -> Template:
         user: User = request.user
-        view = await conversations.open(user.id, user.display_name)
-        context = chat_context(view, user, state) | await page_extras(view)
-        if request.htmx:
-            return HTMXBlockTemplate(
-                template_name="chat.html", block_names=["chat_panel", "history_list"], context=context | {"oob": True}
-            )
-        return Template("chat.html", context=context)
+        context = chat_context(await conversations.open(user.id, user.display_name), user, state)
+        return chat_blocks(context) if request.htmx else Template("chat.html", context=context)
 
     @post("/conversations/new", status_code=200, guards=[*FORM_ONLY, limit("new_chat")])
     async def new_chat(
@@ -178,28 +144,17 @@ class ChatController(Controller):
         state: State,
         conversations: ConversationService,
         data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)],
-    ) -> Template | Response[Any] | Redirect:
+    ) -> Template | Redirect:
         """Save the active conversation from the server's own buffer, stop its agent, start the next one."""
         user: User = request.user
         expected = _optional_uuid(data.get("conversation_id"))
-        try:
-            result = await conversations.new_chat(user.id, user.display_name, expected)
-        except SAVE_FAILURES as exc:
-            metrics.NEW_CHAT.labels("failed").inc()
-            log.error("saving conversation for New Chat failed: %s", type(exc).__name__)
-            failed: Response[None] = Reswap(None, method="none", status_code=503)
-            failed.headers.update(toast_header("Failed to save conversation. Please try again.", "error"))
-            return failed
-        metrics.NEW_CHAT.labels(new_chat_outcome(result.outcome)).inc()
+        result = await conversations.press_new_chat(user.id, user.display_name, expected)
         if not request.htmx:
             return Redirect("/", status_code=303)
         assert result.outcome.current is not None
         view = await conversations.view(result.outcome.current, result.start)
-        context = chat_context(view, user, state) | await page_extras(view) | {"oob": True}
         saved = toast("Conversation saved", "success") if result.saved else toast("Nothing to save - started fresh")
-        return HTMXBlockTemplate(
-            template_name="chat.html", block_names=["chat_panel", "history_list"], context=context, **saved
-        )
+        return chat_blocks(chat_context(view, user, state), **saved)
 
     @post("/conversations/{conversation_id:uuid}/messages", status_code=200, guards=[*FORM_ONLY, limit("messages")])
     async def send_message(
@@ -261,27 +216,10 @@ class ChatController(Controller):
         after: Annotated[int, Parameter(ge=0, le=MAX_SEQ)] = 0,
     ) -> EventSourceResponse:
         user: User = request.user
-        service = conversations
-        if await queries.get_conversation(conversation_id, owner=user.id) is None:
-            raise NotFoundException()
-        limit = state.settings.max_streams_per_user
-        if service.hub.streams_of(user.id) >= limit:
-            raise HTTPException(
-                status_code=429,
-                detail=f"Too many live views open ({limit}) for this account. Close some tabs, then reload.",
-            )
+        await conversations.admit_stream(user.id, conversation_id)
         cursor = max(after, _last_event_id(request.headers.get("last-event-id", "")))
-        fragments: Fragments = state.fragments
-        events = conversation_events(
-            service.hub, service.pipeline.buffer, fragments, conversation_id, user.id, cursor, session_tag(request)
-        )
+        events = conversations.live_events(conversation_id, user.id, cursor, state.fragments, session_tag(request))
         return EventSourceResponse(events, ping=15, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-
-
-def new_chat_outcome(outcome: queries.EndOutcome) -> str:
-    if outcome.ended is not None:
-        return "saved"
-    return "deleted_empty" if outcome.deleted_id is not None else "nothing"
 
 
 def _last_event_id(header: str) -> int:
@@ -323,21 +261,30 @@ class IngestController(Controller):
         conversation_id: uuid.UUID,
         data: IngestBatch,
     ) -> IngestResponse:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not valid_ingest_token(state.settings.secret_key, conversation_id, token):
-            raise BearerTokenRequired(detail="A valid bearer token for this conversation is required.")
+        require_ingest_token(request, state.settings.secret_key, conversation_id)
         data = strict_body(await request.json(), IngestBatch)
-        events = [
-            TranscriptEvent(
-                conversation_id=conversation_id,
-                item_id=e.item_id,
-                role=e.role,
-                text=checked_text(e.text, f"events[{n}].text", MAX_TEXT_LENGTH),
-                final=e.final,
-                interrupted=e.interrupted,
-                timestamp=utcnow() if e.timestamp is None else checked_timestamp(e.timestamp, f"events[{n}].timestamp"),
-            )
-            for n, e in enumerate(data.events)
-        ]
-        result = await conversations.ingest(conversation_id, events)
+        result = await conversations.ingest(conversation_id, transcript_events(conversation_id, data))
         return IngestResponse(stored=result.stored, ignored=result.ignored)
+
+
+def require_ingest_token(request: Request[Any, Any, Any], secret_key: str, conversation_id: uuid.UUID) -> None:
+    """The agent worker's bearer token for this conversation, or 401."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not valid_ingest_token(secret_key, conversation_id, token):
+        raise BearerTokenRequired(detail="A valid bearer token for this conversation is required.")
+
+
+def transcript_events(conversation_id: uuid.UUID, batch: IngestBatch) -> list[TranscriptEvent]:
+    """The batch as the pipeline's events: text and times checked (a 422 names the event), a missing time now."""
+    return [
+        TranscriptEvent(
+            conversation_id=conversation_id,
+            item_id=e.item_id,
+            role=e.role,
+            text=checked_text(e.text, f"events[{n}].text", MAX_TEXT_LENGTH),
+            final=e.final,
+            interrupted=e.interrupted,
+            timestamp=utcnow() if e.timestamp is None else checked_timestamp(e.timestamp, f"events[{n}].timestamp"),
+        )
+        for n, e in enumerate(batch.events)
+    ]

@@ -5,26 +5,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, Literal
 
+import asyncpg
+from sse_starlette import ServerSentEvent
+
 from chatapp.conversations import queries
-from chatapp.conversations.agent_runtime import (
-    DEFAULT_START_FAILURE,
-    AgentRuntime,
-    AgentStartError,
-    ConversationInfo,
-    StartInfo,
-)
-from chatapp.conversations.events import AgentStateEvent, TranscriptEvent
+from chatapp.conversations.agent_runtime import AgentRuntime, StartInfo
+from chatapp.conversations.events import TranscriptEvent
 from chatapp.conversations.hub import Hub
-from chatapp.conversations.live_events import AgentInterrupt, AgentText, Ended, History, LiveEvent, Recent
+from chatapp.conversations.live_events import Ended, History, LiveEvent, Recent
 from chatapp.conversations.ownership import Ownership
 from chatapp.conversations.pipeline import TranscriptPipeline, final_event
-from chatapp.conversations.views import MessageView
-from chatapp.core.database import connection
+from chatapp.conversations.stream import conversation_events
+from chatapp.conversations.supervisor import AgentSupervisor
+from chatapp.conversations.views import Fragments, MessageView
+from chatapp.core import metrics
+from chatapp.core.database import DatabaseUnavailable, connection
 from chatapp.core.faults import Faults, InjectedFault
 from chatapp.core.settings import Settings
 
@@ -43,6 +43,29 @@ class IngestClosed(RuntimeError):
     """The conversation ended longer ago than CHATAPP_LATE_FINAL_GRACE_SECONDS: its agent's token is spent."""
 
 
+class SaveFailed(RuntimeError):
+    """New Chat could not save the conversation (nothing changed); the person can try again."""
+
+
+class TooManyStreams(RuntimeError):
+    """The user already has CHATAPP_MAX_STREAMS_PER_USER live views open in this process; the message says so."""
+
+
+# What can make New Chat's save fail: the write itself (or its injected stand-in), or the database going away.
+SAVE_FAILURES = (InjectedFault, asyncpg.PostgresError, OSError, DatabaseUnavailable)
+# How many of the continued conversation's last turns the chat panel shows.
+CONTEXT_TURNS = 4
+
+
+@dataclass(frozen=True)
+class Origin:
+    """The saved conversation a continued one comes from, as the chat panel shows it: its last few turns."""
+
+    id: uuid.UUID
+    title: str
+    turns: list[MessageView]
+
+
 @dataclass(frozen=True)
 class ChatView:
     conversation: queries.Conversation
@@ -52,6 +75,9 @@ class ChatView:
     agent_detail: str
     start: StartInfo | None
     recent: list[queries.SavedSummary]
+    # The header: the saved title, else what the first message will make it.
+    header_title: str | None = None
+    origin: Origin | None = None
 
 
 TITLE_LENGTH = 60
@@ -67,6 +93,13 @@ def make_title(text: str, limit: int = TITLE_LENGTH) -> str:
     if " " in cut[limit // 2 :]:
         cut = cut[: cut.rindex(" ")]
     return cut.rstrip(" ,.;:!?-") + "…"
+
+
+def new_chat_outcome(outcome: queries.EndOutcome) -> str:
+    """New Chat's metric label: what happened to the conversation it ended."""
+    if outcome.ended is not None:
+        return "saved"
+    return "deleted_empty" if outcome.deleted_id is not None else "nothing"
 
 
 EndReason = Literal["new_chat", "api", "idle", "room_finished", "account_deleted"]
@@ -143,12 +176,8 @@ class ConversationService:
         self.settings = settings
         self.faults = faults or Faults()
         self.pipeline = pipeline
-        self.runtime = runtime
         self.hub = hub
-        self._starts: dict[uuid.UUID, StartInfo] = {}
-        self._start_failures: dict[uuid.UUID, str] = {}  # what the panel says when the agent cannot start
-        self.ownership = ownership or Ownership()
-        self._agent_locks: dict[uuid.UUID, asyncio.Lock] = {}  # one start (or hand-over) at a time
+        self.agents = AgentSupervisor(runtime, pipeline, hub, settings.system_prompt, self.faults, ownership)
 
     async def open(self, user_id: uuid.UUID, display_name: str) -> ChatView:
         """The user's active conversation (created if needed) with its transcript so far and a running agent."""
@@ -167,10 +196,45 @@ class ConversationService:
         messages += [MessageView.of_interim(e) for e in self.pipeline.buffer.pending(conversation.id)]
         state, detail = self.hub.agent_states.get(conversation.id) or ("idle" if start else "unavailable", "")
         if start is None:
-            state, detail = "unavailable", self._start_failures.get(conversation.id, DEFAULT_START_FAILURE)
+            state, detail = "unavailable", self.agents.start_failure(conversation.id)
         recent = await queries.recent_saved(conversation.owner)
         last_seq = utterances[-1].seq if utterances else 0
-        return ChatView(conversation, messages, last_seq, state, detail, start, recent)
+        first = next((m.text for m in messages if m.role == "user" and m.final), None)
+        title = conversation.title or (make_title(first) if first else None)
+        origin = await self._origin(conversation)
+        return ChatView(conversation, messages, last_seq, state, detail, start, recent, title, origin)
+
+    @staticmethod
+    async def _origin(conversation: queries.Conversation) -> Origin | None:
+        """For a continued conversation, what is being continued (unless it was deleted meanwhile)."""
+        if conversation.continued_from is None:
+            return None
+        earlier = await queries.get_conversation(conversation.continued_from, owner=conversation.owner)
+        if earlier is None:
+            return None
+        turns = await queries.list_utterances(earlier.id, after_seq=max(0, earlier.last_seq - CONTEXT_TURNS))
+        title = earlier.title or "Untitled conversation"
+        return Origin(earlier.id, title, [MessageView.of_utterance(u) for u in turns])
+
+    async def admit_stream(self, user_id: uuid.UUID, conversation_id: uuid.UUID) -> None:
+        """A tab may open a live view of the user's conversation (active or saved): ConversationGone for anyone
+        else's, TooManyStreams past the per-user cap."""
+        if await queries.get_conversation(conversation_id, owner=user_id) is None:
+            raise ConversationGone(str(conversation_id))
+        limit = self.settings.max_streams_per_user
+        if self.hub.streams_of(user_id) >= limit:
+            raise TooManyStreams(f"Too many live views open ({limit}) for this account. Close some tabs, then reload.")
+
+    def live_events(
+        self,
+        conversation_id: uuid.UUID,
+        user_id: uuid.UUID,
+        cursor: int,
+        fragments: Fragments,
+        session: str,
+    ) -> AsyncIterator[ServerSentEvent]:
+        """A tab's live view (after admit_stream): the finals after `cursor`, then everything as it happens."""
+        return conversation_events(self.hub, self.pipeline.buffer, fragments, conversation_id, user_id, cursor, session)
 
     async def ensure_agent(
         self,
@@ -178,59 +242,9 @@ class ConversationService:
         display_name: str,
         utterances: Sequence[queries.StoredUtterance] | None = None,
     ) -> StartInfo | None:
-        """Start the conversation's agent unless it runs here or in another live app process; None (and an
-        'unavailable' status) when it cannot."""
-        if self.runtime.is_running(conversation.id) and conversation.id in self._starts:
-            return self._starts[conversation.id]
-        async with self._agent_lock(conversation.id):
-            return await self._start_agent(conversation, display_name, utterances)
-
-    def _agent_lock(self, conversation_id: uuid.UUID) -> asyncio.Lock:
-        return self._agent_locks.setdefault(conversation_id, asyncio.Lock())
-
-    async def _start_agent(
-        self,
-        conversation: queries.Conversation,
-        display_name: str,
-        utterances: Sequence[queries.StoredUtterance] | None,
-    ) -> StartInfo | None:
-        """ensure_agent's work, under the conversation's agent lock."""
-        if self.runtime.is_running(conversation.id) and conversation.id in self._starts:
-            return self._starts[conversation.id]
-        if not await self.ownership.claim(conversation.id):
-            return StartInfo(mode="text")  # another live process runs it; typed text is handed over to it
-        if utterances is None:
-            utterances = await queries.list_utterances(conversation.id)
-        # A user message stored while no agent ran (its process died, the app restarted) is answered now.
-        answer_last = bool(utterances) and utterances[-1].role == "user"
-        history = [(u.role, u.text) for u in utterances]
-        if conversation.continued_from is not None:
-            # Continuing a saved conversation: the agent's context is its transcript (which stays as it was)
-            # and then what was said since, also when the agent is started again later.
-            earlier = await queries.list_utterances(conversation.continued_from)
-            history = [(u.role, u.text) for u in earlier] + history
-        info = ConversationInfo(
-            id=conversation.id,
-            room_name=conversation.room_name,
-            system_prompt=conversation.system_prompt or self.settings.system_prompt,
-            user_display_name=display_name,
-            user_id=conversation.owner,
-            history=tuple(history),
-            answer_last=answer_last,
-        )
-        try:
-            self.faults.check("agent_start")
-            start = await self.runtime.start(info)
-        except (AgentStartError, InjectedFault) as exc:
-            log.warning("agent for conversation %s could not start: %s", conversation.id, type(exc).__name__)
-            detail = exc.detail if isinstance(exc, AgentStartError) else DEFAULT_START_FAILURE
-            self._start_failures[conversation.id] = detail
-            await self.ownership.release(conversation.id, only_mine=True)
-            await self.pipeline.agent_state(AgentStateEvent(conversation.id, "unavailable", detail))
-            return None
-        self._start_failures.pop(conversation.id, None)
-        self._starts[conversation.id] = start
-        return start
+        """The conversation's agent, started unless it runs here or in another live app process; None (and an
+        'unavailable' status) when it cannot start."""
+        return await self.agents.ensure(conversation, display_name, utterances)
 
     async def owned_active(self, user_id: uuid.UUID, conversation_id: uuid.UUID) -> queries.Conversation:
         conversation = await queries.get_conversation(conversation_id, owner=user_id)
@@ -252,55 +266,13 @@ class ConversationService:
             raise ConversationGone(str(conversation_id)) from None
         if not stored:
             return False
-        if self.runtime.is_running(conversation_id) or not getattr(self.runtime, "answers_typed_text", False):
-            await self.runtime.send_text(conversation_id, text)
-        else:
-            await self._hand_over_text(conversation_id, text)
+        await self.agents.send_text(conversation_id, text)
         return True
-
-    async def _hand_over_text(self, conversation_id: uuid.UUID, text: str) -> None:
-        """Typed text (already stored) for an agent not running here: to the live process that runs it, or
-        else to a new agent here, which answers it as the conversation's last message."""
-        async with self._agent_lock(conversation_id):
-            if self.runtime.is_running(conversation_id):
-                await self.runtime.send_text(conversation_id, text)
-            elif (holder := await self.ownership.holder_elsewhere(conversation_id)) is not None:
-                await self.hub.publish(AgentText(conversation_id=conversation_id, to=holder, text=text))
-            elif (conversation := await queries.get_conversation(conversation_id)) is not None and conversation.active:
-                await self._start_agent(conversation, "", None)
 
     async def interrupt(self, user_id: uuid.UUID, conversation_id: uuid.UUID) -> None:
         """The Stop button: cut the agent's current reply, wherever its agent runs. Nothing to stop is fine."""
         await self.owned_active(user_id, conversation_id)
-        if self.runtime.is_running(conversation_id) or not getattr(self.runtime, "answers_typed_text", False):
-            await self.runtime.interrupt(conversation_id)
-        elif (holder := await self.ownership.holder_elsewhere(conversation_id)) is not None:
-            await self.hub.publish(AgentInterrupt(conversation_id=conversation_id, to=holder))
-
-    async def interrupt_local(self, conversation_id: uuid.UUID) -> None:
-        """Stop handed over by another process, for this process's agent."""
-        await self.runtime.interrupt(conversation_id)
-
-    async def deliver_local_text(self, conversation_id: uuid.UUID, text: str) -> None:
-        """Typed text handed over by another process: for this process's agent (if it is still here)."""
-        async with self._agent_lock(conversation_id):
-            if self.runtime.is_running(conversation_id):
-                await self.runtime.send_text(conversation_id, text)
-            else:
-                log.warning("handed-over text for conversation %s found no agent here", conversation_id)
-
-    async def ended_elsewhere(self, conversation_id: uuid.UUID) -> None:
-        """Another process ended the conversation: stop its agent if it runs here, and forget it."""
-        self._starts.pop(conversation_id, None)
-        self._start_failures.pop(conversation_id, None)
-        self._agent_locks.pop(conversation_id, None)
-        await self.runtime.stop(conversation_id)  # idempotent, and waits for a start still in progress
-
-    async def adopt(self, conversation_id: uuid.UUID) -> None:
-        """Take over the agent of an active conversation whose process died (the lease decides who)."""
-        conversation = await queries.get_conversation(conversation_id)
-        if conversation is not None and conversation.active:
-            await self.ensure_agent(conversation, "")
+        await self.agents.interrupt(conversation_id)
 
     async def dictate(
         self, user_id: uuid.UUID, conversation_id: uuid.UUID, item_id: str, text: str, final: bool
@@ -374,6 +346,18 @@ class ConversationService:
         )
         start = await self.ensure_agent(outcome.current, display_name) if outcome.current is not None else None
         return EndResult(outcome, start)
+
+    async def press_new_chat(self, user_id: uuid.UUID, display_name: str, expected: uuid.UUID | None) -> EndResult:
+        """The New Chat button: new_chat, counted in the metrics by outcome. SaveFailed (logged, counted) when
+        the save failed, which changed nothing."""
+        try:
+            result = await self.new_chat(user_id, display_name, expected)
+        except SAVE_FAILURES as exc:
+            metrics.NEW_CHAT.labels("failed").inc()
+            log.error("saving conversation for New Chat failed: %s", type(exc).__name__)
+            raise SaveFailed(type(exc).__name__) from None
+        metrics.NEW_CHAT.labels(new_chat_outcome(result.outcome)).inc()
+        return result
 
     async def _end_in_transaction(
         self,
@@ -467,9 +451,7 @@ class ConversationService:
         self, user_id: uuid.UUID, old_id: uuid.UUID, outcome: queries.EndOutcome, reason: EndReason
     ) -> None:
         self.pipeline.forget(old_id)
-        self._starts.pop(old_id, None)
-        self._start_failures.pop(old_id, None)
-        self._agent_locks.pop(old_id, None)
+        self.agents.forget(old_id)
         # In one round trip: the flushed finals; every tab's sidebar shows the saved one; then tabs showing the
         # old conversation move on.
         events: list[LiveEvent] = [final_event(u) for u in outcome.flushed]
@@ -478,8 +460,7 @@ class ConversationService:
         events.append(Ended(conversation_id=old_id, user_id=user_id, reason=reason))
         await self.hub.publish_many(events)
         try:
-            await self.runtime.stop(old_id)
-            await self.ownership.release(old_id)
+            await self.agents.stop(old_id)
         except Exception:  # the save stands whatever the agent does on its way out
             log.exception("stopping the agent of conversation %s failed", old_id)
 

@@ -66,9 +66,9 @@ class FaultController(Controller):
     @get("/agents")
     async def agents(self, state: State) -> dict[str, Any]:
         """This process's running agents, so tests can count agents across app processes."""
-        running = getattr(state.conversations.runtime, "running", list)
+        running = getattr(state.conversations.agents.runtime, "running", list)
         return {
-            "process": state.conversations.ownership.holder,
+            "process": state.conversations.agents.ownership.holder,
             "pid": os.getpid(),
             "agents": sorted(str(c) for c in running()),
         }

@@ -76,7 +76,7 @@ class LiveKitController(Controller):
     async def token(self, request: Request[User, Any, Any], state: State, data: TokenRequest) -> TokenResponse:
         """A fresh participant token for the user's active conversation (the one in the page may have expired)."""
         service: ConversationService = state.conversations
-        runtime = service.runtime
+        runtime = service.agents.runtime
         if not isinstance(runtime, LiveKitRuntime):
             raise NotFoundException()
         user: User = request.user

@@ -48,6 +48,8 @@ def ingest_base_url(settings: Settings) -> str:
 class LiveKitRuntime:
     """The `AgentRuntime` that runs each conversation's agent as a LiveKit agent job."""
 
+    answers_typed_text = False  # the browser sends typed text to the agent over the room's lk.chat itself
+
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._api: api.LiveKitAPI | None = None

@@ -1,0 +1,189 @@
+"""The agents of active conversations, as this process sees them: which are started, which failed to start and
+why, one start (or hand-over) at a time per conversation, and who holds each one's lease.
+
+The conversation service asks it and never tracks agents itself (as livekit-agents' `AgentSession` hands its
+state machine to `AgentActivity`): everything about an agent is forgotten in one place when its conversation
+ends, here or in another process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Sequence
+
+from chatapp.conversations import queries
+from chatapp.conversations.agent_runtime import (
+    DEFAULT_START_FAILURE,
+    AgentRuntime,
+    AgentStartError,
+    ConversationInfo,
+    EventSink,
+    StartInfo,
+)
+from chatapp.conversations.events import AgentStateEvent
+from chatapp.conversations.hub import Hub
+from chatapp.conversations.live_events import AgentInterrupt, AgentText
+from chatapp.conversations.ownership import Ownership
+from chatapp.core.faults import Faults, InjectedFault
+
+log = logging.getLogger(__name__)
+
+
+class AgentSupervisor:
+    """Starts, start failures, per-conversation locks and leases of this process's agents."""
+
+    def __init__(
+        self,
+        runtime: AgentRuntime,
+        sink: EventSink,
+        hub: Hub,
+        system_prompt: str,
+        faults: Faults | None = None,
+        ownership: Ownership | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.ownership = ownership or Ownership()
+        self._sink = sink  # where an agent that cannot start is reported 'unavailable'
+        self._hub = hub
+        self._system_prompt = system_prompt
+        self._faults = faults or Faults()
+        self._starts: dict[uuid.UUID, StartInfo] = {}
+        self._start_failures: dict[uuid.UUID, str] = {}  # what the panel says when the agent cannot start
+        self._locks: dict[uuid.UUID, asyncio.Lock] = {}  # one start (or hand-over) at a time
+
+    def start_failure(self, conversation_id: uuid.UUID) -> str:
+        """Why the conversation's agent could not start, as the chat panel says it."""
+        return self._start_failures.get(conversation_id, DEFAULT_START_FAILURE)
+
+    async def ensure(
+        self,
+        conversation: queries.Conversation,
+        display_name: str,
+        utterances: Sequence[queries.StoredUtterance] | None = None,
+    ) -> StartInfo | None:
+        """Start the conversation's agent unless it runs here or in another live app process; None (and an
+        'unavailable' status) when it cannot."""
+        if (start := self._running(conversation.id)) is not None:
+            return start
+        async with self._lock(conversation.id):
+            return await self._start(conversation, display_name, utterances)
+
+    async def send_text(self, conversation_id: uuid.UUID, text: str) -> None:
+        """Typed text (already stored) for the conversation's agent: here, in the live process that runs it, or
+        else a new agent here, which answers it as the conversation's last message."""
+        if self.runtime.is_running(conversation_id) or not self.runtime.answers_typed_text:
+            await self.runtime.send_text(conversation_id, text)
+            return
+        async with self._lock(conversation_id):
+            if self.runtime.is_running(conversation_id):
+                await self.runtime.send_text(conversation_id, text)
+            elif (holder := await self.ownership.holder_elsewhere(conversation_id)) is not None:
+                await self._hub.publish(AgentText(conversation_id=conversation_id, to=holder, text=text))
+            elif (conversation := await queries.get_conversation(conversation_id)) is not None and conversation.active:
+                await self._start(conversation, "", None)
+
+    async def interrupt(self, conversation_id: uuid.UUID) -> None:
+        """Cut the agent's current reply, wherever its agent runs. Nothing to stop is fine."""
+        if self.runtime.is_running(conversation_id) or not self.runtime.answers_typed_text:
+            await self.runtime.interrupt(conversation_id)
+        elif (holder := await self.ownership.holder_elsewhere(conversation_id)) is not None:
+            await self._hub.publish(AgentInterrupt(conversation_id=conversation_id, to=holder))
+
+    def forget(self, conversation_id: uuid.UUID) -> None:
+        """The conversation ended: its start, start failure and lock are no longer anyone's business."""
+        self._starts.pop(conversation_id, None)
+        self._start_failures.pop(conversation_id, None)
+        self._locks.pop(conversation_id, None)
+
+    async def stop(self, conversation_id: uuid.UUID) -> None:
+        """The conversation ended here: stop its agent and give up its lease."""
+        await self.runtime.stop(conversation_id)
+        await self.ownership.release(conversation_id)
+
+    # What the lease keeper and the command router ask of this process (ownership.LocalAgents).
+
+    async def adopt(self, conversation_id: uuid.UUID) -> None:
+        """Take over the agent of an active conversation whose process died (the lease decides who)."""
+        conversation = await queries.get_conversation(conversation_id)
+        if conversation is not None and conversation.active:
+            await self.ensure(conversation, "")
+
+    async def interrupt_local(self, conversation_id: uuid.UUID) -> None:
+        """Stop handed over by another process, for this process's agent."""
+        await self.runtime.interrupt(conversation_id)
+
+    async def deliver_local_text(self, conversation_id: uuid.UUID, text: str) -> None:
+        """Typed text handed over by another process: for this process's agent (if it is still here)."""
+        async with self._lock(conversation_id):
+            if self.runtime.is_running(conversation_id):
+                await self.runtime.send_text(conversation_id, text)
+            else:
+                log.warning("handed-over text for conversation %s found no agent here", conversation_id)
+
+    async def ended_elsewhere(self, conversation_id: uuid.UUID) -> None:
+        """Another process ended the conversation: stop its agent if it runs here, and forget it."""
+        self.forget(conversation_id)
+        await self.runtime.stop(conversation_id)  # idempotent, and waits for a start still in progress
+
+    def _running(self, conversation_id: uuid.UUID) -> StartInfo | None:
+        if self.runtime.is_running(conversation_id):
+            return self._starts.get(conversation_id)
+        return None
+
+    def _lock(self, conversation_id: uuid.UUID) -> asyncio.Lock:
+        return self._locks.setdefault(conversation_id, asyncio.Lock())
+
+    async def _start(
+        self,
+        conversation: queries.Conversation,
+        display_name: str,
+        utterances: Sequence[queries.StoredUtterance] | None,
+    ) -> StartInfo | None:
+        """ensure's work, under the conversation's lock."""
+        if (start := self._running(conversation.id)) is not None:
+            return start
+        if not await self.ownership.claim(conversation.id):
+            return StartInfo(mode="text")  # another live process runs it; typed text is handed over to it
+        info = await self._agent_info(conversation, display_name, utterances)
+        try:
+            self._faults.check("agent_start")
+            start = await self.runtime.start(info)
+        except (AgentStartError, InjectedFault) as exc:
+            log.warning("agent for conversation %s could not start: %s", conversation.id, type(exc).__name__)
+            detail = exc.detail if isinstance(exc, AgentStartError) else DEFAULT_START_FAILURE
+            self._start_failures[conversation.id] = detail
+            await self.ownership.release(conversation.id, only_mine=True)
+            await self._sink.agent_state(AgentStateEvent(conversation.id, "unavailable", detail))
+            return None
+        self._start_failures.pop(conversation.id, None)
+        self._starts[conversation.id] = start
+        return start
+
+    async def _agent_info(
+        self,
+        conversation: queries.Conversation,
+        display_name: str,
+        utterances: Sequence[queries.StoredUtterance] | None,
+    ) -> ConversationInfo:
+        """What the agent is told: the conversation's transcript as history, and whether to answer its last turn."""
+        if utterances is None:
+            utterances = await queries.list_utterances(conversation.id)
+        # A user message stored while no agent ran (its process died, the app restarted) is answered now.
+        answer_last = bool(utterances) and utterances[-1].role == "user"
+        history = [(u.role, u.text) for u in utterances]
+        if conversation.continued_from is not None:
+            # Continuing a saved conversation: the agent's context is its transcript (which stays as it was)
+            # and then what was said since, also when the agent is started again later.
+            earlier = await queries.list_utterances(conversation.continued_from)
+            history = [(u.role, u.text) for u in earlier] + history
+        return ConversationInfo(
+            id=conversation.id,
+            room_name=conversation.room_name,
+            system_prompt=conversation.system_prompt or self._system_prompt,
+            user_display_name=display_name,
+            user_id=conversation.owner,
+            history=tuple(history),
+            answer_last=answer_last,
+        )

@@ -21,7 +21,7 @@ from litestar.params import Body, Parameter
 from chatapp.accounts.service import User
 from chatapp.conversations import queries
 from chatapp.conversations.events import MAX_TEXT_LENGTH, TranscriptEvent
-from chatapp.conversations.http import SERVICE, conversation_gone
+from chatapp.conversations.http import SERVICE, answered_as, conversation_gone
 from chatapp.conversations.service import ConversationGone, ConversationService
 from chatapp.core.openapi import NOT_BLANK, errors
 from chatapp.core.validation import as_utc, checked_text
@@ -198,7 +198,7 @@ class ConversationsApiController(Controller):
     path = "/api/users/sessions"
     tags = ["conversations"]
     dependencies = SERVICE
-    exception_handlers = {ConversationGone: conversation_gone}
+    exception_handlers = {ConversationGone: conversation_gone, BadCursor: answered_as(400, "Invalid cursor.")}
 
     @post(
         "/save",
@@ -236,10 +236,7 @@ class ConversationsApiController(Controller):
     ) -> ConversationList:
         """Every saved conversation by default, archived and pinned ones included (as before those existed), in
         start order: a sync client sees no reordering when someone pins. Use the same filters on every page."""
-        try:
-            page = await api_page(request.user.id, cursor, limit, _flag(archived), _flag(pinned))
-        except BadCursor:
-            raise _bad(400, "Invalid cursor.") from None
+        page = await api_page(request.user.id, cursor, limit, _flag(archived), _flag(pinned))
         items = [
             ConversationSummary(i.id, i.title, i.started_at, i.ended_at, i.message_count, i.archived, i.pinned)
             for i in page.items

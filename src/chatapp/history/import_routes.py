@@ -20,11 +20,18 @@ from chatapp.history import importer
 _ENVELOPE = 64 * 1024
 
 
+def unimportable(request: Request[User, Any, Any], exc: importer.UnimportableFile) -> Template:
+    """A file that cannot be imported changed nothing: the page again, saying why."""
+    context = {"user": request.user, "limits": _limits(), "error": f"{exc} Nothing was imported."}
+    return Template("import.html", context=context, status_code=exc.status_code)
+
+
 class ImportController(Controller):
     path = "/history/import"
     include_in_schema = False  # HTML pages and htmx fragments: not an API (see chatapp.core.openapi)
     cache_control = CacheControlHeader(no_store=True)
     dependencies = SERVICE
+    exception_handlers = {importer.UnimportableFile: unimportable}
 
     @get("/", name="history_import")
     async def page(self, request: Request[User, Any, Any]) -> Template:
@@ -49,11 +56,7 @@ class ImportController(Controller):
         if not isinstance(upload, UploadFile):
             return Template("import.html", context=context | {"error": "Choose a file to import."}, status_code=422)
         content = await upload.read(importer.MAX_UPLOAD_BYTES + 1)
-        try:
-            parsed = importer.parse_upload(upload.filename or "", content)
-        except importer.UnimportableFile as exc:
-            error = f"{exc} Nothing was imported."
-            return Template("import.html", context=context | {"error": error}, status_code=exc.status_code)
+        parsed = importer.parse_upload(upload.filename or "", content)
         result = await importer.save(user.id, parsed)
         if result.imported:
             await conversations.publish_history(user.id)

@@ -15,7 +15,7 @@ from chatapp.conversations import queries
 from chatapp.core import tables
 from chatapp.core.database import connection, transaction
 from chatapp.core.validation import as_utc, control_character_message, has_control_characters
-from chatapp.history import filters
+from chatapp.history import filters, sharing
 
 PAGE_SIZE = 20
 
@@ -239,6 +239,45 @@ async def conversation_detail(owner: uuid.UUID, conversation_id: uuid.UUID) -> D
     if conversation is None:
         return None
     return Detail(conversation, await queries.list_utterances(conversation_id))
+
+
+@dataclass(frozen=True)
+class DetailPage:
+    """A conversation's page: its transcript, and for its owner its live share link and what it continued."""
+
+    detail: Detail
+    share_token: str | None = None
+    origin: queries.Conversation | None = None
+
+
+async def detail_page(owner: uuid.UUID, conversation_id: uuid.UUID) -> DetailPage | None:
+    """The owner's conversation page; None for anyone else (404). An active one has no page (its handler sends the
+    person to the chat), so nothing more is read for it."""
+    detail = await conversation_detail(owner, conversation_id)
+    if detail is None or detail.conversation.active:
+        return None if detail is None else DetailPage(detail)
+    conversation = detail.conversation
+    token = await sharing.live_token(conversation.id)
+    origin = None
+    if conversation.continued_from is not None:  # shown to its owner only: a share link reveals nothing else
+        origin = await queries.get_conversation(conversation.continued_from, owner=owner)
+    return DetailPage(detail, token, origin)
+
+
+class ShareRevoked(LookupError):
+    """A link its owner revoked (answered 410), as opposed to one that never existed (404)."""
+
+
+async def shared_page(token: str) -> DetailPage | None:
+    """The saved conversation behind a live share link, transcript only; None for a link that never existed."""
+    conversation_id = await sharing.shared_conversation_id(token)
+    conversation = await queries.get_conversation(conversation_id) if conversation_id else None
+    detail = await conversation_detail(conversation.owner, conversation.id) if conversation else None
+    if detail is None:
+        if await sharing.was_revoked(token):
+            raise ShareRevoked(token)
+        return None
+    return DetailPage(detail)
 
 
 MAX_TITLE_LENGTH = 200

@@ -33,6 +33,24 @@ def _form(data: dict[str, Any], name: str) -> str:
     return value if isinstance(value, str) else ""
 
 
+LOGIN_FAILED = "That email and password do not match an account."
+
+
+def _form_page(
+    template: str, values: dict[str, str], errors: dict[str, str] | None = None, status_code: int = 200
+) -> Template:
+    """The sign-up or login form, with what was typed and the messages beside their fields."""
+    context = {"next": safe_next(values.get("next")), "errors": errors or {}, "values": values}
+    return Template(template, context=context, status_code=status_code)
+
+
+def _logged_in(request: Request[Any, Any, Any], user: service.User, next_path: str) -> Redirect:
+    """A fresh session id for the new login (no fixation), then on to where the person was going."""
+    rotate_session(request)
+    request.set_session(session_for(user))
+    return Redirect(safe_next(next_path), status_code=303)
+
+
 class AccountController(Controller):
     include_in_schema = False  # HTML pages and htmx fragments: not an API (see chatapp.core.openapi)
 
@@ -47,15 +65,9 @@ class AccountController(Controller):
         values = {k: _form(data, k) for k in ("email", "display_name", "next")}
         try:
             user = await service.create_user(values["email"], values["display_name"], _form(data, "password"))
-        except service.AccountError as exc:
-            return Template(
-                "signup.html",
-                context={"next": safe_next(values["next"]), "errors": exc.errors, "values": values},
-                status_code=422,
-            )
-        rotate_session(request)
-        request.set_session(session_for(user))
-        return Redirect(safe_next(values["next"]), status_code=303)
+        except service.AccountError as exc:  # the form again, with what was typed: not an error page
+            return _form_page("signup.html", values, exc.errors, 422)
+        return _logged_in(request, user, values["next"])
 
     @get("/login", name="login")
     async def login_page(self, next: str | None = None) -> Template:
@@ -70,19 +82,9 @@ class AccountController(Controller):
         await count_login_attempt(request, account)
         user = await service.authenticate(values["email"], _form(data, "password"))
         if user is None:
-            return Template(
-                "login.html",
-                context={
-                    "next": safe_next(values["next"]),
-                    "errors": {"form": "That email and password do not match an account."},
-                    "values": values,
-                },
-                status_code=401,
-            )
+            return _form_page("login.html", values, {"form": LOGIN_FAILED}, 401)
         await clear_login_failures(request, account)
-        rotate_session(request)
-        request.set_session(session_for(user))
-        return Redirect(safe_next(values["next"]), status_code=303)
+        return _logged_in(request, user, values["next"])
 
     @post("/logout", status_code=303)
     async def logout(self, request: Request[Any, Any, Any]) -> Redirect:

@@ -6,6 +6,7 @@ looking the service up in `state` and wrapping every call in the same try/except
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from litestar import Request, Response
@@ -57,12 +58,13 @@ def save_failed(request: Request[Any, Any, Any], exc: SaveFailed) -> Response[An
     return response
 
 
-def answered_as(status_code: int, detail: str | None = None) -> Any:
-    """An exception handler answering a domain error as this HTTP error, in the request's own format; the
-    error's own message is the detail unless one is given."""
+def answered_as(status_code: int, detail: str | Callable[[Exception], str] | None = None) -> Any:
+    """An exception handler answering a domain error as this HTTP error, in the request's own format. The
+    detail is `detail`, or made from the error by it, or else the error's own message."""
 
     def handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-        return web.http_error(request, HTTPException(status_code=status_code, detail=detail or str(exc)))
+        said = detail(exc) if callable(detail) else detail or str(exc)
+        return web.http_error(request, HTTPException(status_code=status_code, detail=said))
 
     return handler
 

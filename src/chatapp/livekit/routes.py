@@ -14,6 +14,7 @@ from litestar.exceptions import HTTPException, NotFoundException
 from chatapp.accounts.service import User
 from chatapp.conversations import queries
 from chatapp.conversations.agent_access import conversation_for_room
+from chatapp.conversations.http import answered_as, conversation_gone
 from chatapp.conversations.service import ConversationEnded, ConversationGone, ConversationService
 from chatapp.core.openapi import errors
 from chatapp.livekit.runtime import UNREACHABLE, LiveKitRuntime
@@ -45,20 +46,34 @@ async def room_finished(service: ConversationService, room_name: str) -> bool:
     return result.outcome.changed
 
 
+def webhook_rejected(request: Request[Any, Any, Any], exc: InvalidWebhook) -> Response[dict[str, Any]]:
+    """Not from our LiveKit (or not readable): 401, logged with the reason, and nothing else happens."""
+    log.warning("LiveKit webhook rejected: %s", exc)
+    return Response({"detail": "Invalid webhook signature."}, status_code=401)
+
+
+def webhook_text(body: bytes) -> str:
+    try:
+        return body.decode()
+    except UnicodeDecodeError:
+        raise InvalidWebhook("not UTF-8") from None
+
+
 class LiveKitController(Controller):
     path = "/livekit"
     tags = ["voice"]
+    exception_handlers = {
+        InvalidWebhook: webhook_rejected,
+        ConversationGone: conversation_gone,
+        ConversationEnded: answered_as(409, "That conversation was saved."),
+    }
 
     # LiveKit's own signed callback, not an API of ours to describe.
     @post("/webhook", status_code=200, request_max_body_size=256 * 1024, include_in_schema=False)
     async def webhook(self, request: Request[Any, Any, Any], state: State) -> Response[dict[str, Any]]:
         """Outside session auth and CSRF: LiveKit authenticates with a JWT over the body's hash instead."""
-        try:
-            body = (await request.body()).decode()
-            event = verify_webhook(state.settings, body, request.headers.get("authorization", ""))
-        except (InvalidWebhook, UnicodeDecodeError) as exc:
-            log.warning("LiveKit webhook rejected: %s", exc if isinstance(exc, InvalidWebhook) else "not UTF-8")
-            return Response({"detail": "Invalid webhook signature."}, status_code=401)
+        body = webhook_text(await request.body())
+        event = verify_webhook(state.settings, body, request.headers.get("authorization", ""))
         ended = False
         if event.event == "room_finished":
             ended = await room_finished(state.conversations, event.room.name)
@@ -80,12 +95,7 @@ class LiveKitController(Controller):
         if not isinstance(runtime, LiveKitRuntime):
             raise NotFoundException()
         user: User = request.user
-        try:
-            conversation = await service.owned_active(user.id, data.conversation_id)
-        except ConversationGone:
-            raise NotFoundException() from None
-        except ConversationEnded:
-            raise HTTPException(status_code=409, detail="That conversation was saved.") from None
+        conversation = await service.owned_active(user.id, data.conversation_id)
         if await service.ensure_agent(conversation, user.display_name) is None:
             raise HTTPException(status_code=503, detail=UNREACHABLE)
         info = runtime.join_info(conversation.room_name, str(user.id), user.display_name)

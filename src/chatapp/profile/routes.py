@@ -7,14 +7,13 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import CacheControlHeader
-from litestar.exceptions import HTTPException
 from litestar.response import Redirect, Template
 
 from chatapp.accounts.limits import limit
 from chatapp.accounts.routes import FormBody, _form
 from chatapp.accounts.service import AccountError, User
 from chatapp.accounts.sessions import rotate_session, session_for, session_tag
-from chatapp.conversations.http import SERVICE
+from chatapp.conversations.http import SERVICE, answered_as
 from chatapp.conversations.service import ConversationService
 from chatapp.core.validation import FORM_ONLY
 from chatapp.profile import service
@@ -30,11 +29,20 @@ def _page(user: User, *, errors: dict[str, str] | None = None, done: str = "", s
     )
 
 
+def form_errors(request: Request[User, Any, Any], exc: AccountError) -> Template:
+    """A change the form's rules refuse: the page again, the messages beside their fields."""
+    return _page(request.user, errors=exc.errors, status_code=422)
+
+
 class AccountSettingsController(Controller):
     path = "/account"
     include_in_schema = False  # HTML pages and htmx fragments: not an API (see chatapp.core.openapi)
     cache_control = CacheControlHeader(no_store=True)
     dependencies = SERVICE
+    exception_handlers = {
+        AccountError: form_errors,
+        service.ExportTooLarge: answered_as(413, lambda exc: f"{exc} Export conversations one by one instead."),
+    }
 
     @get("/", name="account")
     async def page(self, request: Request[User, Any, Any], done: str = "") -> Template:
@@ -44,10 +52,7 @@ class AccountSettingsController(Controller):
     async def rename(
         self, request: Request[User, Any, Any], data: Annotated[dict[str, Any], FormBody]
     ) -> Template | Redirect:
-        try:
-            user = await service.rename(request.user, _form(data, "display_name"))
-        except AccountError as exc:
-            return _page(request.user, errors=exc.errors, status_code=422)
+        user = await service.rename(request.user, _form(data, "display_name"))
         request.set_session(session_for(user))
         return Redirect("/account?done=name", status_code=303)
 
@@ -59,10 +64,7 @@ class AccountSettingsController(Controller):
         data: Annotated[dict[str, Any], FormBody],
     ) -> Template | Redirect:
         user: User = request.user
-        try:
-            ended = await service.change_password(user, _form(data, "current_password"), _form(data, "new_password"))
-        except AccountError as exc:
-            return _page(user, errors=exc.errors, status_code=422)
+        ended = await service.change_password(user, _form(data, "current_password"), _form(data, "new_password"))
         await _end_streams(conversations, user, ended, keep=session_tag(request))
         rotate_session(request)  # this browser stays logged in, under a new session id
         request.set_session(session_for(user))
@@ -70,10 +72,7 @@ class AccountSettingsController(Controller):
 
     @get("/export.zip", name="account_export")
     async def download(self, request: Request[User, Any, Any]) -> Response[bytes]:
-        try:
-            data = await service.export_zip(request.user.id)
-        except service.ExportTooLarge as exc:
-            raise HTTPException(status_code=413, detail=f"{exc} Export conversations one by one instead.") from None
+        data = await service.export_zip(request.user.id)
         name = f"chatapp-export-{datetime.now(UTC):%Y-%m-%d}.zip"
         return Response(
             data, media_type="application/zip", headers={"Content-Disposition": f'attachment; filename="{name}"'}
@@ -87,10 +86,7 @@ class AccountSettingsController(Controller):
         data: Annotated[dict[str, Any], FormBody],
     ) -> Template:
         user: User = request.user
-        try:
-            await service.confirm_deletion(user, _form(data, "confirm"))
-        except AccountError as exc:
-            return _page(user, errors=exc.errors, status_code=422)
+        await service.confirm_deletion(user, _form(data, "confirm"))
         # Stop the agent of the active conversation first; the rows go with the account below.
         await conversations.end(user.id, None, "account_deleted")
         ended = await service.delete_account(user.id)

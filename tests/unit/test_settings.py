@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,43 @@ def test_a_too_short_development_secret_file_is_refused(tmp_path: Path, content:
     with pytest.raises(SettingsError, match="shorter than 32 characters"):
         Settings.from_env({"CHATAPP_DATA_DIR": str(tmp_path)})
     assert (tmp_path / "secret_key").read_text() == content
+
+
+def test_settings_built_in_code_and_from_an_empty_environment_agree_on_every_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each default is declared once, so `Settings()` (as tests build it) and `Settings.from_env({})` (as the app
+    does) cannot drift apart. The one difference is a rule: development generates a secret key when none is set."""
+    monkeypatch.chdir(tmp_path)  # the generated key goes to ./.data, which is the default data dir
+    in_code, from_env = Settings(), Settings.from_env({})
+    differ = {
+        f.name: (getattr(in_code, f.name), getattr(from_env, f.name))
+        for f in fields(Settings)
+        if f.name != "secret_key" and getattr(in_code, f.name) != getattr(from_env, f.name)
+    }
+    assert differ == {}
+    assert in_code.llm_model == from_env.llm_model == "gpt-4o-mini"
+    assert in_code.secret_key == ""
+    assert from_env.secret_key == (tmp_path / ".data" / "secret_key").read_text()
+
+
+def test_every_setting_is_read_from_its_own_documented_variable() -> None:
+    """from_env loops over the fields: each names its variable and parser, no two share one, and the README's
+    configuration table lists every variable."""
+    names = [f.metadata.get("env") for f in fields(Settings)]
+    assert None not in names
+    assert len(set(names)) == len(names)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert [name for name in names if f"`{name}`" not in readme] == []
+
+
+def test_rules_across_settings_still_apply(tmp_path: Path) -> None:
+    """The speech keys fall back to the LLM's key; LiveKit is all three variables or none."""
+    settings = Settings.from_env({"CHATAPP_DATA_DIR": str(tmp_path), "CHATAPP_LLM_API_KEY": "sk-shared"})
+    assert (settings.stt_api_key, settings.tts_api_key) == ("sk-shared", "sk-shared")
+    own = Settings.from_env(
+        {"CHATAPP_DATA_DIR": str(tmp_path), "CHATAPP_LLM_API_KEY": "sk-a", "CHATAPP_TTS_API_KEY": "b"}
+    )
+    assert (own.stt_api_key, own.tts_api_key) == ("sk-a", "b")
+    with pytest.raises(SettingsError, match="LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET"):
+        Settings.from_env({"CHATAPP_DATA_DIR": str(tmp_path), "LIVEKIT_URL": "ws://localhost:7880"})

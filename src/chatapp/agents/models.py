@@ -11,7 +11,6 @@ from livekit.plugins import openai
 from chatapp.agents.offline import OfflineResponder
 from chatapp.core.settings import Settings
 
-DEFAULT_MODEL = "gpt-4o-mini"
 # Local OpenAI-compatible servers (Ollama, llama.cpp, vLLM) need no key, but the OpenAI client insists on one.
 _NO_KEY = "not-needed"
 
@@ -21,7 +20,7 @@ def build_llm(settings: Settings) -> llm.LLM[Any]:
     if not settings.llm_configured:
         return OfflineResponder()
     return openai.LLM(
-        model=settings.llm_model or DEFAULT_MODEL,
+        model=settings.llm_model,
         base_url=settings.llm_base_url or NOT_GIVEN,
         api_key=settings.llm_api_key or _NO_KEY,
     )

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import re
 import secrets
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from dotenv import dotenv_values
 
@@ -36,41 +37,70 @@ def env_values() -> dict[str, str]:
     return _env()
 
 
-def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < minimum:
-        raise SettingsError(f"{name} must be at least {minimum}")
-    return value
+# Parsers: each gets the variable's name (for its error message) and its value, stripped and never empty (an
+# unset or blank variable means the setting's default).
+Parser = Callable[[str, str], Any]
 
 
-def _float(env: dict[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-    if not value >= minimum:
-        raise SettingsError(f"{name} must be at least {minimum}")
-    return value
+def text(name: str, raw: str) -> str:
+    return raw
 
 
-def _bool(env: dict[str, str], name: str, default: bool = False) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in {"1", "true", "yes", "on"}:
+def lowercase(name: str, raw: str) -> str:
+    return raw.lower()
+
+
+def base_url(name: str, raw: str) -> str:
+    """An address other URLs are built on: without its trailing slash."""
+    return raw.rstrip("/")
+
+
+def directory(name: str, raw: str) -> Path:
+    return Path(raw).absolute()
+
+
+def one_of(*choices: str) -> Parser:
+    def parse(name: str, raw: str) -> str:
+        if raw.lower() not in choices:
+            raise SettingsError(f"{name} must be {' or '.join(choices)}")
+        return raw.lower()
+
+    return parse
+
+
+def whole(minimum: int = 0) -> Parser:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+        if value < minimum:
+            raise SettingsError(f"{name} must be at least {minimum}")
+        return value
+
+    return parse
+
+
+def number(minimum: float = 0.0) -> Parser:
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+        if not value >= minimum:
+            raise SettingsError(f"{name} must be at least {minimum}")
+        return value
+
+    return parse
+
+
+def flag(name: str, raw: str) -> bool:
+    value = raw.lower()
+    if value in {"1", "true", "yes", "on"}:
         return True
-    if raw in {"0", "false", "no", "off"}:
+    if value in {"0", "false", "no", "off"}:
         return False
-    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+    raise SettingsError(f"{name} must be true or false, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -89,83 +119,104 @@ _UNIT_SECONDS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60
 _UNIT_SECONDS |= {"d": 86400, "day": 86400}
 
 
-def _rate(env: dict[str, str], name: str, default: Rate) -> Rate:
+def rate(name: str, raw: str) -> Rate:
     """`N` (per minute, as the integer setting meant) or `N/unit` or `N/<count><unit>`: `20/hour`, `10/15min`."""
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    match = _RATE.match(raw)
+    match = _RATE.match(raw.lower())
     if not match or int(match.group(1)) < 1 or match.group(2) == "0":
-        raise SettingsError(f"{name} must look like 10, 60/minute, 20/hour or 10/15min (at least 1), got {raw!r}")
+        raise SettingsError(
+            f"{name} must look like 10, 60/minute, 20/hour or 10/15min (at least 1), got {raw.lower()!r}"
+        )
     count, units, unit = match.groups()
     return Rate(int(count), int(units or 1) * _UNIT_SECONDS[unit or "m"])
 
 
+def setting(
+    env: str,
+    default: Any = None,
+    parse: Parser = text,
+    *,
+    factory: Callable[[], Any] | None = None,
+    secret: bool = False,
+) -> Any:
+    """A settings field with everything about it in one place: its environment variable, its default (or a
+    factory for one) and its parser. Secrets stay out of the repr."""
+    metadata = {"env": env, "parse": parse}
+    if factory is not None:
+        return field(default_factory=factory, repr=not secret, metadata=metadata)
+    return field(default=default, repr=not secret, metadata=metadata)
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Everything configurable about chatapp; see the README for each variable."""
+    """Everything configurable about chatapp, one line per setting; see the README for each variable."""
 
-    env: Literal["development", "production"] = "development"
-    database_url: str | None = None
-    data_dir: Path = Path(".data")
-    secret_key: str = field(default="", repr=False)
-    host: str = "127.0.0.1"
-    port: int = 8000
-    log_level: str = "info"
-    log_format: Literal["text", "json"] = "text"
-    channels: Literal["memory", "postgres"] = "memory"
-    public_url: str = ""
-    forwarded_allow_ips: str = ""
-    session_max_age: int = 14 * 24 * 3600
+    env: Literal["development", "production"] = setting(
+        "CHATAPP_ENV", "development", one_of("development", "production")
+    )
+    database_url: str | None = setting("DATABASE_URL", None)
+    data_dir: Path = setting("CHATAPP_DATA_DIR", parse=directory, factory=lambda: Path(".data").absolute())
+    # Empty: generated into the data dir in development, refused in production (see from_env).
+    secret_key: str = setting("CHATAPP_SECRET_KEY", "", secret=True)
+    host: str = setting("CHATAPP_HOST", "127.0.0.1")
+    port: int = setting("CHATAPP_PORT", 8000, whole(minimum=1))
+    log_level: str = setting("CHATAPP_LOG_LEVEL", "info", lowercase)
+    log_format: Literal["text", "json"] = setting("CHATAPP_LOG_FORMAT", "text", one_of("text", "json"))
+    channels: Literal["memory", "postgres"] = setting("CHATAPP_CHANNELS", "memory", one_of("memory", "postgres"))
+    public_url: str = setting("CHATAPP_PUBLIC_URL", "", base_url)
+    forwarded_allow_ips: str = setting("CHATAPP_FORWARDED_ALLOW_IPS", "")
+    session_max_age: int = setting("CHATAPP_SESSION_MAX_AGE", 14 * 24 * 3600, whole(minimum=60))
     # Per client address: login posts and sign-up posts have separate quotas.
-    auth_rate_limit: Rate = Rate(10, 60)
-    signup_rate_limit: Rate = Rate(20, 3600)
+    auth_rate_limit: Rate = setting("CHATAPP_AUTH_RATE_LIMIT", Rate(10, 60), rate)
+    signup_rate_limit: Rate = setting("CHATAPP_SIGNUP_RATE_LIMIT", Rate(20, 3600), rate)
     # Per account (normalised email), whatever the address: failed logins that lock its logins for the window.
-    login_failure_limit: Rate = Rate(10, 15 * 60)
+    login_failure_limit: Rate = setting("CHATAPP_LOGIN_FAILURE_LIMIT", Rate(10, 15 * 60), rate)
     # Per signed-in user.
-    message_rate_limit: Rate = Rate(60, 60)
-    dictation_rate_limit: Rate = Rate(600, 60)
-    new_chat_rate_limit: Rate = Rate(20, 60)
+    message_rate_limit: Rate = setting("CHATAPP_MESSAGE_RATE_LIMIT", Rate(60, 60), rate)
+    dictation_rate_limit: Rate = setting("CHATAPP_DICTATION_RATE_LIMIT", Rate(600, 60), rate)
+    new_chat_rate_limit: Rate = setting("CHATAPP_NEW_CHAT_RATE_LIMIT", Rate(20, 60), rate)
     # Per signed-in user: history imports, and account changes that check the password (name, password, delete).
-    import_rate_limit: Rate = Rate(10, 3600)
-    account_rate_limit: Rate = Rate(10, 600)
+    import_rate_limit: Rate = setting("CHATAPP_IMPORT_RATE_LIMIT", Rate(10, 3600), rate)
+    account_rate_limit: Rate = setting("CHATAPP_ACCOUNT_RATE_LIMIT", Rate(10, 600), rate)
     # argon2 hashes at once per process (each ~0.25 s of CPU and 64 MiB), and how long an excess one may wait.
-    hash_concurrency: int = field(default_factory=lambda: os.cpu_count() or 2)
-    hash_wait_seconds: float = 5.0
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    llm_base_url: str = ""
-    llm_model: str = ""
-    llm_api_key: str = field(default="", repr=False)
-    idle_minutes: float = 30
-    reaper_interval: float = 60
-    db_wait_seconds: float = 10
+    hash_concurrency: int = setting(
+        "CHATAPP_HASH_CONCURRENCY", parse=whole(minimum=1), factory=lambda: os.cpu_count() or 2
+    )
+    hash_wait_seconds: float = setting("CHATAPP_HASH_WAIT_SECONDS", 5.0, number(minimum=0.0))
+    system_prompt: str = setting("CHATAPP_SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT)
+    llm_base_url: str = setting("CHATAPP_LLM_BASE_URL", "")
+    llm_model: str = setting("CHATAPP_LLM_MODEL", "gpt-4o-mini")
+    llm_api_key: str = setting("CHATAPP_LLM_API_KEY", "", secret=True)
+    idle_minutes: float = setting("CHATAPP_IDLE_MINUTES", 30, number(minimum=0.05))
+    reaper_interval: float = setting("CHATAPP_REAPER_INTERVAL", 60, number(minimum=0.5))
+    db_wait_seconds: float = setting("CHATAPP_DB_WAIT_SECONDS", 10, number(minimum=0.1))
     # Bounds on every database call, so an outage answers 503 quickly instead of hanging requests.
-    db_connect_timeout: float = 5
-    db_statement_timeout: float = 30
+    db_connect_timeout: float = setting("CHATAPP_DB_CONNECT_TIMEOUT", 5, number(minimum=0.1))
+    db_statement_timeout: float = setting("CHATAPP_DB_STATEMENT_TIMEOUT", 30, number(minimum=0.1))
     # Finals for an ended conversation are still accepted from an agent worker for this long after its end.
-    late_final_grace_seconds: float = 120
+    late_final_grace_seconds: float = setting("CHATAPP_LATE_FINAL_GRACE_SECONDS", 120, number())
     # Open SSE streams per user and process; a further one is answered 429 (every tab holds one).
-    max_streams_per_user: int = 20
-    test_faults: bool = False
+    max_streams_per_user: int = setting("CHATAPP_MAX_STREAMS_PER_USER", 20, whole(minimum=1))
+    test_faults: bool = setting("CHATAPP_TEST_FAULTS", False, flag)
     # Voice over LiveKit: all three LIVEKIT_* set switches from the in-process agent to LiveKit rooms.
-    livekit_url: str = ""
-    livekit_api_key: str = ""
-    livekit_api_secret: str = field(default="", repr=False)
-    livekit_browser_url: str = ""
-    livekit_timeout: float = 5.0
-    livekit_token_ttl: int = 600
-    livekit_empty_timeout: int = 300
-    livekit_departure_timeout: int = 60
-    agent_name: str = "chatapp-agent"
-    ingest_url: str = ""
-    stt_base_url: str = ""
-    stt_model: str = "gpt-4o-mini-transcribe"
-    stt_api_key: str = field(default="", repr=False)
-    stt_language: str = "en"
-    tts_base_url: str = ""
-    tts_model: str = "gpt-4o-mini-tts"
-    tts_voice: str = "ash"
-    tts_api_key: str = field(default="", repr=False)
+    livekit_url: str = setting("LIVEKIT_URL", "")
+    livekit_api_key: str = setting("LIVEKIT_API_KEY", "")
+    livekit_api_secret: str = setting("LIVEKIT_API_SECRET", "", secret=True)
+    livekit_browser_url: str = setting("CHATAPP_LIVEKIT_BROWSER_URL", "")
+    livekit_timeout: float = setting("CHATAPP_LIVEKIT_TIMEOUT", 5.0, number(minimum=0.1))
+    livekit_token_ttl: int = setting("CHATAPP_LIVEKIT_TOKEN_TTL", 600, whole(minimum=60))
+    livekit_empty_timeout: int = setting("CHATAPP_LIVEKIT_EMPTY_TIMEOUT", 300, whole(minimum=10))
+    livekit_departure_timeout: int = setting("CHATAPP_LIVEKIT_DEPARTURE_TIMEOUT", 60, whole(minimum=0))
+    agent_name: str = setting("CHATAPP_AGENT_NAME", "chatapp-agent")
+    ingest_url: str = setting("CHATAPP_INGEST_URL", "", base_url)
+    # The agent worker's speech; the keys default to CHATAPP_LLM_API_KEY (see from_env).
+    stt_base_url: str = setting("CHATAPP_STT_BASE_URL", "")
+    stt_model: str = setting("CHATAPP_STT_MODEL", "gpt-4o-mini-transcribe")
+    stt_api_key: str = setting("CHATAPP_STT_API_KEY", "", secret=True)
+    stt_language: str = setting("CHATAPP_STT_LANGUAGE", "en")
+    tts_base_url: str = setting("CHATAPP_TTS_BASE_URL", "")
+    tts_model: str = setting("CHATAPP_TTS_MODEL", "gpt-4o-mini-tts")
+    tts_voice: str = setting("CHATAPP_TTS_VOICE", "ash")
+    tts_api_key: str = setting("CHATAPP_TTS_API_KEY", "", secret=True)
 
     @property
     def production(self) -> bool:
@@ -185,84 +236,32 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        """Build settings; generate and keep a development secret key in the data dir when none is set."""
+        """Build settings: each from its variable (blank means its default), then the rules across settings;
+        generate and keep a development secret key in the data dir when none is set."""
         env = _env() if env is None else env
-        mode = env.get("CHATAPP_ENV", "development").strip().lower() or "development"
-        if mode not in {"development", "production"}:
-            raise SettingsError("CHATAPP_ENV must be development or production")
-        channels = env.get("CHATAPP_CHANNELS", "memory").strip().lower() or "memory"
-        if channels not in {"memory", "postgres"}:
-            raise SettingsError("CHATAPP_CHANNELS must be memory or postgres")
-        log_format = env.get("CHATAPP_LOG_FORMAT", "").strip().lower() or "text"
-        if log_format not in {"text", "json"}:
-            raise SettingsError("CHATAPP_LOG_FORMAT must be text or json")
-        data_dir = Path(env.get("CHATAPP_DATA_DIR", "").strip() or ".data").absolute()
-        secret = env.get("CHATAPP_SECRET_KEY", "").strip()
-        test_faults = _bool(env, "CHATAPP_TEST_FAULTS")
-        if mode == "production":
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name, parse = f.metadata["env"], f.metadata["parse"]
+            if raw := env.get(name, "").strip():
+                values[f.name] = parse(name, raw)
+        settings = cls(**values)
+        secret = settings.secret_key
+        if settings.production:
             if len(secret) < MIN_SECRET_LENGTH:
                 raise SettingsError("CHATAPP_SECRET_KEY must be set (32+ characters) when CHATAPP_ENV=production")
-            if test_faults:
+            if settings.test_faults:
                 raise SettingsError("CHATAPP_TEST_FAULTS cannot be enabled when CHATAPP_ENV=production")
         elif not secret:
-            secret = development_secret(data_dir)
-        livekit = [env.get(name, "").strip() for name in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")]
+            secret = development_secret(settings.data_dir)
+        livekit = (settings.livekit_url, settings.livekit_api_key, settings.livekit_api_secret)
         if any(livekit) and not all(livekit):
             raise SettingsError("set all of LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET, or none of them")
-        llm_api_key = env.get("CHATAPP_LLM_API_KEY", "").strip()
-        return cls(
-            env=mode,  # type: ignore[arg-type]
-            database_url=env.get("DATABASE_URL", "").strip() or None,
-            data_dir=data_dir,
+        return replace(
+            settings,
             secret_key=secret,
-            host=env.get("CHATAPP_HOST", "").strip() or "127.0.0.1",
-            port=_int(env, "CHATAPP_PORT", 8000, minimum=1),
-            log_level=env.get("CHATAPP_LOG_LEVEL", "").strip().lower() or "info",
-            log_format=log_format,  # type: ignore[arg-type]
-            channels=channels,  # type: ignore[arg-type]
-            public_url=env.get("CHATAPP_PUBLIC_URL", "").strip().rstrip("/"),
-            forwarded_allow_ips=env.get("CHATAPP_FORWARDED_ALLOW_IPS", "").strip(),
-            session_max_age=_int(env, "CHATAPP_SESSION_MAX_AGE", 14 * 24 * 3600, minimum=60),
-            auth_rate_limit=_rate(env, "CHATAPP_AUTH_RATE_LIMIT", Rate(10, 60)),
-            signup_rate_limit=_rate(env, "CHATAPP_SIGNUP_RATE_LIMIT", Rate(20, 3600)),
-            login_failure_limit=_rate(env, "CHATAPP_LOGIN_FAILURE_LIMIT", Rate(10, 15 * 60)),
-            message_rate_limit=_rate(env, "CHATAPP_MESSAGE_RATE_LIMIT", Rate(60, 60)),
-            dictation_rate_limit=_rate(env, "CHATAPP_DICTATION_RATE_LIMIT", Rate(600, 60)),
-            new_chat_rate_limit=_rate(env, "CHATAPP_NEW_CHAT_RATE_LIMIT", Rate(20, 60)),
-            import_rate_limit=_rate(env, "CHATAPP_IMPORT_RATE_LIMIT", Rate(10, 3600)),
-            account_rate_limit=_rate(env, "CHATAPP_ACCOUNT_RATE_LIMIT", Rate(10, 600)),
-            hash_concurrency=_int(env, "CHATAPP_HASH_CONCURRENCY", os.cpu_count() or 2, minimum=1),
-            hash_wait_seconds=_float(env, "CHATAPP_HASH_WAIT_SECONDS", 5.0, minimum=0.0),
-            system_prompt=env.get("CHATAPP_SYSTEM_PROMPT", "").strip() or DEFAULT_SYSTEM_PROMPT,
-            llm_base_url=env.get("CHATAPP_LLM_BASE_URL", "").strip(),
-            llm_model=env.get("CHATAPP_LLM_MODEL", "").strip() or "gpt-4o-mini",
-            llm_api_key=llm_api_key,
-            idle_minutes=_float(env, "CHATAPP_IDLE_MINUTES", 30, minimum=0.05),
-            reaper_interval=_float(env, "CHATAPP_REAPER_INTERVAL", 60, minimum=0.5),
-            db_wait_seconds=_float(env, "CHATAPP_DB_WAIT_SECONDS", 10, minimum=0.1),
-            db_connect_timeout=_float(env, "CHATAPP_DB_CONNECT_TIMEOUT", 5, minimum=0.1),
-            db_statement_timeout=_float(env, "CHATAPP_DB_STATEMENT_TIMEOUT", 30, minimum=0.1),
-            late_final_grace_seconds=_float(env, "CHATAPP_LATE_FINAL_GRACE_SECONDS", 120),
-            max_streams_per_user=_int(env, "CHATAPP_MAX_STREAMS_PER_USER", 20, minimum=1),
-            test_faults=test_faults,
-            livekit_url=livekit[0],
-            livekit_api_key=livekit[1],
-            livekit_api_secret=livekit[2],
-            livekit_browser_url=env.get("CHATAPP_LIVEKIT_BROWSER_URL", "").strip(),
-            livekit_timeout=_float(env, "CHATAPP_LIVEKIT_TIMEOUT", 5.0, minimum=0.1),
-            livekit_token_ttl=_int(env, "CHATAPP_LIVEKIT_TOKEN_TTL", 600, minimum=60),
-            livekit_empty_timeout=_int(env, "CHATAPP_LIVEKIT_EMPTY_TIMEOUT", 300, minimum=10),
-            livekit_departure_timeout=_int(env, "CHATAPP_LIVEKIT_DEPARTURE_TIMEOUT", 60, minimum=0),
-            agent_name=env.get("CHATAPP_AGENT_NAME", "").strip() or "chatapp-agent",
-            ingest_url=env.get("CHATAPP_INGEST_URL", "").strip().rstrip("/"),
-            stt_base_url=env.get("CHATAPP_STT_BASE_URL", "").strip(),
-            stt_model=env.get("CHATAPP_STT_MODEL", "").strip() or "gpt-4o-mini-transcribe",
-            stt_api_key=env.get("CHATAPP_STT_API_KEY", "").strip() or llm_api_key,
-            stt_language=env.get("CHATAPP_STT_LANGUAGE", "").strip() or "en",
-            tts_base_url=env.get("CHATAPP_TTS_BASE_URL", "").strip(),
-            tts_model=env.get("CHATAPP_TTS_MODEL", "").strip() or "gpt-4o-mini-tts",
-            tts_voice=env.get("CHATAPP_TTS_VOICE", "").strip() or "ash",
-            tts_api_key=env.get("CHATAPP_TTS_API_KEY", "").strip() or llm_api_key,
+            # The worker's speech uses the LLM's key unless it has its own.
+            stt_api_key=settings.stt_api_key or settings.llm_api_key,
+            tts_api_key=settings.tts_api_key or settings.llm_api_key,
         )
 
 

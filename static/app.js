@@ -200,13 +200,6 @@
     input.style.height = Math.min(wanted, limit) + "px";
     input.style.overflowY = wanted > limit ? "auto" : "hidden";
   }
-  document.addEventListener("input", function (event) {
-    if (event.target && event.target.id === "message-input") {
-      saveDraft(event.target.value);
-      autogrow(event.target);
-    }
-  });
-
   // ---- The transcript opens at the newest message. ----
   function scrollToNewest() {
     var container = messages();
@@ -288,33 +281,13 @@
   document.addEventListener("click", function (event) {
     if (event.target.closest && event.target.closest("[data-help-open]")) openHelp();
   });
+  // The page's shortcuts: "?" (outside text fields) for the help, Ctrl/Cmd+Shift+O for New Chat.
   document.addEventListener("keydown", function (event) {
     var t = event.target;
     var typing = t && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName));
     if (event.key === "?" && !typing && !event.ctrlKey && !event.metaKey && !event.altKey) {
       event.preventDefault();
       openHelp();
-    }
-  });
-
-  // ---- Composer: Enter sends, Shift+Enter is a new line; each message gets an id so a retry is idempotent. ----
-  function newId() {
-    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
-    return String(Date.now()) + "-" + Math.random().toString(16).slice(2);
-  }
-
-  document.addEventListener("keydown", function (event) {
-    var input = event.target;
-    if (input && input.id === "message-input" && event.key === "Escape" && !event.isComposing) {
-      var stop = document.getElementById("stop-button");
-      if (stop) {
-        event.preventDefault();
-        stop.click();
-      }
-    }
-    if (input && input.id === "message-input" && event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-      event.preventDefault();
-      if (input.value.trim()) input.form.requestSubmit();
     }
     if ((event.ctrlKey || event.metaKey) && event.shiftKey && (event.key === "O" || event.key === "o")) {
       var button = document.getElementById("new-chat-button");
@@ -325,26 +298,51 @@
     }
   });
 
-  document.addEventListener("htmx:configRequest", function (event) {
-    var form = event.detail.elt;
-    if (form && form.id === "message-form") {
+  // ---- Composer: Enter sends, Shift+Enter is a new line, Esc stops the reply; the draft is kept as it is typed;
+  // each message gets an id so a retry is idempotent. Set up on every composer htmx loads (page, New Chat). ----
+  function newId() {
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+    return String(Date.now()) + "-" + Math.random().toString(16).slice(2);
+  }
+
+  function setupComposer(root) {
+    var form = root && root.id === "message-form" ? root : root && root.querySelector && root.querySelector("#message-form");
+    var input = form && form.querySelector("#message-input");
+    if (!input || form.__chatappComposer) return;
+    form.__chatappComposer = true;
+
+    input.addEventListener("input", function () {
+      saveDraft(input.value);
+      autogrow(input);
+    });
+    input.addEventListener("keydown", function (event) {
+      if (event.key === "Escape" && !event.isComposing) {
+        var stop = document.getElementById("stop-button");
+        if (stop) {
+          event.preventDefault();
+          stop.click();
+        }
+      }
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        if (input.value.trim()) form.requestSubmit();
+      }
+    });
+    form.addEventListener("htmx:configRequest", function (event) {
+      if (event.detail.elt !== form) return;
       var idInput = form.querySelector("[name=item_id]");
       if (!idInput.value) idInput.value = newId();
       event.detail.parameters.item_id = idInput.value;
-    }
-  });
-
-  document.addEventListener("htmx:afterRequest", function (event) {
-    var form = event.detail.elt;
-    if (form && form.id === "message-form" && event.detail.successful) {
+    });
+    form.addEventListener("htmx:afterRequest", function (event) {
+      if (event.detail.elt !== form || !event.detail.successful) return;
       form.reset();
       form.querySelector("[name=item_id]").value = "";
       saveDraft("");
-      var input = document.getElementById("message-input");
       autogrow(input);
-      if (input) input.focus();
-    }
-  });
+      input.focus();
+    });
+  }
 
   // ---- Dictation (Web Speech API): interims and the final go to the server like any transcript. ----
   var Recognition = window.SpeechRecognition || window.webkitSpeechRecognition;
@@ -445,6 +443,12 @@
     target.focus();
   });
 
-  document.addEventListener("htmx:load", function (event) { setupDictation(document); });
-  document.addEventListener("DOMContentLoaded", function () { setupDictation(document); });
+  // Each component's behaviour is set up on what htmx loads: the page, then every swapped-in part (contact-app's
+  // htmx.onLoad). Without htmx the page still gets it once (set-up is idempotent per element).
+  function setup(content) {
+    setupComposer(content);
+    setupDictation(document);
+  }
+  if (window.htmx) htmx.onLoad(setup);
+  document.addEventListener("DOMContentLoaded", function () { setup(document.body); });
 })();

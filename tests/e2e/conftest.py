@@ -1,8 +1,8 @@
-"""Playwright in Debian's Chromium (downloading browsers is impossible here)."""
+"""Playwright in Debian's Chromium (launched as tests/conftest.py says): screenshots, the e2e marker and a
+context per test with its own client address."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,25 +12,7 @@ from playwright.async_api import BrowserContext
 
 from tests.support import client_ip
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
-
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
-    return {
-        **browser_type_launch_args,
-        "executable_path": CHROMIUM,
-        "args": [
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--disable-quic",
-        ],
-    }
 
 
 @pytest.fixture(scope="session")

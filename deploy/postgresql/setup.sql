@@ -6,4 +6,4 @@
 -- the private address (listen_addresses in postgresql.conf); see deploy/README.md.
 \set ON_ERROR_STOP on
 CREATE ROLE chatapp LOGIN PASSWORD :'password';
-CREATE DATABASE chatapp OWNER chatapp ENCODING 'UTF8' LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8' TEMPLATE template0;
+CREATE DATABASE chatapp OWNER chatapp ENCODING 'UTF8' TEMPLATE template0;

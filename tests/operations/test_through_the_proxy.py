@@ -237,3 +237,44 @@ async def test_requests_were_spread_over_both_app_hosts(deployment: Deployment) 
     used = deployment.proxy.upstreams_used()
     assert {f"{app.address}:8000" for app in deployment.apps.values()} <= set(used)
     figure(f"requests per app host through nginx so far: {dict(sorted(used.items()))}")
+
+
+async def test_a_quiet_stream_stays_open_through_nginx_past_the_apps_ping(deployment: Deployment) -> None:
+    """Nothing happens for longer than the app's 15 s ping: the ping passes through nginx (no read timeout,
+    no buffering), and the same connection still delivers the next event."""
+    async with deployment.client(client_address()) as browser:
+        await signup(browser)
+        cid = await open_conversation(browser)
+        pinged = asyncio.Event()
+        delivered = asyncio.Event()
+
+        async def read() -> None:
+            async with browser.stream("GET", f"/conversations/{cid}/stream", timeout=httpx.Timeout(60)) as stream:
+                assert stream.http_version == "HTTP/2"
+                async for line in stream.aiter_lines():
+                    if line.startswith(":"):
+                        pinged.set()
+                    if pinged.is_set() and ">after the ping<" in line:
+                        delivered.set()
+                        return
+
+        task = asyncio.create_task(read())
+        opened = time.monotonic()
+        try:
+            await asyncio.wait_for(pinged.wait(), 20)
+            quiet = time.monotonic() - opened
+            event = {"item_id": "late", "role": "user", "text": "after the ping", "final": True}
+            token = ingest_token(deployment.secret_key, cid)
+            posted = await browser.post(
+                f"/api/conversations/{cid}/events",
+                json={"events": [event]},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert posted.status_code == 200
+            await asyncio.wait_for(delivered.wait(), 5)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    figure(f"a quiet stream through nginx: the app's ping arrived after {quiet:.1f} s, the stream stayed open")
+    assert quiet > 10  # a ping, not the replay at the start
+    assert [text for role, text in await roles(deployment, cid) if role == "user"] == ["after the ping"]

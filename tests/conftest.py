@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -15,7 +14,6 @@ from chatapp.database import EmbeddedPostgres, configure_engine, get_engine, wai
 from chatapp.migrations import apply_migrations
 from tests.fakes.livekit import FakeLiveKit
 from tests.support import AppServer, client_ip
-from tests.support_browser import CHROMIUM, CHROMIUM_ARGS
 
 
 @pytest.fixture(scope="session")
@@ -64,9 +62,3 @@ def fake() -> Iterator[FakeLiveKit]:
     server = FakeLiveKit().start()
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
-    """Debian's Chromium for every browser test (e2e, and the operations tests through the proxy)."""
-    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}

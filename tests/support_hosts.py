@@ -45,7 +45,8 @@ RUN_PREFIX = "chatapp-ops-"  # run folders in the temp dir and namespace names s
 SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # systemd's PATH for services
 APP_PORT = 8000
 FIGURES: list[str] = []  # what the operations tests measured; their conftest prints them at the end of the run
-DEBIAN_PACKAGES = ("nginx", "postgresql", "iproute2", "openssl", "gettext-base", "systemd")
+# What `make deploy-deps` installs.
+DEBIAN_PACKAGES = ("nginx", "postgresql", "iproute2", "openssl", "gettext-base", "systemd", "util-linux")
 
 
 def missing_requirements() -> str | None:

@@ -1,5 +1,4 @@
-"""Playwright in Debian's Chromium (launched as tests/conftest.py says): screenshots, the e2e marker and a
-context per test with its own client address."""
+"""Playwright in Debian's Chromium (downloading browsers is impossible here)."""
 
 from __future__ import annotations
 
@@ -11,8 +10,14 @@ import pytest_asyncio
 from playwright.async_api import BrowserContext
 
 from tests.support import client_ip
+from tests.support_browser import CHROMIUM, CHROMIUM_ARGS
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from chatapp.conversations.agent_access import ingest_token
-from tests.support import htmx, open_conversation, signup
+from tests.support import htmx, open_conversation, signup, wait_for
 from tests.support_hosts import DEPLOY, Deployment, env_line, figure, read_env_file
 
 RESTORED = "chatapp_restored"
@@ -59,6 +59,13 @@ async def saved_conversation(deployment: Deployment) -> uuid.UUID:
         assert posted.status_code == 200
         saved = await browser.post("/conversations/new", data={"conversation_id": str(cid)}, headers=htmx(browser))
         assert saved.status_code == 200
+        following = await open_conversation(browser)
+
+    async def greeted() -> bool:  # the next conversation's agent has spoken: nothing more is being written
+        rows = await deployment.fetch("SELECT 1 FROM utterance WHERE session = $1 AND role = 'agent'", following)
+        return bool(rows)
+
+    await wait_for(greeted, 15)
     return cid
 
 

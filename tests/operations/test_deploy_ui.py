@@ -4,23 +4,33 @@ stream in over the live stream, New Chat, and find the saved conversation in the
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import pytest
-from playwright.async_api import expect
+from playwright.async_api import Browser, Playwright, expect
 
 from tests.e2e.pages import ChatPage
 from tests.support import ROOT
+from tests.support_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support_hosts import Deployment
 
 pytestmark = pytest.mark.e2e
 
 
 async def test_a_person_chats_saves_and_finds_it_in_history_through_the_proxy(
-    deployment: Deployment, new_context: Any
+    deployment: Deployment, playwright: Playwright
 ) -> None:
+    # A browser of its own rather than pytest-playwright's: its session-wide browser parameter would pull this
+    # test among the e2e tests, away from the other operations tests and their deployment.
+    browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    try:
+        await chats_saves_and_finds_it_in_history(deployment, browser)
+    finally:
+        await browser.close()
+
+
+async def chats_saves_and_finds_it_in_history(deployment: Deployment, browser: Browser) -> None:
     # The certificate is the one made for this run; Chromium is told to accept it rather than to trust a CA.
-    context = await new_context(ignore_https_errors=True)
+    context = await browser.new_context(ignore_https_errors=True)
     chat = ChatPage(await context.new_page(), deployment.url)
     email = await chat.signup()
     protocol = await chat.page.evaluate("performance.getEntriesByType('navigation')[0].nextHopProtocol")

@@ -10,6 +10,7 @@ import time
 import uuid
 
 import httpx
+import pytest
 from httpx_sse import aconnect_sse
 
 from chatapp.conversations.agent_access import ingest_token
@@ -239,6 +240,7 @@ async def test_requests_were_spread_over_both_app_hosts(deployment: Deployment) 
     figure(f"requests per app host through nginx so far: {dict(sorted(used.items()))}")
 
 
+@pytest.mark.slow  # it waits out the app's 15 s ping
 async def test_a_quiet_stream_stays_open_through_nginx_past_the_apps_ping(deployment: Deployment) -> None:
     """Nothing happens for longer than the app's 15 s ping: the ping passes through nginx (no read timeout,
     no buffering), and the same connection still delivers the next event."""

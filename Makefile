@@ -40,6 +40,24 @@ chromium: ## Install Debian's Chromium for the browser tests (when missing and r
 	elif [ "$$(id -u)" = "0" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	else echo "The browser tests need Debian's chromium: run 'sudo apt-get install -y chromium'." >&2; exit 1; fi
 
+# The operations tests run deploy/ for real: Debian's nginx and PostgreSQL server, network namespaces (iproute2),
+# openssl, envsubst (gettext-base) for deploy/bin/render-nginx and systemd-analyze. apt starts nothing here
+# (no init), but where it did start nginx it holds port 80 with Debian's default site: stop it and drop the site.
+DEPLOY_PACKAGES := nginx postgresql iproute2 openssl gettext-base systemd util-linux
+
+.PHONY: deploy-deps
+deploy-deps: ## Install the Debian packages the multi-host tests run (when missing and root)
+	@if [ "$$(id -u)" != "0" ]; then \
+		echo "The multi-host tests need root (network namespaces) and: apt-get install -y $(DEPLOY_PACKAGES)" >&2; \
+	else \
+		if ! dpkg-query -W -f='$${Status}\n' $(DEPLOY_PACKAGES) 2>/dev/null | grep -c 'install ok installed' \
+			| grep -qx "$(words $(DEPLOY_PACKAGES))"; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEPLOY_PACKAGES) >/dev/null; \
+		fi; \
+		if [ -s /run/nginx.pid ]; then nginx -s quit 2>/dev/null || true; fi; \
+		rm -f /etc/nginx/sites-enabled/default; \
+	fi
+
 .PHONY: lint
 lint: $(VENV)/.installed-test ## ruff and mypy
 	$(BIN)/ruff check src tests bench piccolo_migrations piccolo_conf.py
@@ -47,7 +65,7 @@ lint: $(VENV)/.installed-test ## ruff and mypy
 	$(BIN)/mypy
 
 .PHONY: test
-test: $(VENV)/.installed-test chromium lint ## Set everything up, lint, and run the whole test suite
+test: $(VENV)/.installed-test chromium deploy-deps lint ## Set everything up, lint, and run the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: bench

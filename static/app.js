@@ -53,7 +53,9 @@
   // The server groups history by the person's calendar days: tell it the browser's time zone.
   try {
     var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
-    if (zone) document.cookie = "tz=" + encodeURIComponent(zone) + "; path=/; max-age=31536000; samesite=lax";
+    // Secure over https, like the server's own cookies (behind a TLS proxy every cookie is Secure).
+    var secure = location.protocol === "https:" ? "; secure" : "";
+    if (zone) document.cookie = "tz=" + encodeURIComponent(zone) + "; path=/; max-age=31536000; samesite=lax" + secure;
   } catch (e) { /* UTC it is */ }
 
   document.addEventListener("click", function (event) {

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from dotenv import dotenv_values
 
-from chatapp.settings import Settings
+from chatapp.core.settings import Settings
 from tests.support_hosts import (
     CARRIED_OUT,
     DEPLOY,

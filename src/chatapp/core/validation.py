@@ -9,8 +9,7 @@
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
@@ -23,23 +22,18 @@ from litestar.handlers import BaseRouteHandler
 from litestar.plugins.htmx import HTMXRequest
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE, HTTP_422_UNPROCESSABLE_ENTITY
 
-# Unicode category Cc without \t \n \r; lone surrogates cannot be stored as UTF-8 either.
-# Written with escapes so the same ranges work in Python and in JSON Schema patterns (chatapp.core.openapi), which
-# leave the surrogates out: JSON cannot carry lone ones (the decoder refuses them) and schema tools choke on them.
-CONTROL_CHARACTER_RANGES = r"\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f"
-T = TypeVar("T")
+# The rules themselves live without Litestar (an import's parser process loads only them); named here as before.
+from chatapp.core.text_rules import CONTROL_CHARACTER_RANGES as CONTROL_CHARACTER_RANGES
+from chatapp.core.text_rules import as_utc as as_utc
+from chatapp.core.text_rules import has_control_characters as has_control_characters
 
-_CONTROL_CHARACTERS = re.compile(f"[{CONTROL_CHARACTER_RANGES}\ud800-\udfff]")
+T = TypeVar("T")
 
 
 class InvalidInput(HTTPException):
     """A value the client sent breaks one of the rules above; the message names the field."""
 
     status_code = HTTP_422_UNPROCESSABLE_ENTITY
-
-
-def has_control_characters(text: str) -> bool:
-    return _CONTROL_CHARACTERS.search(text) is not None
 
 
 def control_character_message(field: str) -> str:
@@ -54,13 +48,6 @@ def checked_text(text: str, field: str, max_length: int | None = None) -> str:
     if max_length is not None and len(text) > max_length:
         raise InvalidInput(detail=f"{field} is longer than {max_length:,} characters.")
     return text
-
-
-def as_utc(value: datetime) -> datetime:
-    """`value` in UTC (naive means UTC); OverflowError when UTC cannot hold it (e.g. 9999-12-31T23:59-14:00)."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
 
 
 def checked_timestamp(value: datetime, field: str) -> datetime:

@@ -55,9 +55,7 @@ class ImportController(Controller):
         context: dict[str, Any] = {"user": user, "limits": _limits()}
         if not isinstance(upload, UploadFile):
             return Template("import.html", context=context | {"error": "Choose a file to import."}, status_code=422)
-        content = await upload.read(importer.MAX_UPLOAD_BYTES + 1)
-        parsed = importer.parse_upload(upload.filename or "", content)
-        result = await importer.save(user.id, parsed)
+        result = await importer.import_upload(user.id, upload.filename or "", upload)
         if result.imported:
             await conversations.publish_history(user.id)
         return Template("import.html", context=context | {"result": result.message})

@@ -3,6 +3,7 @@ conversations.json, idempotence, and bad files that change nothing."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -155,6 +156,26 @@ def _corrupt_zip() -> bytes:
     return bytes(data)
 
 
+def _renamed(conversation: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    """`conversation` with node `old` called `new` (its key, id, and its parent's and children's links)."""
+    mapping = conversation["mapping"]
+    mapping[new] = mapping.pop(old)
+    mapping[new]["id"] = new
+    for node in mapping.values():
+        node["parent"] = new if node["parent"] == old else node["parent"]
+        node["children"] = [new if c == old else c for c in node["children"]]
+    if conversation["current_node"] == old:
+        conversation["current_node"] = new
+    return conversation
+
+
+def _digest_twin() -> dict[str, Any]:
+    """A node id too long to store (so stored by its SHA-256) and another node named that digest."""
+    long_id = "n" * 200
+    twin = _renamed(chatgpt_conversation("digest-twin"), "u1", long_id)
+    return _renamed(twin, "a1", hashlib.sha256(long_id.encode()).hexdigest())
+
+
 def _bad_files() -> list[tuple[str, str, bytes, int, str]]:
     good = chatgpt_conversation("good-one")
     control = chatgpt_conversation("ctl")
@@ -171,6 +192,14 @@ def _bad_files() -> list[tuple[str, str, bytes, int, str]]:
         ("control characters", "c.json", json.dumps([good, control]).encode(), 422, "control characters"),
         ("text too long", "l.json", json.dumps([good, long_text]).encode(), 422, "longer than 10,000"),
         ("broken tree", "t.json", json.dumps([good, loop]).encode(), 422, "message tree is broken"),
+        ("node id equal to another's digest", "h.json", json.dumps([good, _digest_twin()]).encode(), 422, "same id"),
+        (
+            "over-long conversation id",
+            "i.json",
+            json.dumps([good, chatgpt_conversation("c" * 201)]).encode(),
+            422,
+            "conversation id is missing or invalid",
+        ),
         ("too many conversations", "m.json", json.dumps(many).encode(), 413, "At most 1,000 conversations"),
         ("damaged zip", "d.zip", b"PK\x03\x04garbage", 422, "damaged"),
         ("garbage inside a zip", "z.zip", _corrupt_zip(), 422, "cannot be read"),

@@ -323,6 +323,8 @@ def _chatgpt(conversation: dict[str, Any], where: str) -> Imported:
                 _time(created, line_where) if created is not None else (lines[-1].created_at if lines else started),
             )
         )
+    if len({line.item_id for line in lines}) != len(lines):  # a node named like another's digest
+        raise UnimportableFile(f"{where}: two messages would be stored under the same id.")
     return _finish(source, _title(conversation.get("title"), where), started, ended, lines)
 
 

@@ -187,13 +187,14 @@ def prepare_metrics_dir(data_dir: Path) -> Path:
 def _uvicorn_options(settings: Settings) -> dict[str, Any]:
     """What one process and several workers share: logging, header limits, proxies, shutdown."""
     from chatapp.core.logfilters import uvicorn_log_config
-    from chatapp.server.httpserver import MAX_REQUEST_HEAD, http_protocol
+    from chatapp.server.httpserver import MAX_REQUEST_HEAD, Timeouts, http_protocol
 
     return {
         "log_level": settings.log_level,
         # uvicorn's own, with search words and share tokens redacted (JSON lines with CHATAPP_LOG_FORMAT=json)
         "log_config": uvicorn_log_config(settings.log_format),
-        "http": http_protocol(),  # headers capped at MAX_REQUEST_HEAD: 431, not unbounded memory
+        # headers capped at MAX_REQUEST_HEAD (431, not unbounded memory); read and write timeouts (408, abort)
+        "http": http_protocol(Timeouts(settings.header_timeout, settings.body_timeout, settings.write_stall_timeout)),
         "h11_max_incomplete_event_size": MAX_REQUEST_HEAD,
         "proxy_headers": bool(settings.forwarded_allow_ips),
         "forwarded_allow_ips": settings.forwarded_allow_ips or None,

@@ -196,6 +196,10 @@ class Settings:
     late_final_grace_seconds: float = setting("CHATAPP_LATE_FINAL_GRACE_SECONDS", 120, number())
     # Open SSE streams per user and process; a further one is answered 429 (every tab holds one).
     max_streams_per_user: int = setting("CHATAPP_MAX_STREAMS_PER_USER", 20, whole(minimum=1))
+    # Seconds a client may take to send a request's head, its body (plus 1 s per KiB), or to read (server.httpserver).
+    header_timeout: float = setting("CHATAPP_HEADER_TIMEOUT", 10, number(minimum=0.1))
+    body_timeout: float = setting("CHATAPP_BODY_TIMEOUT", 30, number(minimum=0.1))
+    write_stall_timeout: float = setting("CHATAPP_WRITE_STALL_TIMEOUT", 30, number(minimum=0.1))
     test_faults: bool = setting("CHATAPP_TEST_FAULTS", False, flag)
     # Voice over LiveKit: all three LIVEKIT_* set switches from the in-process agent to LiveKit rooms.
     livekit_url: str = setting("LIVEKIT_URL", "")

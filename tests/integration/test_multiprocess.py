@@ -7,6 +7,7 @@ import os
 import signal
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from tests.support import (
     utterance_roles,
     wait_for,
 )
+from tests.support_load import Watcher
 
 
 @pytest.fixture(scope="module")
@@ -285,3 +287,51 @@ async def test_a_burst_of_connections_is_spread_over_the_workers(db: str, tmp_pa
     shares = sorted(pids.count(pid) for pid in set(pids))
     assert len(shares) == 2, f"connections per worker: {shares}"
     assert shares[0] >= 8, f"connections per worker: {shares}"
+
+
+async def worker_pids(url: str, wanted: int = 2) -> set[int]:
+    """The pids of the workers answering on `url`, from new connections (the kernel picks a worker each time)."""
+    pids: set[int] = set()
+    deadline = time.monotonic() + 30
+    while len(pids) < wanted:
+        assert time.monotonic() < deadline, f"only {pids} answered"
+        async with httpx.AsyncClient(base_url=url) as fresh:
+            pids.add((await fresh.get("/_test/agents")).json()["pid"])
+    return pids
+
+
+async def test_a_killed_worker_delays_no_new_connection_by_a_second(db: str, tmp_path: Path) -> None:
+    """`kill -9` of one of two workers while a client opens a new connection every 10 ms: connections the kernel
+    hands to the dead worker's socket are served by the other worker until the replacement is ready (it used to
+    keep them waiting for the replacement, 3-5 s), none fails, and afterwards both workers share the load."""
+    server = AppServer.start(db, tmp_path / "kill", ready_timeout=2 * READY, CHATAPP_WORKERS="2")
+    try:
+        victim, survivor = sorted(await worker_pids(server.url))
+        with Watcher(
+            server.url, server.process.pid, path="/_test/agents", new_connections=True, kill_pid=victim, kill_after=1.0
+        ) as watcher:
+            await asyncio.sleep(8.0)  # longer than a replacement takes to start
+        watched = watcher.result
+        assert watched is not None
+        assert watched.killed_at is not None
+        waits = watched.waits_after_kill
+        print(watched.summary(), f"after the kill: {len(waits)} connections, longest {max(waits) * 1000:.0f} ms")
+        assert watched.failures == []
+        assert max(waits) < 1.0
+        pids = await worker_pids(server.url)
+        assert victim not in pids
+        assert survivor in pids
+        # The replacement serves its own share again, and the survivor no longer takes part of it: each about
+        # half of 200 new connections (still serving both sockets, the survivor would take three quarters).
+        shares: Counter[int] = Counter()
+        for _ in range(5):
+            clients = [httpx.AsyncClient(base_url=server.url) for _ in range(40)]
+            try:
+                replies = await asyncio.gather(*(c.get("/_test/agents") for c in clients))
+            finally:
+                await asyncio.gather(*(c.aclose() for c in clients))
+            shares.update(r.json()["pid"] for r in replies)
+        assert len(shares) == 2, shares
+        assert 70 <= shares[survivor] <= 130, shares
+    finally:
+        server.stop()

@@ -21,6 +21,7 @@ nothing heavier than msgspec, so the child starts in about 0.1 s.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -349,10 +350,18 @@ FRAME_PREFIX = _LENGTH.size
 
 
 def _limit_this_process() -> None:
+    """The limits above, or tighter ones the process already has (a container's `ulimit`)."""
     import resource
 
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
-    resource.setrlimit(resource.RLIMIT_CPU, (CPU_SECONDS, CPU_SECONDS + 5))
+    for kind, soft, hard in (
+        (resource.RLIMIT_AS, MEMORY_LIMIT, MEMORY_LIMIT),
+        (resource.RLIMIT_CPU, CPU_SECONDS, CPU_SECONDS + 5),
+    ):
+        _, current = resource.getrlimit(kind)
+        if current != resource.RLIM_INFINITY:
+            soft, hard = min(soft, current), min(hard, current)
+        with contextlib.suppress(ValueError, OSError):  # a platform without it: the value budget still holds
+            resource.setrlimit(kind, (soft, hard))
     os.nice(max(0, PARSER_NICENESS - os.nice(0)))  # when `nice` did not start it so already
 
 

@@ -8,8 +8,9 @@ import, with its own budgets:
 
 - bytes: 20 MB uploaded, 50 MB once unzipped (counted as read, not taken from the zip's headers);
 - entries: 1,000 files in a zip, 1,000 conversations, 5,000 messages each;
-- JSON values: at most `MAX_JSON_VALUES` in the whole upload, counted before a document is parsed (an upper
-  bound: every value after the first follows a `[`, `{` or `,`), so a bomb is refused before it is built;
+- JSON values: at most `MAX_JSON_VALUES` in the whole upload, counted before a document is parsed and as a zip
+  entry inflates (an upper bound: every value after the first follows a `[`, `{` or `,`), so a bomb is refused
+  before it is built, after inflating only what passes the budget (9 MB of `[],`);
 - the process itself: `MEMORY_LIMIT` of address space (RLIMIT_AS), `CPU_SECONDS` of CPU, and a lower priority
   than the server, so whatever slips past the budgets fails in the child, not in the server.
 
@@ -46,6 +47,7 @@ MAX_UTTERANCES = 5000
 MAX_ZIP_ENTRIES = 1000
 # Bounds what a zip may expand to (a zip bomb), checked as the entries are read, not from their headers.
 MAX_UNZIPPED_BYTES = 50 * 1024 * 1024
+_UNZIP_CHUNK = 1024 * 1024
 # A 20 MB ChatGPT export of 1,000 conversations with the metadata real ones carry holds about 300,000 values;
 # 3 million parsed cost the child about 250 MiB.
 MAX_JSON_VALUES = 3_000_000
@@ -91,17 +93,31 @@ class Outcome(msgspec.Struct, frozen=True):
 
 
 class _Budget:
-    """JSON values the whole upload may still hold."""
+    """What the whole upload may still hold: JSON values, and bytes once unzipped."""
 
     def __init__(self) -> None:
         self.values = MAX_JSON_VALUES
+        self.unzipped = MAX_UNZIPPED_BYTES
 
-    def spend(self, data: bytes) -> None:
-        self.values -= data.count(b"[") + data.count(b"{") + data.count(b",") + 1
+    def spend_values(self, data: bytes, documents: int = 0) -> None:
+        """Every value after a document's first follows a `[`, `{` or `,` (in strings too: an upper bound)."""
+        self.values -= documents + data.count(b"[") + data.count(b"{") + data.count(b",")
         if self.values < 0:
             raise UnimportableFile(
                 f"The file holds more than {MAX_JSON_VALUES:,} JSON values; split it into smaller imports.", 413
             )
+
+    def unzip(self, member: IO[bytes]) -> bytes:
+        """A zip entry, counted as it inflates (the header's size may lie; the bytes read do not): a bomb is
+        stopped at the first budget it passes, before the rest of it is inflated."""
+        parts: list[bytes] = []
+        while part := member.read(_UNZIP_CHUNK):
+            self.unzipped -= len(part)
+            if self.unzipped < 0:
+                raise UnimportableFile(f"The zip expands to more than {MAX_UNZIPPED_BYTES // (1024 * 1024)} MB.", 413)
+            self.spend_values(part)
+            parts.append(part)
+        return b"".join(parts)
 
 
 def parse_upload(filename: str, data: bytes) -> list[Imported]:
@@ -130,19 +146,17 @@ def _parse_zip(data: bytes, budget: _Budget) -> list[Imported]:
     if len(entries) > MAX_ZIP_ENTRIES:
         raise UnimportableFile(f"The zip holds more than {MAX_ZIP_ENTRIES:,} files.", 413)
     conversations: list[Imported] = []
-    remaining = MAX_UNZIPPED_BYTES
     for info in entries:
         if not info.filename.lower().endswith(".json"):
             continue
         try:
             with archive.open(info) as member:
-                content = member.read(remaining + 1)  # the header's size may lie; the bytes read do not
+                content = budget.unzip(member)
+        except UnimportableFile:
+            raise
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError, RuntimeError):
             raise UnimportableFile(f"{info.filename} in the zip cannot be read.") from None
-        remaining -= len(content)
-        if remaining < 0:
-            raise UnimportableFile(f"The zip expands to more than {MAX_UNZIPPED_BYTES // (1024 * 1024)} MB.", 413)
-        conversations += _parse_document(_load_json(content, info.filename, budget), info.filename)
+        conversations += _parse_document(_load_json(content, info.filename, budget, counted=True), info.filename)
         if len(conversations) > MAX_CONVERSATIONS:
             raise UnimportableFile(f"At most {MAX_CONVERSATIONS:,} conversations can be imported at once.", 413)
     if not conversations:
@@ -150,8 +164,9 @@ def _parse_zip(data: bytes, budget: _Budget) -> list[Imported]:
     return conversations
 
 
-def _load_json(data: bytes, name: str, budget: _Budget) -> Any:
-    budget.spend(data)
+def _load_json(data: bytes, name: str, budget: _Budget, *, counted: bool = False) -> Any:
+    """The document, once its values fit the budget (`counted`: as it was unzipped)."""
+    budget.spend_values(b"" if counted else data, documents=1)
     try:
         return json.loads(data.decode("utf-8-sig"))
     except UnicodeDecodeError:

@@ -43,8 +43,8 @@ __all__ = ["MAX_CONVERSATIONS", "MAX_UPLOAD_BYTES", "MAX_UTTERANCES", "Result", 
 
 log = logging.getLogger(__name__)
 
-PARSERS_PER_PROCESS = 2  # children reading files at once per server process; more wait for a turn
-TURN_WAIT = 30.0  # seconds an import waits for a turn before a 503
+PARSERS_PER_PROCESS = 1  # children reading a file at once per server process; more wait for a turn
+TURN_WAIT = 60.0  # seconds an import waits for a turn before a 503
 PARSE_TIMEOUT = 90.0  # seconds from starting the child to its answer (its own CPU limit is 60 s)
 _CHUNK = 1024 * 1024  # bytes of the upload read and handed to the child at a time
 _turns = asyncio.Semaphore(PARSERS_PER_PROCESS)

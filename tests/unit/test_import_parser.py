@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+import tracemalloc
 import zipfile
 
 import msgspec
@@ -77,3 +78,19 @@ def test_the_child_answers_how_many_conversations_follow() -> None:
 
 def test_the_parser_holds_titles_to_the_same_length_as_history() -> None:
     assert import_parser.MAX_TITLE_LENGTH == MAX_TITLE_LENGTH
+
+
+def test_a_zip_bomb_is_refused_while_it_inflates() -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        archive.writestr("conversations.json", b"[" + b"[]," * 16_000_000 + b"[]]")  # 46 MiB from 47 KB
+    bomb = buffer.getvalue()
+    tracemalloc.start()
+    try:
+        with pytest.raises(UnimportableFile) as refused:
+            parse_upload("bomb.zip", bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 1024 * 1024  # stopped after ~9 MB inflated, not all 46 MiB then counted
+    assert "more than 3,000,000 JSON values" in str(refused.value)

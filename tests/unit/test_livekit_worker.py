@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import types
 import uuid
 from typing import Any
 
 import pytest
 from livekit.agents.voice import room_io
+from livekit.agents.worker import ServerEnvOption
 from livekit.plugins import openai, silero
 
 from chatapp import cli
 from chatapp.agents.offline import OfflineResponder
-from chatapp.core.settings import Settings
+from chatapp.core.settings import Settings, SettingsError
 from chatapp.livekit import worker
 from chatapp.livekit.forwarder import TranscriptForwarder
 
@@ -73,6 +75,35 @@ def test_the_server_registers_under_the_agent_name_for_explicit_dispatch() -> No
     server = worker.build_server(settings)
     assert server._agent_name == "travel-agent"
     assert server._entrypoint_fnc is worker.entrypoint
+
+
+def test_the_server_takes_its_capacity_and_health_address_from_settings() -> None:
+    capacity = {
+        "CHATAPP_AGENT_LOAD_THRESHOLD": "inf",
+        "CHATAPP_AGENT_IDLE_PROCESSES": "1",
+        "CHATAPP_AGENT_HEALTH_HOST": "127.0.0.1",
+        "CHATAPP_AGENT_HEALTH_PORT": "0",
+    }
+    server = worker.build_server(Settings.from_env(BASE | LIVEKIT | capacity))
+    assert (server._load_threshold, server._num_idle_processes) == (math.inf, 1)
+    assert (server._host, server._port) == ("127.0.0.1", 0)
+
+
+def test_unset_capacity_settings_keep_livekit_agents_defaults_for_production_and_dev() -> None:
+    server = worker.build_server(Settings.from_env(BASE | LIVEKIT))
+    production = [ServerEnvOption.getvalue(v, False) for v in (server._load_threshold, server._port)]
+    dev = [ServerEnvOption.getvalue(v, True) for v in (server._load_threshold, server._num_idle_processes)]
+    assert (production, server._host) == ([0.7, 8081], "")
+    assert dev == [math.inf, 0]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("CHATAPP_AGENT_LOAD_THRESHOLD", "0"), ("CHATAPP_AGENT_IDLE_PROCESSES", "-1"), ("CHATAPP_AGENT_HEALTH_PORT", "x")],
+)
+def test_a_bad_capacity_setting_is_a_clear_configuration_error(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env(BASE | LIVEKIT | {name: value})
 
 
 async def test_a_job_with_bad_metadata_is_refused() -> None:

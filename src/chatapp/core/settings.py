@@ -211,6 +211,12 @@ class Settings:
     livekit_empty_timeout: int = setting("CHATAPP_LIVEKIT_EMPTY_TIMEOUT", 300, whole(minimum=10))
     livekit_departure_timeout: int = setting("CHATAPP_LIVEKIT_DEPARTURE_TIMEOUT", 60, whole(minimum=0))
     agent_name: str = setting("CHATAPP_AGENT_NAME", "chatapp-agent")
+    # The worker (`chatapp agent`); unset keeps livekit-agents' defaults (production: full above 0.7 CPU load, one
+    # warm job process per core, health check on every interface at 8081; --dev: never full, none warm, any port).
+    agent_load_threshold: float | None = setting("CHATAPP_AGENT_LOAD_THRESHOLD", None, number(minimum=0.01))
+    agent_idle_processes: int | None = setting("CHATAPP_AGENT_IDLE_PROCESSES", None, whole(minimum=0))
+    agent_health_host: str = setting("CHATAPP_AGENT_HEALTH_HOST", "")  # "" = every interface
+    agent_health_port: int | None = setting("CHATAPP_AGENT_HEALTH_PORT", None, whole(minimum=0))  # 0: any free
     ingest_url: str = setting("CHATAPP_INGEST_URL", "", base_url)
     # The agent worker's speech; the keys default to CHATAPP_LLM_API_KEY (see from_env).
     stt_base_url: str = setting("CHATAPP_STT_BASE_URL", "")

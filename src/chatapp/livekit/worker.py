@@ -140,6 +140,20 @@ async def entrypoint(ctx: JobContext) -> None:
         session.generate_reply(instructions=greeting_instructions(meta.user_name))
 
 
+def capacity_options(settings: Settings) -> dict[str, Any]:
+    """The operator's capacity and health-check settings for AgentServer; unset ones keep livekit-agents'
+    defaults, whose production values (full above 70% CPU, a warm process per core, the health check on
+    every interface at 8081) starve a small shared machine and expose a port."""
+    options: dict[str, Any] = {"host": settings.agent_health_host}
+    if settings.agent_load_threshold is not None:
+        options["load_threshold"] = settings.agent_load_threshold
+    if settings.agent_idle_processes is not None:
+        options["num_idle_processes"] = settings.agent_idle_processes
+    if settings.agent_health_port is not None:
+        options["port"] = settings.agent_health_port
+    return options
+
+
 def build_server(settings: Settings) -> AgentServer:
     server = AgentServer(
         ws_url=settings.livekit_url,
@@ -147,6 +161,7 @@ def build_server(settings: Settings) -> AgentServer:
         api_secret=settings.livekit_api_secret,
         setup_fnc=prewarm,
         shutdown_process_timeout=SHUTDOWN_PROCESS_TIMEOUT,
+        **capacity_options(settings),
     )
     server.rtc_session(entrypoint, agent_name=settings.agent_name)
     return server

@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,17 @@ deploy-deps: ## Install the Debian packages the multi-host tests run (when missi
 		rm -f /etc/nginx/sites-enabled/default; \
 	fi
 
+# The voice tests speak (espeak-ng) and resample (sox) with Debian's tools.
+.PHONY: speech-tools
+speech-tools: ## Install espeak-ng and sox for the voice tests (when missing and root)
+	@if command -v espeak-ng >/dev/null 2>&1 && command -v sox >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = "0" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng sox >/dev/null; \
+	else echo "The voice tests need Debian's espeak-ng and sox: run 'sudo apt-get install -y espeak-ng sox'." >&2; exit 1; fi
+
+.PHONY: livekit
+livekit: ## Find the LiveKit server for the voice tests (LIVEKIT_SERVER_BIN, PATH), else build it once per user with Go 1.26+
+	@scripts/livekit-server >/dev/null
+
 .PHONY: lint
 lint: $(VENV)/.installed-test ## ruff and mypy
 	$(BIN)/ruff check src tests bench piccolo_migrations piccolo_conf.py
@@ -65,7 +76,7 @@ lint: $(VENV)/.installed-test ## ruff and mypy
 	$(BIN)/mypy
 
 .PHONY: test
-test: $(VENV)/.installed-test chromium deploy-deps lint ## Set everything up, lint, and run the whole test suite
+test: $(VENV)/.installed-test chromium deploy-deps speech-tools livekit lint ## Set everything up, lint, and run the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: bench

@@ -1,0 +1,495 @@
+"""The real voice stack for the voice tests: a LiveKit server binary (found, or reported missing with how to get
+one), a loopback-only server config, the processes (`livekit-server --dev`, the speech fake, the `chatapp agent`
+worker started as the README tells a user), a person in a room (the `livekit` rtc SDK), and the network checks
+that show no packet left loopback.
+
+Where the binary comes from: LIVEKIT_SERVER_BIN, else `livekit-server` on PATH, else the per-user build cache
+that `make livekit` fills (`go install` of LIVEKIT_VERSION). Without one the voice tests skip with one line;
+under CI=true they fail instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+from livekit import api, rtc
+
+from tests.fakes.openai_chat import FakeOpenAI
+from tests.fakes.speech import synthesize
+from tests.support import ROOT, AppServer, free_port
+
+LIVEKIT_VERSION = "v1.13.5"
+API_KEY = "voice-test-key"
+API_SECRET = "voice-test-secret-long-enough-for-hs256-0123456789"  # PyJWT warns below 32 bytes
+AGENT_NAME = "voice-test-agent"
+HOW_TO_GET = (
+    f"no LiveKit server: run `make livekit` (builds {LIVEKIT_VERSION} with Go 1.26+), "
+    "or set LIVEKIT_SERVER_BIN to a livekit-server binary"
+)
+READY = 60.0  # seconds a process may take to start on a busy 2-core machine
+# scripts/loopback-only's namespace: loopback and a veth pair with both ends inside and no route anywhere.
+SEALED_INTERFACES = {"lo", "sink0", "sink1"}
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+# ---- the server binary ----
+
+
+def cache_dir() -> Path:
+    """Where `make livekit` builds the server: one per user and version, shared by every clone."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "chatapp" / "livekit-server" / LIVEKIT_VERSION
+
+
+def find_server() -> Path | None:
+    """The LiveKit server binary to test against, or None."""
+    if named := os.environ.get("LIVEKIT_SERVER_BIN", "").strip():
+        path = Path(named)
+        return path if path.is_file() and os.access(path, os.X_OK) else None
+    if on_path := shutil.which("livekit-server"):
+        return Path(on_path)
+    built = cache_dir() / "server"
+    return built if built.is_file() and os.access(built, os.X_OK) else None
+
+
+def require_server() -> Path:
+    """The binary; else skip with how to get one (a failure under CI=true, where a skip would hide it)."""
+    if (found := find_server()) is not None:
+        return found
+    if in_ci():
+        pytest.fail(HOW_TO_GET, pytrace=False)
+    pytest.skip(HOW_TO_GET)
+
+
+def server_config(http_port: int, udp_port: int, webhook_urls: list[str]) -> dict[str, object]:
+    """`livekit-server --dev --config` on loopback only: signalling and API bound to 127.0.0.1, all WebRTC media
+    muxed over one loopback UDP port, no TCP fallback (it binds every interface), only `lo` offered as an ICE
+    candidate, a dummy STUN server (else it hands clients public ones), and webhooks signed with our key."""
+    config: dict[str, object] = {
+        "port": http_port,
+        "bind_addresses": ["127.0.0.1"],
+        "rtc": {
+            "udp_port": udp_port,
+            "tcp_port": 0,
+            "node_ip": "127.0.0.1",
+            "use_external_ip": False,
+            "enable_loopback_candidate": True,
+            "interfaces": {"includes": ["lo"]},
+            "stun_servers": ["127.0.0.1:3478"],
+        },
+        "keys": {API_KEY: API_SECRET},
+        "logging": {"level": "info"},
+    }
+    if webhook_urls:
+        config["webhook"] = {"api_key": API_KEY, "urls": webhook_urls}
+    return config
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# ---- the network: proof that nothing left loopback ----
+
+
+def interfaces() -> list[str]:
+    """This process's network namespace's interfaces (/sys/class/net would show the host's)."""
+    return sorted(name for _, name in socket.if_nameindex())
+
+
+def sealed() -> bool:
+    """True inside scripts/loopback-only's namespace: no interface but loopback and the veth pair it made, and
+    no IPv4 route at all (the main table is empty; local addresses live in the local table)."""
+    routes = Path("/proc/self/net/route").read_text().splitlines()[1:]
+    return set(interfaces()) <= SEALED_INTERFACES and not routes
+
+
+def transmitted() -> dict[str, tuple[int, int]]:
+    """(bytes, packets) each interface of this namespace has sent so far."""
+    counts: dict[str, tuple[int, int]] = {}
+    for line in Path("/proc/self/net/dev").read_text().splitlines()[2:]:
+        name, data = line.split(":", 1)
+        fields = data.split()
+        counts[name.strip()] = (int(fields[8]), int(fields[9]))
+    return counts
+
+
+def udp_datagrams_sent() -> int:
+    """UDP datagrams this namespace has sent so far (WebRTC media is UDP here: the server has no TCP port)."""
+    lines = [line.split() for line in Path("/proc/self/net/snmp").read_text().splitlines() if line.startswith("Udp:")]
+    header, values = lines[0], lines[1]
+    return int(values[header.index("OutDatagrams")])
+
+
+@dataclass
+class NetworkWitness:
+    """What was sent on this namespace's network since `start()`."""
+
+    sealed: bool
+    packets_before: dict[str, int]
+    udp_before: int
+
+    @classmethod
+    def start(cls) -> NetworkWitness:
+        return cls(sealed(), {name: packets for name, (_, packets) in transmitted().items()}, udp_datagrams_sent())
+
+    def packets_sent(self) -> dict[str, int]:
+        """Packets sent per interface since start."""
+        return {name: packets - self.packets_before.get(name, 0) for name, (_, packets) in transmitted().items()}
+
+    def udp_sent(self) -> int:
+        return udp_datagrams_sent() - self.udp_before
+
+
+def off_loopback_peers(pids: list[int]) -> list[str]:
+    """Every inet socket of these processes (and their children) connected to a peer off loopback. ICE's UDP
+    sockets are unconnected (no peer to see): only a sealed namespace proves where their packets went."""
+    found: list[str] = []
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            processes = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for process in processes:
+            try:
+                connections = process.net_connections(kind="inet")
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            found += [
+                f"{process.name()}[{process.pid}] {c.laddr} -> {c.raddr}"
+                for c in connections
+                if c.raddr and not _loopback(c.raddr.ip)
+            ]
+    return found
+
+
+def _loopback(ip: str) -> bool:
+    return ip.startswith("127.") or ip in {"::1", "::ffff:127.0.0.1"}
+
+
+# ---- processes ----
+
+
+@dataclass
+class Process:
+    """A child process writing to a log file in the test's directory."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    started_in: float = 0.0  # seconds from launch to ready
+
+    @classmethod
+    def launch(cls, name: str, argv: list[str], log_path: Path, env: dict[str, str]) -> Process:
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        return cls(name=name, process=process, log_path=log_path)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_until(self, ready: Callable[[], bool], timeout: float = READY) -> None:
+        """Poll `ready()` until true; stop the process and fail with its log when it exits or times out."""
+        began = time.monotonic()
+        while not ready():
+            problem = ""
+            if self.process.poll() is not None:
+                problem = f"exited early ({self.process.returncode})"
+            elif time.monotonic() - began > timeout:
+                problem = f"not ready after {timeout:.0f} s"
+            if problem:
+                self.stop()
+                raise RuntimeError(f"{self.name} {problem}:\n{self.log()[-4000:]}")
+            time.sleep(0.05)
+        self.started_in = time.monotonic() - began
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@dataclass
+class LiveKitServer:
+    """`livekit-server --dev --config <loopback config>` on free ports."""
+
+    proc: Process
+    http_port: int
+    udp_port: int
+    api_key: str = API_KEY
+    api_secret: str = API_SECRET
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.http_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @classmethod
+    def start(cls, binary: Path, work_dir: Path, webhook_urls: list[str] | None = None) -> LiveKitServer:
+        http_port, udp_port = free_port(), free_udp_port()
+        config = work_dir / "livekit.yaml"
+        config.write_text(json.dumps(server_config(http_port, udp_port, webhook_urls or []), indent=2))  # YAML
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/")}
+        argv = [str(binary), "--dev", "--config", str(config)]
+        server = cls(Process.launch("livekit-server", argv, work_dir / "livekit.log", env), http_port, udp_port)
+        server.proc.wait_until(lambda: _answers(server.http_url))  # "/" answers OK once it serves
+        return server
+
+    def api(self) -> api.LiveKitAPI:
+        return api.LiveKitAPI(self.http_url, self.api_key, self.api_secret)
+
+    async def close_rooms(self) -> list[str]:
+        """Delete every room (which ends their agents' jobs); returns their names."""
+        async with self.api() as lk:
+            rooms = (await lk.room.list_rooms(api.ListRoomsRequest())).rooms
+            for room in rooms:
+                await lk.room.delete_room(api.DeleteRoomRequest(room=room.name))
+        return [room.name for room in rooms]
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+@dataclass
+class SpeechFake:
+    """tests/fakes/speech.py in a process of its own (recognition is CPU-bound)."""
+
+    proc: Process
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @classmethod
+    def start(cls, work_dir: Path, phrases: list[str]) -> SpeechFake:
+        port = free_port()
+        argv = [sys.executable, "-m", "tests.fakes.speech", "--port", str(port)]
+        for phrase in phrases:
+            argv += ["--phrase", phrase]
+        fake = cls(Process.launch("speech fake", argv, work_dir / "speech.log", dict(os.environ)), port)
+        fake.proc.wait_until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"))
+        return fake
+
+    def requests(self) -> list[dict[str, Any]]:
+        """What it was asked so far: kind (speech/transcription), text, ms, audio_seconds."""
+        found: list[dict[str, Any]] = httpx.get(f"{self.base_url}/_requests", timeout=5.0).json()
+        return found
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+def worker_env(livekit: LiveKitServer, speech: SpeechFake, work_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment a user gives `chatapp agent` (README, "Voice with LiveKit"), for a small shared machine:
+    never report full (the machine's CPU is shared with the browser and the server), one warm job process,
+    the health check on loopback at any free port."""
+    return {
+        **os.environ,
+        "CHATAPP_ENV_FILE": "/nonexistent",
+        "CHATAPP_DATA_DIR": str(work_dir / "worker"),
+        "CHATAPP_SECRET_KEY": "the-worker-signs-nothing-but-needs-a-key-0123",
+        "CHATAPP_LOG_LEVEL": "info",
+        "LIVEKIT_URL": livekit.url,
+        "LIVEKIT_API_KEY": livekit.api_key,
+        "LIVEKIT_API_SECRET": livekit.api_secret,
+        "CHATAPP_AGENT_NAME": AGENT_NAME,
+        "CHATAPP_STT_BASE_URL": speech.base_url,
+        "CHATAPP_TTS_BASE_URL": speech.base_url,
+        "CHATAPP_AGENT_LOAD_THRESHOLD": "inf",
+        "CHATAPP_AGENT_IDLE_PROCESSES": "1",
+        "CHATAPP_AGENT_HEALTH_HOST": "127.0.0.1",
+        "CHATAPP_AGENT_HEALTH_PORT": "0",
+        **extra,
+    }
+
+
+@dataclass
+class AgentWorker:
+    """`chatapp agent` (production mode, as a user runs it), ready once LiveKit registered it."""
+
+    proc: Process
+
+    @classmethod
+    def start(cls, work_dir: Path, env: dict[str, str]) -> AgentWorker:
+        argv = [sys.executable, "-m", "chatapp", "agent"]
+        worker = cls(Process.launch("chatapp agent", argv, work_dir / "agent.log", env))
+        worker.proc.wait_until(lambda: "registered worker" in worker.proc.log())
+        return worker
+
+    def stop(self) -> None:
+        self.proc.stop(timeout=70.0)  # it lets running jobs finish first
+
+
+@dataclass
+class VoiceStack:
+    """Everything a voice test talks to, all on loopback."""
+
+    livekit: LiveKitServer
+    speech: SpeechFake
+    llm: FakeOpenAI
+    app: AppServer
+    worker: AgentWorker
+    network: NetworkWitness
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.livekit.proc.pid, self.speech.proc.pid, self.app.process.pid, self.worker.proc.pid, os.getpid()]
+
+    def assert_nothing_left_loopback(self) -> None:
+        """No socket of the stack (or of this test process) has a peer off loopback; in the sealed namespace
+        also: nothing but loopback carried a packet (the media went over lo, the veth pair sent nothing)."""
+        assert off_loopback_peers(self.pids) == []
+        if self.network.sealed:
+            sent = self.network.packets_sent()
+            assert {name: n for name, n in sent.items() if name != "lo" and n} == {}
+            assert self.network.udp_sent() > 200  # the media (50 packets a second each way) went: over lo
+
+
+# ---- a person in the room, through the livekit rtc SDK ----
+
+MIC_RATE = 48000  # what a browser's microphone track carries
+FRAME_MS = 10
+FRAME_SAMPLES = MIC_RATE * FRAME_MS // 1000
+LOUD = 500  # RMS of an s16 frame above which the agent is audibly speaking (silence is 0)
+
+
+def silence(seconds: float, rate: int = MIC_RATE) -> bytes:
+    return b"\0\0" * int(rate * seconds)
+
+
+def speech_pcm(text: str, lead_silence: float = 0.5, rate: int = MIC_RATE) -> bytes:
+    """`text` spoken by espeak-ng as s16le mono PCM at the microphone's rate, after some silence."""
+    return silence(lead_silence, rate) + synthesize(text, rate)
+
+
+class Participant:
+    """A person in a LiveKit room: an always-open microphone (silence unless `say()` queued speech, so the
+    agent's VAD hears each turn end), and what arrives from the agent: its audio frames (the loud ones' arrival
+    times) and its `lk.transcription` text streams."""
+
+    def __init__(self) -> None:
+        self.room = rtc.Room()
+        self.source = rtc.AudioSource(MIC_RATE, 1, queue_size_ms=100)
+        self._pending = bytearray()
+        self._spoken = asyncio.Event()
+        self.speech_ended_at = 0.0  # monotonic time the last speech frame was played out
+        self.agent_frames = 0
+        self.loud_frames: list[float] = []
+        self.audio_tracks: list[str] = []  # identities of the participants whose audio we subscribed
+        self.transcriptions: list[tuple[str, dict[str, str], str]] = []  # (identity, attributes, text)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def join(self, url: str, token: str) -> None:
+        """Join with the token the app handed out and publish the microphone (the only source it allows)."""
+        self.room.on("track_subscribed", self._subscribed)
+        self.room.register_text_stream_handler("lk.transcription", self._on_text)
+        await self.room.connect(url, token)
+        track = rtc.LocalAudioTrack.create_audio_track("microphone", self.source)
+        options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        await self.room.local_participant.publish_track(track, options)
+        self._spawn(self._microphone())
+
+    def _subscribed(self, track: rtc.Track, _pub: rtc.RemoteTrackPublication, who: rtc.RemoteParticipant) -> None:
+        if track.kind == rtc.TrackKind.KIND_AUDIO:
+            self.audio_tracks.append(who.identity)
+            self._spawn(self._listen(track))
+
+    def _on_text(self, reader: rtc.TextStreamReader, identity: str) -> None:
+        self._spawn(self._read_text(reader, identity))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _microphone(self) -> None:
+        size = FRAME_SAMPLES * 2
+        quiet = silence(FRAME_MS / 1000)
+        while True:
+            chunk = bytes(self._pending[:size])
+            del self._pending[:size]
+            frame = rtc.AudioFrame(chunk.ljust(size, b"\0") if chunk else quiet, MIC_RATE, 1, FRAME_SAMPLES)
+            await self.source.capture_frame(frame)
+            if chunk and not self._pending:
+                self.speech_ended_at = time.monotonic() + self.source.queued_duration
+                self._spoken.set()
+
+    async def say(self, pcm: bytes) -> float:
+        """Speak `pcm` (s16le mono 48 kHz) into the microphone; returns once its last frame is played out,
+        with that moment (monotonic)."""
+        self._spoken.clear()
+        self._pending += pcm
+        await self._spoken.wait()
+        await asyncio.sleep(max(0.0, self.speech_ended_at - time.monotonic()))
+        return self.speech_ended_at
+
+    def loud_after(self, moment: float) -> float | None:
+        """When the first loud agent frame after `moment` arrived."""
+        return next((t for t in self.loud_frames if t > moment), None)
+
+    async def agent_speaks_after(self, moment: float, timeout: float) -> float:
+        """Wait for the agent's voice (a loud frame) after `moment`; returns when it arrived."""
+        deadline = time.monotonic() + timeout
+        while (heard := self.loud_after(moment)) is None:
+            assert time.monotonic() < deadline, "the agent's voice never arrived"
+            await asyncio.sleep(0.02)
+        return heard
+
+    async def _listen(self, track: rtc.Track) -> None:
+        async for event in rtc.AudioStream(track):
+            self.agent_frames += 1
+            samples = np.frombuffer(event.frame.data, dtype=np.int16).astype(np.float64)
+            if samples.size and float(np.sqrt(np.mean(samples * samples))) > LOUD:
+                self.loud_frames.append(time.monotonic())
+
+    async def _read_text(self, reader: rtc.TextStreamReader, identity: str) -> None:
+        text = await reader.read_all()
+        self.transcriptions.append((identity, dict(reader.info.attributes or {}), text))
+
+    async def leave(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.room.disconnect()
+        await self.source.aclose()

@@ -1,0 +1,79 @@
+"""The voice stack, once per session (it takes ~10 s to start): a real LiveKit server on loopback, the speech
+fake, the OpenAI-compatible chat fake (scripted replies), the app configured for LiveKit and the `chatapp agent`
+worker process.
+
+Run them sealed (`make test` does, as root: scripts/loopback-only): then no packet can leave loopback, and
+each test checks that none tried. Under CI=true an unsealed run fails: it could not show that."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from tests.fakes.openai_chat import fake_openai
+from tests.support import ROOT, AppServer, free_port
+from tests.support_livekit import (
+    AGENT_NAME,
+    AgentWorker,
+    LiveKitServer,
+    NetworkWitness,
+    SpeechFake,
+    VoiceStack,
+    in_ci,
+    require_server,
+    worker_env,
+)
+
+# What the tests say: the recognizer listens for exactly these (a grammar), so it hears them reliably.
+PHRASES = ["plan a trip to lisbon", "what is the weather like", "book a hotel in rome"]
+TIMINGS = ROOT / "test-artifacts" / "voice-timings.jsonl"
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def voice(db: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[VoiceStack]:
+    binary = require_server()
+    network = NetworkWitness.start()
+    if in_ci() and not network.sealed:
+        pytest.fail("CI=true: run the voice tests under scripts/loopback-only (make test does, as root)")
+    work = Path(tmp_path_factory.mktemp("voice"))
+    app_port = free_port()
+    began = time.monotonic()
+    livekit = LiveKitServer.start(binary, work, webhook_urls=[f"http://127.0.0.1:{app_port}/livekit/webhook"])
+    speech = SpeechFake.start(work, PHRASES)
+    async with fake_openai() as llm:
+        app = AppServer.start(
+            db,
+            work / "app",
+            port=app_port,
+            LIVEKIT_URL=livekit.url,
+            LIVEKIT_API_KEY=livekit.api_key,
+            LIVEKIT_API_SECRET=livekit.api_secret,
+            CHATAPP_AGENT_NAME=AGENT_NAME,
+        )
+        worker = AgentWorker.start(work, worker_env(livekit, speech, work, CHATAPP_LLM_BASE_URL=llm.base_url))
+        stack = VoiceStack(livekit, speech, llm, app, worker, network)
+        stack.timings |= {
+            "livekit_start": livekit.proc.started_in,
+            "speech_fake_start": speech.proc.started_in,
+            "worker_registered": worker.proc.started_in,
+            "stack_start": time.monotonic() - began,
+        }
+        try:
+            yield stack  # a test that breaks a part (kills the worker, restarts the server) puts it back
+        finally:
+            await livekit.close_rooms()  # each job ends with its room, so the worker stops without waiting
+            stopping = time.monotonic()
+            worker.stop()
+            stack.timings["worker_stop"] = time.monotonic() - stopping
+            app.stop()
+            speech.stop()
+            livekit.stop()
+            TIMINGS.parent.mkdir(parents=True, exist_ok=True)
+            with TIMINGS.open("a") as out:
+                rounded = {name: round(seconds, 3) for name, seconds in stack.timings.items()}
+                out.write(json.dumps({"sealed": network.sealed, **rounded}) + "\n")

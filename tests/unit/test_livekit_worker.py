@@ -77,6 +77,16 @@ def test_the_server_registers_under_the_agent_name_for_explicit_dispatch() -> No
     assert server._entrypoint_fnc is worker.entrypoint
 
 
+def test_turn_detection_is_the_vads_silence_when_asked_else_livekits_end_of_turn_model() -> None:
+    vad_session = worker.build_session(Settings.from_env(BASE | SPEECH | {"CHATAPP_TURN_DETECTION": "vad"}), None)
+    model_session = worker.build_session(Settings.from_env(BASE | SPEECH), None)
+    assert vad_session.turn_detection == "vad"
+    assert model_session.turn_detection is not None
+    assert not isinstance(model_session.turn_detection, str)  # the default TurnDetector
+    with pytest.raises(SettingsError, match="CHATAPP_TURN_DETECTION"):
+        Settings.from_env(BASE | {"CHATAPP_TURN_DETECTION": "silence"})
+
+
 def test_the_server_takes_its_capacity_and_health_address_from_settings() -> None:
     capacity = {
         "CHATAPP_AGENT_LOAD_THRESHOLD": "inf",

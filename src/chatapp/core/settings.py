@@ -217,6 +217,8 @@ class Settings:
     agent_idle_processes: int | None = setting("CHATAPP_AGENT_IDLE_PROCESSES", None, whole(minimum=0))
     agent_health_host: str = setting("CHATAPP_AGENT_HEALTH_HOST", "")  # "" = every interface
     agent_health_port: int | None = setting("CHATAPP_AGENT_HEALTH_PORT", None, whole(minimum=0))  # 0: any free
+    # How the worker decides a spoken turn ended: livekit-agents' end-of-turn "model", or the "vad"'s silence.
+    turn_detection: Literal["model", "vad"] = setting("CHATAPP_TURN_DETECTION", "model", one_of("model", "vad"))
     ingest_url: str = setting("CHATAPP_INGEST_URL", "", base_url)
     # The agent worker's speech; the keys default to CHATAPP_LLM_API_KEY (see from_env).
     stt_base_url: str = setting("CHATAPP_STT_BASE_URL", "")

@@ -15,7 +15,17 @@ import logging
 import signal
 from typing import Any
 
-from livekit.agents import AgentServer, AgentSession, JobContext, JobProcess, room_io, stt, tts, vad
+from livekit.agents import (
+    AgentServer,
+    AgentSession,
+    JobContext,
+    JobProcess,
+    TurnHandlingOptions,
+    room_io,
+    stt,
+    tts,
+    vad,
+)
 from livekit.agents.types import NOT_GIVEN
 from livekit.plugins import openai
 
@@ -65,6 +75,13 @@ def load_vad() -> vad.VAD:
     return silero.VAD.load()
 
 
+def turn_handling(settings: Settings) -> TurnHandlingOptions:
+    """`vad`: the turn ends after the VAD's silence (and the endpointing delay). `model` (the default) leaves
+    livekit-agents' end-of-turn model in charge: local in production, LiveKit Cloud's with --dev; it may hold a
+    turn it thinks unfinished for up to 3 s."""
+    return TurnHandlingOptions(turn_detection="vad") if settings.turn_detection == "vad" else TurnHandlingOptions()
+
+
 def build_session(settings: Settings, voice_activity: vad.VAD | None) -> AgentSession[None]:
     if not speech_configured(settings):
         return AgentSession(llm=build_llm(settings), user_away_timeout=None)
@@ -73,6 +90,7 @@ def build_session(settings: Settings, voice_activity: vad.VAD | None) -> AgentSe
         llm=build_llm(settings),
         tts=build_tts(settings),
         vad=voice_activity or load_vad(),
+        turn_handling=turn_handling(settings),
         user_away_timeout=None,
     )
 

@@ -320,7 +320,8 @@ class SpeechFake:
 
 
 def worker_env(livekit: LiveKitServer, speech: SpeechFake, work_dir: Path, **extra: str) -> dict[str, str]:
-    """The environment a user gives `chatapp agent` (README, "Voice with LiveKit"), for a small shared machine:
+    """The environment a user gives `chatapp agent` (README, "Voice with LiveKit"): turns end on the VAD's silence;
+    and for a small shared machine:
     never report full (the machine's CPU is shared with the browser and the server), one warm job process,
     the health check on loopback at any free port."""
     return {
@@ -335,6 +336,7 @@ def worker_env(livekit: LiveKitServer, speech: SpeechFake, work_dir: Path, **ext
         "CHATAPP_AGENT_NAME": AGENT_NAME,
         "CHATAPP_STT_BASE_URL": speech.base_url,
         "CHATAPP_TTS_BASE_URL": speech.base_url,
+        "CHATAPP_TURN_DETECTION": "vad",
         "CHATAPP_AGENT_LOAD_THRESHOLD": "inf",
         "CHATAPP_AGENT_IDLE_PROCESSES": "1",
         "CHATAPP_AGENT_HEALTH_HOST": "127.0.0.1",
@@ -392,15 +394,20 @@ MIC_RATE = 48000  # what a browser's microphone track carries
 FRAME_MS = 10
 FRAME_SAMPLES = MIC_RATE * FRAME_MS // 1000
 LOUD = 500  # RMS of an s16 frame above which the agent is audibly speaking (silence is 0)
+QUIET = 64  # |sample| below which espeak's output is silence
 
 
 def silence(seconds: float, rate: int = MIC_RATE) -> bytes:
     return b"\0\0" * int(rate * seconds)
 
 
-def speech_pcm(text: str, lead_silence: float = 0.5, rate: int = MIC_RATE) -> bytes:
-    """`text` spoken by espeak-ng as s16le mono PCM at the microphone's rate, after some silence."""
-    return silence(lead_silence, rate) + synthesize(text, rate)
+def speech_pcm(text: str, lead_silence: float = 1.0, rate: int = MIC_RATE) -> bytes:
+    """`text` spoken by espeak-ng as s16le mono PCM at the microphone's rate, after some silence (a person
+    pauses before answering) and cut where the voice ends (espeak pads ~0.3 s), so the end of the audio is the
+    end of speech that latencies are measured from."""
+    samples = np.frombuffer(synthesize(text, rate), dtype=np.int16)
+    voiced = np.flatnonzero(np.abs(samples) > QUIET)
+    return silence(lead_silence, rate) + samples[: voiced[-1] + 1 if voiced.size else 0].tobytes()
 
 
 class Participant:
@@ -416,6 +423,7 @@ class Participant:
         self.speech_ended_at = 0.0  # monotonic time the last speech frame was played out
         self.agent_frames = 0
         self.loud_frames: list[float] = []
+        self.agent_states: list[tuple[float, str]] = []  # (monotonic time, lk.agent.state) as they changed
         self.audio_tracks: list[str] = []  # identities of the participants whose audio we subscribed
         self.transcriptions: list[tuple[str, dict[str, str], str]] = []  # (identity, attributes, text)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -423,6 +431,7 @@ class Participant:
     async def join(self, url: str, token: str) -> None:
         """Join with the token the app handed out and publish the microphone (the only source it allows)."""
         self.room.on("track_subscribed", self._subscribed)
+        self.room.on("participant_attributes_changed", self._attributes)
         self.room.register_text_stream_handler("lk.transcription", self._on_text)
         await self.room.connect(url, token)
         track = rtc.LocalAudioTrack.create_audio_track("microphone", self.source)
@@ -434,6 +443,10 @@ class Participant:
         if track.kind == rtc.TrackKind.KIND_AUDIO:
             self.audio_tracks.append(who.identity)
             self._spawn(self._listen(track))
+
+    def _attributes(self, changed: dict[str, str], who: rtc.Participant) -> None:
+        if state := changed.get("lk.agent.state"):
+            self.agent_states.append((time.monotonic(), state))
 
     def _on_text(self, reader: rtc.TextStreamReader, identity: str) -> None:
         self._spawn(self._read_text(reader, identity))
@@ -463,6 +476,14 @@ class Participant:
         await self._spoken.wait()
         await asyncio.sleep(max(0.0, self.speech_ended_at - time.monotonic()))
         return self.speech_ended_at
+
+    async def agent_state(self, state: str, after: float, timeout: float) -> float:
+        """Wait until the agent's `lk.agent.state` became `state` after `after`; returns when it did."""
+        deadline = time.monotonic() + timeout
+        while (seen := next((t for t, s in self.agent_states if s == state and t > after), None)) is None:
+            assert time.monotonic() < deadline, f"the agent never became {state} (states: {self.agent_states})"
+            await asyncio.sleep(0.02)
+        return seen
 
     def loud_after(self, moment: float) -> float | None:
         """When the first loud agent frame after `moment` arrived."""

@@ -141,7 +141,7 @@ class SpeechServer:
         return web.json_response(self.requests)
 
     async def speech(self, request: web.Request) -> web.Response:
-        started = time.monotonic()
+        started = time.time()
         try:
             body = await request.json()
         except json.JSONDecodeError:
@@ -158,7 +158,7 @@ class SpeechServer:
         return web.Response(body=wav_bytes(pcm), content_type="audio/wav")
 
     async def transcriptions(self, request: web.Request) -> web.Response:
-        started = time.monotonic()
+        started = time.time()
         if not request.content_type.startswith("multipart/"):
             return error(400, "Send the audio as multipart/form-data with a 'file' part.")
         form = await request.post()
@@ -180,8 +180,11 @@ class SpeechServer:
         return web.json_response({"text": text})
 
     def _note(self, kind: str, text: str, started: float, *, seconds: float) -> None:
-        took = round((time.monotonic() - started) * 1000)
-        self.requests.append({"kind": kind, "text": text, "ms": took, "audio_seconds": round(seconds, 2)})
+        """`at`: when the request arrived (epoch seconds), `ms`: how long answering it took."""
+        took = round((time.time() - started) * 1000)
+        self.requests.append(
+            {"kind": kind, "text": text, "at": started, "ms": took, "audio_seconds": round(seconds, 2)}
+        )
 
 
 def error(status: int, message: str) -> web.Response:

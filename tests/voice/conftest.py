@@ -34,16 +34,21 @@ PHRASES = ["plan a trip to lisbon", "what is the weather like", "book a hotel in
 TIMINGS = ROOT / "test-artifacts" / "voice-timings.jsonl"
 
 
+@pytest.fixture(scope="session")
+def livekit_binary() -> Path:
+    """Asked for first, so a missing server skips (or fails) before anything is started."""
+    return require_server()
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def voice(db: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[VoiceStack]:
-    binary = require_server()
+async def voice(livekit_binary: Path, db: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[VoiceStack]:
     network = NetworkWitness.start()
     if in_ci() and not network.sealed:
         pytest.fail("CI=true: run the voice tests under scripts/loopback-only (make test does, as root)")
     work = Path(tmp_path_factory.mktemp("voice"))
     app_port = free_port()
     began = time.monotonic()
-    livekit = LiveKitServer.start(binary, work, webhook_urls=[f"http://127.0.0.1:{app_port}/livekit/webhook"])
+    livekit = LiveKitServer.start(livekit_binary, work, webhook_urls=[f"http://127.0.0.1:{app_port}/livekit/webhook"])
     speech = SpeechFake.start(work, PHRASES)
     async with fake_openai() as llm:
         app = AppServer.start(

@@ -53,8 +53,9 @@ async def test_a_spoken_turn_is_heard_answered_and_spoken_and_both_finals_are_st
         await person.join(html.unescape(url), html.unescape(token))
         voice.timings["participant_join"] = time.monotonic() - began
         try:
-            await wait_for(roles(1, uuid.UUID(cid)), TURN_WITHIN)  # the agent greeted: it is listening
+            await wait_for(roles(1, uuid.UUID(cid)), TURN_WITHIN)  # the agent greeted
             voice.timings["greeting_stored_after_join"] = time.monotonic() - began
+            await person.agent_state("listening", began, TURN_WITHIN)  # and is done speaking
             stream = await open_stream(c, f"/conversations/{cid}/stream")
             spoken = await person.say(speech_pcm(SAID))
             await wait_for(roles(2, uuid.UUID(cid)), TURN_WITHIN)
@@ -71,7 +72,9 @@ async def test_a_spoken_turn_is_heard_answered_and_spoken_and_both_finals_are_st
         ("agent", ANSWER),
     ]
     assert_exactly_once_in_order(stream.seqs, stored)
-    asked = [(r["kind"], r["text"]) for r in voice.speech.requests()[asked_before:]]
+    requests = voice.speech.requests()[asked_before:]
+    voice.timings["turn_audio_transcribed_seconds"] = sum(r["audio_seconds"] for r in requests[1:2])
+    asked = [(r["kind"], r["text"]) for r in requests]
     assert asked == [("speech", GREETING), ("transcription", SAID), ("speech", ANSWER)]  # it spoke, heard, spoke
     assert len(person.audio_tracks) == 1
     assert person.audio_tracks[0].startswith("agent-")  # what we heard was the agent's voice

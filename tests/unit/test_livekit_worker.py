@@ -107,9 +107,28 @@ def test_unset_capacity_settings_keep_livekit_agents_defaults_for_production_and
     assert dev == [math.inf, 0]
 
 
+def test_with_max_jobs_the_load_is_the_share_of_conversations_running_and_full_at_max() -> None:
+    server = worker.build_server(Settings.from_env(BASE | LIVEKIT | {"CHATAPP_AGENT_MAX_JOBS": "4"}))
+    load = server._load_fnc
+    assert load is not None
+    running: list[object] = []
+    server_view: Any = types.SimpleNamespace(active_jobs=running)
+    loads = []
+    for _ in range(5):
+        loads.append(load(server_view))
+        running.append(object())
+    assert loads == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert server._load_threshold == 1.0
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("CHATAPP_AGENT_LOAD_THRESHOLD", "0"), ("CHATAPP_AGENT_IDLE_PROCESSES", "-1"), ("CHATAPP_AGENT_HEALTH_PORT", "x")],
+    [
+        ("CHATAPP_AGENT_MAX_JOBS", "0"),
+        ("CHATAPP_AGENT_LOAD_THRESHOLD", "0"),
+        ("CHATAPP_AGENT_IDLE_PROCESSES", "-1"),
+        ("CHATAPP_AGENT_HEALTH_PORT", "x"),
+    ],
 )
 def test_a_bad_capacity_setting_is_a_clear_configuration_error(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):

@@ -215,6 +215,8 @@ class Settings:
     # warm job process per core, health check on every interface at 8081; --dev: never full, none warm, any port).
     agent_load_threshold: float | None = setting("CHATAPP_AGENT_LOAD_THRESHOLD", None, number(minimum=0.01))
     agent_idle_processes: int | None = setting("CHATAPP_AGENT_IDLE_PROCESSES", None, whole(minimum=0))
+    # Set: the worker's load is its share of this many conversations (full at that many), not the machine's CPU.
+    agent_max_jobs: int | None = setting("CHATAPP_AGENT_MAX_JOBS", None, whole(minimum=1))
     agent_health_host: str = setting("CHATAPP_AGENT_HEALTH_HOST", "")  # "" = every interface
     agent_health_port: int | None = setting("CHATAPP_AGENT_HEALTH_PORT", None, whole(minimum=0))  # 0: any free
     # How the worker decides a spoken turn ended: livekit-agents' end-of-turn "model", or the "vad"'s silence.

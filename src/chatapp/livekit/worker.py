@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from livekit.agents import (
@@ -158,11 +159,25 @@ async def entrypoint(ctx: JobContext) -> None:
         session.generate_reply(instructions=greeting_instructions(meta.user_name))
 
 
+def job_count_load(max_jobs: int) -> Callable[[AgentServer], float]:
+    """The worker's load as its share of `max_jobs` conversations. livekit-agents' default is the whole
+    machine's CPU, which the worker reports to LiveKit, and the LiveKit server sends no job to a worker above
+    its `agents.target_load` (0.7): on a machine shared with other work, dispatch then stops at random."""
+
+    def load(server: AgentServer) -> float:
+        return min(1.0, len(server.active_jobs) / max_jobs)
+
+    return load
+
+
 def capacity_options(settings: Settings) -> dict[str, Any]:
     """The operator's capacity and health-check settings for AgentServer; unset ones keep livekit-agents'
     defaults, whose production values (full above 70% CPU, a warm process per core, the health check on
     every interface at 8081) starve a small shared machine and expose a port."""
     options: dict[str, Any] = {"host": settings.agent_health_host}
+    if settings.agent_max_jobs is not None:
+        options["load_fnc"] = job_count_load(settings.agent_max_jobs)
+        options["load_threshold"] = 1.0  # full at max_jobs
     if settings.agent_load_threshold is not None:
         options["load_threshold"] = settings.agent_load_threshold
     if settings.agent_idle_processes is not None:

@@ -11,14 +11,18 @@ under CI=true they fail instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import html
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +35,7 @@ from livekit import api, rtc
 
 from tests.fakes.openai_chat import FakeOpenAI
 from tests.fakes.speech import synthesize
-from tests.support import ROOT, AppServer, free_port
+from tests.support import ROOT, AppServer, client_ip, free_port, signup, utterance_texts
 
 LIVEKIT_VERSION = "v1.13.5"
 API_KEY = "voice-test-key"
@@ -96,6 +100,7 @@ def server_config(http_port: int, udp_port: int, webhook_urls: list[str]) -> dic
             "stun_servers": ["127.0.0.1:3478"],
         },
         "keys": {API_KEY: API_SECRET},
+        "agents": {"target_load": 1.0},  # the worker reports jobs/max, so dispatch until it is full
         "logging": {"level": "info"},
     }
     if webhook_urls:
@@ -322,8 +327,9 @@ class SpeechFake:
 def worker_env(livekit: LiveKitServer, speech: SpeechFake, work_dir: Path, **extra: str) -> dict[str, str]:
     """The environment a user gives `chatapp agent` (README, "Voice with LiveKit"): turns end on the VAD's silence;
     and for a small shared machine:
-    never report full (the machine's CPU is shared with the browser and the server), one warm job process,
-    the health check on loopback at any free port."""
+    its load is its share of 4 conversations, not the machine's CPU (which the browser, the server and other
+    work share, and which LiveKit checks before every dispatch), one warm job process, and the health check
+    on loopback at any free port."""
     return {
         **os.environ,
         "CHATAPP_ENV_FILE": "/nonexistent",
@@ -337,7 +343,7 @@ def worker_env(livekit: LiveKitServer, speech: SpeechFake, work_dir: Path, **ext
         "CHATAPP_STT_BASE_URL": speech.base_url,
         "CHATAPP_TTS_BASE_URL": speech.base_url,
         "CHATAPP_TURN_DETECTION": "vad",
-        "CHATAPP_AGENT_LOAD_THRESHOLD": "inf",
+        "CHATAPP_AGENT_MAX_JOBS": "4",
         "CHATAPP_AGENT_IDLE_PROCESSES": "1",
         "CHATAPP_AGENT_HEALTH_HOST": "127.0.0.1",
         "CHATAPP_AGENT_HEALTH_PORT": "0",
@@ -514,3 +520,54 @@ class Participant:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.room.disconnect()
         await self.source.aclose()
+
+
+# ---- a signed-up person in their conversation's room ----
+
+TURN_WITHIN = 30.0  # seconds for one turn; ~1-3 s alone, far more when the 2 cores are busy
+_PANEL = {
+    "conversation": re.compile(r'id="chat-panel"[^>]*data-conversation-id="([0-9a-f-]{36})"'),
+    "url": re.compile(r'data-livekit-url="([^"]+)"'),
+    "token": re.compile(r'data-livekit-token="([^"]+)"'),
+}
+
+
+@dataclass
+class InRoom:
+    """A person signed up in the app (`client`), their active conversation and them in its LiveKit room."""
+
+    client: httpx.AsyncClient
+    conversation_id: uuid.UUID
+    person: Participant
+    joined_at: float
+
+    async def agent_finals(self, count: int, timeout: float = TURN_WITHIN) -> None:
+        """Wait until the conversation has `count` agent finals stored."""
+        deadline = time.monotonic() + timeout
+        while sum(role == "agent" for _, role, _ in await utterance_texts(self.conversation_id)) < count:
+            assert time.monotonic() < deadline, f"fewer than {count} agent finals stored"
+            await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def in_a_room(voice: VoiceStack) -> AsyncIterator[InRoom]:
+    """Sign up, open the chat page and join its room with the URL and token the page hands out; wait until the
+    agent has greeted (stored) and stopped speaking."""
+    async with httpx.AsyncClient(base_url=voice.app.url, headers={"X-Forwarded-For": client_ip()}, timeout=15) as c:
+        await signup(c)
+        page = (await c.get("/")).text
+        found = {name: html.unescape(m.group(1)) if (m := rx.search(page)) else "" for name, rx in _PANEL.items()}
+        assert found["url"], "the chat page hands out no LiveKit URL"
+        assert found["token"], "the chat page hands out no LiveKit token"
+        person = Participant()
+        began = time.monotonic()
+        await person.join(found["url"], found["token"])
+        voice.timings["participant_join"] = time.monotonic() - began
+        room = InRoom(c, uuid.UUID(found["conversation"]), person, began)
+        try:
+            await room.agent_finals(1)  # the greeting
+            voice.timings["greeting_stored_after_join"] = time.monotonic() - began
+            await person.agent_state("listening", began, TURN_WITHIN)
+            yield room
+        finally:
+            await person.leave()

@@ -1,81 +1,80 @@
-"""A person speaks into a real LiveKit room through the livekit rtc SDK: the real `chatapp agent` worker hears
-them (Silero VAD, then speech-to-text on the speech fake), answers (the chat fake), speaks (espeak through its
-TTS), and the app stores both finals once, in order, and streams them to an SSE client."""
+"""A person in a real LiveKit room, through the livekit rtc SDK, with the real `chatapp agent` worker: what they
+say is heard (Silero VAD, then speech-to-text on the speech fake), answered (the chat fake) and spoken (espeak
+through the worker's TTS); what they type over `lk.chat` is answered too; the app stores every final once, in
+order, and streams it."""
 
 from __future__ import annotations
 
-import html
-import re
 import time
 import uuid
 
-import httpx
 import pytest
 
 from tests.fakes.openai_chat import Reply
-from tests.support import client_ip, signup, utterance_texts, wait_for
-from tests.support_livekit import Participant, VoiceStack, speech_pcm
+from tests.support import htmx, utterance_roles, utterance_texts
+from tests.support_livekit import TURN_WITHIN, VoiceStack, in_a_room, speech_pcm
 from tests.support_stream import assert_exactly_once_in_order, open_stream, stored_seqs
 
 pytestmark = pytest.mark.voice
 
-CONVERSATION = re.compile(r'id="chat-panel"[^>]*data-conversation-id="([0-9a-f-]{36})"')
-PANEL_TOKEN = re.compile(r'data-livekit-token="([^"]+)"')
-PANEL_URL = re.compile(r'data-livekit-url="([^"]+)"')
 GREETING = "Hello, where to?"
 ANSWER = "Lisbon is lovely in May."
 SAID = "plan a trip to lisbon"
-TURN_WITHIN = 30.0  # seconds; a spoken turn takes ~2-5 s alone, far more when the 2 cores are busy
-
-
-def roles(n_agent: int, cid: uuid.UUID) -> object:
-    async def enough() -> bool:
-        return sum(role == "agent" for _, role, _ in await utterance_texts(cid)) >= n_agent
-
-    return enough
 
 
 async def test_a_spoken_turn_is_heard_answered_and_spoken_and_both_finals_are_stored_once_in_order_and_streamed(
     voice: VoiceStack,
 ) -> None:
     voice.llm.script[:] = [Reply(GREETING), Reply(ANSWER)]
-    async with httpx.AsyncClient(base_url=voice.app.url, headers={"X-Forwarded-For": client_ip()}, timeout=15) as c:
-        await signup(c)
-        page = (await c.get("/")).text
-        cid, url, token = (
-            m.group(1) if (m := rx.search(page)) else "" for rx in (CONVERSATION, PANEL_URL, PANEL_TOKEN)
-        )
-        assert url, "the chat page hands out no LiveKit URL"
-        assert token, "the chat page hands out no LiveKit token"
-        asked_before = len(voice.speech.requests())
-        person = Participant()
-        began = time.monotonic()
-        await person.join(html.unescape(url), html.unescape(token))
-        voice.timings["participant_join"] = time.monotonic() - began
-        try:
-            await wait_for(roles(1, uuid.UUID(cid)), TURN_WITHIN)  # the agent greeted
-            voice.timings["greeting_stored_after_join"] = time.monotonic() - began
-            await person.agent_state("listening", began, TURN_WITHIN)  # and is done speaking
-            stream = await open_stream(c, f"/conversations/{cid}/stream")
-            spoken = await person.say(speech_pcm(SAID))
-            await wait_for(roles(2, uuid.UUID(cid)), TURN_WITHIN)
-            voice.timings["turn_answer_stored"] = time.monotonic() - spoken
-            voice.timings["turn_first_agent_audio"] = await person.agent_speaks_after(spoken, TURN_WITHIN) - spoken
-            stored = await stored_seqs(uuid.UUID(cid))
-            await stream.wait_for(stored[-1])
-        finally:
-            await person.leave()
+    asked_before = len(voice.speech.requests())
+    async with in_a_room(voice) as room:
+        stream = await open_stream(room.client, f"/conversations/{room.conversation_id}/stream")
+        spoken = await room.person.say(speech_pcm(SAID))
+        first_audio = await room.person.agent_speaks_after(spoken, TURN_WITHIN)
+        await room.agent_finals(2)
+        voice.timings["turn_first_agent_audio"] = first_audio - spoken
+        voice.timings["turn_answer_stored"] = time.monotonic() - spoken
+        stored = await stored_seqs(room.conversation_id)
+        await stream.wait_for(stored[-1])
         await stream.close()
-    assert [(role, text) for _, role, text in await utterance_texts(uuid.UUID(cid))] == [
+    assert [(role, text) for _, role, text in await utterance_texts(room.conversation_id)] == [
         ("agent", GREETING),
         ("user", SAID),
         ("agent", ANSWER),
     ]
     assert_exactly_once_in_order(stream.seqs, stored)
-    requests = voice.speech.requests()[asked_before:]
-    voice.timings["turn_audio_transcribed_seconds"] = sum(r["audio_seconds"] for r in requests[1:2])
-    asked = [(r["kind"], r["text"]) for r in requests]
+    asked = [(r["kind"], r["text"]) for r in voice.speech.requests()[asked_before:]]
     assert asked == [("speech", GREETING), ("transcription", SAID), ("speech", ANSWER)]  # it spoke, heard, spoke
-    assert len(person.audio_tracks) == 1
-    assert person.audio_tracks[0].startswith("agent-")  # what we heard was the agent's voice
+    assert len(room.person.audio_tracks) == 1
+    assert room.person.audio_tracks[0].startswith("agent-")  # what we heard was the agent's voice
+    voice.assert_nothing_left_loopback()
+
+
+async def test_text_typed_in_voice_mode_reaches_the_agent_over_lk_chat_and_is_stored_once(voice: VoiceStack) -> None:
+    """As static/voice.js does: the text goes over the room's `lk.chat` stream with its item id, and is posted
+    to the app under the same id; the agent answers it, and it is stored once."""
+    typed, answer = "Three days in Porto, please.", "Porto in three days: start at the Ribeira."
+    voice.llm.script[:] = [Reply(GREETING), Reply(answer)]
+    async with in_a_room(voice) as room:
+        item, sent = uuid.uuid4().hex, time.monotonic()
+        await room.person.room.local_participant.send_text(
+            typed, topic="lk.chat", attributes={"chatapp.item_id": f"typed-{item}"}
+        )
+        posted = await room.client.post(
+            f"/conversations/{room.conversation_id}/messages",
+            data={"text": typed, "item_id": item},
+            headers=htmx(room.client),
+        )
+        assert posted.status_code == 204
+        await room.agent_finals(2)  # stored once it has been said aloud:
+        assert room.person.loud_after(sent) is not None
+    assert [(role, text) for _, role, text in await utterance_texts(room.conversation_id)] == [
+        ("agent", GREETING),
+        ("user", typed),
+        ("agent", answer),
+    ]
+    assert [item_id for _, role, item_id in await utterance_roles(room.conversation_id) if role == "user"] == [
+        f"typed-{item}"
+    ]
+    assert voice.llm.messages(-1)[-1] == ("user", typed)  # the model was asked about exactly that text
     voice.assert_nothing_left_loopback()

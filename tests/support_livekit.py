@@ -33,6 +33,7 @@ import psutil
 import pytest
 from livekit import api, rtc
 
+from chatapp.conversations.agent_access import room_name_for
 from tests.fakes.openai_chat import FakeOpenAI
 from tests.fakes.speech import synthesize
 from tests.support import ROOT, AppServer, client_ip, free_port, signup, utterance_texts
@@ -46,6 +47,7 @@ HOW_TO_GET = (
     "or set LIVEKIT_SERVER_BIN to a livekit-server binary"
 )
 READY = 60.0  # seconds a process may take to start on a busy 2-core machine
+TURN_WITHIN = 30.0  # seconds for one turn; ~1-3 s alone, far more when the 2 cores are busy
 # scripts/loopback-only's namespace: loopback and a veth pair with both ends inside and no route anywhere.
 SEALED_INTERFACES = {"lo", "sink0", "sink1"}
 
@@ -86,7 +88,9 @@ def require_server() -> Path:
 def server_config(http_port: int, udp_port: int, webhook_urls: list[str]) -> dict[str, object]:
     """`livekit-server --dev --config` on loopback only: signalling and API bound to 127.0.0.1, all WebRTC media
     muxed over one loopback UDP port, no TCP fallback (it binds every interface), only `lo` offered as an ICE
-    candidate, a dummy STUN server (else it hands clients public ones), and webhooks signed with our key."""
+    candidate, a dummy STUN server (else it hands clients public ones), and webhooks signed with our key.
+    Rooms are only made by the app's API calls: with auto_create on, an agent or browser joining a room New
+    Chat has just deleted would make it again, and the agent would sit in it until its empty timeout."""
     config: dict[str, object] = {
         "port": http_port,
         "bind_addresses": ["127.0.0.1"],
@@ -101,6 +105,7 @@ def server_config(http_port: int, udp_port: int, webhook_urls: list[str]) -> dic
         },
         "keys": {API_KEY: API_SECRET},
         "agents": {"target_load": 1.0},  # the worker reports jobs/max, so dispatch until it is full
+        "room": {"auto_create": False},  # rooms are the app's: a join never re-creates a deleted one
         "logging": {"level": "info"},
     }
     if webhook_urls:
@@ -282,6 +287,14 @@ class LiveKitServer:
     def api(self) -> api.LiveKitAPI:
         return api.LiveKitAPI(self.http_url, self.api_key, self.api_secret)
 
+    async def delete_room(self, name: str) -> None:
+        async with self.api() as lk:
+            await lk.room.delete_room(api.DeleteRoomRequest(room=name))
+
+    async def room_names(self) -> list[str]:
+        async with self.api() as lk:
+            return [room.name for room in (await lk.room.list_rooms(api.ListRoomsRequest())).rooms]
+
     async def close_rooms(self) -> list[str]:
         """Delete every room (which ends their agents' jobs); returns their names."""
         async with self.api() as lk:
@@ -363,6 +376,19 @@ class AgentWorker:
         worker = cls(Process.launch("chatapp agent", argv, work_dir / "agent.log", env))
         worker.proc.wait_until(lambda: "registered worker" in worker.proc.log())
         return worker
+
+    def job_ended(self, conversation_id: uuid.UUID) -> str:
+        """The worker's log line for the end of this conversation's job ('' while it runs)."""
+        marker = f"conversation {conversation_id} job ended"
+        return next((line for line in self.proc.log().splitlines() if marker in line), "")
+
+    async def wait_job_ended(self, conversation_id: uuid.UUID, timeout: float = TURN_WITHIN) -> str:
+        """Wait until the job has ended (its final reconciliation posted); returns that log line."""
+        deadline = time.monotonic() + timeout
+        while not (line := self.job_ended(conversation_id)):
+            assert time.monotonic() < deadline, f"the job of conversation {conversation_id} did not end"
+            await asyncio.sleep(0.05)
+        return line
 
     def stop(self) -> None:
         self.proc.stop(timeout=70.0)  # it lets running jobs finish first
@@ -524,7 +550,6 @@ class Participant:
 
 # ---- a signed-up person in their conversation's room ----
 
-TURN_WITHIN = 30.0  # seconds for one turn; ~1-3 s alone, far more when the 2 cores are busy
 _PANEL = {
     "conversation": re.compile(r'id="chat-panel"[^>]*data-conversation-id="([0-9a-f-]{36})"'),
     "url": re.compile(r'data-livekit-url="([^"]+)"'),
@@ -550,9 +575,11 @@ class InRoom:
 
 
 @contextlib.asynccontextmanager
-async def in_a_room(voice: VoiceStack) -> AsyncIterator[InRoom]:
+async def in_a_room(voice: VoiceStack, *, close: bool = True) -> AsyncIterator[InRoom]:
     """Sign up, open the chat page and join its room with the URL and token the page hands out; wait until the
-    agent has greeted (stored) and stopped speaking."""
+    agent has greeted (stored) and stopped speaking. On the way out leave, and unless `close` is false delete
+    the room as New Chat would and wait for the job to end (its shutdown reconciliation posted): the agent
+    stays in a room its person left, so rooms would pile up."""
     async with httpx.AsyncClient(base_url=voice.app.url, headers={"X-Forwarded-For": client_ip()}, timeout=15) as c:
         await signup(c)
         page = (await c.get("/")).text
@@ -571,3 +598,7 @@ async def in_a_room(voice: VoiceStack) -> AsyncIterator[InRoom]:
             yield room
         finally:
             await person.leave()
+            if close:
+                await voice.livekit.delete_room(room_name_for(room.conversation_id))
+        if close:
+            await voice.worker.wait_job_ended(room.conversation_id)

@@ -208,6 +208,7 @@ class Process:
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    launched_at: float = field(default_factory=time.monotonic)
     started_in: float = 0.0  # seconds from launch to ready
 
     @classmethod
@@ -225,18 +226,17 @@ class Process:
 
     def wait_until(self, ready: Callable[[], bool], timeout: float = READY) -> None:
         """Poll `ready()` until true; stop the process and fail with its log when it exits or times out."""
-        began = time.monotonic()
         while not ready():
             problem = ""
             if self.process.poll() is not None:
                 problem = f"exited early ({self.process.returncode})"
-            elif time.monotonic() - began > timeout:
+            elif time.monotonic() - self.launched_at > timeout:
                 problem = f"not ready after {timeout:.0f} s"
             if problem:
                 self.stop()
                 raise RuntimeError(f"{self.name} {problem}:\n{self.log()[-4000:]}")
             time.sleep(0.05)
-        self.started_in = time.monotonic() - began
+        self.started_in = time.monotonic() - self.launched_at
 
     def stop(self, timeout: float = 15.0) -> None:
         if self.process.poll() is None:
@@ -295,6 +295,12 @@ class LiveKitServer:
         async with self.api() as lk:
             return [room.name for room in (await lk.room.list_rooms(api.ListRoomsRequest())).rooms]
 
+    async def published_sources(self, room: str, identity: str) -> list[int]:
+        """The sources of the tracks the server has for `identity` in `room`."""
+        async with self.api() as lk:
+            found = await lk.room.get_participant(api.RoomParticipantIdentity(room=room, identity=identity))
+        return [track.source for track in found.tracks]
+
     async def close_rooms(self) -> list[str]:
         """Delete every room (which ends their agents' jobs); returns their names."""
         async with self.api() as lk:
@@ -319,14 +325,16 @@ class SpeechFake:
         return f"http://127.0.0.1:{self.port}/v1"
 
     @classmethod
-    def start(cls, work_dir: Path, phrases: list[str]) -> SpeechFake:
+    def launch(cls, work_dir: Path, phrases: list[str]) -> SpeechFake:
+        """Start it without waiting (`wait_ready()`), so other processes can start meanwhile."""
         port = free_port()
         argv = [sys.executable, "-m", "tests.fakes.speech", "--port", str(port)]
         for phrase in phrases:
             argv += ["--phrase", phrase]
-        fake = cls(Process.launch("speech fake", argv, work_dir / "speech.log", dict(os.environ)), port)
-        fake.proc.wait_until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"))
-        return fake
+        return cls(Process.launch("speech fake", argv, work_dir / "speech.log", dict(os.environ)), port)
+
+    def wait_ready(self) -> None:
+        self.proc.wait_until(lambda: _answers(f"http://127.0.0.1:{self.port}/healthz"))
 
     def requests(self) -> list[dict[str, Any]]:
         """What it was asked so far: kind (speech/transcription), text, ms, audio_seconds."""
@@ -371,11 +379,13 @@ class AgentWorker:
     proc: Process
 
     @classmethod
-    def start(cls, work_dir: Path, env: dict[str, str]) -> AgentWorker:
+    def launch(cls, work_dir: Path, env: dict[str, str]) -> AgentWorker:
+        """Start it without waiting (`wait_registered()`), so other processes can start meanwhile."""
         argv = [sys.executable, "-m", "chatapp", "agent"]
-        worker = cls(Process.launch("chatapp agent", argv, work_dir / "agent.log", env))
-        worker.proc.wait_until(lambda: "registered worker" in worker.proc.log())
-        return worker
+        return cls(Process.launch("chatapp agent", argv, work_dir / "agent.log", env))
+
+    def wait_registered(self) -> None:
+        self.proc.wait_until(lambda: "registered worker" in self.proc.log())
 
     def job_ended(self, conversation_id: uuid.UUID) -> str:
         """The worker's log line for the end of this conversation's job ('' while it runs)."""

@@ -7,6 +7,7 @@ each test checks that none tried. Under CI=true an unsealed run fails: it could 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -49,18 +50,26 @@ async def voice(livekit_binary: Path, db: str, tmp_path_factory: pytest.TempPath
     app_port = free_port()
     began = time.monotonic()
     livekit = LiveKitServer.start(livekit_binary, work, webhook_urls=[f"http://127.0.0.1:{app_port}/livekit/webhook"])
-    speech = SpeechFake.start(work, PHRASES)
+    speech = SpeechFake.launch(work, PHRASES)  # the speech fake, the worker and the app start side by side
     async with fake_openai() as llm:
-        app = AppServer.start(
-            db,
-            work / "app",
-            port=app_port,
-            LIVEKIT_URL=livekit.url,
-            LIVEKIT_API_KEY=livekit.api_key,
-            LIVEKIT_API_SECRET=livekit.api_secret,
-            CHATAPP_AGENT_NAME=AGENT_NAME,
-        )
-        worker = AgentWorker.start(work, worker_env(livekit, speech, work, CHATAPP_LLM_BASE_URL=llm.base_url))
+        worker = AgentWorker.launch(work, worker_env(livekit, speech, work, CHATAPP_LLM_BASE_URL=llm.base_url))
+        try:
+            app = await asyncio.to_thread(
+                AppServer.start,
+                db,
+                work / "app",
+                port=app_port,
+                LIVEKIT_URL=livekit.url,
+                LIVEKIT_API_KEY=livekit.api_key,
+                LIVEKIT_API_SECRET=livekit.api_secret,
+                CHATAPP_AGENT_NAME=AGENT_NAME,
+            )
+            await asyncio.to_thread(speech.wait_ready)
+            await asyncio.to_thread(worker.wait_registered)
+        except BaseException:
+            for part in (worker, speech, livekit):
+                part.stop()
+            raise
         stack = VoiceStack(livekit, speech, llm, app, worker, network)
         stack.timings |= {
             "livekit_start": livekit.proc.started_in,

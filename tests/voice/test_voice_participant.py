@@ -9,7 +9,10 @@ import time
 import uuid
 
 import pytest
+from livekit import api, rtc
+from livekit.rtc.participant import PublishTrackError
 
+from chatapp.conversations.agent_access import room_name_for
 from tests.fakes.openai_chat import Reply
 from tests.support import htmx, utterance_roles, utterance_texts
 from tests.support_livekit import TURN_WITHIN, VoiceStack, in_a_room, speech_pcm
@@ -78,3 +81,19 @@ async def test_text_typed_in_voice_mode_reaches_the_agent_over_lk_chat_and_is_st
     ]
     assert voice.llm.messages(-1)[-1] == ("user", typed)  # the model was asked about exactly that text
     voice.assert_nothing_left_loopback()
+
+
+async def test_the_token_the_page_hands_out_lets_the_person_publish_their_microphone_and_nothing_else(
+    voice: VoiceStack,
+) -> None:
+    """The real server enforces the app's grants: the microphone is published (the other tests speak through
+    it); a camera is refused, and the server lists only the microphone. (The server answers NOT_ALLOWED at
+    once, but the SDK only gives up after its publish timeout, ~10 s: one refused source is enough.)"""
+    voice.llm.script[:] = [Reply(GREETING)]
+    async with in_a_room(voice) as room:
+        me = room.person.room.local_participant
+        camera = rtc.LocalVideoTrack.create_video_track("camera", rtc.VideoSource(64, 64))
+        with pytest.raises(PublishTrackError):
+            await me.publish_track(camera, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA))
+        on_server = await voice.livekit.published_sources(room_name_for(room.conversation_id), me.identity)
+    assert on_server == [api.TrackSource.MICROPHONE]

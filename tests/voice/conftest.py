@@ -80,6 +80,7 @@ async def voice(livekit_binary: Path, db: str, tmp_path_factory: pytest.TempPath
         try:
             yield stack  # a test that breaks a part (kills the worker, restarts the server) puts it back
         finally:
+            stack.assert_nothing_left_loopback()  # over the whole session, not only the tests that check it
             await livekit.close_rooms()  # each job ends with its room, so the worker stops without waiting
             stopping = time.monotonic()
             worker.stop()

@@ -50,10 +50,13 @@ async def voice(livekit_binary: Path, db: str, tmp_path_factory: pytest.TempPath
     app_port = free_port()
     began = time.monotonic()
     livekit = LiveKitServer.start(livekit_binary, work, webhook_urls=[f"http://127.0.0.1:{app_port}/livekit/webhook"])
-    speech = SpeechFake.launch(work, PHRASES)  # the speech fake, the worker and the app start side by side
+    started: list[LiveKitServer | SpeechFake | AgentWorker] = [livekit]
     async with fake_openai() as llm:
-        worker = AgentWorker.launch(work, worker_env(livekit, speech, work, CHATAPP_LLM_BASE_URL=llm.base_url))
-        try:
+        try:  # the speech fake, the worker and the app start side by side
+            speech = SpeechFake.launch(work, PHRASES)
+            started.append(speech)
+            worker = AgentWorker.launch(work, worker_env(livekit, speech, work, CHATAPP_LLM_BASE_URL=llm.base_url))
+            started.append(worker)
             app = await asyncio.to_thread(
                 AppServer.start,
                 db,
@@ -67,7 +70,7 @@ async def voice(livekit_binary: Path, db: str, tmp_path_factory: pytest.TempPath
             await asyncio.to_thread(speech.wait_ready)
             await asyncio.to_thread(worker.wait_registered)
         except BaseException:
-            for part in (worker, speech, livekit):
+            for part in reversed(started):
                 part.stop()
             raise
         stack = VoiceStack(livekit, speech, llm, app, worker, network)
@@ -80,15 +83,23 @@ async def voice(livekit_binary: Path, db: str, tmp_path_factory: pytest.TempPath
         try:
             yield stack  # a test that breaks a part (kills the worker, restarts the server) puts it back
         finally:
-            stack.assert_nothing_left_loopback()  # over the whole session, not only the tests that check it
-            await livekit.close_rooms()  # each job ends with its room, so the worker stops without waiting
-            stopping = time.monotonic()
-            worker.stop()
-            stack.timings["worker_stop"] = time.monotonic() - stopping
-            app.stop()
-            speech.stop()
-            livekit.stop()
-            TIMINGS.parent.mkdir(parents=True, exist_ok=True)
-            with TIMINGS.open("a") as out:
-                rounded = {name: round(seconds, 3) for name, seconds in stack.timings.items()}
-                out.write(json.dumps({"sealed": network.sealed, **rounded}) + "\n")
+            await shut_down(stack)
+        stack.assert_nothing_left_loopback()  # over the whole session, not only the tests that check it
+
+
+async def shut_down(stack: VoiceStack) -> None:
+    """Delete the rooms (each job ends with its room, so the worker stops without waiting), stop every process
+    whatever fails on the way, and note the timings."""
+    try:
+        await stack.livekit.close_rooms()
+    finally:
+        stopping = time.monotonic()
+        stack.worker.stop()
+        stack.timings["worker_stop"] = time.monotonic() - stopping
+        stack.app.stop()
+        stack.speech.stop()
+        stack.livekit.stop()
+        TIMINGS.parent.mkdir(parents=True, exist_ok=True)
+        with TIMINGS.open("a") as out:
+            rounded = {name: round(seconds, 3) for name, seconds in stack.timings.items()}
+            out.write(json.dumps({"sealed": stack.network.sealed, **rounded}) + "\n")

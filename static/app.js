@@ -2,10 +2,19 @@
 (function () {
   "use strict";
 
-  // ---- Toasts: the server sends HX-Trigger {"toast": {...}}; messages are text, never HTML. ----
+  // ---- Toasts: the server sends HX-Trigger {"toast": {...}}; messages are text, never HTML. One at a time: a new
+  // one replaces the one showing. On the chat page the toast area is a line of its own under the composer (see
+  // app.css), so the transcript keeps its newest message in view while the line comes and goes. ----
+  function keepingTheNewestInView(change) {
+    var container = document.getElementById("messages-container");
+    var stick = container && container.scrollHeight - container.scrollTop - container.clientHeight < 80;
+    change();
+    if (stick) container.scrollTop = container.scrollHeight;
+  }
   function showToast(message, level, options) {
     var area = document.getElementById("toasts");
     if (!area || !message) return;
+    keepingTheNewestInView(function () { area.replaceChildren(); });
     var toast = document.createElement("div");
     toast.className = "toast toast-" + (level || "info");
     toast.setAttribute("data-testid", "toast");
@@ -26,11 +35,12 @@
     close.className = "toast-close";
     close.setAttribute("aria-label", "Dismiss");
     close.textContent = "×";
-    close.addEventListener("click", function () { toast.remove(); });
+    function dismiss() { keepingTheNewestInView(function () { toast.remove(); }); }
+    close.addEventListener("click", dismiss);
     toast.appendChild(close);
-    area.appendChild(toast);
+    keepingTheNewestInView(function () { area.appendChild(toast); });
     var ttl = (options && options.ttl) || (level === "error" ? 8000 : 4000);
-    setTimeout(function () { toast.remove(); }, ttl);
+    setTimeout(dismiss, ttl);
   }
   window.showToast = showToast;
 
@@ -230,13 +240,43 @@
     if (event.detail.elt && event.detail.elt.id === "panel-refresh") savedElsewhere = true;
   });
 
+  // New Chat: the text box has the keyboard before the request leaves, so nothing typed right after the click (or
+  // the shortcut) is lost; what is typed while the server saves moves into the new panel's text box at the swap.
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    if (!event.detail.elt || event.detail.elt.id !== "new-chat-form") return;
+    var input = document.getElementById("message-input");
+    if (input && document.activeElement !== input) {
+      input.focus();
+      input.setSelectionRange(input.value.length, input.value.length);
+    }
+  });
+  var typedBeforeSwap = null;
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var input = document.getElementById("message-input");
+    var target = event.detail.target;
+    typedBeforeSwap = target && target.id === "chat-panel" && input ? input.value : null;
+  });
+  document.addEventListener("htmx:afterSwap", function (event) {
+    var input = document.getElementById("message-input");
+    var typed = typedBeforeSwap;
+    typedBeforeSwap = null;
+    if (!input || typed === null || event.detail.target.id !== "chat-panel") return;
+    if (typed && !input.value) {
+      input.value = typed;
+      saveDraft(typed);
+      autogrow(input);
+    }
+    input.focus();
+    input.setSelectionRange(input.value.length, input.value.length);
+  });
+
   // A fresh panel (New Chat, or another tab moved on) is ready to type into at once, with the draft.
   document.addEventListener("htmx:afterSettle", function (event) {
     var panel = event.detail.elt;
     if (panel && panel.id === "chat-panel") {
-      var kept = restoreDraft();
       var input = document.getElementById("message-input");
-      if (input) input.focus();
+      var kept = restoreDraft() || Boolean(input && input.value);  // or carried over at the swap
+      if (input && document.activeElement !== input) input.focus();
       scrollToNewest();
       if (savedElsewhere) {
         savedElsewhere = false;

@@ -226,4 +226,4 @@ def build_runtime(settings: Settings, pipeline: TranscriptPipeline) -> AgentRunt
     from chatapp.agents.inprocess import InProcessRuntime
     from chatapp.agents.models import build_llm
 
-    return InProcessRuntime(sink=pipeline, llm_factory=lambda: build_llm(settings))
+    return InProcessRuntime(sink=pipeline, llm_factory=lambda: build_llm(settings, page_says_offline=True))

@@ -42,10 +42,10 @@ _HEADLINE = f'StartSel={_START}, StopSel={_STOP}, MaxWords=24, MinWords=10, MaxF
 
 
 # What the search box holds, as a tsquery. People search as they type, so the last word is matched as a prefix
-# ('reykj' finds Reykjavik), stemmed ('hotels' finds hotel) and as typed (a stop word may begin a longer word: 'to'
-# finds Tokyo), unless it ends a "quoted phrase" or follows an operator (-word). `pattern` and `fuzzy` are for
-# the titles, when the search is plain words of at least 3 characters (shorter ones have no trigram to look up;
-# "phrases", -exclusions and `or` are for the words).
+# ('reykj' finds Reykjavik), stemmed ('hotels' finds hotel), or as typed when English drops it (a stop word may
+# begin a longer word: 'to' finds Tokyo), unless it ends a "quoted phrase" or follows an operator (-word).
+# `pattern` and `fuzzy` are for the titles, when the search is plain words of at least 3 characters (shorter
+# ones have no trigram to look up; "phrases", -exclusions and `or` are for the words).
 _QUERY = r"""
 typed AS (
     SELECT $2::text AS words, substring($2 from '(?:^|\s)(\w+)$') AS last,
@@ -55,8 +55,9 @@ typed AS (
 q AS (
     SELECT CASE WHEN t.last IS NULL OR t.quotes % 2 = 1 THEN websearch_to_tsquery('english', t.words)
                 ELSE websearch_to_tsquery('english', left(t.words, -length(t.last)))
-                     && (to_tsquery('english', quote_literal(t.last) || ':*')
-                         || to_tsquery('simple', quote_literal(t.last) || ':*'))
+                     && CASE WHEN numnode(to_tsquery('english', quote_literal(t.last) || ':*')) > 0
+                             THEN to_tsquery('english', quote_literal(t.last) || ':*')
+                             ELSE to_tsquery('simple', quote_literal(t.last) || ':*') END
            END AS query,
            CASE WHEN t.plain THEN '%' || replace(t.words, '_', '\_') || '%' END AS pattern,
            CASE WHEN t.plain THEN t.words END AS fuzzy

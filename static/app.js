@@ -77,6 +77,49 @@
     else { document.execCommand("copy"); done(); }
   });
 
+  // ---- Message actions: Copy puts the message's text on the clipboard; Retry is an htmx post (chat.html). Both
+  // say what they did in the page's status line for screen readers. Times show in the browser's own zone. ----
+  function announce(text) {
+    var announcer = document.getElementById("announcer");
+    if (!announcer) return;
+    announcer.textContent = "";
+    setTimeout(function () { announcer.textContent = text; }, 50);  // a change, even for the same words
+  }
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-copy-message]");
+    if (!button) return;
+    var bubble = button.closest(".message").querySelector(".bubble");
+    var text = bubble ? bubble.innerText.trim() : "";
+    var done = function () {
+      button.textContent = "Copied";
+      announce("Copied to the clipboard.");
+      setTimeout(function () { button.textContent = "Copy"; }, 1500);
+    };
+    var failed = function () { announce("Could not copy: the browser did not allow it."); };
+    if (navigator.clipboard && navigator.clipboard.writeText) navigator.clipboard.writeText(text).then(done, failed);
+    else failed();
+  });
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    if (event.detail.elt && event.detail.elt.matches && event.detail.elt.matches(".retry-button")) {
+      announce("Retrying: the agent answers again. The earlier reply is kept, marked replaced.");
+    }
+  });
+  function localTimes(root) {
+    var scope = root && root.querySelectorAll ? root : document;
+    var times = scope.querySelectorAll ? scope.querySelectorAll("time.message-time") : [];
+    if (root && root.matches && root.matches("time.message-time")) times = [root];
+    Array.prototype.forEach.call(times, function (el) {
+      var at = new Date(el.getAttribute("datetime"));
+      if (isNaN(at)) return;
+      el.textContent = at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+      el.title = at.toLocaleString();
+    });
+  }
+  // SSE swaps bypass htmx.onLoad when they replace a bubble by hand (see below): format those too.
+  document.addEventListener("htmx:sseMessage", function (event) {
+    if (event.target && event.target.id === "messages-container") localTimes(event.target);
+  });
+
   // ---- Live transcript over SSE ----
   function messages() { return document.getElementById("messages-container"); }
 
@@ -131,6 +174,8 @@
         return;
       }
       existing.replaceWith(incoming);
+      localTimes(incoming);
+      if (window.htmx) htmx.process(incoming);  // its Retry button
       event.preventDefault();
     }
     if (stick) requestAnimationFrame(function () { target.scrollTop = target.scrollHeight; });
@@ -488,6 +533,7 @@
   function setup(content) {
     setupComposer(content);
     setupDictation(document);
+    localTimes(content);
   }
   if (window.htmx) htmx.onLoad(setup);
   document.addEventListener("DOMContentLoaded", function () { setup(document.body); });

@@ -114,6 +114,12 @@ def _clean_text(raw: object) -> str:
     return text
 
 
+def _seq(raw: object) -> int:
+    if not (isinstance(raw, str) and raw.isascii() and raw.isdigit() and 0 < int(raw) <= MAX_SEQ):
+        raise HTTPException(status_code=400, detail="seq must be a message sequence number.")
+    return int(raw)
+
+
 def _item_id(raw: object) -> str:
     """The client's id for this message makes a retried post idempotent; without JS the server makes one."""
     if isinstance(raw, str) and raw:
@@ -177,6 +183,19 @@ class ChatController(Controller):
         """The Stop button (or Esc in the composer): the agent's reply ends here, kept as interrupted.
         Counted with typed messages; 204 also when there was nothing left to stop (the reply just ended)."""
         await conversations.interrupt(request.user.id, conversation_id)
+        return Response(None, status_code=204)
+
+    @post("/conversations/{conversation_id:uuid}/retry", status_code=204, guards=[*FORM_ONLY, limit("new_chat")])
+    async def retry_reply(
+        self,
+        request: Request[User, Any, Any],
+        conversations: ConversationService,
+        conversation_id: uuid.UUID,
+        data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)],
+    ) -> Response[None]:
+        """Retry on the agent's last reply (`seq`): kept as superseded, answered anew. Counted with New Chat (it
+        starts an agent)."""
+        await conversations.retry(request.user.id, conversation_id, _seq(data.get("seq")))
         return Response(None, status_code=204)
 
     @post("/conversations/{conversation_id:uuid}/dictation", status_code=200, guards=[limit("dictation")])

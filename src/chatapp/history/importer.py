@@ -23,6 +23,7 @@ from chatapp.conversations.events import MAX_ITEM_ID_LENGTH, MAX_TEXT_LENGTH, Ro
 from chatapp.conversations.service import make_title
 from chatapp.core.database import connection
 from chatapp.core.validation import as_utc, has_control_characters
+from chatapp.history.export import EXPORT_VERSION
 from chatapp.history.service import MAX_TITLE_LENGTH
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -50,6 +51,7 @@ class Line:
     text: str
     interrupted: bool
     created_at: datetime
+    superseded: bool = False  # a reply replaced by Retry (export version 2)
 
 
 @dataclass(frozen=True)
@@ -199,6 +201,11 @@ def _finish(source: str, title: str, started: datetime, ended: datetime | None, 
 
 
 def _chatapp(document: dict[str, Any], name: str) -> Imported:
+    version = document.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= EXPORT_VERSION:
+        raise UnimportableFile(
+            f"{name}: export format version {version!r} is not one this app reads (1 to {EXPORT_VERSION})."
+        )
     try:
         own_id = uuid.UUID(str(document.get("id")))
     except ValueError:
@@ -232,6 +239,7 @@ def _chatapp(document: dict[str, Any], name: str) -> Imported:
                 _text(u.get("text"), where),
                 bool(u.get("interrupted")),
                 _time(u.get("created_at"), where),
+                bool(u.get("superseded")) and role == "agent",
             )
         )
     imported = _finish(f"chatapp:{own_id}", _title(document.get("title"), name), started, ended, lines)
@@ -309,17 +317,17 @@ def _chatgpt(conversation: dict[str, Any], where: str) -> Imported:
 
 INSERT_IMPORTED_SQL = """
 INSERT INTO chat_session (id, room_name, owner, system_prompt, started_at, ended_at, title, last_activity_at,
-                          last_seq, end_reason, import_source)
-SELECT $1, $2, $3, '', $4, $5, $6, $5, $7, 'import', $8
+                          last_seq, end_reason, import_source, superseded)
+SELECT $1, $2, $3, '', $4, $5, $6, $5, $7, 'import', $8, $10
 WHERE NOT EXISTS (SELECT 1 FROM chat_session WHERE id = $9::uuid AND owner = $3)
 ON CONFLICT (owner, import_source) WHERE import_source IS NOT NULL DO NOTHING
 RETURNING id
 """
 INSERT_LINES_SQL = """
-INSERT INTO utterance (session, seq, item_id, role, text, interrupted, created_at)
-SELECT $1, u.seq, u.item_id, u.role, u.text, u.interrupted, u.created_at
-FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::timestamptz[])
-     AS u(seq, item_id, role, text, interrupted, created_at)
+INSERT INTO utterance (session, seq, item_id, role, text, interrupted, created_at, superseded_at)
+SELECT $1, u.seq, u.item_id, u.role, u.text, u.interrupted, u.created_at, CASE WHEN u.superseded THEN now() END
+FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::timestamptz[], $8::bool[])
+     AS u(seq, item_id, role, text, interrupted, created_at, superseded)
 """
 
 
@@ -343,6 +351,7 @@ async def save(owner: uuid.UUID, conversations: list[Imported]) -> Result:
                 len(c.lines),
                 c.source,
                 c.own_id,
+                sum(line.superseded for line in c.lines),
             )
             if row_id is None:
                 already += 1
@@ -356,6 +365,7 @@ async def save(owner: uuid.UUID, conversations: list[Imported]) -> Result:
                 [line.text for line in c.lines],
                 [line.interrupted for line in c.lines],
                 [line.created_at for line in c.lines],
+                [line.superseded for line in c.lines],
             )
             await queries.refresh_search_doc(conn, new_id)
             imported += 1

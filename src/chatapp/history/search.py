@@ -99,7 +99,7 @@ candidates AS (
     LIMIT $3
 ),
 ranked AS (
-    SELECT c.id, s.title, c.started_at, s.ended_at, s.last_seq, s.pinned, s.archived,
+    SELECT c.id, s.title, c.started_at, s.ended_at, s.message_count, s.pinned, s.archived,
            (CASE WHEN c.by_title
                  THEN greatest(word_similarity(q.fuzzy, s.title), strict_word_similarity(q.fuzzy, s.title))
                  ELSE ts_rank(s.search_doc, q.query) END)::float8 AS rank,
@@ -108,7 +108,7 @@ ranked AS (
            last_value(c.id) OVER w AS edge_id
     FROM candidates c
     CROSS JOIN LATERAL (
-        SELECT title, ended_at, last_seq, search_doc,
+        SELECT title, ended_at, last_seq - superseded AS message_count, search_doc,
                pinned_at IS NOT NULL AS pinned, archived_at IS NOT NULL AS archived
         FROM chat_session WHERE id = c.id
     ) s, q
@@ -124,7 +124,7 @@ WITH {_QUERY},
 best AS (
     SELECT DISTINCT ON (u.session) u.session, u.text
     FROM utterance u, q
-    WHERE u.session = ANY($1::uuid[]) AND u.tsv @@ q.query
+    WHERE u.session = ANY($1::uuid[]) AND u.tsv @@ q.query AND u.superseded_at IS NULL
     ORDER BY u.session, ts_rank(u.tsv, q.query) DESC, u.seq
 )
 -- Highlight only each conversation's best utterance: ts_headline is the expensive part.
@@ -246,7 +246,7 @@ async def search(
     hits = [
         SearchHit(
             queries.SavedSummary(
-                r["id"], r["title"], r["started_at"], r["ended_at"], r["last_seq"], r["pinned"], r["archived"]
+                r["id"], r["title"], r["started_at"], r["ended_at"], r["message_count"], r["pinned"], r["archived"]
             ),
             snippets.get(r["id"], Markup("")),
         )

@@ -164,5 +164,6 @@ def detail_context(user: User | None, page: DetailPage, request: Request[Any, An
         "duration": duration_label(conversation.started_at, conversation.ended_at),
         "share_url": share_url(request, page.share_token),
         "origin": page.origin,
+        "speaker": page.speaker,
         "exporters": export.EXPORTERS.values(),
     }

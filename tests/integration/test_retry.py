@@ -3,18 +3,23 @@ message counts and the search document count only current messages; in LiveKit v
 
 from __future__ import annotations
 
+import json
 import uuid
+from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 
 from chatapp.conversations import queries
 from chatapp.core.database import connection
 from chatapp.history.search import search
+from tests.factories import make_saved
 from tests.fakes.livekit import FakeLiveKit
 from tests.support import (
     ITEM,
     AppServer,
     client_ip,
+    csrf,
     event,
     greeted,
     htmx,
@@ -107,3 +112,35 @@ async def test_in_voice_mode_there_is_no_retry(voice_app: AppServer, fake: FakeL
         assert refused.status_code == 409
         assert "ask again by speaking" in refused.headers["hx-trigger"]
     assert [s for *_, s in await rows(cid)] == [False, False]
+
+
+async def test_an_export_with_a_replaced_reply_imports_with_it_and_a_newer_format_is_refused(
+    app_server: AppServer,
+) -> None:
+    started = datetime(2025, 3, 4, 10, 0, tzinfo=UTC)
+    async with person(app_server) as (alice, alice_user), person(app_server) as (bob, bob_user):
+        lines: list[tuple[Any, str]] = [("user", "Which tram?"), ("agent", "Tram 12."), ("agent", "Tram 28.")]
+        original = await make_saved(alice_user, "Lisbon trams", started, lines)
+        async with connection() as conn:
+            await conn.execute("UPDATE utterance SET superseded_at = now() WHERE session = $1 AND seq = 2", original)
+            await conn.execute("UPDATE chat_session SET superseded = 1 WHERE id = $1", original)
+        exported = json.loads((await alice.get(f"/history/{original}/export/json")).content)
+        assert exported["version"] == 2
+
+        def upload(document: dict[str, Any]) -> Any:
+            files = {"file": ("lisbon.json", json.dumps(document).encode(), "application/json")}
+            return bob.post("/history/import", files=files, headers=csrf(bob))
+
+        newer = await upload({**exported, "version": 99})
+        assert newer.status_code == 422
+        assert "export format version 99 is not one this app reads (1 to 2)" in newer.text
+        assert (await upload(exported)).status_code == 200
+        async with connection() as conn:
+            row = await conn.fetchrow("SELECT id, last_seq, superseded FROM chat_session WHERE owner = $1", bob_user.id)
+            flags = await conn.fetch(
+                "SELECT superseded_at IS NOT NULL AS s FROM utterance WHERE session = $1 ORDER BY seq", row["id"]
+            )
+        assert (row["last_seq"], row["superseded"]) == (3, 1)
+        assert [f["s"] for f in flags] == [False, True, False]
+        assert [h.item.message_count for h in (await search(bob_user.id, "tram")).hits] == [2]
+        assert (await search(bob_user.id, "12")).hits == []  # the replaced reply is not in the search document

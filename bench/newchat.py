@@ -536,11 +536,11 @@ async def _one_run(
     floor = [await user.healthz() for _ in range(HEALTHZ_PER_RUN)]
     # Alternate which goes first, so neither always runs right after the other's writes.
     if run_index % 2 == 0:
-        app_seconds, status, trigger, body = await user.new_chat()
+        app_seconds, status, _trigger, body = await user.new_chat()
         base_save, base_full, steps = await baseline.save(run_index)
     else:
         base_save, base_full, steps = await baseline.save(run_index)
-        app_seconds, status, trigger, body = await user.new_chat()
+        app_seconds, status, _trigger, body = await user.new_chat()
 
     saved_id = user.conversation_id
     match = CHAT_PANEL_ID.search(body.decode(errors="replace"))
@@ -549,8 +549,8 @@ async def _one_run(
     problem = ""
     if status != 200:
         problem = f"HTTP {status}: {body[:200]!r}"
-    elif "Conversation saved" not in trigger:
-        problem = f"no 'Conversation saved' toast (HX-Trigger {trigger!r})"
+    elif 'Saved · <a href="/history/'.encode() not in body:
+        problem = "no 'Saved · Open' line in the sidebar"
     elif not match or uuid.UUID(match.group(1)) == saved_id:
         problem = "the reply does not show a new conversation"
     elif not user.tab.ended.is_set() or not user.tab.controls:

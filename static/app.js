@@ -2,10 +2,19 @@
 (function () {
   "use strict";
 
-  // ---- Toasts: the server sends HX-Trigger {"toast": {...}}; messages are text, never HTML. ----
+  // ---- Toasts: the server sends HX-Trigger {"toast": {...}}; messages are text, never HTML. One at a time: a new
+  // one replaces the one showing. On the chat page the toast area is a line of its own under the composer (see
+  // app.css), so the transcript keeps its newest message in view while the line comes and goes. ----
+  function keepingTheNewestInView(change) {
+    var container = document.getElementById("messages-container");
+    var stick = container && container.scrollHeight - container.scrollTop - container.clientHeight < 80;
+    change();
+    if (stick) container.scrollTop = container.scrollHeight;
+  }
   function showToast(message, level, options) {
     var area = document.getElementById("toasts");
     if (!area || !message) return;
+    keepingTheNewestInView(function () { area.replaceChildren(); });
     var toast = document.createElement("div");
     toast.className = "toast toast-" + (level || "info");
     toast.setAttribute("data-testid", "toast");
@@ -26,11 +35,12 @@
     close.className = "toast-close";
     close.setAttribute("aria-label", "Dismiss");
     close.textContent = "×";
-    close.addEventListener("click", function () { toast.remove(); });
+    function dismiss() { keepingTheNewestInView(function () { toast.remove(); }); }
+    close.addEventListener("click", dismiss);
     toast.appendChild(close);
-    area.appendChild(toast);
+    keepingTheNewestInView(function () { area.appendChild(toast); });
     var ttl = (options && options.ttl) || (level === "error" ? 8000 : 4000);
-    setTimeout(function () { toast.remove(); }, ttl);
+    setTimeout(dismiss, ttl);
   }
   window.showToast = showToast;
 
@@ -67,6 +77,49 @@
     var done = function () { showToast("Link copied.", "success"); };
     if (navigator.clipboard) navigator.clipboard.writeText(field.value).then(done, done);
     else { document.execCommand("copy"); done(); }
+  });
+
+  // ---- Message actions: Copy puts the message's text on the clipboard; Retry is an htmx post (chat.html). Both
+  // say what they did in the page's status line for screen readers. Times show in the browser's own zone. ----
+  function announce(text) {
+    var announcer = document.getElementById("announcer");
+    if (!announcer) return;
+    announcer.textContent = "";
+    setTimeout(function () { announcer.textContent = text; }, 50);  // a change, even for the same words
+  }
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-copy-message]");
+    if (!button) return;
+    var bubble = button.closest(".message").querySelector(".bubble");
+    var text = bubble ? bubble.innerText.trim() : "";
+    var done = function () {
+      button.textContent = "Copied";
+      announce("Copied to the clipboard.");
+      setTimeout(function () { button.textContent = "Copy"; }, 1500);
+    };
+    var failed = function () { announce("Could not copy: the browser did not allow it."); };
+    if (navigator.clipboard && navigator.clipboard.writeText) navigator.clipboard.writeText(text).then(done, failed);
+    else failed();
+  });
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    if (event.detail.elt && event.detail.elt.matches && event.detail.elt.matches(".retry-button")) {
+      announce("Retrying: the agent answers again. The earlier reply is kept, marked replaced.");
+    }
+  });
+  function localTimes(root) {
+    var scope = root && root.querySelectorAll ? root : document;
+    var times = scope.querySelectorAll ? scope.querySelectorAll("time.message-time") : [];
+    if (root && root.matches && root.matches("time.message-time")) times = [root];
+    Array.prototype.forEach.call(times, function (el) {
+      var at = new Date(el.getAttribute("datetime"));
+      if (isNaN(at)) return;
+      el.textContent = at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+      el.title = at.toLocaleString();
+    });
+  }
+  // SSE swaps bypass htmx.onLoad when they replace a bubble by hand (see below): format those too.
+  document.addEventListener("htmx:sseMessage", function (event) {
+    if (event.target && event.target.id === "messages-container") localTimes(event.target);
   });
 
   // ---- Live transcript over SSE ----
@@ -123,6 +176,8 @@
         return;
       }
       existing.replaceWith(incoming);
+      localTimes(incoming);
+      if (window.htmx) htmx.process(incoming);  // its Retry button
       event.preventDefault();
     }
     if (stick) requestAnimationFrame(function () { target.scrollTop = target.scrollHeight; });
@@ -232,13 +287,43 @@
     if (event.detail.elt && event.detail.elt.id === "panel-refresh") savedElsewhere = true;
   });
 
+  // New Chat: the text box has the keyboard before the request leaves, so nothing typed right after the click (or
+  // the shortcut) is lost; what is typed while the server saves moves into the new panel's text box at the swap.
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    if (!event.detail.elt || event.detail.elt.id !== "new-chat-form") return;
+    var input = document.getElementById("message-input");
+    if (input && document.activeElement !== input) {
+      input.focus();
+      input.setSelectionRange(input.value.length, input.value.length);
+    }
+  });
+  var typedBeforeSwap = null;
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var input = document.getElementById("message-input");
+    var target = event.detail.target;
+    typedBeforeSwap = target && target.id === "chat-panel" && input ? input.value : null;
+  });
+  document.addEventListener("htmx:afterSwap", function (event) {
+    var input = document.getElementById("message-input");
+    var typed = typedBeforeSwap;
+    typedBeforeSwap = null;
+    if (!input || typed === null || event.detail.target.id !== "chat-panel") return;
+    if (typed && !input.value) {
+      input.value = typed;
+      saveDraft(typed);
+      autogrow(input);
+    }
+    input.focus();
+    input.setSelectionRange(input.value.length, input.value.length);
+  });
+
   // A fresh panel (New Chat, or another tab moved on) is ready to type into at once, with the draft.
   document.addEventListener("htmx:afterSettle", function (event) {
     var panel = event.detail.elt;
     if (panel && panel.id === "chat-panel") {
-      var kept = restoreDraft();
       var input = document.getElementById("message-input");
-      if (input) input.focus();
+      var kept = restoreDraft() || Boolean(input && input.value);  // or carried over at the swap
+      if (input && document.activeElement !== input) input.focus();
       scrollToNewest();
       if (savedElsewhere) {
         savedElsewhere = false;
@@ -450,6 +535,7 @@
   function setup(content) {
     setupComposer(content);
     setupDictation(document);
+    localTimes(content);
   }
   if (window.htmx) htmx.onLoad(setup);
   document.addEventListener("DOMContentLoaded", function () { setup(document.body); });

@@ -95,6 +95,8 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
     templates.engine.auto_reload = False
     templates.engine.globals["status_labels"] = STATUS_LABELS
     templates.engine.globals["voice_enabled"] = settings.livekit_configured
+    # Retry asks the in-process agent again; in LiveKit voice mode one asks again by speaking.
+    templates.engine.globals["retry_enabled"] = not settings.livekit_configured
     templates.engine.globals["static_url"] = assets.static_url
     templates.engine.filters["markdown"] = markdown_filter
     buffer = TranscriptBuffer()
@@ -226,4 +228,4 @@ def build_runtime(settings: Settings, pipeline: TranscriptPipeline) -> AgentRunt
     from chatapp.agents.inprocess import InProcessRuntime
     from chatapp.agents.models import build_llm
 
-    return InProcessRuntime(sink=pipeline, llm_factory=lambda: build_llm(settings))
+    return InProcessRuntime(sink=pipeline, llm_factory=lambda: build_llm(settings, page_says_offline=True))

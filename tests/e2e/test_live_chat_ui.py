@@ -21,10 +21,10 @@ async def test_type_see_streamed_reply_reload_and_second_tab(
     chat = ChatPage(await context.new_page(), app_server.url)
     await chat.signup()
     await expect(chat.page.get_by_test_id("offline-notice")).to_be_visible()
-    await expect(chat.page.locator("#empty-state")).to_be_visible()
     await expect(chat.page.locator("#conversation-title")).to_have_text("New Conversation")
-    # The agent greets first; a greeting alone leaves the empty-state hint in place.
+    # The agent greets first; the hint gives way to the greeting (it would only say the same).
     await chat.wait_for_agent_reply(1)
+    await expect(chat.page.locator("#empty-state")).to_be_hidden()
 
     # The reply streams: interims (data-final=false) appear before the final replaces them in place.
     await chat.page.evaluate(

@@ -81,7 +81,7 @@ async def test_typing_while_new_chat_saves_keeps_the_draft(context: BrowserConte
     await chat.page.locator("#message-input").press_sequentially("typed during the save")
     await expect(chat.panel).not_to_have_attribute("data-conversation-id", old_id)
     await expect(chat.page.locator("#message-input")).to_have_value("typed during the save")
-    await expect(chat.page.get_by_test_id("toast").filter(has_text="Conversation saved")).to_be_visible()
+    await expect(chat.page.get_by_test_id("new-chat-status")).to_have_text("Saved · Open")
 
 
 async def test_back_after_logout_asks_the_server_and_a_logged_out_tab_says_so(

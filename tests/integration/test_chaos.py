@@ -96,7 +96,7 @@ async def test_kill_9_mid_stream_loses_and_duplicates_nothing_and_the_chat_still
 
             saved = await client.post("/conversations/new", data={"conversation_id": str(cid)}, headers=htmx(client))
             assert saved.status_code == 200, saved.text
-            assert "Conversation saved" in saved.headers["hx-trigger"]
+            assert 'Saved · <a href="/history/' in saved.text  # the sidebar's one line
             async with connection() as conn:
                 ended = await conn.fetchval("SELECT ended_at IS NOT NULL FROM chat_session WHERE id = $1", cid)
             assert ended

@@ -173,8 +173,8 @@ async def test_export_formats(app_server: AppServer) -> None:
             (2, "agent", "Sure: 3 days."),
         ]
         text = (await client.get(f"/history/{cid}/export/txt")).text
-        assert "You: Plan *Lisbon*" in text
-        assert "Agent: Sure: 3 days." in text
+        assert "You:\n    Plan *Lisbon*\n" in text
+        assert "Agent:\n    Sure: 3 days.\n" in text
         markdown = await client.get(f"/history/{cid}/export/md")
         assert markdown.headers["content-type"].startswith("text/markdown")
         assert "# Lisbon plan" in markdown.text

@@ -335,3 +335,35 @@ async def test_a_killed_worker_delays_no_new_connection_by_a_second(db: str, tmp
         assert 70 <= shares[survivor] <= 130, shares
     finally:
         server.stop()
+
+
+async def test_retry_via_b_replaces_the_reply_where_the_agent_runs_on_a(pair: tuple[AppServer, AppServer]) -> None:
+    a, b = pair
+    async with browser() as client:
+        client.base_url = httpx.URL(a.url)
+        await signup(client)
+        cid = await open_conversation(client)
+        await greeted(cid)
+        item = await type_text(client, a, cid, "Plan a trip to Porto")
+        await answered_once(cid, item)
+        reply = max(seq for seq, _, _ in await utterance_roles(cid))
+        retried = await client.post(
+            f"{b.url}/conversations/{cid}/retry", data={"seq": str(reply)}, headers=htmx(client)
+        )
+        assert retried.status_code == 204
+
+        async def answered_again() -> bool:
+            return len(await utterance_roles(cid)) == reply + 1
+
+        await wait_for(answered_again)
+        await asyncio.sleep(0.5)  # a second agent would answer as fast
+        async with connection() as conn:
+            rows = await conn.fetch(
+                "SELECT seq, role, superseded_at IS NOT NULL AS s FROM utterance WHERE session = $1 ORDER BY seq", cid
+            )
+        assert [(r["seq"], r["role"], r["s"]) for r in rows][-2:] == [
+            (reply, "agent", True),
+            (reply + 1, "agent", False),
+        ]
+        assert cid in await agents_on(client, a)  # the command went to A, which runs the agent
+        assert await agent_count(client, pair, cid) == 1

@@ -15,6 +15,7 @@ import msgspec
 import pytest
 
 from chatapp.history import import_parser
+from chatapp.history.export import EXPORT_VERSION
 from chatapp.history.import_parser import FRAME_PREFIX, Outcome, UnimportableFile, frame_length, parse_upload
 from chatapp.history.service import MAX_TITLE_LENGTH
 from tests.factories import chatgpt_conversation
@@ -78,6 +79,7 @@ def test_the_child_answers_how_many_conversations_follow() -> None:
 
 def test_the_parser_holds_titles_to_the_same_length_as_history() -> None:
     assert import_parser.MAX_TITLE_LENGTH == MAX_TITLE_LENGTH
+    assert import_parser.EXPORT_VERSION == EXPORT_VERSION
 
 
 def test_a_zip_bomb_is_refused_while_it_inflates() -> None:

@@ -22,6 +22,10 @@ def test_the_greeting_says_what_the_agent_is_for() -> None:
     travel = compose_reply([TRAVEL, ("system", greeting_instructions("Ada"))])
     assert travel.startswith("Hi! I'm Wayfarer, a friendly travel-planning assistant. Where would you like to go")
     assert OFFLINE_NOTICE in travel
+    # Where the chat page already says the offline demo answers, its greeting does not say it again.
+    quiet = compose_reply([TRAVEL, ("system", greeting_instructions("Ada"))], mention_offline=False)
+    assert OFFLINE_NOTICE not in quiet
+    assert quiet.startswith("Hi! I'm Wayfarer")
     tutor = compose_reply([TUTOR, ("system", greeting_instructions("Ada"))])
     assert tutor.startswith("Hi! I'm a patient maths tutor for teenagers. What can I help you with?")
     assert "go" not in tutor.split("?")[0].split()  # no travel talk for a tutor

@@ -15,10 +15,11 @@ from chatapp.core.settings import Settings
 _NO_KEY = "not-needed"
 
 
-def build_llm(settings: Settings) -> llm.LLM[Any]:
-    """A new LLM for one conversation (the caller owns it and closes it)."""
+def build_llm(settings: Settings, *, page_says_offline: bool = False) -> llm.LLM[Any]:
+    """A new LLM for one conversation (the caller owns it and closes it). `page_says_offline`: the chat page
+    already tells that the offline demo answers (the in-process agent's), so its greeting need not say it too."""
     if not settings.llm_configured:
-        return OfflineResponder()
+        return OfflineResponder(mention_offline=not page_says_offline)
     return openai.LLM(
         model=settings.llm_model,
         base_url=settings.llm_base_url or NOT_GIVEN,

@@ -143,15 +143,16 @@ def _trip_reply(text: str, destination: str | None) -> str:
     return "A trip sounds great! Where are you thinking of going, and how many days do you have?"
 
 
-def compose_reply(messages: Sequence[tuple[str, str]]) -> str:
+def compose_reply(messages: Sequence[tuple[str, str]], *, mention_offline: bool = True) -> str:
     """The demo model's whole reply to a conversation given as (role, text) pairs, oldest first.
 
     Greets when the last turn is not the user's (the agent was asked to speak first), saying what it is for
     (from the system prompt); mentions that it is the offline demo model only in its first greeting. It plays
     along with trip planning when the prompt is about travel, and says honestly that it cannot answer
-    anything else rather than pretending to.
+    anything else rather than pretending to. Without `mention_offline` (the chat page already says so) it never
+    mentions it.
     """
-    noticed = any(role == "assistant" and OFFLINE_NOTICE in text for role, text in messages)
+    noticed = not mention_offline or any(role == "assistant" and OFFLINE_NOTICE in text for role, text in messages)
     start = next((i for i, (role, _) in enumerate(messages) if role not in _SYSTEM), len(messages))
     system_prompt = " ".join(text for _, text in messages[:start])
     turns = messages[start:]  # leading system messages are the instructions, not a turn
@@ -184,11 +185,13 @@ def compose_reply(messages: Sequence[tuple[str, str]]) -> str:
 
 
 class OfflineResponder(llm.LLM[Any]):
-    """Streams `compose_reply` word by word, like a real model would, with a small delay between words."""
+    """Streams `compose_reply` word by word, like a real model would, with a small delay between words.
+    `mention_offline`: whether its first greeting says it is the offline demo (not where the page says so)."""
 
-    def __init__(self, *, word_delay: float = 0.02) -> None:
+    def __init__(self, *, word_delay: float = 0.02, mention_offline: bool = True) -> None:
         super().__init__()
         self.word_delay = word_delay
+        self.mention_offline = mention_offline
 
     @property
     def model(self) -> str:
@@ -219,7 +222,8 @@ class OfflineStream(llm.LLMStream):
     async def _run(self) -> None:
         messages = [(m.role, m.text_content or "") for m in self.chat_ctx.messages()]
         chunk_id = utils.shortuuid("offline_")
-        for i, word in enumerate(compose_reply(messages).split()):
+        reply = compose_reply(messages, mention_offline=self._llm.mention_offline)
+        for i, word in enumerate(reply.split()):
             delta = llm.ChoiceDelta(role="assistant", content=word if i == 0 else f" {word}")
             self._event_ch.send_nowait(llm.ChatChunk(id=chunk_id, delta=delta))
             await asyncio.sleep(self._llm.word_delay)

@@ -18,6 +18,7 @@ from litestar.types import ExceptionHandlersMap
 
 from chatapp.accounts import web
 from chatapp.conversations.service import (
+    CannotRetry,
     ConversationEnded,
     ConversationGone,
     ConversationService,
@@ -72,4 +73,9 @@ def answered_as(status_code: int, detail: str | Callable[[Exception], str] | Non
 # The browser routes of a live conversation.
 PAGE_ERRORS: ExceptionHandlersMap = {ConversationGone: conversation_gone, ConversationEnded: conversation_ended}
 # The chat page's own: New Chat's failed save, and a tab past the live-view cap.
-CHAT_ERRORS: ExceptionHandlersMap = {**PAGE_ERRORS, SaveFailed: save_failed, TooManyStreams: answered_as(429)}
+CHAT_ERRORS: ExceptionHandlersMap = {
+    **PAGE_ERRORS,
+    SaveFailed: save_failed,
+    TooManyStreams: answered_as(429),
+    CannotRetry: answered_as(409),
+}

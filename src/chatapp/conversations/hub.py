@@ -26,6 +26,7 @@ from chatapp.conversations.agent_states import AgentStates
 from chatapp.conversations.buffer import TranscriptBuffer
 from chatapp.conversations.live_events import (
     AgentInterrupt,
+    AgentRetry,
     AgentText,
     Command,
     DecodeError,
@@ -279,7 +280,7 @@ class Hub:
             case ListenerChange(up=up):
                 self._listener_changed(up)
                 return
-            case AgentText() | AgentInterrupt():
+            case AgentText() | AgentInterrupt() | AgentRetry():
                 if self.on_command is not None:
                     self.on_command(event)
                 return

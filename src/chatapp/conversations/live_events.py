@@ -33,6 +33,7 @@ WIRE_NAMES = {
     "created_at": "ts",
     "timestamp": "ts",
     "late": "lt",
+    "superseded": "sp",
     "state": "st",
     "detail": "d",
     "data": "d",
@@ -45,8 +46,8 @@ class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="k", omit_defa
 
 
 class Final(_Event, frozen=True, tag="final"):
-    """A stored utterance. `late` marks a late completion: streams replace that bubble although its seq is
-    behind their cursor."""
+    """A stored utterance. `late` marks a late completion (or a reply Retry just superseded): streams replace that
+    bubble although its seq is behind their cursor."""
 
     conversation_id: uuid.UUID
     seq: int
@@ -56,6 +57,7 @@ class Final(_Event, frozen=True, tag="final"):
     interrupted: bool
     created_at: datetime
     late: bool = False
+    superseded: bool = False
 
 
 class Interim(_Event, frozen=True, tag="interim"):
@@ -128,6 +130,13 @@ class AgentInterrupt(_Event, frozen=True, tag="agent.interrupt"):
     to: str
 
 
+class AgentRetry(_Event, frozen=True, tag="agent.retry"):
+    """Retry, for the agent that runs in process `to`: it replaces the agent's last reply (see supervisor.py)."""
+
+    conversation_id: uuid.UUID
+    to: str
+
+
 class ListenerChange(_Event, frozen=True, tag="listener"):
     """Local only: this process's LISTEN connection was lost (`up` False) or is back."""
 
@@ -147,8 +156,10 @@ class Part(_Event, frozen=True, tag="part"):
     data: str
 
 
-Command = AgentText | AgentInterrupt
-LiveEvent = Final | Interim | State | Ended | History | Logout | AgentText | AgentInterrupt | ListenerChange | Wake
+Command = AgentText | AgentInterrupt | AgentRetry
+LiveEvent = (
+    Final | Interim | State | Ended | History | Logout | AgentText | AgentInterrupt | AgentRetry | ListenerChange | Wake
+)
 Wire = LiveEvent | Part
 
 _encoder = msgspec.json.Encoder()

@@ -24,7 +24,7 @@ import asyncpg
 
 from chatapp.conversations.agent_runtime import AgentRuntime
 from chatapp.conversations.hub import PROCESS_ID
-from chatapp.conversations.live_events import AgentInterrupt, AgentText, Command, Ended
+from chatapp.conversations.live_events import AgentInterrupt, AgentRetry, AgentText, Command, Ended
 from chatapp.core.database import connection
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,8 @@ class LocalAgents(Protocol):
 
     async def interrupt_local(self, conversation_id: uuid.UUID) -> None: ...
 
+    async def retry_local(self, conversation_id: uuid.UUID) -> None: ...
+
     async def ended_elsewhere(self, conversation_id: uuid.UUID) -> None: ...
 
 
@@ -187,6 +189,8 @@ class CommandRouter:
                 work = self._service.deliver_local_text(event.conversation_id, event.text)
             case AgentInterrupt(to=to) if to == PROCESS_ID:
                 work = self._service.interrupt_local(event.conversation_id)
+            case AgentRetry(to=to) if to == PROCESS_ID:
+                work = self._service.retry_local(event.conversation_id)
             case Ended(origin=origin) if origin != PROCESS_ID:
                 work = self._service.ended_elsewhere(event.conversation_id)
             case _:

@@ -30,7 +30,8 @@ def final_event(utterance: queries.StoredUtterance) -> Final:
         text=utterance.text,
         interrupted=utterance.interrupted,
         created_at=utterance.created_at,
-        late=utterance.completed_late,
+        late=utterance.completed_late or utterance.superseded,
+        superseded=utterance.superseded,
     )
 
 

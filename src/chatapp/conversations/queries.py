@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 CONVERSATION_COLUMNS = """
     id, owner, room_name, system_prompt, started_at, ended_at, title, last_activity_at, last_seq,
-    end_reason, continued_from, archived_at, pinned_at
+    end_reason, continued_from, archived_at, pinned_at, superseded
 """
 
 # The statements, as constants: several functions share them, and the New Chat benchmark's bare-SQL baseline runs
@@ -35,17 +35,18 @@ SELECT_ACTIVE_SQL = f"SELECT {CONVERSATION_COLUMNS} FROM chat_session WHERE owne
 MAX_PINS = 20
 RECENT_SAVED_SQL = f"""
 SELECT id, title, started_at, ended_at, message_count, pinned, false AS archived FROM (
-    (SELECT id, title, started_at, ended_at, last_seq AS message_count, true AS pinned, pinned_at FROM chat_session
+    (SELECT id, title, started_at, ended_at, last_seq - superseded AS message_count, true AS pinned, pinned_at
+     FROM chat_session
      WHERE owner = $1 AND pinned_at IS NOT NULL ORDER BY pinned_at DESC, id DESC LIMIT {MAX_PINS})
     UNION ALL
-    (SELECT id, title, started_at, ended_at, last_seq, false, NULL FROM chat_session
+    (SELECT id, title, started_at, ended_at, last_seq - superseded, false, NULL FROM chat_session
      WHERE owner = $1 AND ended_at IS NOT NULL AND archived_at IS NULL AND pinned_at IS NULL
      ORDER BY started_at DESC, id DESC LIMIT $2)
 ) recent
 ORDER BY pinned_at DESC NULLS LAST, started_at DESC, id DESC
 """
 LIST_UTTERANCES_SQL = """
-SELECT seq, item_id, role, text, interrupted, created_at FROM utterance
+SELECT seq, item_id, role, text, interrupted, created_at, superseded_at IS NOT NULL AS superseded FROM utterance
 WHERE session = $1 AND seq > $2 ORDER BY seq LIMIT $3
 """
 LOCK_CONVERSATION_SQL = "SELECT last_seq, ended_at FROM chat_session WHERE id = $1 FOR UPDATE"
@@ -67,12 +68,14 @@ WITH inserted AS (
 SELECT * FROM inserted
 """
 UPDATE_LAST_SEQ_SQL = "UPDATE chat_session SET last_seq = $2, last_activity_at = now() WHERE id = $1"
-# The transcript part concatenates the utterances' stored tsvectors (tsvector_agg) instead of re-parsing the text.
+# The transcript part concatenates the utterances' stored tsvectors (tsvector_agg) instead of re-parsing the text;
+# replies replaced by Retry (superseded) are not part of it.
 REFRESH_SEARCH_DOC_SQL = """
 UPDATE chat_session s SET search_doc =
     setweight(to_tsvector('english', coalesce(s.title, '')), 'A')
     || setweight(coalesce(
-        (SELECT tsvector_agg(u.tsv ORDER BY u.seq) FROM utterance u WHERE u.session = s.id),
+        (SELECT tsvector_agg(u.tsv ORDER BY u.seq) FROM utterance u
+         WHERE u.session = s.id AND u.superseded_at IS NULL),
         ''::tsvector), 'B')
 WHERE s.id = $1 AND s.ended_at IS NOT NULL
 """
@@ -81,7 +84,8 @@ WHERE s.id = $1 AND s.ended_at IS NOT NULL
 REFRESH_SEARCH_DOC_STRIPPED_SQL = """
 UPDATE chat_session s SET search_doc =
     setweight(to_tsvector('english', coalesce(s.title, '')), 'A')
-    || coalesce((SELECT tsvector_agg(strip(u.tsv)) FROM utterance u WHERE u.session = s.id), ''::tsvector)
+    || coalesce((SELECT tsvector_agg(strip(u.tsv)) FROM utterance u WHERE u.session = s.id AND u.superseded_at IS NULL),
+                ''::tsvector)
 WHERE s.id = $1 AND s.ended_at IS NOT NULL
 """
 # ... and when even that is too large, the stripped words of the utterances that fit in a text budget, in order:
@@ -92,7 +96,8 @@ REFRESH_SEARCH_DOC_PREFIX_SQL = """
 UPDATE chat_session s SET search_doc =
     setweight(to_tsvector('english', coalesce(s.title, '')), 'A')
     || coalesce((SELECT tsvector_agg(strip(p.tsv)) FROM (
-           SELECT u.tsv, sum(octet_length(u.text)) OVER (ORDER BY u.seq) AS upto FROM utterance u WHERE u.session = s.id
+           SELECT u.tsv, sum(octet_length(u.text)) OVER (ORDER BY u.seq) AS upto FROM utterance u
+           WHERE u.session = s.id AND u.superseded_at IS NULL
        ) p WHERE p.upto <= $2), ''::tsvector)
 WHERE s.id = $1 AND s.ended_at IS NOT NULL
 """
@@ -128,6 +133,7 @@ class Conversation:
     continued_from: uuid.UUID | None
     archived_at: datetime | None = None
     pinned_at: datetime | None = None
+    superseded: int = 0
 
     @property
     def active(self) -> bool:
@@ -143,8 +149,9 @@ class Conversation:
 
     @property
     def message_count(self) -> int:
-        """Sequences are gapless, so the newest one is the number of stored utterances."""
-        return self.last_seq
+        """Sequences are gapless, so the newest one is the number of stored utterances; replies replaced by
+        Retry are kept but not counted."""
+        return self.last_seq - self.superseded
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +165,8 @@ class StoredUtterance:
     created_at: datetime
     # True when this completes an utterance stored earlier as interrupted: it keeps its old, lower seq.
     completed_late: bool = False
+    # A reply replaced by Retry: kept in the transcript, no longer part of the conversation.
+    superseded: bool = False
 
 
 def _conversation(row: Any) -> Conversation:
@@ -173,6 +182,7 @@ def _utterance(conversation_id: uuid.UUID, row: Any) -> StoredUtterance:
         text=row["text"],
         interrupted=row["interrupted"],
         created_at=row["created_at"],
+        superseded=bool(row.get("superseded", False)),
     )
 
 
@@ -405,3 +415,39 @@ async def insert_active(
         continued_from,
     )
     return _conversation(row) if row else None
+
+
+# Retry: the agent's replies after the user's last current message are marked superseded (kept), and counted.
+SUPERSEDE_SQL = """
+WITH marked AS (
+    UPDATE utterance SET superseded_at = now()
+    WHERE session = $1 AND role = 'agent' AND superseded_at IS NULL
+      AND seq > coalesce((SELECT max(seq) FROM utterance
+                          WHERE session = $1 AND role = 'user' AND superseded_at IS NULL), 0)
+    RETURNING seq, item_id, role, text, interrupted, created_at, true AS superseded
+), counted AS (
+    UPDATE chat_session SET superseded = superseded + (SELECT count(*) FROM marked), last_activity_at = now()
+    WHERE id = $1
+)
+SELECT * FROM marked ORDER BY seq
+"""
+# The reply a Retry button names is the conversation's last current utterance, and the agent's.
+LAST_CURRENT_SQL = """
+SELECT seq, role FROM utterance WHERE session = $1 AND superseded_at IS NULL ORDER BY seq DESC LIMIT 1
+"""
+
+
+async def last_current(conversation_id: uuid.UUID) -> tuple[int, str] | None:
+    """The seq and role of the conversation's newest utterance that is not superseded."""
+    async with connection() as conn:
+        row = await conn.fetchrow(LAST_CURRENT_SQL, conversation_id)
+    return (row["seq"], row["role"]) if row else None
+
+
+async def supersede_last_reply(conversation_id: uuid.UUID) -> list[StoredUtterance]:
+    """Mark the agent's replies after the user's last message superseded (under the conversation's row lock, like
+    every write of its utterances); return them as they now stand."""
+    async with connection() as conn, conn.transaction():
+        await conn.execute(LOCK_CONVERSATION_SQL, conversation_id)
+        rows = await conn.fetch(SUPERSEDE_SQL, conversation_id)
+    return [_utterance(conversation_id, row) for row in rows]

@@ -20,7 +20,7 @@ from sse_starlette import EventSourceResponse
 from chatapp.accounts.limits import limit
 from chatapp.accounts.service import User
 from chatapp.accounts.sessions import session_tag
-from chatapp.accounts.web import BearerTokenRequired, toast, toast_header
+from chatapp.accounts.web import BearerTokenRequired, toast_header
 from chatapp.conversations.agent_access import valid_ingest_token
 from chatapp.conversations.events import MAX_ITEM_ID_LENGTH, MAX_TEXT_LENGTH, TranscriptEvent, utcnow
 from chatapp.conversations.http import CHAT_ERRORS, SERVICE, answered_as, conversation_gone
@@ -87,13 +87,12 @@ def chat_context(view: ChatView, user: User, state: State) -> dict[str, Any]:
     }
 
 
-def chat_blocks(context: dict[str, Any], **extra: Any) -> Template:
-    """What an htmx request gets of the chat page: the panel, and the sidebar out of band."""
+def chat_blocks(context: dict[str, Any], *more_blocks: str) -> Template:
+    """What an htmx request gets of the chat page: the panel, and the sidebar (and `more_blocks`) out of band."""
     return HTMXBlockTemplate(
         template_name="chat.html",
-        block_names=["chat_panel", "history_list"],
+        block_names=["chat_panel", "history_list", *more_blocks],
         context=context | {"oob": True},
-        **extra,
     )
 
 
@@ -113,6 +112,12 @@ def _clean_text(raw: object) -> str:
     if len(text) > MAX_TEXT_LENGTH:
         raise HTTPException(status_code=413, detail=f"Messages can be at most {MAX_TEXT_LENGTH:,} characters.")
     return text
+
+
+def _seq(raw: object) -> int:
+    if not (isinstance(raw, str) and raw.isascii() and raw.isdigit() and 0 < int(raw) <= MAX_SEQ):
+        raise HTTPException(status_code=400, detail="seq must be a message sequence number.")
+    return int(raw)
 
 
 def _item_id(raw: object) -> str:
@@ -153,8 +158,8 @@ class ChatController(Controller):
             return Redirect("/", status_code=303)
         assert result.outcome.current is not None
         view = await conversations.view(result.outcome.current, result.start)
-        saved = toast("Conversation saved", "success") if result.saved else toast("Nothing to save - started fresh")
-        return chat_blocks(chat_context(view, user, state), **saved)
+        # One quiet line under the button says what happened (no toast over the transcript).
+        return chat_blocks(chat_context(view, user, state) | {"new_chat_saved": result.saved}, "new_chat_status")
 
     @post("/conversations/{conversation_id:uuid}/messages", status_code=200, guards=[*FORM_ONLY, limit("messages")])
     async def send_message(
@@ -178,6 +183,19 @@ class ChatController(Controller):
         """The Stop button (or Esc in the composer): the agent's reply ends here, kept as interrupted.
         Counted with typed messages; 204 also when there was nothing left to stop (the reply just ended)."""
         await conversations.interrupt(request.user.id, conversation_id)
+        return Response(None, status_code=204)
+
+    @post("/conversations/{conversation_id:uuid}/retry", status_code=204, guards=[*FORM_ONLY, limit("new_chat")])
+    async def retry_reply(
+        self,
+        request: Request[User, Any, Any],
+        conversations: ConversationService,
+        conversation_id: uuid.UUID,
+        data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)],
+    ) -> Response[None]:
+        """Retry on the agent's last reply (`seq`): kept as superseded, answered anew. Counted with New Chat (it
+        starts an agent)."""
+        await conversations.retry(request.user.id, conversation_id, _seq(data.get("seq")))
         return Response(None, status_code=204)
 
     @post("/conversations/{conversation_id:uuid}/dictation", status_code=200, guards=[limit("dictation")])

@@ -47,6 +47,11 @@ class SaveFailed(RuntimeError):
     """New Chat could not save the conversation (nothing changed); the person can try again."""
 
 
+class CannotRetry(RuntimeError):
+    """Retry names a reply that is no longer the conversation's last (answered since, or already replaced), or
+    the agent cannot be asked again here (LiveKit voice: ask again by speaking); the message says which."""
+
+
 class TooManyStreams(RuntimeError):
     """The user already has CHATAPP_MAX_STREAMS_PER_USER live views open in this process; the message says so."""
 
@@ -268,6 +273,17 @@ class ConversationService:
             return False
         await self.agents.send_text(conversation_id, text)
         return True
+
+    async def retry(self, user_id: uuid.UUID, conversation_id: uuid.UUID, seq: int) -> None:
+        """The Retry button on the agent's last reply (`seq`): that reply is kept, marked superseded, and the agent
+        answers the user's last message again. CannotRetry when `seq` is not the last reply any more (a second
+        click, another tab's retry, a newer message) or in LiveKit voice mode."""
+        await self.owned_active(user_id, conversation_id)
+        if not self.agents.runtime.answers_typed_text:
+            raise CannotRetry("In voice mode, ask again by speaking.")
+        if await queries.last_current(conversation_id) != (seq, "agent"):
+            raise CannotRetry("Only the agent's last reply can be retried.")
+        await self.agents.retry(conversation_id)
 
     async def interrupt(self, user_id: uuid.UUID, conversation_id: uuid.UUID) -> None:
         """The Stop button: cut the agent's current reply, wherever its agent runs. Nothing to stop is fine."""

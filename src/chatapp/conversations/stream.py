@@ -22,6 +22,8 @@ from chatapp.conversations.live_events import Ended, Final, History, Interim, Li
 from chatapp.conversations.views import Fragments, MessageView
 
 RETRY_MS = 2000
+# Ends that a tab follows to the user's next conversation; after any other it stays, says why, and disconnects.
+FOLLOWED = ("new_chat", "api")
 
 
 async def conversation_events(
@@ -74,6 +76,10 @@ async def conversation_events(
                     yield _status(fragments, conversation_id, event.state, event.detail)
                 case Ended() if event.conversation_id == conversation_id:
                     yield ServerSentEvent(data=_ended_fragment(fragments, event), event="control")
+                    if event.reason not in FOLLOWED:
+                        # The tab stays on the ended conversation: its EventSource closes (sse-close) instead of
+                        # reconnecting, so no "Reconnecting…" follows the notice (the account may be gone too).
+                        yield ServerSentEvent(data="", event="closed")
                     return
                 case Logout() if event.session == session:
                     return
@@ -96,7 +102,7 @@ def superseded(interim: Interim, ahead: deque[LiveEvent]) -> bool:
 def _ended_fragment(fragments: Fragments, event: Ended) -> str:
     """New Chat elsewhere: follow it to the new conversation. Ended for being idle (or the room closing):
     say so and let the person start again, rather than opening agents for a tab nobody is looking at."""
-    if event.reason in ("new_chat", "api"):
+    if event.reason in FOLLOWED:
         return fragments.block("panel_refresh", template="_live.html")
     return fragments.block("panel_saved", template="_live.html", reason=event.reason)
 

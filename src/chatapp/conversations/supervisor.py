@@ -24,8 +24,9 @@ from chatapp.conversations.agent_runtime import (
 )
 from chatapp.conversations.events import AgentStateEvent
 from chatapp.conversations.hub import Hub
-from chatapp.conversations.live_events import AgentInterrupt, AgentText
+from chatapp.conversations.live_events import AgentInterrupt, AgentRetry, AgentText
 from chatapp.conversations.ownership import Ownership
+from chatapp.conversations.pipeline import final_event
 from chatapp.core.faults import Faults, InjectedFault
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,29 @@ class AgentSupervisor:
             await self.runtime.interrupt(conversation_id)
         elif (holder := await self.ownership.holder_elsewhere(conversation_id)) is not None:
             await self._hub.publish(AgentInterrupt(conversation_id=conversation_id, to=holder))
+
+    async def retry(self, conversation_id: uuid.UUID) -> None:
+        """Retry: replace the agent's last reply with a new one, where the agent runs (here, or in the live app
+        process that runs it, which is sent the command), else here."""
+        if not self.runtime.is_running(conversation_id):
+            holder = await self.ownership.holder_elsewhere(conversation_id)
+            if holder is not None:
+                await self._hub.publish(AgentRetry(conversation_id=conversation_id, to=holder))
+                return
+        await self.retry_local(conversation_id)
+
+    async def retry_local(self, conversation_id: uuid.UUID) -> None:
+        """Retry, on this process: stop the agent (a reply under way ends as it stands), mark its replies since
+        the user's last message superseded (kept, shown as replaced in every tab), and start it again on the
+        transcript without them, so it answers that message anew."""
+        async with self._lock(conversation_id):
+            await self.runtime.stop(conversation_id)
+            self._starts.pop(conversation_id, None)
+            superseded = await queries.supersede_last_reply(conversation_id)
+            await self._hub.publish_many([final_event(u) for u in superseded])
+            conversation = await queries.get_conversation(conversation_id)
+            if conversation is not None and conversation.active:
+                await self._start(conversation, "", None)
 
     def forget(self, conversation_id: uuid.UUID) -> None:
         """The conversation ended: its start, start failure and lock are no longer anyone's business."""
@@ -171,13 +195,14 @@ class AgentSupervisor:
         if utterances is None:
             utterances = await queries.list_utterances(conversation.id)
         # A user message stored while no agent ran (its process died, the app restarted) is answered now.
+        utterances = [u for u in utterances if not u.superseded]  # replies replaced by Retry are not context
         answer_last = bool(utterances) and utterances[-1].role == "user"
         history = [(u.role, u.text) for u in utterances]
         if conversation.continued_from is not None:
             # Continuing a saved conversation: the agent's context is its transcript (which stays as it was)
             # and then what was said since, also when the agent is started again later.
             earlier = await queries.list_utterances(conversation.continued_from)
-            history = [(u.role, u.text) for u in earlier] + history
+            history = [(u.role, u.text) for u in earlier if not u.superseded] + history
         return ConversationInfo(
             id=conversation.id,
             room_name=conversation.room_name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -40,21 +41,36 @@ class MessageView:
     interrupted: bool
     seq: int | None
     created_at: datetime | None
+    # A reply replaced by Retry: still shown (nothing said is lost), marked, without actions.
+    superseded: bool = False
+    conversation_id: uuid.UUID | None = None  # where its Retry posts
 
     @classmethod
     def of_utterance(cls, u: StoredUtterance) -> MessageView:
-        return cls(dom_id(u.item_id), u.role, u.text, True, u.interrupted, u.seq, u.created_at)
+        return cls(
+            dom_id(u.item_id), u.role, u.text, True, u.interrupted, u.seq, u.created_at, u.superseded, u.conversation_id
+        )
 
     @classmethod
     def of_interim(cls, e: TranscriptEvent) -> MessageView:
-        return cls(dom_id(e.item_id), e.role, e.text, False, False, None, e.timestamp)
+        return cls(dom_id(e.item_id), e.role, e.text, False, False, None, e.timestamp, False, e.conversation_id)
 
     @classmethod
     def of_event(cls, e: Final | Interim) -> MessageView:
         """From a live event."""
         if isinstance(e, Final):
-            return cls(dom_id(e.item_id), e.role, e.text, True, e.interrupted, e.seq, e.created_at)
-        return cls(dom_id(e.item_id), e.role, e.text, False, False, None, e.timestamp)
+            return cls(
+                dom_id(e.item_id),
+                e.role,
+                e.text,
+                True,
+                e.interrupted,
+                e.seq,
+                e.created_at,
+                e.superseded,
+                e.conversation_id,
+            )
+        return cls(dom_id(e.item_id), e.role, e.text, False, False, None, e.timestamp, False, e.conversation_id)
 
 
 class Fragments:

@@ -44,8 +44,9 @@ class Conversation(Table, tablename="chat_session"):
     ended_at = Timestamptz(null=True, default=None)
     title = Varchar(length=200, null=True, default=None)
     last_activity_at = Timestamptz()
-    # Sequence of the newest final utterance; sequences are gapless, so this is also the message count.
+    # Sequence of the newest final utterance; sequences are gapless, so this less `superseded` is the message count.
     last_seq = Integer(default=0)
+    superseded = Integer(default=0)  # replies replaced by Retry (kept, marked superseded)
     end_reason = Varchar(length=20, null=True, default=None)
     continued_from = UUID(null=True, default=None)
     archived_at = Timestamptz(null=True, default=None)  # off the main list (never together with pinned_at)
@@ -65,6 +66,7 @@ class Utterance(Table, tablename="utterance"):
     interrupted = Boolean(default=False)
     created_at = Timestamptz()
     received_at = Timestamptz()
+    superseded_at = Timestamptz(null=True, default=None)  # replaced by Retry: kept, no longer current
 
 
 class ShareLink(Table, tablename="share_link"):

@@ -3,7 +3,8 @@
 COUNTS_SQL reads only chat_session (one row per saved conversation, through the owner index): conversations and
 messages per local day (last 30 days) and per local week (last 26, Monday first), the duration buckets and the
 start hours over every saved conversation. "Messages" of a day are those of the conversations started that day
-(`last_seq` is the message count), so no utterance is read.
+(`last_seq - superseded` is the message count: replies replaced by Retry are not counted), so no utterance is
+read.
 
 TOPICS_SQL runs ts_stat over what the user said (their utterances' stored `tsv`, one document per conversation)
 in the newest TOPIC_CONVERSATIONS conversations. Not over `search_doc`: that holds the agent's replies too, and
@@ -47,7 +48,8 @@ CACHE_USERS = 1000  # per process; an entry is a few kB
 
 COUNTS_SQL = """
 WITH saved AS MATERIALIZED (
-    SELECT started_at AT TIME ZONE $2 AS local, extract(epoch FROM ended_at - started_at) AS seconds, last_seq
+    SELECT started_at AT TIME ZONE $2 AS local, extract(epoch FROM ended_at - started_at) AS seconds,
+           last_seq - superseded AS last_seq
     FROM chat_session WHERE owner = $1 AND ended_at IS NOT NULL
 ),
 today AS (SELECT (now() AT TIME ZONE $2)::date AS d),

@@ -4,7 +4,8 @@ Each format registers itself here with `@exporter(...)`: the conversation page's
 EXPORTERS and the export route looks the format up in it, so a new format is one function in this file.
 
 The agent's replies are Markdown: the Markdown export keeps them as written, the text export as the plain
-source text; the user's text is escaped in the Markdown export so it reads exactly as typed."""
+source text; the user's text is escaped in the Markdown export so it reads exactly as typed. A reply replaced by
+Retry is in every export, marked (version 2 of the JSON format added `superseded`)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from typing import Any
 
 from chatapp.history.service import Detail
 
-EXPORT_VERSION = 1
+# 2: each utterance says whether it was `superseded` (a reply replaced by Retry; kept, not counted).
+EXPORT_VERSION = 2
 
 Render = Callable[[Detail], str]
 
@@ -78,6 +80,7 @@ def as_json(detail: Detail) -> str:
                 "role": u.role,
                 "text": u.text,
                 "interrupted": u.interrupted,
+                "superseded": u.superseded,
                 "created_at": u.created_at.isoformat(),
             }
             for u in detail.utterances
@@ -96,6 +99,7 @@ def as_markdown(detail: Detail) -> str:
     lines = [f"# {_md_escape(c.title or 'Conversation')}", "", f"*Started {c.started_at:%Y-%m-%d %H:%M} UTC*", ""]
     for u in detail.utterances:
         mark = " *(interrupted)*" if u.interrupted else ""
+        mark += " *(replaced by a retry)*" if u.superseded else ""
         if u.role == "agent":
             # The agent writes Markdown: kept as-is, as its own block under the speaker line.
             lines += [f"**{_speaker(u.role)}** ({u.created_at:%H:%M:%S}){mark}:", "", u.text.strip() or " ", ""]
@@ -106,11 +110,19 @@ def as_markdown(detail: Detail) -> str:
     return "\n".join(lines)
 
 
+TEXT_INDENT = "    "
+
+
 @exporter("txt", "Text", "text/plain; charset=utf-8")
 def as_text(detail: Detail) -> str:
+    """One block per message: a header line (time, speaker, marks), then its text indented, every line of it, so a
+    message of several lines (or one whose line looks like a header) still reads as one message; a blank line
+    between messages."""
     c = detail.conversation
     lines = [c.title or "Conversation", f"Started {c.started_at:%Y-%m-%d %H:%M} UTC", ""]
     for u in detail.utterances:
-        mark = " [interrupted]" if u.interrupted else ""
-        lines.append(f"[{u.created_at:%H:%M:%S}] {_speaker(u.role)}: {u.text}{mark}")
-    return "\n".join(lines) + "\n"
+        marks = [m for m, on in (("interrupted", u.interrupted), ("replaced by a retry", u.superseded)) if on]
+        lines.append(f"[{u.created_at:%H:%M:%S}] {_speaker(u.role)}{''.join(f' [{m}]' for m in marks)}:")
+        lines += [f"{TEXT_INDENT}{line}".rstrip() for line in u.text.splitlines() or [""]]
+        lines.append("")
+    return "\n".join(lines)

@@ -53,6 +53,7 @@ _UNZIP_CHUNK = 1024 * 1024
 MAX_JSON_VALUES = 3_000_000
 MAX_SOURCE_ID_LENGTH = 200
 MAX_TITLE_LENGTH = 200  # the title column's size, as chatapp.history.service says (a unit test keeps them equal)
+EXPORT_VERSION = 2  # the newest chatapp export format read, as chatapp.history.export writes it (a unit test too)
 MEMORY_LIMIT = 1024 * 1024 * 1024  # bytes of address space for the child
 CPU_SECONDS = 60
 PARSER_NICENESS = 10  # below the server's requests on a busy machine
@@ -73,6 +74,7 @@ class Line(msgspec.Struct, frozen=True):
     text: str
     interrupted: bool
     created_at: datetime
+    superseded: bool = False  # a reply replaced by Retry (export version 2)
 
 
 class Imported(msgspec.Struct, frozen=True):
@@ -234,6 +236,11 @@ def _finish(source: str, title: str, started: datetime, ended: datetime | None, 
 
 
 def _chatapp(document: dict[str, Any], name: str) -> Imported:
+    version = document.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= EXPORT_VERSION:
+        raise UnimportableFile(
+            f"{name}: export format version {version!r} is not one this app reads (1 to {EXPORT_VERSION})."
+        )
     try:
         own_id = uuid.UUID(str(document.get("id")))
     except ValueError:
@@ -267,6 +274,7 @@ def _chatapp(document: dict[str, Any], name: str) -> Imported:
                 _text(u.get("text"), where),
                 bool(u.get("interrupted")),
                 _time(u.get("created_at"), where),
+                bool(u.get("superseded")) and role == "agent",
             )
         )
     imported = _finish(f"chatapp:{own_id}", _title(document.get("title"), name), started, ended, lines)

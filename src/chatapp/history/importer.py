@@ -155,17 +155,17 @@ async def _conversations(child: asyncio.subprocess.Process, count: int) -> Async
 
 INSERT_IMPORTED_SQL = """
 INSERT INTO chat_session (id, room_name, owner, system_prompt, started_at, ended_at, title, last_activity_at,
-                          last_seq, end_reason, import_source)
-SELECT $1, $2, $3, '', $4, $5, $6, $5, $7, 'import', $8
+                          last_seq, end_reason, import_source, superseded)
+SELECT $1, $2, $3, '', $4, $5, $6, $5, $7, 'import', $8, $10
 WHERE NOT EXISTS (SELECT 1 FROM chat_session WHERE id = $9::uuid AND owner = $3)
 ON CONFLICT (owner, import_source) WHERE import_source IS NOT NULL DO NOTHING
 RETURNING id
 """
 INSERT_LINES_SQL = """
-INSERT INTO utterance (session, seq, item_id, role, text, interrupted, created_at)
-SELECT $1, u.seq, u.item_id, u.role, u.text, u.interrupted, u.created_at
-FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::timestamptz[])
-     AS u(seq, item_id, role, text, interrupted, created_at)
+INSERT INTO utterance (session, seq, item_id, role, text, interrupted, created_at, superseded_at)
+SELECT $1, u.seq, u.item_id, u.role, u.text, u.interrupted, u.created_at, CASE WHEN u.superseded THEN now() END
+FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::timestamptz[], $8::bool[])
+     AS u(seq, item_id, role, text, interrupted, created_at, superseded)
 """
 
 
@@ -190,6 +190,7 @@ async def save(owner: uuid.UUID, conversations: AsyncIterator[Imported]) -> Resu
                 len(c.lines),
                 c.source,
                 c.own_id,
+                sum(line.superseded for line in c.lines),
             )
             if row_id is None:
                 already += 1
@@ -203,6 +204,7 @@ async def save(owner: uuid.UUID, conversations: AsyncIterator[Imported]) -> Resu
                 [line.text for line in c.lines],
                 [line.interrupted for line in c.lines],
                 [line.created_at for line in c.lines],
+                [line.superseded for line in c.lines],
             )
             await queries.refresh_search_doc(conn, new_id)
             imported += 1

@@ -21,6 +21,8 @@ class Listing:
     snippets: Sequence[str] = ()
     # Page 1 of the main list: the pinned conversations shown on top.
     pinned: list[queries.SavedSummary] = field(default_factory=list)
+    # A search's first page: how many conversations match in all.
+    total: int | None = None
 
 
 async def history_list(
@@ -33,6 +35,8 @@ async def history_list(
     if query:
         # Search covers archived conversations too (marked), whichever view it was typed in.
         found = await search(owner, query, cursor, applied.params)
-        return Listing([h.item for h in found.hits], found.next_cursor, [h.snippet for h in found.hits])
+        return Listing(
+            [h.item for h in found.hits], found.next_cursor, [h.snippet for h in found.hits], total=found.total
+        )
     page = await saved_page(owner, cursor, filter_params=applied.params, view="archived" if view else "main")
     return Listing(page.items, page.next_cursor, pinned=page.pinned)

@@ -3,6 +3,7 @@ continue, and the public read-only page behind a share link. What they show is h
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -73,6 +74,8 @@ async def _listing(
     """The list's context for the view, search and history filters (read from `raw_filters`, a query string or
     form); 400 for a bad view or search (and, through HISTORY_ERRORS, a bad cursor)."""
     _check_filters(view, q)
+    if q and request.app.state.faults.consume("slow_search"):
+        await asyncio.sleep(1.5)  # test only: a search answered after the one typed next
     zone = user_zone(request.cookies.get("tz"))
     query = " ".join(checked_text(q, "The search").split())
     applied = filters.apply(raw_filters, zone)

@@ -1,4 +1,5 @@
-"""Full-text search over saved conversations (PostgreSQL, no extra service).
+"""Full-text search over saved conversations (PostgreSQL, no extra service), as the person types: the last word
+is a prefix, and when the words find little, titles also match by substring and by similarity (pg_trgm).
 
 Archived conversations are found too, marked as such (as mail apps search "All mail"): archiving tidies the list,
 it does not hide a conversation from the person looking for it. Pinned ones are marked.
@@ -9,6 +10,7 @@ are ranked among themselves and paged through by rank, then the next older windo
 match is reachable and none is shown twice. The cursor holds the window (the oldest conversation of the
 previous one) and the position in it (rank, started_at, id). A page costs at most two window rankings.
 The snippet is the best-matching utterance of each conversation on the page, highlighted with ts_headline.
+Every page also says how many conversations match in all.
 """
 
 from __future__ import annotations
@@ -39,40 +41,90 @@ _START, _STOP = f"hlstart{_NONCE}", f"hlstop{_NONCE}"
 _HEADLINE = f'StartSel={_START}, StopSel={_STOP}, MaxWords=24, MinWords=10, MaxFragments=2, FragmentDelimiter=" … "'
 
 
+# What the search box holds, as a tsquery. People search as they type, so the last word is matched as a prefix
+# ('reykj' finds Reykjavik), stemmed ('hotels' finds hotel), or as typed when English drops it (a stop word may
+# begin a longer word: 'to' finds Tokyo), unless it ends a "quoted phrase" or follows an operator (-word).
+# `pattern` and `fuzzy` are for the titles, when the search is plain words of at least 3 characters (shorter
+# ones have no trigram to look up; "phrases", -exclusions and `or` are for the words).
+_QUERY = r"""
+typed AS (
+    SELECT $2::text AS words, substring($2 from '(?:^|\s)(\w+)$') AS last,
+           length($2) - length(replace($2, '"', '')) AS quotes,
+           length($2) >= 3 AND $2 ~ '^[\w ]+$' AS plain
+),
+q AS (
+    SELECT CASE WHEN t.last IS NULL OR t.quotes % 2 = 1 THEN websearch_to_tsquery('english', t.words)
+                ELSE websearch_to_tsquery('english', left(t.words, -length(t.last)))
+                     && CASE WHEN numnode(to_tsquery('english', quote_literal(t.last) || ':*')) > 0
+                             THEN to_tsquery('english', quote_literal(t.last) || ':*')
+                             ELSE to_tsquery('simple', quote_literal(t.last) || ':*') END
+           END AS query,
+           CASE WHEN t.plain THEN '%' || replace(t.words, '_', '\_') || '%' END AS pattern,
+           CASE WHEN t.plain THEN t.words END AS fuzzy
+    FROM typed t
+)"""
+
 # The statements, as constants so the benchmark's bare-SQL baseline runs exactly what the app runs. The history
 # filters' parameters come last ($10 on), so a new filter renumbers nothing here.
+#
+# `found` is every conversation the words find, read once (id and date only) for the count the page shows and
+# for the window. Only when the words find less than a page do titles also match by substring ('javik') and by
+# word similarity (pg_trgm's <% and <<%, at their default thresholds: 'Lisbn' and 'Rekjavik', typos, still find
+# "Lisbon" and "Reykjavik"; 'hostel' does not find "hotel"): those scans cost more than
+# the whole word search does for a common word, and a fragment or a typo is what finds little. Title-only matches
+# rank by their similarity, the others by ts_rank. Each candidate's row is read by its id (LATERAL: an index
+# lookup each, not a scan of the owner's conversations).
 SEARCH_SQL = f"""
-WITH q AS (SELECT websearch_to_tsquery('english', $2) AS query),
-candidates AS (
-    SELECT s.id, s.title, s.started_at, s.ended_at, s.last_seq, s.search_doc,
-           s.pinned_at IS NOT NULL AS pinned, s.archived_at IS NOT NULL AS archived
-    FROM chat_session s, q
-    WHERE s.owner = $1 AND s.ended_at IS NOT NULL AND s.search_doc @@ q.query
-      AND ($8::timestamptz IS NULL OR (s.started_at, s.id) < ($8, $9::uuid))
+WITH {_QUERY},
+found AS MATERIALIZED (
+    SELECT s.id, s.started_at FROM chat_session s, q
+    WHERE s.owner = $1 AND s.ended_at IS NOT NULL AND s.search_doc @@ q.query AND {filters.sql(10)}
+),
+found_count AS (SELECT count(*) AS n FROM found),
+titles AS MATERIALIZED (
+    SELECT s.id, s.started_at FROM chat_session s, q
+    WHERE (SELECT n FROM found_count) < {PAGE_SIZE} AND s.owner = $1 AND s.ended_at IS NOT NULL
+      AND (s.title ILIKE q.pattern OR q.fuzzy <% s.title OR q.fuzzy <<% s.title) AND s.id NOT IN (SELECT id FROM found)
       AND {filters.sql(10)}
-    ORDER BY s.started_at DESC, s.id DESC
+),
+matched AS (
+    SELECT id, started_at, false AS by_title FROM found
+    UNION ALL
+    SELECT id, started_at, true FROM titles
+),
+candidates AS (
+    SELECT m.id, m.started_at, m.by_title FROM matched m
+    WHERE $8::timestamptz IS NULL OR (m.started_at, m.id) < ($8, $9::uuid)
+    ORDER BY m.started_at DESC, m.id DESC
     LIMIT $3
 ),
 ranked AS (
-    SELECT c.id, c.title, c.started_at, c.ended_at, c.last_seq, c.pinned, c.archived,
-           ts_rank(c.search_doc, q.query)::float8 AS rank,
+    SELECT c.id, s.title, c.started_at, s.ended_at, s.message_count, s.pinned, s.archived,
+           (CASE WHEN c.by_title
+                 THEN greatest(word_similarity(q.fuzzy, s.title), strict_word_similarity(q.fuzzy, s.title))
+                 ELSE ts_rank(s.search_doc, q.query) END)::float8 AS rank,
            count(*) OVER w AS window_size,
            last_value(c.started_at) OVER w AS edge_started_at,
            last_value(c.id) OVER w AS edge_id
-    FROM candidates c, q
+    FROM candidates c
+    CROSS JOIN LATERAL (
+        SELECT title, ended_at, last_seq - superseded AS message_count, search_doc,
+               pinned_at IS NOT NULL AS pinned, archived_at IS NOT NULL AS archived
+        FROM chat_session WHERE id = c.id
+    ) s, q
     WINDOW w AS (ORDER BY c.started_at DESC, c.id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
 )
-SELECT * FROM ranked
+SELECT ranked.*, (SELECT n FROM found_count) + (SELECT count(*) FROM titles) AS total FROM ranked
 WHERE $4::float8 IS NULL OR (rank, started_at, id) < ($4, $5::timestamptz, $6::uuid)
 ORDER BY rank DESC, started_at DESC, id DESC
 LIMIT $7
 """
 SNIPPETS_SQL = f"""
-WITH q AS (SELECT websearch_to_tsquery('english', $2) AS query),
+WITH {_QUERY},
 best AS (
     SELECT DISTINCT ON (u.session) u.session, u.text
     FROM utterance u, q
-    WHERE u.session = ANY($1::uuid[]) AND u.tsv @@ q.query
+    WHERE u.session = ANY($1::uuid[]) AND u.tsv @@ q.query AND u.superseded_at IS NULL
     ORDER BY u.session, ts_rank(u.tsv, q.query) DESC, u.seq
 )
 -- Highlight only each conversation's best utterance: ts_headline is the expensive part.
@@ -91,6 +143,8 @@ class SearchHit:
 class SearchPage:
     hits: list[SearchHit]
     next_cursor: str | None
+    # How many conversations match in all (counted on the first page only; None on later ones).
+    total: int | None = None
 
 
 def highlight(headline: str) -> Markup:
@@ -165,6 +219,7 @@ async def search(
     window, after = _decode(cursor) if cursor else (None, None)
     page: list[Any] = []
     next_cursor: str | None = None
+    total: int | None = None
     async with connection() as conn:
 
         async def fetch(after: _Position | None, count: int) -> list[Any]:
@@ -173,6 +228,8 @@ async def search(
         while True:
             need = limit - len(page)  # 0 once the page is full: then only look whether anything is left
             rows = await fetch(after, need + 1)
+            if cursor is None and total is None:
+                total = rows[0]["total"] if rows else 0
             page += rows[:need]
             if len(rows) > need:
                 last = page[-1] if need else None
@@ -189,13 +246,13 @@ async def search(
     hits = [
         SearchHit(
             queries.SavedSummary(
-                r["id"], r["title"], r["started_at"], r["ended_at"], r["last_seq"], r["pinned"], r["archived"]
+                r["id"], r["title"], r["started_at"], r["ended_at"], r["message_count"], r["pinned"], r["archived"]
             ),
             snippets.get(r["id"], Markup("")),
         )
         for r in page
     ]
-    return SearchPage(hits, next_cursor)
+    return SearchPage(hits, next_cursor, total)
 
 
 async def _snippets(conn: object, ids: list[uuid.UUID], query: str) -> dict[uuid.UUID, Markup]:

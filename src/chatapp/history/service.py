@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from chatapp.accounts.service import get_user
 from chatapp.conversations import queries
 from chatapp.core import tables
 from chatapp.core.database import connection, transaction
@@ -74,7 +75,7 @@ class Page:
     pinned: list[queries.SavedSummary] = field(default_factory=list)
 
 
-_SUMMARY = "id, title, started_at, ended_at, last_seq AS message_count"
+_SUMMARY = "id, title, started_at, ended_at, last_seq - superseded AS message_count"
 _FLAGS = "pinned_at IS NOT NULL AS pinned, archived_at IS NOT NULL AS archived"
 
 
@@ -248,6 +249,8 @@ class DetailPage:
     detail: Detail
     share_token: str | None = None
     origin: queries.Conversation | None = None
+    # On a shared page, the owner's display name: their turns are theirs, not the reader's "You".
+    speaker: str | None = None
 
 
 async def detail_page(owner: uuid.UUID, conversation_id: uuid.UUID) -> DetailPage | None:
@@ -277,7 +280,8 @@ async def shared_page(token: str) -> DetailPage | None:
         if await sharing.was_revoked(token):
             raise ShareRevoked(token)
         return None
-    return DetailPage(detail)
+    owner = await get_user(detail.conversation.owner)
+    return DetailPage(detail, speaker=owner.display_name if owner else None)
 
 
 MAX_TITLE_LENGTH = 200

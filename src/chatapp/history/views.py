@@ -88,6 +88,7 @@ def list_context(
         "filter_values": applied.values,
         "view": view,
         "searching": bool(query),
+        "total": listing.total,
         "filtered": applied.active,
         "range_error": applied.error,
         "deleted": False,
@@ -102,7 +103,7 @@ def list_page(request: HTMXRequest, context: dict[str, Any], cursor: str | None)
         # 200 even for a bad range: htmx swaps no 4xx, and the error belongs next to the fields (OOB).
         return HTMXBlockTemplate(
             template_name="history.html",
-            block_names=["history_results", "range_error"],
+            block_names=["history_results", "range_error", "result_count"],
             context=context | {"oob": True},
         )
     return Template("history.html", context=context, status_code=400 if context["range_error"] else 200)
@@ -163,5 +164,6 @@ def detail_context(user: User | None, page: DetailPage, request: Request[Any, An
         "duration": duration_label(conversation.started_at, conversation.ended_at),
         "share_url": share_url(request, page.share_token),
         "origin": page.origin,
+        "speaker": page.speaker,
         "exporters": export.EXPORTERS.values(),
     }

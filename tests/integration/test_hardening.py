@@ -95,6 +95,29 @@ async def test_a_huge_request_header_gets_431_and_the_server_carries_on(app_serv
     assert httpx.get(f"{app_server.url}/healthz", timeout=5).status_code == 200
 
 
+def ingest_with_a_wrong_token(url: str, declared: int, sent: int) -> bytes:
+    """Start an ingest POST of `declared` bytes with a wrong bearer token, send only `sent` of them, and return
+    what the server answers meanwhile (b"" when it is still waiting for the rest of the body)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        head = (
+            f"POST /api/conversations/{uuid.uuid4()}/events HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer wrong\r\nContent-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
+        )
+        sock.sendall(head.encode() + b'{"events": [' + b" " * (sent - 12))
+        sock.settimeout(3.0)
+        try:
+            return sock.recv(200)
+        except TimeoutError:
+            return b""
+
+
+async def test_ingest_refuses_a_wrong_token_before_reading_the_body(app_server: AppServer) -> None:
+    answer = await asyncio.to_thread(ingest_with_a_wrong_token, app_server.url, 8 * 1024 * 1024, 64 * 1024)
+    assert answer.startswith(b"HTTP/1.1 401"), answer  # answered while 8 MB of body were still to come
+    assert httpx.get(f"{app_server.url}/healthz", timeout=5).status_code == 200
+
+
 @pytest.fixture(scope="module")
 def chatty_server(db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
     """An app server logging at info, so uvicorn's access log is on."""

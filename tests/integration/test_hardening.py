@@ -77,6 +77,22 @@ async def test_every_response_carries_the_security_headers(client: httpx.AsyncCl
         assert_security_headers(await stranger.get(path))
 
 
+async def test_a_forged_host_header_never_reaches_a_share_url(client: httpx.AsyncClient, app_server: AppServer) -> None:
+    email = await signup(client)
+    async with connection() as conn:
+        user = await get_user(await conn.fetchval("SELECT id FROM user_account WHERE email = $1", email))
+    assert user is not None
+    cid = await make_saved(user, "Shared trip", datetime.now(UTC), [("user", "Hiking in the Dolomites")])  # type: ignore[arg-type]
+    forged = {"Host": "evil.example"}
+    created = await client.post(f"/history/{cid}/share", headers=htmx(client) | forged)
+    page = await client.get(f"/history/{cid}", headers=forged)
+    for html in (created.text, page.text):
+        urls = re.findall(r'value="(http[^"]+/s/[^"]+)"', html)
+        assert urls
+        assert all(url.startswith(f"{app_server.url}/s/") for url in urls), urls  # the address it serves
+        assert "evil.example" not in html
+
+
 def raw_request(url: str, header_bytes: int) -> bytes:
     """Send a GET with one header of `header_bytes` and return what the server answers first."""
     host, port = url.removeprefix("http://").split(":")

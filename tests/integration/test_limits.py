@@ -147,6 +147,37 @@ async def test_failed_logins_lock_the_account_from_every_address_and_process(
         assert_wait(await login(attacker, ghost.upper(), "any password at all"), "Too many failed logins")
 
 
+async def test_guesses_from_many_addresses_cannot_lock_out_a_browser_that_logged_in_before(
+    servers: tuple[AppServer, AppServer], a: httpx.AsyncClient
+) -> None:
+    victim = await signup(a)  # the owner's browser; signing up is its first login
+    await a.post("/logout", headers=htmx(a))
+    for n in range(6):  # twice the limit, each guess from a new address, on either process
+        async with browser(servers[n % 2]) as attacker:
+            assert (await login(attacker, victim, f"guess number {n}")).status_code in (401, 429)
+    async with browser(servers[1]) as new_device:  # a browser the owner never used: the account's limit applies
+        assert_wait(await login(new_device, victim, PASSWORD), "Too many failed logins for this account.")
+    # The owner's own browser logs in at once, on either process.
+    assert (await login(a, victim, PASSWORD, url=servers[1].url)).status_code == 303
+    assert (await a.get("/")).status_code == 200
+
+
+async def test_a_known_browser_guessing_wrong_is_limited_on_its_own(
+    servers: tuple[AppServer, AppServer], a: httpx.AsyncClient
+) -> None:
+    owner = await signup(a)
+    await a.post("/logout", headers=htmx(a))
+    async with browser(servers[1]) as other_address:
+        other_address.cookies.update(a.cookies)  # the same browser, moved to another network each time
+        for n in range(3):
+            other_address.headers["X-Forwarded-For"] = client_ip()
+            assert (await login(other_address, owner, f"wrong {n}")).status_code == 401
+        other_address.headers["X-Forwarded-For"] = client_ip()
+        assert_wait(await login(other_address, owner, PASSWORD), "Too many failed logins from this browser.")
+    async with browser(servers[0]) as new_device:  # its guesses did not count against the account
+        assert (await login(new_device, owner, PASSWORD)).status_code == 303
+
+
 async def test_a_burst_of_concurrent_guesses_gets_no_more_than_the_limit(
     servers: tuple[AppServer, AppServer],
 ) -> None:

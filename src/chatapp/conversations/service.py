@@ -7,7 +7,6 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import timedelta
 from typing import Any, Literal
 
 import asyncpg
@@ -15,7 +14,8 @@ from sse_starlette import ServerSentEvent
 
 from chatapp.conversations import queries
 from chatapp.conversations.agent_runtime import AgentRuntime, StartInfo
-from chatapp.conversations.events import TranscriptEvent
+from chatapp.conversations.client_copy import merge_client_copy
+from chatapp.conversations.events import TranscriptEvent, utcnow
 from chatapp.conversations.hub import Hub
 from chatapp.conversations.live_events import Ended, History, LiveEvent, Recent
 from chatapp.conversations.ownership import Ownership
@@ -122,39 +122,6 @@ class ClientSave:
 
     conversation: queries.Conversation
     saved: bool
-
-
-# A client's copy of an utterance matches the server's when role and text are equal and the times are this close.
-TIMESTAMP_TOLERANCE = timedelta(seconds=2)
-
-
-def missing_messages(
-    events: Sequence[tuple[TranscriptEvent, bool]], existing: Sequence[queries.StoredUtterance]
-) -> list[TranscriptEvent]:
-    """Entries the server does not have: matched by id, else by role, text and time — never by text alone,
-    because people say "yes" twice."""
-    known_ids = {u.item_id for u in existing}
-    unmatched = list(existing)
-    missing: list[TranscriptEvent] = []
-    for event, identifiable in events:
-        if event.item_id in known_ids:
-            continue
-        match = next(
-            (
-                u
-                for u in unmatched
-                if identifiable
-                and u.role == event.role
-                and u.text == event.text
-                and abs(u.created_at - event.timestamp) <= TIMESTAMP_TOLERANCE
-            ),
-            None,
-        )
-        if match is not None:
-            unmatched.remove(match)  # one server utterance answers for one client entry
-            continue
-        missing.append(event)
-    return missing
 
 
 @dataclass(frozen=True)
@@ -311,10 +278,11 @@ class ConversationService:
         return EndResult(await self._end_in_transaction(user_id, expected, reason, idle_seconds=idle_seconds), None)
 
     async def save_client_copy(
-        self, user_id: uuid.UUID, conversation_id: uuid.UUID, events: Sequence[tuple[TranscriptEvent, bool]]
+        self, user_id: uuid.UUID, conversation_id: uuid.UUID, events: Sequence[TranscriptEvent]
     ) -> ClientSave:
-        """The JSON save API: add the entries of the client's copy of the transcript the server lacks, then end
-        the conversation like any other end. ConversationGone for an unknown or another user's conversation."""
+        """The JSON save API: add the entries of the client's copy of the transcript the server lacks (matched by
+        order, see client_copy), then end the conversation like any other end. ConversationGone for an unknown
+        or another user's conversation."""
         conversation = await queries.get_conversation(conversation_id)
         if conversation is not None and conversation.owner != user_id:
             log.warning("user %s tried to save conversation %s of another user", user_id, conversation_id)
@@ -322,9 +290,13 @@ class ConversationService:
         if conversation is None:
             raise ConversationGone(str(conversation_id))
         if events:
-            missing = missing_messages(events, await queries.list_utterances(conversation_id))
-            if missing:
-                await self.pipeline.apply(conversation_id, missing)
+            async with connection() as conn, conn.transaction():
+                try:
+                    server = await queries.lock_transcript(conn, conversation_id)
+                except queries.UnknownConversation:  # deleted meanwhile (New Chat on an empty one)
+                    raise ConversationGone(str(conversation_id)) from None
+                merged = merge_client_copy(events, server, conversation.started_at, utcnow())
+                await queries.store_in_order(conn, conversation_id, merged)
         result = await self.end(user_id, conversation_id, "api")
         if result.outcome.deleted_id == conversation_id:
             return ClientSave(replace(conversation, last_seq=0), saved=False)

@@ -129,6 +129,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
                         run_reaper(conversations, settings.idle_minutes, settings.reaper_interval, sessions),
                         name="chatapp-idle-reaper",
                     ),
+                    asyncio.create_task(conversations.stream_slots.keep(), name="chatapp-stream-slots"),
                 ]
                 leases = asyncio.create_task(keep_leases(conversations.agents), name="chatapp-agent-leases")
                 try:

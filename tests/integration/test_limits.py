@@ -28,7 +28,9 @@ LIMITS = {
     "CHATAPP_MESSAGE_RATE_LIMIT": "3/minute",
     "CHATAPP_DICTATION_RATE_LIMIT": "40/minute",
     "CHATAPP_NEW_CHAT_RATE_LIMIT": "2/minute",
+    "CHATAPP_MAX_STREAMS_PER_USER": "5",
 }
+STREAM_CAP = 5
 WAIT_MESSAGE = re.compile(r"Try again in (\d+) (seconds?|minutes)\.")
 
 
@@ -242,6 +244,64 @@ async def test_concurrent_attempts_on_two_processes_share_one_exact_quota(
 
         statuses = await asyncio.gather(*(attempt(n) for n in range(12)))
     assert sorted(statuses) == [401] * 4 + [429] * 8
+
+
+async def open_streams(client: httpx.AsyncClient, urls: list[str]) -> list[httpx.Response]:
+    """Open these live streams at once; each response stays open (a 200) or is a refusal."""
+    requests = [client.build_request("GET", url, headers={"Accept": "text/event-stream"}) for url in urls]
+    return list(await asyncio.gather(*(client.send(r, stream=True) for r in requests)))
+
+
+async def close_all(responses: list[httpx.Response]) -> None:
+    for response in responses:
+        await response.aclose()
+
+
+async def test_the_stream_cap_holds_per_user_across_processes_opening_at_once(
+    servers: tuple[AppServer, AppServer], a: httpx.AsyncClient
+) -> None:
+    await signup(a)
+    cid = await open_conversation(a)
+    urls = [f"{servers[n % 2].url}/conversations/{cid}/stream" for n in range(4 * STREAM_CAP)]
+    responses = await open_streams(a, urls)
+    try:
+        assert sorted(r.status_code for r in responses) == [200] * STREAM_CAP + [429] * (3 * STREAM_CAP)
+    finally:
+        await close_all(responses)
+
+    # Closed streams give their places back, on either process.
+    async def all_admitted() -> bool:
+        again = await open_streams(a, urls[:STREAM_CAP])
+        await close_all(again)
+        return all(r.status_code == 200 for r in again)
+
+    for _ in range(50):
+        if await all_admitted():
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("closed streams never gave their places back")
+
+
+SLOT = "INSERT INTO stream_slot (id, owner, holder, expires_at) VALUES ($1, $2, $3, now() + make_interval(secs => $4))"
+
+
+async def test_the_slots_of_a_process_that_died_expire(
+    servers: tuple[AppServer, AppServer], a: httpx.AsyncClient
+) -> None:
+    email = await signup(a)
+    cid = await open_conversation(a)
+    async with connection() as conn:
+        owner = await conn.fetchval("SELECT id FROM user_account WHERE email = $1", email)
+        # A killed process's streams: it stopped renewing them, so their leases ran out.
+        for _ in range(STREAM_CAP):
+            await conn.execute(SLOT, uuid.uuid4(), owner, "dead", -1.0)
+        await conn.execute(SLOT, uuid.uuid4(), owner, "alive", 30.0)  # and one stream of a live process
+    responses = await open_streams(a, [f"{servers[1].url}/conversations/{cid}/stream"] * STREAM_CAP)
+    try:
+        assert sorted(r.status_code for r in responses) == [200] * (STREAM_CAP - 1) + [429]
+    finally:
+        await close_all(responses)
 
 
 async def test_typed_messages_are_limited_per_user_across_processes(

@@ -218,9 +218,11 @@ class ChatController(Controller):
         after: Annotated[int, Parameter(ge=0, le=MAX_SEQ)] = 0,
     ) -> EventSourceResponse:
         user: User = request.user
-        await conversations.admit_stream(user.id, conversation_id)
         cursor = max(after, _last_event_id(request.headers.get("last-event-id", "")))
-        events = conversations.live_events(conversation_id, user.id, cursor, state.fragments, session_tag(request))
+        slot = await conversations.admit_stream(user.id, conversation_id)
+        events = conversations.live_events(
+            slot, conversation_id, user.id, cursor, state.fragments, session_tag(request)
+        )
         return EventSourceResponse(events, ping=15, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 

@@ -21,6 +21,7 @@ from chatapp.conversations.live_events import Ended, History, LiveEvent, Recent
 from chatapp.conversations.ownership import Ownership
 from chatapp.conversations.pipeline import TranscriptPipeline, final_event
 from chatapp.conversations.stream import conversation_events
+from chatapp.conversations.stream_slots import StreamSlots
 from chatapp.conversations.supervisor import AgentSupervisor
 from chatapp.conversations.views import Fragments, MessageView
 from chatapp.core import metrics
@@ -48,7 +49,7 @@ class SaveFailed(RuntimeError):
 
 
 class TooManyStreams(RuntimeError):
-    """The user already has CHATAPP_MAX_STREAMS_PER_USER live views open in this process; the message says so."""
+    """The user already has CHATAPP_MAX_STREAMS_PER_USER live views open (in all processes); the message says so."""
 
 
 # What can make New Chat's save fail: the write itself (or its injected stand-in), or the database going away.
@@ -145,6 +146,7 @@ class ConversationService:
         self.pipeline = pipeline
         self.hub = hub
         self.agents = AgentSupervisor(runtime, pipeline, hub, settings.system_prompt, self.faults, ownership)
+        self.stream_slots = StreamSlots()
 
     async def open(self, user_id: uuid.UUID, display_name: str) -> ChatView:
         """The user's active conversation (created if needed) with its transcript so far and a running agent."""
@@ -183,25 +185,33 @@ class ConversationService:
         title = earlier.title or "Untitled conversation"
         return Origin(earlier.id, title, [MessageView.of_utterance(u) for u in turns])
 
-    async def admit_stream(self, user_id: uuid.UUID, conversation_id: uuid.UUID) -> None:
-        """A tab may open a live view of the user's conversation (active or saved): ConversationGone for anyone
-        else's, TooManyStreams past the per-user cap."""
+    async def admit_stream(self, user_id: uuid.UUID, conversation_id: uuid.UUID) -> uuid.UUID:
+        """A tab may open a live view of the user's conversation (active or saved): its stream slot, or
+        ConversationGone for anyone else's, TooManyStreams past the per-user cap (across all processes)."""
         if await queries.get_conversation(conversation_id, owner=user_id) is None:
             raise ConversationGone(str(conversation_id))
         limit = self.settings.max_streams_per_user
-        if self.hub.streams_of(user_id) >= limit:
+        if (slot := await self.stream_slots.take(user_id, limit)) is None:
             raise TooManyStreams(f"Too many live views open ({limit}) for this account. Close some tabs, then reload.")
+        return slot
 
-    def live_events(
+    async def live_events(
         self,
+        slot: uuid.UUID,
         conversation_id: uuid.UUID,
         user_id: uuid.UUID,
         cursor: int,
         fragments: Fragments,
         session: str,
     ) -> AsyncIterator[ServerSentEvent]:
-        """A tab's live view (after admit_stream): the finals after `cursor`, then everything as it happens."""
-        return conversation_events(self.hub, self.pipeline.buffer, fragments, conversation_id, user_id, cursor, session)
+        """A tab's live view (in the slot admit_stream gave it): the finals after `cursor`, then everything as
+        it happens."""
+        async with self.stream_slots.held(slot):
+            events = conversation_events(
+                self.hub, self.pipeline.buffer, fragments, conversation_id, user_id, cursor, session
+            )
+            async for event in events:
+                yield event
 
     async def ensure_agent(
         self,

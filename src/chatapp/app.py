@@ -54,6 +54,7 @@ from chatapp.history.reaper import run_reaper
 from chatapp.history.routes import HistoryController, SharedController
 from chatapp.profile.routes import AccountSettingsController
 from chatapp.server import assets
+from chatapp.server.csrf import session_bound_csrf
 from chatapp.server.readiness import readyz
 from chatapp.server.security import security_headers
 
@@ -130,6 +131,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
                         run_reaper(conversations, settings.idle_minutes, settings.reaper_interval, sessions),
                         name="chatapp-idle-reaper",
                     ),
+                    asyncio.create_task(conversations.stream_slots.keep(), name="chatapp-stream-slots"),
                 ]
                 leases = asyncio.create_task(keep_leases(conversations.agents), name="chatapp-agent-leases")
                 try:
@@ -169,21 +171,12 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
         lifespan=[lifespan],
         middleware=[metrics.prometheus_config().middleware],
         before_send=[security_headers(settings)],
-        on_app_init=[auth.on_app_init],
+        on_app_init=[auth.on_app_init, session_bound_csrf(csrf_config(settings))],
         plugins=[HTMXPlugin(), openapi.StrictStructSchemaPlugin()],
         request_class=StrictRequest,
         stores=StoreRegistry(
             # Rate-limit counters (chatapp.accounts.limits guards on the routes), shared by every process.
             {"sessions": sessions, "rate_limit": PostgresStore("ratelimit")},
-        ),
-        csrf_config=CSRFConfig(
-            secret=settings.secret_key,
-            cookie_secure=settings.secure_cookies,
-            cookie_httponly=False,
-            cookie_samesite="lax",
-            header_name="x-csrftoken",
-            # Bearer-token APIs for the agent worker carry no cookies, so CSRF does not apply to them.
-            exclude=["^/api/conversations/[^/]+/events", "^/_test/", "^/livekit/webhook"],
         ),
         template_config=TemplateConfig(instance=templates),
         compression_config=assets.compression(),
@@ -212,6 +205,19 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
     app.state.conversations = conversations
     app.state.fragments = Fragments(templates.engine)
     return app
+
+
+def csrf_config(settings: Settings) -> CSRFConfig:
+    """Litestar's CSRF settings; its middleware runs bound to the login session (chatapp.server.csrf)."""
+    return CSRFConfig(
+        secret=settings.secret_key,
+        cookie_secure=settings.secure_cookies,
+        cookie_httponly=False,
+        cookie_samesite="lax",
+        header_name="x-csrftoken",
+        # Bearer-token APIs for the agent worker carry no cookies, so CSRF does not apply to them.
+        exclude=["^/api/conversations/[^/]+/events", "^/_test/", "^/livekit/webhook"],
+    )
 
 
 async def keep_connection_state(connection: object) -> None:

@@ -123,6 +123,11 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             f"chatapp serving on http://{host}:{port} ({'embedded' if embedded else 'external'} PostgreSQL"
             + (f", {workers} workers)" if workers > 1 else ")")
         )
+        if host in {"", "0.0.0.0", "::"} and not settings.public_url:  # noqa: S104
+            # Links the app hands out (share links) never take the name from the request's Host header.
+            log.warning(
+                "share links will name %s: set CHATAPP_PUBLIC_URL to the address people use", settings.served_url
+            )
         # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler it found: make
         # that an exception, so the embedded PostgreSQL below is stopped instead of the process just dying.
         signal.signal(signal.SIGTERM, _exit_on_signal)

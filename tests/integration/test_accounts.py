@@ -160,6 +160,42 @@ async def test_posts_without_csrf_token_are_rejected(client: httpx.AsyncClient) 
         assert await conn.fetchval("SELECT count(*) FROM user_account WHERE email = $1", email) == 0
 
 
+async def test_a_csrf_token_issued_to_one_login_session_is_refused_with_another(client: httpx.AsyncClient) -> None:
+    """A token pair planted in a victim's browser (cookie and header both the attacker's) no longer works: the
+    token is valid only for the login session it was issued to."""
+    await signup(client)  # the attacker's own login: a valid token pair for session A
+    planted = str(client.cookies.get("csrftoken"))
+    async with httpx.AsyncClient(base_url=client.base_url, headers={"X-Forwarded-For": client_ip()}) as victim:
+        await signup(victim)
+        assert (await victim.get("/")).status_code == 200
+        [own_cookie] = [c for c in victim.cookies.jar if c.name == "csrftoken"]
+        victim.cookies.set("csrftoken", planted, domain=own_cookie.domain)  # replaces the victim's own
+        forged = await victim.post("/logout", headers={"HX-Request": "true", "x-csrftoken": planted})
+        assert forged.status_code == 403
+        assert (await victim.get("/")).status_code == 200  # still logged in: the forged logout changed nothing
+        # The victim's next page re-issues a token of its own session, which works.
+        own = str(victim.cookies.get("csrftoken"))
+        assert own != planted
+        response = await victim.post("/logout", headers={"HX-Request": "true", "x-csrftoken": own})
+        assert response.status_code == 303
+    # The token still works for the session it was issued to.
+    assert (await client.post("/logout", headers={"HX-Request": "true", "x-csrftoken": planted})).status_code == 303
+
+
+async def test_after_login_and_logout_the_forms_carry_a_token_that_works(client: httpx.AsyncClient) -> None:
+    email = await signup(client)
+    logged_in = str(client.cookies.get("csrftoken"))
+    assert (await client.post("/logout", headers={"HX-Request": "true", "x-csrftoken": logged_in})).status_code == 303
+    token = await form_token(client)  # the login form after logging out
+    response = await client.post("/login", data={"_csrf_token": token, "email": email, "password": PASSWORD})
+    assert response.status_code == 303
+    page = await client.get("/")
+    assert page.status_code == 200
+    token = csrf_from(page.text)
+    assert token == client.cookies.get("csrftoken")
+    assert (await client.post("/logout", headers={"HX-Request": "true", "x-csrftoken": token})).status_code == 303
+
+
 async def test_htmx_posts_with_the_header_token_pass(client: httpx.AsyncClient) -> None:
     await signup(client)
     page = await client.get("/")

@@ -7,14 +7,14 @@ import contextlib
 import re
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
 from chatapp.conversations import queries
 from chatapp.core.database import connection
-from tests.support import AppServer, client_ip, csrf_from, event, ingest, open_conversation, signup
+from tests.support import AppServer, client_ip, csrf_from, event, greeted, ingest, open_conversation, signup
 
 
 @contextlib.asynccontextmanager
@@ -172,16 +172,9 @@ async def test_save_api_adds_only_what_the_server_lacks(app_server: AppServer) -
     async with logged_in(app_server) as client:
         cid = await open_conversation(client)
         await ingest(client, cid, [event("srv-1", "yes")])
-        async with connection() as conn:
-            server_time = await conn.fetchval(
-                "SELECT created_at FROM utterance WHERE session = $1 AND item_id = 'srv-1'", cid
-            )
-        server_ms = int(server_time.timestamp() * 1000)
-        later_ms = int(datetime.now(UTC).timestamp() * 1000) + 60_000
         messages = [
-            {"role": "user", "text": "yes", "timestamp": server_ms},  # the server has it (role, text, time)
-            {"role": "user", "text": "yes", "timestamp": later_ms},  # said again later: a new utterance
-            {"id": "srv-1", "role": "user", "text": "yes"},  # matched by id
+            {"id": "srv-1", "role": "user", "text": "yes"},  # the server has it: matched by id
+            {"role": "user", "text": "yes"},  # said again: a new utterance, though the same text
             {"id": "c-9", "role": "agent", "text": "Noted."},  # new, by id
         ]
         response = await save(client, {"session_id": str(cid), "messages": messages})
@@ -197,6 +190,82 @@ async def test_save_api_adds_only_what_the_server_lacks(app_server: AppServer) -
             ("user", "yes"),
             ("agent", "Noted."),
         ]
+
+
+async def server_transcript(cid: uuid.UUID) -> list[tuple[str, str, datetime]]:
+    async with connection() as conn:
+        rows = await conn.fetch("SELECT role, text, created_at FROM utterance WHERE session = $1 ORDER BY seq", cid)
+    return [(r["role"], r["text"], r["created_at"]) for r in rows]
+
+
+def client_copy(transcript: list[tuple[str, str, datetime]], clock: timedelta) -> list[dict[str, object]]:
+    """The design doc's client: each message with the browser's Date.now() at the time, from a clock off by `clock`."""
+    return [
+        {"role": role, "text": text, "timestamp": int((at + clock).timestamp() * 1000)} for role, text, at in transcript
+    ]
+
+
+CLOCKS = [timedelta(minutes=-5), timedelta(seconds=-30), timedelta(seconds=30), timedelta(minutes=5)]
+
+
+@pytest.mark.parametrize("clock", CLOCKS, ids=["-5min", "-30s", "+30s", "+5min"])
+async def test_a_client_copy_from_a_browser_whose_clock_is_off_adds_nothing_the_server_has(
+    app_server: AppServer, clock: timedelta
+) -> None:
+    async with logged_in(app_server) as client:
+        cid = await open_conversation(client)
+        await greeted(cid)
+        lines = [
+            ("user", "Plan a trip to Lisbon"),
+            ("agent", "Sure, when?"),
+            ("user", "yes"),
+            ("agent", "Ok."),
+            ("user", "yes"),
+        ]
+        for n, (role, text) in enumerate(lines):
+            await ingest(client, cid, [event(f"srv-{n}", text, role=role)])
+        before = await server_transcript(cid)
+        response = await save(client, {"session_id": str(cid), "messages": client_copy(before, clock)})
+        assert response.status_code == 200
+        assert response.json()["message_count"] == len(before)
+        assert await server_transcript(cid) == before  # nothing doubled, nothing moved
+
+
+@pytest.mark.parametrize("clock", CLOCKS, ids=["-5min", "-30s", "+30s", "+5min"])
+async def test_what_only_the_client_has_goes_between_its_neighbours_with_times_from_the_server(
+    app_server: AppServer, clock: timedelta
+) -> None:
+    async with logged_in(app_server) as client:
+        cid = await open_conversation(client)
+        await greeted(cid)
+        lines = [
+            ("user", "Plan a trip to Lisbon"),
+            ("agent", "Sure, when?"),
+            ("user", "yes"),
+            ("agent", "Ok."),
+            ("user", "yes"),
+        ]
+        for n, (role, text) in enumerate(lines):
+            await ingest(client, cid, [event(f"srv-{n}", text, role=role)])
+            await asyncio.sleep(0.05)  # distinct server times
+        server = await server_transcript(cid)
+        copy = client_copy(server, clock)
+        # The client also has a line the server lost (after "Sure, when?") and one more "yes" at the end.
+        at = next(i for i, m in enumerate(copy) if m["text"] == "Sure, when?") + 1
+        copy.insert(at, {"role": "user", "text": "In May", "timestamp": copy[at - 1]["timestamp"]})
+        copy.append({"role": "user", "text": "yes", "timestamp": int((datetime.now(UTC) + clock).timestamp() * 1000)})
+        response = await save(client, {"session_id": str(cid), "messages": copy})
+        assert response.status_code == 200
+        retry = await save(client, {"session_id": str(cid), "messages": copy})
+        assert retry.json() == response.json()  # a retried save adds nothing
+        stored = await server_transcript(cid)
+        assert [(role, text) for role, text, _ in stored] == [(m["role"], m["text"]) for m in copy]
+        assert response.json()["message_count"] == len(stored) == len(server) + 2
+        times = [at for _, _, at in stored]
+        assert times == sorted(times)  # the order of the transcript is the order of its times
+        may = next(i for i, (_, text, _) in enumerate(stored) if text == "In May")
+        assert stored[may - 1][2] <= stored[may][2] <= stored[may + 1][2]
+        assert abs(stored[-1][2] - datetime.now(UTC)) < timedelta(seconds=10)  # the server's clock, not the browser's
 
 
 @pytest.mark.parametrize(

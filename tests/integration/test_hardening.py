@@ -77,6 +77,22 @@ async def test_every_response_carries_the_security_headers(client: httpx.AsyncCl
         assert_security_headers(await stranger.get(path))
 
 
+async def test_a_forged_host_header_never_reaches_a_share_url(client: httpx.AsyncClient, app_server: AppServer) -> None:
+    email = await signup(client)
+    async with connection() as conn:
+        user = await get_user(await conn.fetchval("SELECT id FROM user_account WHERE email = $1", email))
+    assert user is not None
+    cid = await make_saved(user, "Shared trip", datetime.now(UTC), [("user", "Hiking in the Dolomites")])  # type: ignore[arg-type]
+    forged = {"Host": "evil.example"}
+    created = await client.post(f"/history/{cid}/share", headers=htmx(client) | forged)
+    page = await client.get(f"/history/{cid}", headers=forged)
+    for html in (created.text, page.text):
+        urls = re.findall(r'value="(http[^"]+/s/[^"]+)"', html)
+        assert urls
+        assert all(url.startswith(f"{app_server.url}/s/") for url in urls), urls  # the address it serves
+        assert "evil.example" not in html
+
+
 def raw_request(url: str, header_bytes: int) -> bytes:
     """Send a GET with one header of `header_bytes` and return what the server answers first."""
     host, port = url.removeprefix("http://").split(":")
@@ -92,6 +108,29 @@ async def test_a_huge_request_header_gets_431_and_the_server_carries_on(app_serv
     answer = await asyncio.to_thread(raw_request, app_server.url, 1_000_000)
     assert answer.startswith(b"HTTP/1.1 431"), answer
     assert (await asyncio.to_thread(raw_request, app_server.url, 100_000)).startswith(b"HTTP/1.1 431")
+    assert httpx.get(f"{app_server.url}/healthz", timeout=5).status_code == 200
+
+
+def ingest_with_a_wrong_token(url: str, declared: int, sent: int) -> bytes:
+    """Start an ingest POST of `declared` bytes with a wrong bearer token, send only `sent` of them, and return
+    what the server answers meanwhile (b"" when it is still waiting for the rest of the body)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        head = (
+            f"POST /api/conversations/{uuid.uuid4()}/events HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer wrong\r\nContent-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
+        )
+        sock.sendall(head.encode() + b'{"events": [' + b" " * (sent - 12))
+        sock.settimeout(3.0)
+        try:
+            return sock.recv(200)
+        except TimeoutError:
+            return b""
+
+
+async def test_ingest_refuses_a_wrong_token_before_reading_the_body(app_server: AppServer) -> None:
+    answer = await asyncio.to_thread(ingest_with_a_wrong_token, app_server.url, 8 * 1024 * 1024, 64 * 1024)
+    assert answer.startswith(b"HTTP/1.1 401"), answer  # answered while 8 MB of body were still to come
     assert httpx.get(f"{app_server.url}/healthz", timeout=5).status_code == 200
 
 

@@ -28,7 +28,9 @@ LIMITS = {
     "CHATAPP_MESSAGE_RATE_LIMIT": "3/minute",
     "CHATAPP_DICTATION_RATE_LIMIT": "40/minute",
     "CHATAPP_NEW_CHAT_RATE_LIMIT": "2/minute",
+    "CHATAPP_MAX_STREAMS_PER_USER": "5",
 }
+STREAM_CAP = 5
 WAIT_MESSAGE = re.compile(r"Try again in (\d+) (seconds?|minutes)\.")
 
 
@@ -147,6 +149,37 @@ async def test_failed_logins_lock_the_account_from_every_address_and_process(
         assert_wait(await login(attacker, ghost.upper(), "any password at all"), "Too many failed logins")
 
 
+async def test_guesses_from_many_addresses_cannot_lock_out_a_browser_that_logged_in_before(
+    servers: tuple[AppServer, AppServer], a: httpx.AsyncClient
+) -> None:
+    victim = await signup(a)  # the owner's browser; signing up is its first login
+    await a.post("/logout", headers=htmx(a))
+    for n in range(6):  # twice the limit, each guess from a new address, on either process
+        async with browser(servers[n % 2]) as attacker:
+            assert (await login(attacker, victim, f"guess number {n}")).status_code in (401, 429)
+    async with browser(servers[1]) as new_device:  # a browser the owner never used: the account's limit applies
+        assert_wait(await login(new_device, victim, PASSWORD), "Too many failed logins for this account.")
+    # The owner's own browser logs in at once, on either process.
+    assert (await login(a, victim, PASSWORD, url=servers[1].url)).status_code == 303
+    assert (await a.get("/")).status_code == 200
+
+
+async def test_a_known_browser_guessing_wrong_is_limited_on_its_own(
+    servers: tuple[AppServer, AppServer], a: httpx.AsyncClient
+) -> None:
+    owner = await signup(a)
+    await a.post("/logout", headers=htmx(a))
+    async with browser(servers[1]) as other_address:
+        other_address.cookies.update(a.cookies)  # the same browser, moved to another network each time
+        for n in range(3):
+            other_address.headers["X-Forwarded-For"] = client_ip()
+            assert (await login(other_address, owner, f"wrong {n}")).status_code == 401
+        other_address.headers["X-Forwarded-For"] = client_ip()
+        assert_wait(await login(other_address, owner, PASSWORD), "Too many failed logins from this browser.")
+    async with browser(servers[0]) as new_device:  # its guesses did not count against the account
+        assert (await login(new_device, owner, PASSWORD)).status_code == 303
+
+
 async def test_a_burst_of_concurrent_guesses_gets_no_more_than_the_limit(
     servers: tuple[AppServer, AppServer],
 ) -> None:
@@ -211,6 +244,64 @@ async def test_concurrent_attempts_on_two_processes_share_one_exact_quota(
 
         statuses = await asyncio.gather(*(attempt(n) for n in range(12)))
     assert sorted(statuses) == [401] * 4 + [429] * 8
+
+
+async def open_streams(client: httpx.AsyncClient, urls: list[str]) -> list[httpx.Response]:
+    """Open these live streams at once; each response stays open (a 200) or is a refusal."""
+    requests = [client.build_request("GET", url, headers={"Accept": "text/event-stream"}) for url in urls]
+    return list(await asyncio.gather(*(client.send(r, stream=True) for r in requests)))
+
+
+async def close_all(responses: list[httpx.Response]) -> None:
+    for response in responses:
+        await response.aclose()
+
+
+async def test_the_stream_cap_holds_per_user_across_processes_opening_at_once(
+    servers: tuple[AppServer, AppServer], a: httpx.AsyncClient
+) -> None:
+    await signup(a)
+    cid = await open_conversation(a)
+    urls = [f"{servers[n % 2].url}/conversations/{cid}/stream" for n in range(4 * STREAM_CAP)]
+    responses = await open_streams(a, urls)
+    try:
+        assert sorted(r.status_code for r in responses) == [200] * STREAM_CAP + [429] * (3 * STREAM_CAP)
+    finally:
+        await close_all(responses)
+
+    # Closed streams give their places back, on either process.
+    async def all_admitted() -> bool:
+        again = await open_streams(a, urls[:STREAM_CAP])
+        await close_all(again)
+        return all(r.status_code == 200 for r in again)
+
+    for _ in range(50):
+        if await all_admitted():
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("closed streams never gave their places back")
+
+
+SLOT = "INSERT INTO stream_slot (id, owner, holder, expires_at) VALUES ($1, $2, $3, now() + make_interval(secs => $4))"
+
+
+async def test_the_slots_of_a_process_that_died_expire(
+    servers: tuple[AppServer, AppServer], a: httpx.AsyncClient
+) -> None:
+    email = await signup(a)
+    cid = await open_conversation(a)
+    async with connection() as conn:
+        owner = await conn.fetchval("SELECT id FROM user_account WHERE email = $1", email)
+        # A killed process's streams: it stopped renewing them, so their leases ran out.
+        for _ in range(STREAM_CAP):
+            await conn.execute(SLOT, uuid.uuid4(), owner, "dead", -1.0)
+        await conn.execute(SLOT, uuid.uuid4(), owner, "alive", 30.0)  # and one stream of a live process
+    responses = await open_streams(a, [f"{servers[1].url}/conversations/{cid}/stream"] * STREAM_CAP)
+    try:
+        assert sorted(r.status_code for r in responses) == [200] * (STREAM_CAP - 1) + [429]
+    finally:
+        await close_all(responses)
 
 
 async def test_typed_messages_are_limited_per_user_across_processes(

@@ -12,11 +12,12 @@ import pytest
 from livekit.agents import llm
 from livekit.plugins import openai
 
+from chatapp.agents import inprocess
 from chatapp.agents.inprocess import InProcessRuntime
 from chatapp.agents.models import build_llm
 from chatapp.agents.offline import OFFLINE_NOTICE, OfflineResponder, compose_reply
 from chatapp.conversations.agent_runtime import AgentStartError, ConversationInfo, StartInfo
-from chatapp.conversations.events import AgentStateEvent
+from chatapp.conversations.events import AgentStateEvent, TranscriptEvent
 from chatapp.core.settings import Settings
 from tests.fakes.llm import RecordingSink, Runtime, ScriptedLLM
 
@@ -243,3 +244,43 @@ async def test_build_llm_picks_the_configured_model() -> None:
     assert isinstance(model, openai.LLM)
     assert model.model == "llama3"
     await model.aclose()
+
+
+class DatabaseAwaySink(RecordingSink):
+    """Refuses finals with a connection error while `away` is set, as the pipeline does during an outage."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.away = True
+        self.refused = 0
+
+    async def transcript(self, event: TranscriptEvent) -> None:
+        if self.away and event.final:
+            self.refused += 1
+            raise ConnectionRefusedError("database down")
+        await super().transcript(event)
+
+
+async def test_finals_wait_for_the_database_in_a_bounded_queue_and_are_stored_in_order_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(inprocess, "MAX_WAITING_FINALS", 2)
+    monkeypatch.setattr(inprocess, "RETRY_MAX", 0.05)
+    sink, model = DatabaseAwaySink(), ScriptedLLM(["One.", "Two.", "Three, too many."])
+    runtime = InProcessRuntime(sink, lambda: model, greet=False)
+    info = ConversationInfo(id=uuid.uuid4(), room_name="room", system_prompt="You plan trips.")
+    try:
+        await runtime.start(info)
+        for text in ("a", "b", "c"):
+            await runtime.send_text(info.id, text)
+        await sink.wait_for(lambda: len(model.contexts) == 3 and sink.refused >= 3)
+        await asyncio.sleep(0.1)  # the third reply ends while two finals already wait
+        sink.away = False
+        await sink.wait_for(lambda: len(sink.finals) == 2)
+        await asyncio.sleep(0.2)
+    finally:
+        await runtime.aclose()
+    assert [f.text for f in sink.finals] == ["One.", "Two."]
+    assert "1 agent final(s) of conversation" in caplog.text  # the one past the bound, said when it stopped
+    assert caplog.text.count("agent output: database unavailable") == 1
+    assert caplog.text.count("agent output: the database is back") == 1

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import logging
 import math
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from litestar.connection import ASGIConnection
+from litestar.datastructures import Cookie
 from litestar.exceptions import ServiceUnavailableException, TooManyRequestsException
 from litestar.handlers.base import BaseRouteHandler
 
@@ -101,28 +104,73 @@ def limit(name: LimitName) -> Callable[[ASGIConnection[Any, Any, Any, Any], Base
     return guard
 
 
-def _account_key(email: str) -> str:
-    """Failed-login counters are keyed by a digest, so the table holds no typed (possibly mistyped) emails."""
-    return "login-failures:" + hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
+# Device cookies (OWASP's "Slow brute force with device cookies"): a browser that logged in to an account gets
+# a cookie naming it as that account's device. Failed logins are counted per such device, and per account
+# only for browsers without one: guesses from anywhere can hold off new browsers, never the owner's own.
+DEVICE_COOKIE = "chatapp_device"
+DEVICE_MAX_AGE = 365 * 24 * 3600
+LOCKED_ACCOUNT = "Too many failed logins for this account. Browsers that logged in to it before are not affected."
+LOCKED_DEVICE = "Too many failed logins from this browser."
 
 
-async def count_login_attempt(connection: ASGIConnection[Any, Any, Any, Any], email: str) -> None:
-    """Count an attempt on this account (from any address) and refuse it once the account is locked.
+def _digest(value: str) -> str:
+    """Counters are keyed by digests, so the table holds no typed (possibly mistyped) emails."""
+    return hashlib.sha256(value.encode()).hexdigest()[:32]
 
-    Counted before the password is checked, atomically, so a burst of concurrent guesses cannot slip
-    past the lock; a successful login clears the count, so what it counts is failures. Any email can be
-    locked, existing or not, so a lock says nothing about whether an account exists.
+
+def _account(email: str) -> str:
+    return _digest(email.strip().lower())
+
+
+def _device_mac(secret_key: str, email: str, nonce: str) -> str:
+    message = f"device:{_account(email)}:{nonce}".encode()
+    return hmac.new(secret_key.encode(), message, hashlib.sha256).hexdigest()[:32]
+
+
+def device_cookie(settings: Settings, email: str) -> Cookie:
+    """A new device cookie for this account (issued at each login; sent back to the login form only)."""
+    nonce = secrets.token_urlsafe(16)
+    return Cookie(
+        key=DEVICE_COOKIE,
+        value=f"{nonce}.{_device_mac(settings.secret_key, email, nonce)}",
+        path="/login",
+        max_age=DEVICE_MAX_AGE,
+        httponly=True,
+        samesite="lax",
+        secure=settings.secure_cookies,
+    )
+
+
+def _known_device(connection: ASGIConnection[Any, Any, Any, Any], email: str) -> str | None:
+    """The nonce of this browser's device cookie when it was issued for this account, else None."""
+    nonce, _, mac = connection.cookies.get(DEVICE_COOKIE, "").partition(".")
+    secret_key: str = connection.app.state.settings.secret_key
+    if nonce and hmac.compare_digest(mac, _device_mac(secret_key, email, nonce)):
+        return nonce
+    return None
+
+
+async def count_login_attempt(connection: ASGIConnection[Any, Any, Any, Any], email: str) -> str:
+    """Count an attempt on this account and refuse it once locked; returns the counter, for a success to clear.
+
+    A browser with the account's device cookie counts against itself; any other counts against the account
+    (from every address), so guesses can lock out new browsers but not the owner's. Counted before the
+    password is checked, atomically, so a burst of concurrent guesses cannot slip past the lock. Any email can
+    be locked, existing or not, so a lock says nothing about whether an account exists.
     """
     rate: Rate = connection.app.state.settings.login_failure_limit
-    hits, remaining = await _store(connection).hit(_account_key(email), rate.window)
+    device = _known_device(connection, email)
+    key = f"login-failures:device:{_digest(device)}" if device else f"login-failures:{_account(email)}"
+    hits, remaining = await _store(connection).hit(key, rate.window)
     if hits > rate.limit:
         if hits == rate.limit + 1:
-            log.warning("logins locked for an account after %d failures", rate.limit)
-        raise RateLimited("Too many failed logins for this account.", remaining)
+            log.warning("logins locked for %s after %d failures", "a device" if device else "an account", rate.limit)
+        raise RateLimited(LOCKED_DEVICE if device else LOCKED_ACCOUNT, remaining)
+    return key
 
 
-async def clear_login_failures(connection: ASGIConnection[Any, Any, Any, Any], email: str) -> None:
-    await _store(connection).delete(_account_key(email))
+async def clear_login_failures(connection: ASGIConnection[Any, Any, Any, Any], key: str) -> None:
+    await _store(connection).delete(key)
 
 
 T = TypeVar("T")

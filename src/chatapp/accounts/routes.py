@@ -11,7 +11,7 @@ from litestar.params import Body
 from litestar.response import Redirect, Template
 
 from chatapp.accounts import service
-from chatapp.accounts.limits import clear_login_failures, count_login_attempt, limit
+from chatapp.accounts.limits import clear_login_failures, count_login_attempt, device_cookie, limit
 from chatapp.accounts.sessions import rotate_session, session_for, session_tag
 from chatapp.core.validation import FORM_ONLY, has_control_characters
 
@@ -45,10 +45,12 @@ def _form_page(
 
 
 def _logged_in(request: Request[Any, Any, Any], user: service.User, next_path: str) -> Redirect:
-    """A fresh session id for the new login (no fixation), then on to where the person was going."""
+    """A fresh session id for the new login (no fixation), a device cookie naming this browser as the account's
+    (so guesses from elsewhere cannot lock it out), then on to where the person was going."""
     rotate_session(request)
     request.set_session(session_for(user))
-    return Redirect(safe_next(next_path), status_code=303)
+    cookie = device_cookie(request.app.state.settings, user.email)
+    return Redirect(safe_next(next_path), status_code=303, cookies=[cookie])
 
 
 class AccountController(Controller):
@@ -78,12 +80,11 @@ class AccountController(Controller):
         self, request: Request[Any, Any, Any], data: Annotated[dict[str, Any], FormBody]
     ) -> Template | Redirect:
         values = {"email": _form(data, "email"), "next": _form(data, "next")}
-        account = service.login_key(values["email"])
-        await count_login_attempt(request, account)
+        counter = await count_login_attempt(request, service.login_key(values["email"]))
         user = await service.authenticate(values["email"], _form(data, "password"))
         if user is None:
             return _form_page("login.html", values, {"form": LOGIN_FAILED}, 401)
-        await clear_login_failures(request, account)
+        await clear_login_failures(request, counter)
         return _logged_in(request, user, values["next"])
 
     @post("/logout", status_code=303)

@@ -90,7 +90,9 @@ async def create_user(email: str, display_name: str, password: str) -> User:
             UserAccount(email=email, display_name=display_name, password_hash=password_hash)
         ).returning(*USER_COLUMNS)
     except asyncpg.UniqueViolationError:
-        # Not "this email is taken": that would tell anyone which addresses have accounts.
+        # The refusal itself tells that the email has an account (422 here, 303 for a new one): without outgoing
+        # email that cannot be hidden from honest users. The message stays neutral and the sign-up form's rate
+        # limit keeps it from testing addresses in bulk (README, security).
         raise AccountError({"email": SIGNUP_REFUSED}) from None
     return User(**rows[0])
 

@@ -152,7 +152,7 @@ def database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Res
             "database unavailable (%s) on %s %s; %d similar since the last warning",
             type(exc).__name__,
             request.method,
-            request.url.path,
+            redact_path(request.url.path),  # as the access log writes it: no share token
             _outage_log["suppressed"],
         )
         _outage_log.update(last=now, suppressed=0)

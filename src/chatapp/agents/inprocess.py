@@ -4,6 +4,12 @@ Streaming: the session's transcription output (`session.output.transcription`) r
 of a reply as it is generated, with no room attached; each turn's end, text and interruption come from
 the turn's `SpeechHandle` and the assistant `ChatMessage` it adds. Everything reported goes through one
 ordered outbox per conversation, so a sink call is never cancelled by LiveKit and never reordered.
+
+During a database outage a final that cannot be stored waits at the head of the outbox and is retried with
+backoff until PostgreSQL is back, and the finals after it wait behind it (at most MAX_WAITING_FINALS per
+conversation): all are stored in order, once each (storing is idempotent by item id, so a retry after a lost
+acknowledgement adds nothing). Interims are dropped meanwhile (the final says it all); status updates keep their
+place in the queue.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from chatapp.conversations.assembler import TranscriptAssembler
 from chatapp.conversations.events import AgentState, AgentStateEvent, TranscriptEvent
 from chatapp.conversations.queries import UnknownConversation
 from chatapp.core import metrics
-from chatapp.core.database import is_outage
+from chatapp.core.database import OutageNotice, is_outage
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +45,9 @@ FAILED_DETAIL = "The language model did not answer ({error}). Try again."
 _CONN_OPTIONS = SessionConnectOptions(max_unrecoverable_errors=1_000_000)
 
 _Event = TranscriptEvent | AgentStateEvent
+# Finals of one conversation that may wait for the database; a reply is one final, so this is generous.
+MAX_WAITING_FINALS = 100
+RETRY_FIRST, RETRY_MAX = 0.25, 2.0  # seconds between attempts to store a waiting final
 
 
 @dataclass
@@ -69,7 +78,9 @@ class _TranscriptOutput(io.TextOutput):
 class _Conversation:
     """One running agent: its session, its turn queue (one reply at a time) and its event outbox."""
 
-    def __init__(self, info: ConversationInfo, sink: EventSink, model: llm.LLM[Any], greet: bool) -> None:
+    def __init__(
+        self, info: ConversationInfo, sink: EventSink, model: llm.LLM[Any], greet: bool, outage: OutageNotice
+    ) -> None:
         self.info = info
         self.id = info.id
         self._sink = sink
@@ -84,6 +95,10 @@ class _Conversation:
         self._session_lost = False
         self._turns: asyncio.Queue[str | None] = asyncio.Queue()
         self._outbox: asyncio.Queue[_Event | None] = asyncio.Queue()
+        self._outage = outage  # the runtime's: one line when the database goes, one when it is back
+        self._waiting = False  # a final is waiting for the database: interims are not queued meanwhile
+        self._queued_finals = 0
+        self._dropped_finals = 0
         self._reply: _Reply | None = None
         self._worker: asyncio.Task[None] | None = None
         self._emitter: asyncio.Task[None] | None = None
@@ -236,12 +251,35 @@ class _Conversation:
         self._put(AgentStateEvent(self.id, state, detail))
 
     def _put(self, event: _Event) -> None:
+        final = isinstance(event, TranscriptEvent) and event.final
+        if self._waiting and isinstance(event, TranscriptEvent) and not final:
+            return  # the database is away: the reply's final will say it all
+        if final:
+            if self._queued_finals >= MAX_WAITING_FINALS:
+                self._dropped_finals += 1
+                if self._dropped_finals == 1:
+                    logger.error(
+                        "agent finals of conversation %s dropped: %d already wait", self.id, MAX_WAITING_FINALS
+                    )
+                return
+            self._queued_finals += 1
         self._outbox.put_nowait(event)
 
     async def _emit_events(self) -> None:
-        while (event := await self._outbox.get()) is not None:
-            if self._gone and isinstance(event, TranscriptEvent):
-                continue  # nothing to store it in; its status updates still reach (no) listeners
+        try:
+            while (event := await self._outbox.get()) is not None:
+                final = isinstance(event, TranscriptEvent) and event.final
+                if not (self._gone and isinstance(event, TranscriptEvent)):  # else nothing to store it in
+                    await self._emit(event, final)
+                self._queued_finals -= final
+        finally:  # also when close() gave up waiting for the database
+            if lost := self._queued_finals + self._dropped_finals:
+                logger.error("%d agent final(s) of conversation %s lost: the database did not come back", lost, self.id)
+
+    async def _emit(self, event: _Event, final: bool) -> None:
+        """Hand one event to the sink; a final is retried until the database takes it."""
+        delay = RETRY_FIRST
+        while True:
             try:
                 if isinstance(event, TranscriptEvent):
                     await self._sink.transcript(event)
@@ -252,13 +290,23 @@ class _Conversation:
                 self._gone = True
                 logger.info("conversation %s is gone; its agent's remaining output is dropped", self.id)
             except Exception as exc:
-                if is_outage(exc):
-                    logger.warning("agent output for conversation %s not stored: %s", self.id, type(exc).__name__)
+                if not is_outage(exc):
+                    logger.exception(
+                        "event sink failed", extra={"conversation_id": str(self.id), "event": type(event).__name__}
+                    )
+                    return
+                self._outage.failed(exc)
+                if final:
+                    self._waiting = True
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX)
                     continue
-                logger.exception(
-                    "event sink failed",
-                    extra={"conversation_id": str(self.id), "event": type(event).__name__},
-                )
+            else:
+                if final:
+                    self._outage.recovered()
+            if final:
+                self._waiting = False
+            return
 
 
 def describe_error(error: BaseException) -> str:
@@ -301,6 +349,7 @@ class InProcessRuntime:
         self._conversations: dict[uuid.UUID, _Conversation] = {}
         self._starting: dict[uuid.UUID, asyncio.Future[None]] = {}
         self._closed = False
+        self._outage = OutageNotice(logger, "agent output")
 
     async def start(self, conversation: ConversationInfo) -> StartInfo:
         if self._closed:
@@ -314,7 +363,7 @@ class InProcessRuntime:
         self._starting[conversation.id] = started
         running: _Conversation | None = None
         try:
-            running = _Conversation(conversation, self._sink, self._llm_factory(), self._greet)
+            running = _Conversation(conversation, self._sink, self._llm_factory(), self._greet, self._outage)
             await running.start()
         except Exception as exc:
             logger.exception("agent start failed", extra={"conversation_id": str(conversation.id)})

@@ -336,10 +336,6 @@ class Hub:
             log.warning("could not publish a logout to the other processes", exc_info=True)
             self.dispatch(event)
 
-    def streams_of(self, user_id: uuid.UUID) -> int:
-        """This process's open streams of one user (the per-user cap)."""
-        return len(self._by_user.get(user_id, ()))
-
     def _listener_changed(self, up: bool) -> None:
         """The LISTEN connection went down or came back. Either way, end every local stream: events published
         meanwhile never arrive here, and a client that reconnects replays them from the database."""

@@ -25,7 +25,7 @@ import asyncpg
 from chatapp.conversations.agent_runtime import AgentRuntime
 from chatapp.conversations.hub import PROCESS_ID
 from chatapp.conversations.live_events import AgentInterrupt, AgentRetry, AgentText, Command, Ended
-from chatapp.core.database import connection
+from chatapp.core.database import OutageNotice, connection, is_outage
 
 log = logging.getLogger(__name__)
 
@@ -160,18 +160,24 @@ async def keep_leases(service: LocalAgents, interval: float = HEARTBEAT_SECONDS)
     if not ownership.distributed:
         return
     running = getattr(service.runtime, "running", None)
+    outage = OutageNotice(log, "agent leases")
     while True:
         try:
             local = set(running()) if running is not None else set()
             for lost in local - await ownership.renew(local):
                 log.warning("lost the agent lease of conversation %s; stopping the agent here", lost)
                 await service.runtime.stop(lost)
-            for orphan in await ownership.orphans():
+            orphans = await ownership.orphans()
+            outage.recovered()
+            for orphan in orphans:
                 await service.adopt(orphan)
         except asyncio.CancelledError:
             raise
-        except Exception:  # the database may be briefly down; try again next beat
-            log.exception("agent lease round failed")
+        except Exception as exc:  # an outage is said once (and its end once); anything else is a bug
+            if is_outage(exc):
+                outage.failed(exc)
+            else:
+                log.exception("agent lease round failed")
         await asyncio.sleep(interval)
 
 

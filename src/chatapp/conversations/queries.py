@@ -333,6 +333,59 @@ async def store_finals(
     return stored
 
 
+async def lock_transcript(conn: Any, conversation_id: uuid.UUID) -> list[StoredUtterance]:
+    """Lock the conversation (as storing finals does) and read all of its utterances, inside the caller's
+    transaction. Raises UnknownConversation."""
+    if await conn.fetchrow(LOCK_CONVERSATION_SQL, conversation_id) is None:
+        raise UnknownConversation(str(conversation_id))
+    rows = await conn.fetch(LIST_UTTERANCES_SQL, conversation_id, 0, 2**31 - 1)
+    return [_utterance(conversation_id, row) for row in rows]
+
+
+MOVE_UTTERANCES_SQL = """
+UPDATE utterance u SET seq = m.new_seq FROM unnest($2::int[], $3::int[]) AS m(old_seq, new_seq)
+WHERE u.session = $1 AND u.seq = m.old_seq
+"""
+
+
+async def store_in_order(
+    conn: Any, conversation_id: uuid.UUID, order: Sequence[StoredUtterance | TranscriptEvent]
+) -> int:
+    """Make the transcript `order` (every stored utterance, locked by lock_transcript, with new finals among
+    them): the utterances after an insertion move up, the new ones take their places. Returns how many were
+    added. Used by the save API for what only the client's copy had; live streams do not see it (the
+    conversation ends right after, and its tabs move on)."""
+    moved_old: list[int] = []
+    moved_new: list[int] = []
+    fresh: list[tuple[int, TranscriptEvent]] = []
+    for seq, item in enumerate(order, start=1):
+        if isinstance(item, TranscriptEvent):
+            fresh.append((seq, item))
+        elif item.seq != seq:
+            moved_old.append(item.seq)
+            moved_new.append(seq)
+    if not fresh:
+        return 0
+    if moved_old:
+        # Out of the way first (above every number in use), then to their places: seq is unique at every row.
+        aside = [seq + len(order) + max(moved_old) for seq in moved_old]
+        await conn.execute(MOVE_UTTERANCES_SQL, conversation_id, moved_old, aside)
+        await conn.execute(MOVE_UTTERANCES_SQL, conversation_id, aside, moved_new)
+    await conn.fetch(
+        INSERT_FINALS_SQL,
+        conversation_id,
+        [seq for seq, _ in fresh],
+        [e.item_id for _, e in fresh],
+        [e.role for _, e in fresh],
+        [e.text for _, e in fresh],
+        [e.interrupted for _, e in fresh],
+        [e.timestamp for _, e in fresh],
+        len(order),
+    )
+    await refresh_search_doc(conn, conversation_id)  # a saved conversation's search document (else nothing)
+    return len(fresh)
+
+
 async def refresh_search_doc(conn: Any, conversation_id: uuid.UUID) -> None:
     """Rebuild a saved conversation's search document: title (weight A) and transcript (weight B).
 

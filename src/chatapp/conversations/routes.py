@@ -9,9 +9,11 @@ from typing import Annotated, Any, Literal
 import msgspec
 from jinja2_fragments.litestar import HTMXBlockTemplate
 from litestar import Controller, Request, Response, get, post
+from litestar.connection import ASGIConnection
 from litestar.datastructures import CacheControlHeader, State
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException
+from litestar.handlers.base import BaseRouteHandler
 from litestar.params import Body, Parameter
 from litestar.plugins.htmx import HTMXRequest
 from litestar.response import Redirect, Template
@@ -234,9 +236,11 @@ class ChatController(Controller):
         after: Annotated[int, Parameter(ge=0, le=MAX_SEQ)] = 0,
     ) -> EventSourceResponse:
         user: User = request.user
-        await conversations.admit_stream(user.id, conversation_id)
         cursor = max(after, _last_event_id(request.headers.get("last-event-id", "")))
-        events = conversations.live_events(conversation_id, user.id, cursor, state.fragments, session_tag(request))
+        slot = await conversations.admit_stream(user.id, conversation_id)
+        events = conversations.live_events(
+            slot, conversation_id, user.id, cursor, state.fragments, session_tag(request)
+        )
         return EventSourceResponse(events, ping=15, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
@@ -247,6 +251,15 @@ def _last_event_id(header: str) -> int:
     if not (header.isascii() and header.isdigit()) or int(header) > MAX_SEQ:
         raise HTTPException(status_code=400, detail="Last-Event-ID must be a message sequence number.")
     return int(header)
+
+
+def ingest_token_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """The agent worker's bearer token for this conversation, from the header alone, or 401."""
+    conversation_id = connection.path_params["conversation_id"]
+    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+    secret_key = connection.app.state.settings.secret_key
+    if scheme.lower() != "bearer" or not valid_ingest_token(secret_key, conversation_id, token):
+        raise BearerTokenRequired(detail="A valid bearer token for this conversation is required.")
 
 
 class IngestController(Controller):
@@ -268,28 +281,20 @@ class IngestController(Controller):
             "repeated delivery is acknowledged and ignored. Finals for an ended conversation are still stored."
         ),
         request_max_body_size=8 * 1024 * 1024,
+        guards=[ingest_token_guard],  # before the body (up to 8 MiB) is read and decoded
         security=[{"ingestToken": []}],
         responses=errors(400, 401, 404, 410, 413, 415, 422, 503),
     )
     async def ingest(
         self,
         request: Request[Any, Any, Any],
-        state: State,
         conversations: ConversationService,
         conversation_id: uuid.UUID,
         data: IngestBatch,
     ) -> IngestResponse:
-        require_ingest_token(request, state.settings.secret_key, conversation_id)
         data = strict_body(await request.json(), IngestBatch)
         result = await conversations.ingest(conversation_id, transcript_events(conversation_id, data))
         return IngestResponse(stored=result.stored, ignored=result.ignored)
-
-
-def require_ingest_token(request: Request[Any, Any, Any], secret_key: str, conversation_id: uuid.UUID) -> None:
-    """The agent worker's bearer token for this conversation, or 401."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not valid_ingest_token(secret_key, conversation_id, token):
-        raise BearerTokenRequired(detail="A valid bearer token for this conversation is required.")
 
 
 def transcript_events(conversation_id: uuid.UUID, batch: IngestBatch) -> list[TranscriptEvent]:

@@ -7,7 +7,6 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import timedelta
 from typing import Any, Literal
 
 import asyncpg
@@ -15,12 +14,14 @@ from sse_starlette import ServerSentEvent
 
 from chatapp.conversations import queries
 from chatapp.conversations.agent_runtime import AgentRuntime, StartInfo
-from chatapp.conversations.events import TranscriptEvent
+from chatapp.conversations.client_copy import merge_client_copy
+from chatapp.conversations.events import TranscriptEvent, utcnow
 from chatapp.conversations.hub import Hub
 from chatapp.conversations.live_events import Ended, History, LiveEvent, Recent
 from chatapp.conversations.ownership import Ownership
 from chatapp.conversations.pipeline import TranscriptPipeline, final_event
 from chatapp.conversations.stream import conversation_events
+from chatapp.conversations.stream_slots import StreamSlots
 from chatapp.conversations.supervisor import AgentSupervisor
 from chatapp.conversations.views import Fragments, MessageView
 from chatapp.core import metrics
@@ -53,7 +54,7 @@ class CannotRetry(RuntimeError):
 
 
 class TooManyStreams(RuntimeError):
-    """The user already has CHATAPP_MAX_STREAMS_PER_USER live views open in this process; the message says so."""
+    """The user already has CHATAPP_MAX_STREAMS_PER_USER live views open (in all processes); the message says so."""
 
 
 # What can make New Chat's save fail: the write itself (or its injected stand-in), or the database going away.
@@ -129,39 +130,6 @@ class ClientSave:
     saved: bool
 
 
-# A client's copy of an utterance matches the server's when role and text are equal and the times are this close.
-TIMESTAMP_TOLERANCE = timedelta(seconds=2)
-
-
-def missing_messages(
-    events: Sequence[tuple[TranscriptEvent, bool]], existing: Sequence[queries.StoredUtterance]
-) -> list[TranscriptEvent]:
-    """Entries the server does not have: matched by id, else by role, text and time — never by text alone,
-    because people say "yes" twice."""
-    known_ids = {u.item_id for u in existing}
-    unmatched = list(existing)
-    missing: list[TranscriptEvent] = []
-    for event, identifiable in events:
-        if event.item_id in known_ids:
-            continue
-        match = next(
-            (
-                u
-                for u in unmatched
-                if identifiable
-                and u.role == event.role
-                and u.text == event.text
-                and abs(u.created_at - event.timestamp) <= TIMESTAMP_TOLERANCE
-            ),
-            None,
-        )
-        if match is not None:
-            unmatched.remove(match)  # one server utterance answers for one client entry
-            continue
-        missing.append(event)
-    return missing
-
-
 @dataclass(frozen=True)
 class IngestResult:
     stored: int
@@ -183,6 +151,7 @@ class ConversationService:
         self.pipeline = pipeline
         self.hub = hub
         self.agents = AgentSupervisor(runtime, pipeline, hub, settings.system_prompt, self.faults, ownership)
+        self.stream_slots = StreamSlots()
 
     async def open(self, user_id: uuid.UUID, display_name: str) -> ChatView:
         """The user's active conversation (created if needed) with its transcript so far and a running agent."""
@@ -221,25 +190,33 @@ class ConversationService:
         title = earlier.title or "Untitled conversation"
         return Origin(earlier.id, title, [MessageView.of_utterance(u) for u in turns])
 
-    async def admit_stream(self, user_id: uuid.UUID, conversation_id: uuid.UUID) -> None:
-        """A tab may open a live view of the user's conversation (active or saved): ConversationGone for anyone
-        else's, TooManyStreams past the per-user cap."""
+    async def admit_stream(self, user_id: uuid.UUID, conversation_id: uuid.UUID) -> uuid.UUID:
+        """A tab may open a live view of the user's conversation (active or saved): its stream slot, or
+        ConversationGone for anyone else's, TooManyStreams past the per-user cap (across all processes)."""
         if await queries.get_conversation(conversation_id, owner=user_id) is None:
             raise ConversationGone(str(conversation_id))
         limit = self.settings.max_streams_per_user
-        if self.hub.streams_of(user_id) >= limit:
+        if (slot := await self.stream_slots.take(user_id, limit)) is None:
             raise TooManyStreams(f"Too many live views open ({limit}) for this account. Close some tabs, then reload.")
+        return slot
 
-    def live_events(
+    async def live_events(
         self,
+        slot: uuid.UUID,
         conversation_id: uuid.UUID,
         user_id: uuid.UUID,
         cursor: int,
         fragments: Fragments,
         session: str,
     ) -> AsyncIterator[ServerSentEvent]:
-        """A tab's live view (after admit_stream): the finals after `cursor`, then everything as it happens."""
-        return conversation_events(self.hub, self.pipeline.buffer, fragments, conversation_id, user_id, cursor, session)
+        """A tab's live view (in the slot admit_stream gave it): the finals after `cursor`, then everything as
+        it happens."""
+        async with self.stream_slots.held(slot):
+            events = conversation_events(
+                self.hub, self.pipeline.buffer, fragments, conversation_id, user_id, cursor, session
+            )
+            async for event in events:
+                yield event
 
     async def ensure_agent(
         self,
@@ -327,10 +304,11 @@ class ConversationService:
         return EndResult(await self._end_in_transaction(user_id, expected, reason, idle_seconds=idle_seconds), None)
 
     async def save_client_copy(
-        self, user_id: uuid.UUID, conversation_id: uuid.UUID, events: Sequence[tuple[TranscriptEvent, bool]]
+        self, user_id: uuid.UUID, conversation_id: uuid.UUID, events: Sequence[TranscriptEvent]
     ) -> ClientSave:
-        """The JSON save API: add the entries of the client's copy of the transcript the server lacks, then end
-        the conversation like any other end. ConversationGone for an unknown or another user's conversation."""
+        """The JSON save API: add the entries of the client's copy of the transcript the server lacks (matched by
+        order, see client_copy), then end the conversation like any other end. ConversationGone for an unknown
+        or another user's conversation."""
         conversation = await queries.get_conversation(conversation_id)
         if conversation is not None and conversation.owner != user_id:
             log.warning("user %s tried to save conversation %s of another user", user_id, conversation_id)
@@ -338,9 +316,13 @@ class ConversationService:
         if conversation is None:
             raise ConversationGone(str(conversation_id))
         if events:
-            missing = missing_messages(events, await queries.list_utterances(conversation_id))
-            if missing:
-                await self.pipeline.apply(conversation_id, missing)
+            async with connection() as conn, conn.transaction():
+                try:
+                    server = await queries.lock_transcript(conn, conversation_id)
+                except queries.UnknownConversation:  # deleted meanwhile (New Chat on an empty one)
+                    raise ConversationGone(str(conversation_id)) from None
+                merged = merge_client_copy(events, server, conversation.started_at, utcnow())
+                await queries.store_in_order(conn, conversation_id, merged)
         result = await self.end(user_id, conversation_id, "api")
         if result.outcome.deleted_id == conversation_id:
             return ClientSave(replace(conversation, last_seq=0), saved=False)

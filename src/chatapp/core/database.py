@@ -51,6 +51,35 @@ def is_outage(exc: BaseException) -> bool:
     return False
 
 
+class OutageNotice:
+    """What a background loop says about an outage: one warning when the database goes away and one line when
+    it is back (with how long it was gone), instead of a traceback on every attempt in between."""
+
+    def __init__(self, logger: logging.Logger, what: str) -> None:
+        self._log = logger
+        self._what = what
+        self._since: float | None = None
+
+    @property
+    def down(self) -> bool:
+        return self._since is not None
+
+    def failed(self, exc: BaseException) -> None:
+        """An attempt failed with an outage error (see is_outage)."""
+        if self._since is None:
+            self._since = time.monotonic()
+            self._log.warning(
+                "%s: database unavailable (%s); retrying until it is back", self._what, type(exc).__name__
+            )
+
+    def recovered(self) -> None:
+        """An attempt that needs the database succeeded."""
+        if self._since is not None:
+            gone = time.monotonic() - self._since
+            self._since = None
+            self._log.warning("%s: the database is back after %.1f s", self._what, gone)
+
+
 # asyncpg's own errors (its protocol's state, a closed connection), as opposed to the server's.
 _CLIENT_SIDE = (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError)
 

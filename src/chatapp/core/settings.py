@@ -241,6 +241,12 @@ class Settings:
         return self.public_url.startswith("https://") or self.production
 
     @property
+    def served_url(self) -> str:
+        """The address `chatapp serve` listens on, as a URL (a wildcard listen address as 127.0.0.1)."""
+        host = "127.0.0.1" if self.host in {"", "0.0.0.0", "::"} else self.host  # noqa: S104
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+    @property
     def llm_configured(self) -> bool:
         return bool(self.llm_base_url or self.llm_api_key)
 

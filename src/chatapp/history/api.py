@@ -145,15 +145,17 @@ def _timestamp(raw: object, index: int) -> datetime | None:
     raise _bad(422, f"messages[{index}].timestamp must be milliseconds since the epoch or an ISO 8601 time.")
 
 
-def parse_messages(conversation_id: uuid.UUID, raw: object) -> list[tuple[TranscriptEvent, bool]]:
-    """Validate the client's copy of the transcript; each event comes with whether the client named its id."""
+def parse_messages(conversation_id: uuid.UUID, raw: object) -> list[TranscriptEvent]:
+    """Validate the client's copy of the transcript. The client's clock may be off by minutes, so its times are
+    checked but not kept: what the server lacks is placed by order, and timed from its neighbours there
+    (conversations.client_copy)."""
     if raw is None:
         return []
     if not isinstance(raw, list):
         raise _bad(422, "messages must be a list.")
     if len(raw) > MAX_MESSAGES:
         raise _bad(413, f"At most {MAX_MESSAGES:,} messages can be saved at once.")
-    events: list[tuple[TranscriptEvent, bool]] = []
+    events: list[TranscriptEvent] = []
     for index, message in enumerate(raw):
         if not isinstance(message, dict):
             raise _bad(422, f"messages[{index}] must be an object.")
@@ -167,15 +169,11 @@ def parse_messages(conversation_id: uuid.UUID, raw: object) -> list[tuple[Transc
         checked_text(text, f"messages[{index}].text")
         if client_id is not None and not (isinstance(client_id, str) and CLIENT_ID.match(client_id)):
             raise _bad(422, f"messages[{index}].id must be 1-128 letters, digits or . : _ -")
-        timestamp = _timestamp(message.get("timestamp"), index)
-        # Without an id the entry's content names it, so a retried save is idempotent; without a time, its
-        # position too, so two identical "yes" entries stay two.
-        fingerprint = f"{role}\0{text}\0{message.get('timestamp')}\0{index if timestamp is None else ''}"
+        _timestamp(message.get("timestamp"), index)  # a bad one is still a 422
+        # Without an id, the entry's content and position name it (two identical "yes" entries stay two).
+        fingerprint = f"{role}\0{text}\0{index}"
         item_id = client_id or "client-" + hashlib.sha256(fingerprint.encode()).hexdigest()[:32]
-        event = TranscriptEvent(
-            conversation_id, item_id, role, text, final=True, timestamp=timestamp or datetime.now(UTC)
-        )
-        events.append((event, client_id is not None or timestamp is not None))
+        events.append(TranscriptEvent(conversation_id, item_id, role, text, final=True, timestamp=datetime.now(UTC)))
     return events
 
 

@@ -144,11 +144,11 @@ def share_block(
 
 
 def share_url(request: Request[Any, Any, Any], token: str | None) -> str | None:
+    """CHATAPP_PUBLIC_URL, else the address served; never the request's Host header, which anyone can forge."""
     if token is None:
         return None
     settings = request.app.state.settings
-    base = settings.public_url or str(request.base_url).rstrip("/")
-    return f"{base}/s/{token}"
+    return f"{settings.public_url or settings.served_url}/s/{token}"
 
 
 def detail_context(user: User | None, page: DetailPage, request: Request[Any, Any, Any]) -> dict[str, Any]:

@@ -39,10 +39,7 @@ def describe(exc: BaseException) -> str:
 
 def ingest_base_url(settings: Settings) -> str:
     """Where the worker reaches this app: CHATAPP_INGEST_URL, else CHATAPP_PUBLIC_URL, else the served address."""
-    if settings.ingest_url or settings.public_url:
-        return settings.ingest_url or settings.public_url
-    host = "127.0.0.1" if settings.host in {"", "0.0.0.0", "::"} else settings.host  # noqa: S104
-    return f"http://[{host}]:{settings.port}" if ":" in host else f"http://{host}:{settings.port}"
+    return settings.ingest_url or settings.public_url or settings.served_url
 
 
 class LiveKitRuntime:

@@ -426,7 +426,8 @@ class VoiceStack:
         assert off_loopback_peers(self.pids) == []
         if self.network.sealed:
             sent = self.network.packets_sent()
-            assert {name: n for name, n in sent.items() if name != "lo" and n} == {}
+            beyond = {name: n for name, n in sent.items() if name != "lo" and n}
+            assert beyond == {}, f"packets sent on interfaces other than lo: {beyond}"
             assert self.network.udp_sent() > 200  # the media (50 packets a second each way) went: over lo
 
 

@@ -15,11 +15,15 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from playwright.async_api import Browser, Playwright
 
 from tests.fakes.openai_chat import fake_openai
+from tests.fakes.speech import wav_bytes
 from tests.support import ROOT, AppServer, free_port
+from tests.support_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support_livekit import (
     AGENT_NAME,
+    MIC_RATE,
     AgentWorker,
     LiveKitServer,
     NetworkWitness,
@@ -27,12 +31,17 @@ from tests.support_livekit import (
     VoiceStack,
     in_ci,
     require_server,
+    silence,
+    speech_pcm,
     worker_env,
 )
 
 # What the tests say: the recognizer listens for exactly these (a grammar), so it hears them reliably.
 PHRASES = ["plan a trip to lisbon", "what is the weather like", "book a hotel in rome"]
 TIMINGS = ROOT / "test-artifacts" / "voice-timings.jsonl"
+SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
+# What the browser's fake microphone says, once, from the moment the page turns the microphone on.
+SAID_IN_BROWSER = "book a hotel in rome"
 
 
 @pytest.fixture(scope="session")
@@ -103,3 +112,41 @@ async def shut_down(stack: VoiceStack) -> None:
         with TIMINGS.open("a") as out:
             rounded = {name: round(seconds, 3) for name, seconds in stack.timings.items()}
             out.write(json.dumps({"sealed": stack.network.sealed, **rounded}) + "\n")
+
+
+@pytest.fixture(scope="session")
+def microphone_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fake microphone's recording: a pause (playback starts when the page asks for the microphone), the
+    phrase, then silence long enough for the agent's VAD to hear the turn end."""
+    path = Path(tmp_path_factory.mktemp("microphone")) / "said.wav"
+    path.write_bytes(wav_bytes(speech_pcm(SAID_IN_BROWSER, lead_silence=1.0) + silence(3.0), MIC_RATE))
+    return path
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def voice_browser(playwright: Playwright, microphone_wav: Path) -> AsyncIterator[Browser]:
+    """A Chromium of its own (the fake microphone is a launch argument): the microphone is allowed without a
+    prompt and plays `microphone_wav` once per capture; WebRTC may use loopback; audio plays without a click."""
+    browser = await playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        args=[
+            *CHROMIUM_ARGS,
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={microphone_wav}%noloop",
+            "--allow-loopback-in-peer-connection",
+            "--autoplay-policy=no-user-gesture-required",
+            # ICE host candidates as plain addresses, not mDNS names (whose multicast would go out of sink0)
+            "--disable-features=WebRtcHideLocalIpsWithMdns",
+        ],
+    )
+    try:
+        yield browser
+    finally:
+        await browser.close()
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS

@@ -110,10 +110,20 @@
     return sink;
   }
 
+  // The agent's voice elements of a room we leave go with it (livekit-client does not unsubscribe on
+  // disconnect): else the old room's element stays beside the new room's after New Chat.
+  function dropAudio(session) {
+    (session.audio || []).forEach(function (el) { el.remove(); });
+    session.audio = [];
+  }
+
   function wire(room, session) {
     var E = LK.RoomEvent;
     room.on(E.TrackSubscribed, function (track) {
-      if (track.kind === "audio") audioSink().appendChild(track.attach());
+      if (track.kind !== "audio") return;
+      var el = track.attach();
+      session.audio = (session.audio || []).concat([el]);
+      audioSink().appendChild(el);
     });
     room.on(E.TrackUnsubscribed, function (track) {
       track.detach().forEach(function (el) { el.remove(); });
@@ -123,6 +133,7 @@
       room.on(name, function () { showAgentState(session); });
     });
     room.on(E.Disconnected, function () {
+      dropAudio(session);
       if (current !== session) return;
       session.room = null;
       session.micOn = false;
@@ -152,6 +163,7 @@
     var room = session.room;
     session.room = null;
     session.micOn = false;
+    dropAudio(session);
     return room.disconnect().catch(function () {});
   }
 

@@ -295,6 +295,17 @@ class LiveKitServer:
         async with self.api() as lk:
             return [room.name for room in (await lk.room.list_rooms(api.ListRoomsRequest())).rooms]
 
+    async def dispatches(self, room: str) -> list[api.AgentDispatch]:
+        """The agent dispatches the server holds for `room`."""
+        async with self.api() as lk:
+            return list(await lk.agent_dispatch.list_dispatch(room))
+
+    async def wait_room_gone(self, room: str, timeout: float = TURN_WITHIN) -> None:
+        deadline = time.monotonic() + timeout
+        while room in await self.room_names():
+            assert time.monotonic() < deadline, f"room {room} is still on the server"
+            await asyncio.sleep(0.1)
+
     async def published_sources(self, room: str, identity: str) -> list[int]:
         """The sources of the tracks the server has for `identity` in `room`."""
         async with self.api() as lk:

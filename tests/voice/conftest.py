@@ -119,7 +119,7 @@ def microphone_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The fake microphone's recording: a pause (playback starts when the page asks for the microphone), the
     phrase, then silence long enough for the agent's VAD to hear the turn end."""
     path = Path(tmp_path_factory.mktemp("microphone")) / "said.wav"
-    path.write_bytes(wav_bytes(speech_pcm(SAID_IN_BROWSER, lead_silence=1.0) + silence(3.0), MIC_RATE))
+    path.write_bytes(wav_bytes(speech_pcm(SAID_IN_BROWSER, lead_silence=2.5) + silence(3.0), MIC_RATE))
     return path
 
 

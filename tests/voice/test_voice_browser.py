@@ -4,6 +4,8 @@ live transcript and the agent's spoken reply, and plays the agent's voice."""
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from chatapp.core.database import connection
 from tests.e2e.pages import ChatPage
 from tests.fakes.openai_chat import Reply
 from tests.support import client_ip, utterance_texts
-from tests.support_livekit import VoiceStack
+from tests.support_livekit import AGENT_NAME, VoiceStack
 
 pytestmark = pytest.mark.voice
 
@@ -106,3 +108,81 @@ async def test_the_chat_page_in_voice_mode_hears_the_microphone_shows_the_transc
     await context.close()
     await voice.livekit.delete_room(answered["name"])
     await voice.worker.wait_job_ended(cid)
+
+
+def token_claims(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return claims
+
+
+# Long enough to be cut: espeak takes ~20 s to say it.
+LONG_ANSWER = (
+    "Rome has many hotels. Near the Pantheon you can walk to the Trevi fountain, the Spanish steps and "
+    "Piazza Navona in minutes. Trastevere is quieter, with small family hotels, cobbled lanes and the best "
+    "dinners in town. Near Termini the rooms are cheaper and the trains leave for Florence and Naples."
+)
+
+
+async def test_new_chat_in_voice_mode_saves_the_cut_reply_deletes_the_room_and_joins_a_new_one(
+    voice: VoiceStack, voice_browser: Browser, screenshots: Path
+) -> None:
+    """New Chat while the agent is speaking: the old room goes from the server, its job ends and its last
+    finals (the reply it was cut off in, marked interrupted) are in the saved conversation; the page joins the
+    new room, which has a new dispatch, with a fresh token; History shows the saved voice transcript."""
+    voice.llm.script[:] = [Reply(GREETING), Reply(LONG_ANSWER), Reply(GREETING)]
+    context, page, chat = await voice_page(voice_browser, voice)
+    status = page.get_by_test_id("voice-status")
+    old = uuid.UUID(await chat.conversation_id())
+    await expect(status).to_have_attribute("data-state", "listening", timeout=WITHIN)
+    before = await room_state(page)
+    await page.get_by_test_id("voice-button").click()
+    await expect(chat.finals("user").locator(".bubble")).to_have_text([SAID], timeout=WITHIN)
+    speaking = page.locator('#messages-container .message[data-role="agent"][data-final="false"] .bubble')
+    await expect(speaking).to_contain_text("Rome has many hotels", timeout=WITHIN)  # the live transcript
+    await expect(status).to_have_attribute("data-state", "speaking")
+    await page.screenshot(path=screenshots / "voice-speaking-before-new-chat.png")
+
+    await page.locator("#new-chat-button").click()
+    await expect(chat.panel).not_to_have_attribute("data-conversation-id", str(old), timeout=WITHIN)
+    new = uuid.UUID(await chat.conversation_id())
+    await voice.livekit.wait_room_gone(before["name"])
+    ended = await voice.worker.wait_job_ended(old)
+    assert ", 0 dropped" in ended
+
+    # Saved from the server's transcript and the job's late finals: the reply it was cut off in, interrupted.
+    async with connection() as conn:
+        rows = await conn.fetch("SELECT role, text, interrupted FROM utterance WHERE session = $1 ORDER BY seq", old)
+        saved = await conn.fetchval("SELECT ended_at IS NOT NULL FROM chat_session WHERE id = $1", old)
+    assert saved
+    said = [(r["role"], r["text"], r["interrupted"]) for r in rows]
+    assert said[:2] == [("agent", GREETING, False), ("user", SAID, False)]
+    [(role, cut, interrupted)] = said[2:]
+    assert (role, interrupted) == ("agent", True)
+    assert cut.startswith("Rome has many hotels")
+    assert len(cut) < len(LONG_ANSWER)
+
+    # The page is in the new conversation's room, with a token for it; the room has its own dispatch.
+    await expect(status).to_have_attribute("data-state", "listening", timeout=WITHIN)
+    after = await room_state(page)
+    assert after["name"] != before["name"]
+    assert after["name"] in await voice.livekit.room_names()
+    assert after["token"] != before["token"]
+    assert token_claims(after["token"])["video"]["room"] == after["name"]
+    [dispatch] = [d for d in await voice.livekit.dispatches(after["name"]) if d.agent_name == AGENT_NAME]
+    assert json.loads(dispatch.metadata)["conversation_id"] == str(new)
+    assert [job.room.name for job in dispatch.state.jobs] == [after["name"]]  # the worker took it
+    await expect(page.locator("#voice-audio audio")).to_have_count(1)
+    await page.screenshot(path=screenshots / "voice-new-chat-joined.png")
+
+    # History shows the saved voice transcript, the cut reply marked.
+    await page.goto(f"{voice.app.url}/history/{old}")
+    lines = page.get_by_test_id("transcript-line")
+    await expect(lines).to_have_count(3)
+    await expect(lines.nth(1)).to_contain_text(SAID)
+    await expect(lines.nth(2)).to_contain_text("Rome has many hotels")
+    await expect(lines.nth(2).get_by_test_id("interrupted")).to_be_visible()
+    await page.screenshot(path=screenshots / "voice-saved-in-history.png")
+    await context.close()
+    await voice.livekit.delete_room(after["name"])
+    await voice.worker.wait_job_ended(new)

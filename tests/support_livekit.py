@@ -17,13 +17,16 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -388,12 +391,36 @@ class AgentWorker:
     """`chatapp agent` (production mode, as a user runs it), ready once LiveKit registered it."""
 
     proc: Process
+    env: dict[str, str]
 
     @classmethod
     def launch(cls, work_dir: Path, env: dict[str, str]) -> AgentWorker:
         """Start it without waiting (`wait_registered()`), so other processes can start meanwhile."""
         argv = [sys.executable, "-m", "chatapp", "agent"]
-        return cls(Process.launch("chatapp agent", argv, work_dir / "agent.log", env))
+        return cls(Process.launch("chatapp agent", argv, work_dir / "agent.log", env), env)
+
+    def kill_9(self) -> list[int]:
+        """SIGKILL the worker and its job processes at once (a crash, an OOM kill of its container): nothing
+        of it gets to run another line. Returns the pids killed."""
+        root = psutil.Process(self.proc.pid)
+        victims = [root, *root.children(recursive=True)]
+        for victim in victims:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                victim.send_signal(signal.SIGKILL)
+        psutil.wait_procs(victims, timeout=10)
+        self.proc.process.wait()
+        return [victim.pid for victim in victims]
+
+    def relaunched(self) -> AgentWorker:
+        """A new worker with the same settings, logging to the same file (wait_registered() before use)."""
+        argv = [sys.executable, "-m", "chatapp", "agent"]
+        with self.proc.log_path.open("a") as log:
+            log.write("---- relaunched ----\n")
+        return AgentWorker(Process.launch("chatapp agent", argv, self.proc.log_path, self.env), self.env)
+
+    def wait_registered_again(self) -> None:
+        """wait_registered for a relaunched worker (the log above the relaunch mark is the old one's)."""
+        self.proc.wait_until(lambda: "registered worker" in self.proc.log().rsplit("---- relaunched ----", 1)[-1])
 
     def wait_registered(self) -> None:
         self.proc.wait_until(lambda: "registered worker" in self.proc.log())
@@ -416,6 +443,78 @@ class AgentWorker:
 
 
 @dataclass
+class Ingested:
+    """One ingest request the worker made, as the app answered it."""
+
+    conversation_id: str
+    status: int
+    events: list[dict[str, Any]]
+
+
+class IngestRecorder:
+    """A recording proxy between the agent worker and the app's ingest endpoint (the app's CHATAPP_INGEST_URL):
+    what the worker posted and what the app answered, so a test knows which events were acknowledged (2xx).
+    Threads of its own, so it answers whatever the test's event loop is doing."""
+
+    def __init__(self, app_url: str) -> None:
+        self.app_url = app_url
+        self.requests: list[Ingested] = []
+        self._lock = threading.Lock()
+        self._client = httpx.Client(timeout=30.0)
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k: v for k, v in self.headers.items() if k.lower() in {"authorization", "content-type"}}
+                try:
+                    answer = recorder._client.post(recorder.app_url + self.path, content=body, headers=headers)
+                    status, content = answer.status_code, answer.content
+                except httpx.HTTPError:
+                    status, content = 502, b"{}"
+                recorder._record(self.path, status, body)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="ingest-recorder", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def _record(self, path: str, status: int, body: bytes) -> None:
+        match = re.search(r"/api/conversations/([0-9a-f-]{36})/events", path)
+        try:
+            events = list(json.loads(body).get("events") or [])
+        except (ValueError, AttributeError):
+            events = []
+        with self._lock:
+            self.requests.append(Ingested(match.group(1) if match else "", status, events))
+
+    def acknowledged(self, conversation_id: uuid.UUID) -> list[dict[str, Any]]:
+        """The events of the conversation the app answered 2xx for, in the order posted."""
+        with self._lock:
+            found = [r for r in self.requests if r.conversation_id == str(conversation_id) and 200 <= r.status < 300]
+        return [event for request in found for event in request.events]
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._client.close()
+
+
+@dataclass
 class VoiceStack:
     """Everything a voice test talks to, all on loopback."""
 
@@ -425,6 +524,7 @@ class VoiceStack:
     app: AppServer
     worker: AgentWorker
     network: NetworkWitness
+    ingest: IngestRecorder
     timings: dict[str, float] = field(default_factory=dict)
 
     @property

@@ -25,6 +25,7 @@ from tests.support_livekit import (
     AGENT_NAME,
     MIC_RATE,
     AgentWorker,
+    IngestRecorder,
     LiveKitServer,
     NetworkWitness,
     SpeechFake,
@@ -59,7 +60,8 @@ async def voice(livekit_binary: Path, db: str, tmp_path_factory: pytest.TempPath
     app_port = free_port()
     began = time.monotonic()
     livekit = LiveKitServer.start(livekit_binary, work, webhook_urls=[f"http://127.0.0.1:{app_port}/livekit/webhook"])
-    started: list[LiveKitServer | SpeechFake | AgentWorker] = [livekit]
+    ingest = IngestRecorder(f"http://127.0.0.1:{app_port}")  # what the worker posts, and the app's answers
+    started: list[LiveKitServer | SpeechFake | AgentWorker | IngestRecorder] = [livekit, ingest]
     async with fake_openai() as llm:
         try:  # the speech fake, the worker and the app start side by side
             speech = SpeechFake.launch(work, PHRASES)
@@ -75,6 +77,7 @@ async def voice(livekit_binary: Path, db: str, tmp_path_factory: pytest.TempPath
                 LIVEKIT_API_KEY=livekit.api_key,
                 LIVEKIT_API_SECRET=livekit.api_secret,
                 CHATAPP_AGENT_NAME=AGENT_NAME,
+                CHATAPP_INGEST_URL=ingest.url,
             )
             await asyncio.to_thread(speech.wait_ready)
             await asyncio.to_thread(worker.wait_registered)
@@ -82,7 +85,7 @@ async def voice(livekit_binary: Path, db: str, tmp_path_factory: pytest.TempPath
             for part in reversed(started):
                 part.stop()
             raise
-        stack = VoiceStack(livekit, speech, llm, app, worker, network)
+        stack = VoiceStack(livekit, speech, llm, app, worker, network, ingest)
         stack.timings |= {
             "livekit_start": livekit.proc.started_in,
             "speech_fake_start": speech.proc.started_in,
@@ -108,6 +111,7 @@ async def shut_down(stack: VoiceStack) -> None:
         stack.app.stop()
         stack.speech.stop()
         stack.livekit.stop()
+        stack.ingest.stop()
         TIMINGS.parent.mkdir(parents=True, exist_ok=True)
         with TIMINGS.open("a") as out:
             rounded = {name: round(seconds, 3) for name, seconds in stack.timings.items()}

@@ -251,6 +251,10 @@ class Process:
                 self.process.wait()
 
 
+def _server_env() -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/")}
+
+
 def _answers(url: str) -> bool:
     try:
         return httpx.get(url, timeout=1.0).status_code == 200
@@ -281,11 +285,25 @@ class LiveKitServer:
         http_port, udp_port = free_port(), free_udp_port()
         config = work_dir / "livekit.yaml"
         config.write_text(json.dumps(server_config(http_port, udp_port, webhook_urls or []), indent=2))  # YAML
-        env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/")}
         argv = [str(binary), "--dev", "--config", str(config)]
-        server = cls(Process.launch("livekit-server", argv, work_dir / "livekit.log", env), http_port, udp_port)
+        server = cls(
+            Process.launch("livekit-server", argv, work_dir / "livekit.log", _server_env()), http_port, udp_port
+        )
         server.proc.wait_until(lambda: _answers(server.http_url))  # "/" answers OK once it serves
         return server
+
+    def crash(self) -> None:
+        """SIGKILL it: every room, participant and dispatch is gone (a dev server keeps them in memory only)."""
+        self.proc.process.kill()
+        self.proc.process.wait()
+
+    def start_again(self) -> None:
+        """The same binary and config on the same ports, ready to serve (after `crash`)."""
+        argv = [str(arg) for arg in self.proc.process.args]  # type: ignore[union-attr]
+        with self.proc.log_path.open("a") as log:
+            log.write("---- started again ----\n")
+        self.proc = Process.launch("livekit-server", argv, self.proc.log_path, _server_env())
+        self.proc.wait_until(lambda: _answers(self.http_url))
 
     def api(self) -> api.LiveKitAPI:
         return api.LiveKitAPI(self.http_url, self.api_key, self.api_secret)
@@ -430,13 +448,15 @@ class AgentWorker:
         marker = f"conversation {conversation_id} job ended"
         return next((line for line in self.proc.log().splitlines() if marker in line), "")
 
-    async def wait_job_ended(self, conversation_id: uuid.UUID, timeout: float = TURN_WITHIN) -> str:
-        """Wait until the job has ended (its final reconciliation posted); returns that log line."""
+    async def wait_job_ended(self, conversation_id: uuid.UUID, timeout: float = TURN_WITHIN, jobs: int = 1) -> str:
+        """Wait until the job (or the conversation's first `jobs` jobs) has ended, its final reconciliation
+        posted; returns the last one's log line."""
         deadline = time.monotonic() + timeout
-        while not (line := self.job_ended(conversation_id)):
+        marker = f"conversation {conversation_id} job ended"
+        while len(lines := [line for line in self.proc.log().splitlines() if marker in line]) < jobs:
             assert time.monotonic() < deadline, f"the job of conversation {conversation_id} did not end"
             await asyncio.sleep(0.05)
-        return line
+        return lines[jobs - 1]
 
     def stop(self) -> None:
         self.proc.stop(timeout=70.0)  # it lets running jobs finish first

@@ -4,6 +4,7 @@ live transcript and the agent's spoken reply, and plays the agent's voice."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
@@ -186,3 +187,55 @@ async def test_new_chat_in_voice_mode_saves_the_cut_reply_deletes_the_room_and_j
     await context.close()
     await voice.livekit.delete_room(after["name"])
     await voice.worker.wait_job_ended(new)
+
+
+TYPED = "Is the Vatican museum open on Mondays?"
+TYPED_ANSWER = "Yes, the Vatican museums open on Mondays."
+
+
+async def test_a_livekit_server_restart_shows_reconnecting_typing_still_works_and_voice_comes_back(
+    voice: VoiceStack, voice_browser: Browser, screenshots: Path
+) -> None:
+    """The server crashes (rooms, participants and dispatches gone) and starts again: the page says voice is
+    reconnecting, typed text is stored and shown meanwhile, then the page rejoins with a fresh token, the app
+    opens the room again with a new dispatch, and the new agent answers what was typed, aloud."""
+    voice.llm.script[:] = [Reply(GREETING), Reply(TYPED_ANSWER)]
+    context, page, chat = await voice_page(voice_browser, voice)
+    status = page.get_by_test_id("voice-status")
+    cid = uuid.UUID(await chat.conversation_id())
+    await expect(status).to_have_attribute("data-state", "listening", timeout=WITHIN)
+    before = await room_state(page)
+
+    await asyncio.to_thread(voice.livekit.crash)
+    try:
+        await expect(status).to_have_attribute("data-state", "reconnecting", timeout=WITHIN)
+        await expect(status).to_have_text("Voice reconnecting… You can still type.")
+        await chat.send(TYPED)  # typing works meanwhile: stored and shown
+        await expect(chat.finals("user").locator(".bubble")).to_have_text([TYPED])
+        await page.screenshot(path=screenshots / "voice-reconnecting.png")
+        assert [(role, text) for _, role, text in await utterance_texts(cid)] == [("agent", GREETING), ("user", TYPED)]
+    finally:
+        await asyncio.to_thread(voice.livekit.start_again)
+
+    # Voice comes back: the room again, a new agent, which answers what was typed (spoken and stored).
+    await expect(chat.finals("agent").locator(".bubble")).to_have_text([GREETING, TYPED_ANSWER], timeout=90_000)
+    await expect(status).to_have_attribute("data-state", "listening", timeout=WITHIN)
+    after = await room_state(page)
+    assert after["name"] == before["name"]
+    assert after["token"] != before["token"]  # a fresh token from the app
+    first_job = await voice.worker.wait_job_ended(cid)  # the old agent left: one agent in the room
+    assert "(room opened again)" in first_job
+    [agent] = after["heard"]
+    assert agent["identity"] != before["heard"][0]["identity"]
+    assert agent["packets"] > 0
+    [dispatch] = [d for d in await voice.livekit.dispatches(after["name"]) if d.agent_name == AGENT_NAME]
+    assert json.loads(dispatch.metadata)["conversation_id"] == str(cid)
+    await page.screenshot(path=screenshots / "voice-back-after-restart.png")
+    assert [(role, text) for _, role, text in await utterance_texts(cid)] == [
+        ("agent", GREETING),
+        ("user", TYPED),
+        ("agent", TYPED_ANSWER),
+    ]
+    await context.close()
+    await voice.livekit.delete_room(after["name"])
+    await voice.worker.wait_job_ended(cid, jobs=2)

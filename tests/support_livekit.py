@@ -443,6 +443,16 @@ class AgentWorker:
     def wait_registered(self) -> None:
         self.proc.wait_until(lambda: "registered worker" in self.proc.log())
 
+    def registrations(self) -> int:
+        """How often it has registered with LiveKit so far (once more after each server restart)."""
+        return self.proc.log().count("registered worker")
+
+    async def wait_registrations(self, count: int, timeout: float = READY) -> None:
+        deadline = time.monotonic() + timeout
+        while self.registrations() < count:
+            assert time.monotonic() < deadline, "the worker did not register with LiveKit again"
+            await asyncio.sleep(0.1)
+
     def job_ended(self, conversation_id: uuid.UUID) -> str:
         """The worker's log line for the end of this conversation's job ('' while it runs)."""
         marker = f"conversation {conversation_id} job ended"

@@ -201,11 +201,15 @@ async def test_a_livekit_server_restart_shows_reconnecting_typing_still_works_an
     opens the room again with a new dispatch, and the new agent answers what was typed, aloud."""
     voice.llm.script[:] = [Reply(GREETING), Reply(TYPED_ANSWER)]
     context, page, chat = await voice_page(voice_browser, voice)
+    said: list[str] = []  # the page's console, printed when the test fails
+    page.on("console", lambda message: said.append(f"{message.type}: {message.text}"))
     status = page.get_by_test_id("voice-status")
     cid = uuid.UUID(await chat.conversation_id())
     await expect(status).to_have_attribute("data-state", "listening", timeout=WITHIN)
     before = await room_state(page)
+    print("page console:", said)
 
+    registered = voice.worker.registrations()
     await asyncio.to_thread(voice.livekit.crash)
     try:
         await expect(status).to_have_attribute("data-state", "reconnecting", timeout=WITHIN)
@@ -216,6 +220,7 @@ async def test_a_livekit_server_restart_shows_reconnecting_typing_still_works_an
         assert [(role, text) for _, role, text in await utterance_texts(cid)] == [("agent", GREETING), ("user", TYPED)]
     finally:
         await asyncio.to_thread(voice.livekit.start_again)
+        await voice.worker.wait_registrations(registered + 1)  # the tests after need it
 
     # Voice comes back: the room again, a new agent, which answers what was typed (spoken and stored).
     await expect(chat.finals("agent").locator(".bubble")).to_have_text([GREETING, TYPED_ANSWER], timeout=90_000)

@@ -201,13 +201,11 @@ async def test_a_livekit_server_restart_shows_reconnecting_typing_still_works_an
     opens the room again with a new dispatch, and the new agent answers what was typed, aloud."""
     voice.llm.script[:] = [Reply(GREETING), Reply(TYPED_ANSWER)]
     context, page, chat = await voice_page(voice_browser, voice)
-    said: list[str] = []  # the page's console, printed when the test fails
-    page.on("console", lambda message: said.append(f"{message.type}: {message.text}"))
+    page.on("console", lambda message: print(f"console {message.type}: {message.text}"))  # shown on a failure
     status = page.get_by_test_id("voice-status")
     cid = uuid.UUID(await chat.conversation_id())
     await expect(status).to_have_attribute("data-state", "listening", timeout=WITHIN)
     before = await room_state(page)
-    print("page console:", said)
 
     registered = voice.worker.registrations()
     await asyncio.to_thread(voice.livekit.crash)

@@ -409,7 +409,7 @@ class AgentWorker:
     """`chatapp agent` (production mode, as a user runs it), ready once LiveKit registered it."""
 
     proc: Process
-    env: dict[str, str]
+    env: dict[str, str] = field(default_factory=dict)  # what it was started with, to relaunch it
 
     @classmethod
     def launch(cls, work_dir: Path, env: dict[str, str]) -> AgentWorker:
@@ -554,7 +554,7 @@ class VoiceStack:
     app: AppServer
     worker: AgentWorker
     network: NetworkWitness
-    ingest: IngestRecorder
+    ingest: IngestRecorder | None = None  # set when the app's CHATAPP_INGEST_URL points through it
     timings: dict[str, float] = field(default_factory=dict)
 
     @property

@@ -111,7 +111,8 @@ async def shut_down(stack: VoiceStack) -> None:
         stack.app.stop()
         stack.speech.stop()
         stack.livekit.stop()
-        stack.ingest.stop()
+        if stack.ingest is not None:
+            stack.ingest.stop()
         TIMINGS.parent.mkdir(parents=True, exist_ok=True)
         with TIMINGS.open("a") as out:
             rounded = {name: round(seconds, 3) for name, seconds in stack.timings.items()}

@@ -38,8 +38,10 @@ ROOM_STATE = """async () => {
     for (const publication of person.audioTrackPublications.values()) {
       if (!publication.isSubscribed || !publication.track) continue;
       let packets = 0;
-      const report = await publication.track.getRTCStatsReport();
-      if (report) report.forEach((s) => { if (s.type === "inbound-rtp") packets += s.packetsReceived || 0; });
+      try {
+        const report = await publication.track.getRTCStatsReport();
+        if (report) report.forEach((s) => { if (s.type === "inbound-rtp") packets += s.packetsReceived || 0; });
+      } catch (error) { packets = -1; }  // its receiver went meanwhile
       heard.push({ identity: person.identity, isAgent: person.isAgent, packets: packets });
     }
   }

@@ -27,6 +27,7 @@ LONG_ANSWER = (
 
 async def acknowledged_interim(voice: VoiceStack, cid: uuid.UUID, starts: str) -> dict[str, Any]:
     """Wait until the app has acknowledged an interim of the agent's reply beginning with `starts`."""
+    assert voice.ingest is not None
     deadline = time.monotonic() + TURN_WITHIN
     while True:
         found = [
@@ -50,6 +51,7 @@ async def test_the_worker_killed_mid_reply_loses_nothing_acknowledged_and_the_co
         await room.person.agent_speaks_after(spoken, TURN_WITHIN)
         await acknowledged_interim(voice, cid, "The weather in May")
         killed = voice.worker.kill_9()  # mid-reply: it is speaking, and its interims are arriving
+        assert voice.ingest is not None
         acknowledged = voice.ingest.acknowledged(cid)
         relaunched = voice.worker.relaunched()
         # The page's New Chat ends it as cleanly as ever: saved, the room deleted.

@@ -49,6 +49,7 @@ from chatapp.core.paths import TEMPLATES_DIR
 from chatapp.core.settings import Settings, get_settings
 from chatapp.core.validation import StrictRequest
 from chatapp.history.api import ConversationsApiController
+from chatapp.history.deletion import Deletions
 from chatapp.history.import_routes import ImportController
 from chatapp.history.reaper import run_reaper
 from chatapp.history.routes import HistoryController, SharedController
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
     # Retry asks the in-process agent again; in LiveKit voice mode one asks again by speaking.
     templates.engine.globals["retry_enabled"] = not settings.livekit_configured
     templates.engine.globals["static_url"] = assets.static_url
+    templates.engine.globals["undo_seconds"] = settings.delete_undo_seconds
     templates.engine.filters["markdown"] = markdown_filter
     buffer = TranscriptBuffer()
     accounts.hash_gate.configure(settings.hash_concurrency, settings.hash_wait_seconds)
@@ -110,6 +112,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
     sessions = PostgresStore("session")
     ownership = build_ownership(settings.channels, in_process_agent=not settings.livekit_configured)
     conversations = ConversationService(settings, pipeline, runtime, hub, faults, ownership)
+    deletions = Deletions(settings.delete_undo_seconds, faults)
     if ownership.distributed:
         hub.on_command = CommandRouter(conversations.agents)
 
@@ -128,7 +131,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
                 tasks = [
                     asyncio.create_task(hub.run(), name="chatapp-hub"),
                     asyncio.create_task(
-                        run_reaper(conversations, settings.idle_minutes, settings.reaper_interval, sessions),
+                        run_reaper(conversations, settings.idle_minutes, settings.reaper_interval, sessions, deletions),
                         name="chatapp-idle-reaper",
                     ),
                     asyncio.create_task(conversations.stream_slots.keep(), name="chatapp-stream-slots"),
@@ -141,6 +144,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
                     with contextlib.suppress(asyncio.CancelledError):
                         await leases
                     await runtime.aclose()
+                    await deletions.aclose()
                     await ownership.close()
                     for task in tasks:
                         task.cancel()
@@ -203,6 +207,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
     app.state.faults = faults
     app.state.settings = settings
     app.state.conversations = conversations
+    app.state.deletions = deletions
     app.state.fragments = Fragments(templates.engine)
     return app
 

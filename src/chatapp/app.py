@@ -34,6 +34,7 @@ from chatapp.conversations.pipeline import TranscriptPipeline
 from chatapp.conversations.rendering import markdown_filter
 from chatapp.conversations.routes import ChatController, IngestController
 from chatapp.conversations.service import ConversationService
+from chatapp.conversations.titles import ModelTitles
 from chatapp.conversations.views import STATUS_LABELS, Fragments
 from chatapp.core import metrics, openapi
 from chatapp.core.database import (
@@ -113,6 +114,9 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
     ownership = build_ownership(settings.channels, in_process_agent=not settings.livekit_configured)
     conversations = ConversationService(settings, pipeline, runtime, hub, faults, ownership)
     deletions = Deletions(settings.delete_undo_seconds, faults)
+    titles = build_titles(settings, hub)
+    if titles is not None:
+        pipeline.on_stored = titles.stored
     if ownership.distributed:
         hub.on_command = CommandRouter(conversations.agents)
 
@@ -145,6 +149,8 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
                         await leases
                     await runtime.aclose()
                     await deletions.aclose()
+                    if titles is not None:
+                        await titles.aclose()
                     await ownership.close()
                     for task in tasks:
                         task.cancel()
@@ -228,6 +234,14 @@ def csrf_config(settings: Settings) -> CSRFConfig:
 async def keep_connection_state(connection: object) -> None:
     """asyncpg resets every connection it takes back (advisory locks, cursors, LISTEN, SET) with one more
     round trip. chatapp sets none of those on pooled connections; open transactions are still rolled back."""
+
+
+def build_titles(settings: Settings, hub: Hub) -> ModelTitles | None:
+    """Titles from the configured model after each conversation's first exchange; None with the offline demo."""
+    from chatapp.agents.titles import model_titles
+
+    model = model_titles(settings)
+    return ModelTitles(hub, model) if model is not None else None
 
 
 def build_runtime(settings: Settings, pipeline: TranscriptPipeline) -> AgentRuntime:

@@ -41,8 +41,8 @@ class Deletions:
             timer.add_done_callback(self._timers.discard)
         return deleted
 
-    async def undo(self, owner: uuid.UUID, conversation_id: uuid.UUID) -> queries.Conversation | None:
-        """Restore within the window; None (404) when not the owner's deleted one, UndoExpired after the window."""
+    async def undo(self, owner: uuid.UUID, conversation_id: uuid.UUID) -> queries.Conversation:
+        """Restore within the window; NothingToRestore when not the owner's deleted one, UndoExpired after it."""
         return await service.undo_delete(owner, conversation_id, self.window)
 
     async def purge(self) -> int:

@@ -33,6 +33,7 @@ from chatapp.history.search import MAX_QUERY_LENGTH
 from chatapp.history.service import (
     BadCursor,
     InvalidTitle,
+    NothingToRestore,
     ShareRevoked,
     TooManyPins,
     UndoExpired,
@@ -55,6 +56,7 @@ HISTORY_ERRORS: ExceptionHandlersMap = {
     InvalidTitle: answered_as(422),
     TooManyPins: answered_as(409),
     UndoExpired: answered_as(410, "Too late to undo: the conversation was deleted for good."),
+    NothingToRestore: answered_as(404, "Nothing to restore: no such deleted conversation."),
 }
 
 
@@ -135,8 +137,10 @@ async def _after_delete(
         return views.go_to(request, f"/history?deleted={deleted.id}")
     view, q = _form_text(data, "view"), _form_text(data, "q")
     context = await _listing(request, request.user, view, q, data, None)
-    undo = views.undo_toast(request, deleted)
-    return HTMXBlockTemplate(template_name="history.html", block_name="history_results", context=context, **undo)
+    headers = views.undo_toast(request, deleted)
+    return HTMXBlockTemplate(
+        template_name="history.html", block_name="history_results", context=context, headers=headers
+    )
 
 
 async def owned_saved(request: Request[User, Any, Any], conversation_id: uuid.UUID) -> queries.Conversation:
@@ -265,8 +269,6 @@ class HistoryController(Controller):
     ) -> Response[Any]:
         """Undo a delete within its window: 404 for what is not the user's deleted conversation, 410 after it."""
         restored = await _deletions(request).undo(request.user.id, conversation_id)
-        if restored is None:
-            raise NotFoundException(detail="Nothing to restore: no such deleted conversation.")
         await conversations.publish_history(request.user.id)
         return views.restored(request, restored)
 

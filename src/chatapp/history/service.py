@@ -328,6 +328,10 @@ def _owned_saved(owner: uuid.UUID, conversation_id: uuid.UUID) -> Any:
     )
 
 
+class NothingToRestore(LookupError):
+    """Undo of a conversation that is not the user's deleted one (someone else's, never deleted, or purged)."""
+
+
 class UndoExpired(LookupError):
     """Undo after the window: the conversation is gone for good (or about to be purged), so it cannot come back."""
 
@@ -362,14 +366,16 @@ async def delete(owner: uuid.UUID, conversation_id: uuid.UUID) -> queries.Conver
     return queries.Conversation(**dict(row)) if row else None
 
 
-async def undo_delete(owner: uuid.UUID, conversation_id: uuid.UUID, window: float) -> queries.Conversation | None:
-    """Bring back a conversation deleted less than `window` seconds ago. None for one that is not the owner's
-    deleted one (404); UndoExpired when the window has passed."""
+async def undo_delete(owner: uuid.UUID, conversation_id: uuid.UUID, window: float) -> queries.Conversation:
+    """Bring back a conversation deleted less than `window` seconds ago. NothingToRestore for one that is not the
+    owner's deleted one (404, whoever's it is); UndoExpired when the window has passed (410)."""
     async with connection() as conn:
         row = await conn.fetchrow(UNDO_DELETE_SQL, conversation_id, owner, window)
         if row is None and await conn.fetchval(DELETED_EXISTS_SQL, conversation_id, owner):
             raise UndoExpired(str(conversation_id))
-    return queries.Conversation(**dict(row)) if row else None
+    if row is None:
+        raise NothingToRestore(str(conversation_id))
+    return queries.Conversation(**dict(row))
 
 
 @dataclass(frozen=True)

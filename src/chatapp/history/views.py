@@ -130,17 +130,12 @@ def go_to(request: HTMXRequest, url: str) -> Response[Any]:
     return response
 
 
-def undo_toast(request: Request[Any, Any, Any], deleted: queries.Conversation) -> dict[str, Any]:
-    """A toast saying what was deleted, with an Undo button (static/app.js) for as long as the window lasts."""
+def undo_toast(request: Request[Any, Any, Any], deleted: queries.Conversation) -> dict[str, str]:
+    """Headers for a toast saying what was deleted, with an Undo button (static/app.js) for as long as the window
+    lasts. (An HX-Trigger header, JSON with non-ASCII escaped: the title is the user's text.)"""
     seconds = request.app.state.deletions.window
-    params = {
-        "message": f"Deleted “{deleted.title or 'Untitled conversation'}”.",
-        "level": "success",
-        "target": "body",
-        "undo": f"/history/{deleted.id}/restore",
-        "ttl": int(seconds * 1000),
-    }
-    return {"trigger_event": "toast", "params": params, "after": "receive"}
+    message = f"Deleted “{deleted.title or 'Untitled conversation'}”."
+    return toast_header(message, "success", undo=f"/history/{deleted.id}/restore", ttl=int(seconds * 1000))
 
 
 def restored(request: HTMXRequest, conversation: queries.Conversation) -> Response[Any]:

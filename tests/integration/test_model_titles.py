@@ -30,17 +30,28 @@ async def model() -> AsyncIterator[FakeOpenAI]:
 
 
 @pytest.fixture(scope="module")
-def server(db: str, model: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
-    app = AppServer.start(
-        db,
-        Path(tmp_path_factory.mktemp("titles")),
-        ready_timeout=READY,
-        CHATAPP_LLM_BASE_URL=model.base_url,
-        CHATAPP_LLM_MODEL="fake-model",
-        CHATAPP_LLM_API_KEY="sk-test",
-    )
-    yield app
-    app.stop()
+def pair(db: str, model: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AppServer, AppServer]]:
+    """Two app processes on one database (LISTEN/NOTIFY between them), both with the fake model."""
+    root = Path(tmp_path_factory.mktemp("titles"))
+    env = {
+        "CHATAPP_CHANNELS": "postgres",
+        "CHATAPP_LLM_BASE_URL": model.base_url,
+        "CHATAPP_LLM_MODEL": "fake-model",
+        "CHATAPP_LLM_API_KEY": "sk-test",
+    }
+    servers: list[AppServer] = []
+    try:
+        for name in ("a", "b"):
+            servers.append(AppServer.start(db, root / name, ready_timeout=READY, **env))
+        yield servers[0], servers[1]
+    finally:
+        for app in servers:
+            app.stop()
+
+
+@pytest.fixture(scope="module")
+def server(pair: tuple[AppServer, AppServer]) -> AppServer:
+    return pair[0]
 
 
 async def title_of(cid: uuid.UUID) -> tuple[str | None, str | None]:
@@ -83,13 +94,18 @@ def title_requests(model: FakeOpenAI) -> int:
 
 
 def script(model: FakeOpenAI, title: Reply) -> None:
+    """The agent (greeting and replies: the system prompt comes first) always says the same; the next title
+    request, whenever it comes, gets `title`."""
     model.requests.clear()
-    model.script[:] = [Reply("Hello! Where to?"), Reply("Lisbon is lovely in spring."), title]
+    model.script.clear()
+    model.scripts_by_system[INSTRUCTIONS] = [title]
+    model.scripts_by_system["You are"] = [Reply("Lisbon is lovely in spring.")] * 50
 
 
 async def test_the_model_titles_the_conversation_after_the_first_exchange_without_delaying_the_reply(
-    server: AppServer, model: FakeOpenAI
+    pair: tuple[AppServer, AppServer], model: FakeOpenAI
 ) -> None:
+    server, other = pair
     script(model, Reply('Title: "Spring in Lisbon."\nIt is about a trip.', first_token_delay=TITLE_DELAY))
     async with browser() as client:
         client.base_url = httpx.URL(server.url)
@@ -99,7 +115,8 @@ async def test_the_model_titles_the_conversation_after_the_first_exchange_withou
         seen: list[str] = []
 
         async def watch() -> None:
-            async with aconnect_sse(client, "GET", f"{server.url}/conversations/{cid}/stream") as sse:
+            # A tab served by the other process: the title crosses processes through LISTEN/NOTIFY.
+            async with aconnect_sse(client, "GET", f"{other.url}/conversations/{cid}/stream") as sse:
                 async for event in sse.aiter_sse():
                     if event.event == "control" and 'id="conversation-title"' in event.data:
                         seen.append(event.data)
@@ -124,9 +141,8 @@ async def test_the_model_titles_the_conversation_after_the_first_exchange_withou
         assert await title_of(cid) == ("Spring in Lisbon", "model")
         async with asyncio.timeout(5):
             await watcher
-        assert "Spring in Lisbon" in seen[0]  # pushed to the open tab's header, live
-        asked = model.messages(2)
-        assert asked[0] == ("system", INSTRUCTIONS)
+        assert "Spring in Lisbon" in seen[0]  # pushed to the open tab's header, live, from the other process
+        [asked] = [model.messages(i) for i in range(len(model.requests)) if model.messages(i)[0][1] == INSTRUCTIONS]
         assert "Plan three days in Lisbon" in asked[1][1]
         assert "Lisbon is lovely in spring." in asked[1][1]
         assert title_requests(model) == 1  # one title request, not one per reply

@@ -20,7 +20,7 @@ from chatapp.core.database import connection
 from tests.fakes.openai_chat import FakeOpenAI, Reply, fake_openai
 from tests.support import READY, AppServer, browser, greeted, htmx, open_conversation, signup, type_text, wait_for
 
-TITLE_DELAY = 2.0  # the fake model takes this long to start a title: longer than a reply takes
+TITLE_DELAY = 3.0  # the fake model takes this long to start a title: longer than a reply takes, even on a busy machine
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

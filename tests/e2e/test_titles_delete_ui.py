@@ -117,7 +117,7 @@ async def test_a_title_from_the_model_appears_live_in_a_second_tab(
     model.script[:] = [
         Reply("Hello! Where to?"),
         Reply("Lisbon is lovely in spring."),
-        Reply("Spring in Lisbon", first_token_delay=1.5),
+        Reply("Spring in Lisbon", first_token_delay=3.0),  # time to see the first message name it first
     ]
     first = ChatPage(await context.new_page(), model_server.url)
     await first.signup()

@@ -21,6 +21,7 @@ import httpx
 from bench.history.analytics_page import measure_analytics
 from bench.history.config import CONCURRENCY, CONVERSATIONS, EMAIL, PER_CONVERSATION
 from bench.history.dataset import seed
+from bench.history.floor import FLOOR
 from bench.history.pages import measure_pages
 from bench.kit.machine import BenchEnv
 from bench.kit.server import cookie_header, login, running_app, signup
@@ -70,7 +71,8 @@ async def _run(env: BenchEnv, lists: bool) -> Report:
             cookies = [cookie_header(client) for client in clients]
             await measure_analytics(report, app, conns, user_id, cookies, env)
             if lists:
-                await measure_pages(report, app, conns, user_id, cookies, seeded, env)
+                async with running_app(env, FLOOR) as floor:
+                    await measure_pages(report, app, floor, conns, user_id, cookies, seeded, env)
             problems = app.log_problems()
     finally:
         for conn in conns:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import statistics
 import uuid
@@ -59,6 +60,7 @@ from bench.history.load import (
 )
 from bench.kit.cpu import CpuMeter
 from bench.kit.machine import BenchEnv
+from bench.kit.profile import profiled
 from bench.kit.server import AppServer
 from bench.kit.statements import (
     SESSION_READ,
@@ -179,6 +181,15 @@ async def measure_pages(
             f"{seeded.docs_differ} sampled conversations: the seeded search_doc is not what store.refresh_search_doc "
             "writes"
         )
+    # The floor must serve the same page: the same rows, and (CSRF tokens and highlight markers apart) as many bytes.
+    sizes: list[str] = []
+    for call in (first_full, first_hx, deep_hx, first_json, deep_json, rare, common):
+        mine, its = await get_once(app, call, cookies[0]), await get_once(floor, call, cookies[0])
+        if ITEM_ID.findall(mine.body) != ITEM_ID.findall(its.body) or (
+            call in (first_json, deep_json) and mine.body != its.body
+        ):
+            agree.append(f"{call.name}: the floor's rows differ from the app's")
+        sizes.append(f"{call.name} {len(mine.body):,} / {len(its.body):,}")
     # One request of each kind with PostgreSQL's statement log on: what the app sends, compared with the baselines.
     probe_calls = [
         (first_full, FIRST_REQUEST),
@@ -222,7 +233,10 @@ async def measure_pages(
 
     async def app_side(server: AppServer, side: str, found: dict[str, Load]) -> None:
         for key, phase in http_phases.items():
-            found[f"{side}:{key}"] = await http_load(server, cookies, phase, REQUESTS, CONCURRENCY, dsn)
+            # BENCH_PYSPY_DIR: the first round's htmx lists and rare-word search, app and floor, under py-spy.
+            record = not rounds and key in ("lists_hx", "rare")
+            async with profiled(server.pid, f"history-{side}-{key}") if record else contextlib.nullcontext():
+                found[f"{side}:{key}"] = await http_load(server, cookies, phase, REQUESTS, CONCURRENCY, dsn)
 
     async def sql_side(found: dict[str, Load]) -> None:
         for key, phase in sql_phases.items():
@@ -410,6 +424,7 @@ async def measure_pages(
         "floor: bench/history/floor_app.py, a Litestar app on the same uvicorn, worker count and per-worker sockets, "
         "the same pool, request SQL (the login session read and the app's own page function), Jinja engine and "
         "template, without the app's middleware, dependency injection, validation and HTTP protocol limits",
+        "response bytes, app / floor: " + "; ".join(sizes),
         "one request at a time, p50 / p99: "
         + "; ".join(f"{name} {_both(load, name)}" for name, load in serial_http.items())
         + "; bare SQL: "

@@ -144,6 +144,7 @@ def main() -> None:
         log_level="warning",
         access_log=False,
         http="httptools",
+        proxy_headers=False,  # as `chatapp serve` without CHATAPP_FORWARDED_ALLOW_IPS
         timeout_graceful_shutdown=5,
     )
     if workers > 1:

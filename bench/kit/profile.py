@@ -5,7 +5,8 @@ htmx lists, a search; in `live`, one-event ingest POSTs) with `py-spy record --s
 that folder (needs `pip install py-spy` and ptrace rights: root, or kernel.yama.ptrace_scope = 0). Unset, nothing
 is recorded and nothing is imported. `python -m bench.kit.profile FILE` summarises a recording: the functions
 that take the most samples themselves, and the share of samples under each layer (uvicorn, Litestar's
-middleware, Jinja, asyncpg, ...).
+middleware, Jinja, asyncpg, ...), workers only. py-spy sees Python frames: time in C code (uvloop's loop and
+socket writes, asyncpg's Cython protocol) counts for the Python frame that called it.
 """
 
 from __future__ import annotations
@@ -82,8 +83,8 @@ def summarise(path: Path, top: int = 25) -> str:
             continue
         count = int(count_text)
         frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
-        if not frames:
-            continue
+        if not frames or any(f.startswith("run_workers (") for f in frames):
+            continue  # the supervisor process, which only watches the workers
         total += count
         own[frames[-1]] += count
         found = [layer for layer, marks in LAYERS if any(m in frame for frame in frames for m in marks)]

@@ -270,6 +270,9 @@ async def measure_pages(
     def ratio(a: str, a_name: str, b: str, b_name: str) -> str:
         return f"{times(over(a, a_name, b, b_name, 50))} / {times(over(a, a_name, b, b_name, 99))}"
 
+    def rate(load: str) -> float:
+        return med(lambda r: r[load].requests / r[load].elapsed)
+
     def cpu(load: str, group: str = "app") -> float:
         return med(lambda r: r[load].cpu_per_request(group))
 
@@ -437,8 +440,7 @@ async def measure_pages(
         ("rare", f"search '{RARE_WORD}'"),
         ("common", f"search '{COMMON_WORD}'"),
     ):
-        app_rate = med(lambda r, key=key: r[f"app:{key}"].requests / r[f"app:{key}"].elapsed)
-        floor_rate = med(lambda r, key=key: r[f"floor:{key}"].requests / r[f"floor:{key}"].elapsed)
+        app_rate, floor_rate = rate(f"app:{key}"), rate(f"floor:{key}")
         report.notes.append(
             f"{name}: app {app_rate:,.0f} requests/s, CPU per request: app {ms(cpu(f'app:{key}'))}, PostgreSQL "
             f"{ms(cpu(f'app:{key}', 'postgres'))}; floor {floor_rate:,.0f} requests/s, its CPU "

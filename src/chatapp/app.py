@@ -93,16 +93,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
     if not database_url:
         raise DatabaseUnavailable("no database: run `chatapp serve`, or set DATABASE_URL")
 
-    templates = JinjaTemplateEngine(directory=TEMPLATES_DIR)
-    # Templates do not change under a running server; checking their mtimes cost a stat() per template per render.
-    templates.engine.auto_reload = False
-    templates.engine.globals["status_labels"] = STATUS_LABELS
-    templates.engine.globals["voice_enabled"] = settings.livekit_configured
-    # Retry asks the in-process agent again; in LiveKit voice mode one asks again by speaking.
-    templates.engine.globals["retry_enabled"] = not settings.livekit_configured
-    templates.engine.globals["static_url"] = assets.static_url
-    templates.engine.globals["undo_seconds"] = settings.delete_undo_seconds
-    templates.engine.filters["markdown"] = markdown_filter
+    templates = template_engine(settings)
     buffer = TranscriptBuffer()
     accounts.hash_gate.configure(settings.hash_concurrency, settings.hash_wait_seconds)
     channels = make_channels(settings.channels, database_url)
@@ -216,6 +207,21 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
     app.state.deletions = deletions
     app.state.fragments = Fragments(templates.engine)
     return app
+
+
+def template_engine(settings: Settings) -> JinjaTemplateEngine:
+    """The pages' Jinja engine (also the bench's framework floor's, so both render with the same one)."""
+    templates = JinjaTemplateEngine(directory=TEMPLATES_DIR)
+    # Templates do not change under a running server; checking their mtimes cost a stat() per template per render.
+    templates.engine.auto_reload = False
+    templates.engine.globals["status_labels"] = STATUS_LABELS
+    templates.engine.globals["voice_enabled"] = settings.livekit_configured
+    # Retry asks the in-process agent again; in LiveKit voice mode one asks again by speaking.
+    templates.engine.globals["retry_enabled"] = not settings.livekit_configured
+    templates.engine.globals["static_url"] = assets.static_url
+    templates.engine.globals["undo_seconds"] = settings.delete_undo_seconds
+    templates.engine.filters["markdown"] = markdown_filter
+    return templates
 
 
 def csrf_config(settings: Settings) -> CSRFConfig:

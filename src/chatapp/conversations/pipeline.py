@@ -53,12 +53,16 @@ class TranscriptPipeline:
         late_grace: float | None = None,
         source: str = "app",
     ) -> list[queries.StoredUtterance]:
-        """Store the finals (one transaction), then broadcast. Raises queries.UnknownConversation, and (with
-        `late_grace`, see queries.store_finals) queries.ConversationClosed. `source` labels the events' metric."""
+        """Store the finals (one transaction), then broadcast. Raises queries.UnknownConversation, queries.LeaseLost
+        (an agent's finals after a takeover), and (with `late_grace`, see queries.store_finals)
+        queries.ConversationClosed. `source` labels the events' metric."""
         finals = [e for e in events if e.final]
         stored: list[queries.StoredUtterance] = []
         if finals:
+            leases = {e.lease for e in finals if e.lease is not None}
             async with connection() as conn, conn.transaction():
+                for lease in leases:  # an agent's finals: only while its lease is still the one it started under
+                    await queries.check_lease(conn, conversation_id, lease)
                 stored = await queries.store_finals(conn, conversation_id, finals, late_grace)
             for event in finals:
                 self.buffer.finish(conversation_id, event.item_id)

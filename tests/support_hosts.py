@@ -393,6 +393,7 @@ class DatabaseHost:
     folder: Path
     address: str
     process: subprocess.Popen[bytes] | None = None
+    host: str = "db"  # its namespace (another one: a fresh server to restore into)
 
     @property
     def socket_dir(self) -> Path:
@@ -438,7 +439,7 @@ class DatabaseHost:
         bin_dir = postgres_bin()
         assert bin_dir is not None
         argv = [
-            *self.network.in_host("db"),
+            *self.network.in_host(self.host),
             *self.as_postgres(str(bin_dir / "postgres"), "-D", str(self.folder / "data")),
             "-c",
             f"listen_addresses={self.address}",

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from chatapp.conversations.agent_access import ingest_token
-from tests.support import htmx, open_conversation, signup
+from tests.support import htmx, open_conversation, signup, wait_for
 from tests.support_hosts import (
     DEPLOY,
     ETC,
@@ -70,7 +70,11 @@ async def test_a_backup_taken_under_writes_restores_on_a_fresh_server_with_every
     writers, stop = [Writer() for _ in range(WRITERS)], asyncio.Event()
     tasks = [asyncio.create_task(writer.run(deployment, f"127.0.0.{31 + n}", stop)) for n, writer in enumerate(writers)]
     try:
-        await asyncio.sleep(2.0)
+
+        async def everyone_saved() -> bool:
+            return all(writer.saved for writer in writers)
+
+        await wait_for(everyone_saved, 30)
         backup_started = time.monotonic()
         backup = (await asyncio.to_thread(deployment.service("app1", "chatapp-backup.service").run_once)).strip()
         took_backup = time.monotonic() - backup_started

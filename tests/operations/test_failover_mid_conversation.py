@@ -20,7 +20,7 @@ from tests.support import wait_for
 from tests.support_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support_hosts import AppHost, Deployment, figure
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REPLAY_WITHIN = 10.0  # the target: a cut host's streams are back on the other host within 10 s
 

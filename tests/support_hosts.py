@@ -261,6 +261,10 @@ class Network:
         run("ip", "netns", "add", namespace)
         run("ip", "link", "add", veth, "type", "veth", "peer", "name", f"{veth}p")
         run("ip", "link", "set", f"{veth}p", "netns", namespace)
+        # No IPv6 link-local address on this side: cutting the link would remove it, and Chromium (in this
+        # namespace) takes any address change for a network change and drops every connection it has, which
+        # a person's browser elsewhere would never see when a server's cable is pulled.
+        Path(f"/proc/sys/net/ipv6/conf/{veth}/disable_ipv6").write_text("1\n")
         run("ip", "link", "set", veth, "master", self.bridge, "up")
         inside = ("ip", "netns", "exec", namespace, "ip")
         run(*inside, "link", "set", f"{veth}p", "name", "eth0")

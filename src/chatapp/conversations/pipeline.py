@@ -61,9 +61,12 @@ class TranscriptPipeline:
         if finals:
             leases = {e.lease for e in finals if e.lease is not None}
             async with connection() as conn, conn.transaction():
-                for lease in leases:  # an agent's finals: only while its lease is still the one it started under
-                    await queries.check_lease(conn, conversation_id, lease)
                 stored = await queries.store_finals(conn, conversation_id, finals, late_grace)
+                # An agent's finals stand only while its lease is still the one it started under (else all roll
+                # back). Checked after store_finals has locked the conversation: ending one (which deletes its
+                # lease) locks in the same order.
+                for lease in leases:
+                    await queries.check_lease(conn, conversation_id, lease)
             for event in finals:
                 self.buffer.finish(conversation_id, event.item_id)
         fresh_interims = [e for e in events if not e.final and self.buffer.apply_interim(e)]

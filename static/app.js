@@ -250,9 +250,34 @@
     return parsed.pathname + parsed.search;
   }
 
+  // A stream whose host went silent (cut off behind the proxy, which keeps this connection open) never errors by
+  // itself: the server pings every data-sse-ping seconds, and a stream silent for 2.5 pings is closed here and
+  // handed to htmx-ext-sse's error path, which reconnects it (through the proxy, to a host that answers) with
+  // the cursor, so it replays what it missed.
+  var SILENT_PINGS = 2.5;
+  function watchStream(source) {
+    var panel = document.querySelector("[data-sse-ping]");
+    var ping = panel ? parseFloat(panel.getAttribute("data-sse-ping")) : 0;
+    if (!(ping > 0)) return;
+    var seen = Date.now();
+    var alive = function () { seen = Date.now(); };
+    ["open", "ping", "message", "status", "control"].forEach(function (name) { source.addEventListener(name, alive); });
+    var timer = setInterval(function () {
+      if (source.readyState === EventSource.CLOSED) { clearInterval(timer); return; }
+      if (Date.now() - seen < SILENT_PINGS * ping * 1000) return;
+      clearInterval(timer);
+      source.close();
+      if (source.onerror) source.onerror(new Event("error"));
+    }, 500);
+  }
+
   // Scripts are deferred in order, so htmx and its SSE extension are defined by now.
   if (window.htmx) {
-    htmx.createEventSource = function (url) { return new EventSource(withCursor(url)); };
+    htmx.createEventSource = function (url) {
+      var source = new EventSource(withCursor(url));
+      watchStream(source);
+      return source;
+    };
   }
 
   function nearBottom(el) { return el.scrollHeight - el.scrollTop - el.clientHeight < 80; }

@@ -218,6 +218,7 @@ def template_engine(settings: Settings) -> JinjaTemplateEngine:
     templates.engine.globals["voice_enabled"] = settings.livekit_configured
     # Retry asks the in-process agent again; in LiveKit voice mode one asks again by speaking.
     templates.engine.globals["retry_enabled"] = not settings.livekit_configured
+    templates.engine.globals["sse_ping_seconds"] = settings.sse_ping_seconds  # the page's stream watchdog
     templates.engine.globals["static_url"] = assets.static_url
     templates.engine.globals["undo_seconds"] = settings.delete_undo_seconds
     templates.engine.filters["markdown"] = markdown_filter

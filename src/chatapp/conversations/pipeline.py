@@ -55,13 +55,20 @@ class TranscriptPipeline:
         late_grace: float | None = None,
         source: str = "app",
     ) -> list[queries.StoredUtterance]:
-        """Store the finals (one transaction), then broadcast. Raises queries.UnknownConversation, and (with
-        `late_grace`, see queries.store_finals) queries.ConversationClosed. `source` labels the events' metric."""
+        """Store the finals (one transaction), then broadcast. Raises queries.UnknownConversation, queries.LeaseLost
+        (an agent's finals after a takeover), and (with `late_grace`, see queries.store_finals)
+        queries.ConversationClosed. `source` labels the events' metric."""
         finals = [e for e in events if e.final]
         stored: list[queries.StoredUtterance] = []
         if finals:
+            leases = {e.lease for e in finals if e.lease is not None}
             async with connection() as conn, conn.transaction():
                 stored = await queries.store_finals(conn, conversation_id, finals, late_grace)
+                # An agent's finals stand only while its lease is still the one it started under (else all roll
+                # back). Checked after store_finals has locked the conversation: ending one (which deletes its
+                # lease) locks in the same order.
+                for lease in leases:
+                    await queries.check_lease(conn, conversation_id, lease)
             for event in finals:
                 self.buffer.finish(conversation_id, event.item_id)
         fresh_interims = [e for e in events if not e.final and self.buffer.apply_interim(e)]

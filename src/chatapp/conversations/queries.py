@@ -273,6 +273,23 @@ class UnknownConversation(LookupError):
     """Finals for a conversation that does not exist (never did, or was empty and deleted)."""
 
 
+class LeaseLost(RuntimeError):
+    """An agent's finals under a lease generation that another claim replaced: refused (fencing)."""
+
+
+# FOR SHARE: a takeover's claim (an UPDATE of this row) waits until these finals are committed, so a final either
+# lands before the takeover or is refused after it. No row: the conversation ended and its lease was released,
+# and an agent's last finals still land (New Chat flushes them as interrupted, the final completes them).
+LEASE_GENERATION_SQL = "SELECT generation FROM agent_lease WHERE conversation = $1 FOR SHARE"
+
+
+async def check_lease(conn: Any, conversation_id: uuid.UUID, generation: int) -> None:
+    """Raise LeaseLost unless the conversation's agent lease is still of `generation` (or was released)."""
+    current = await conn.fetchval(LEASE_GENERATION_SQL, conversation_id)
+    if current is not None and current != generation:
+        raise LeaseLost(str(conversation_id))
+
+
 class ConversationClosed(LookupError):
     """Late finals for a conversation that ended longer ago than the grace window allows."""
 

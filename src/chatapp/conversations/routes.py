@@ -17,7 +17,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.params import Body, Parameter
 from litestar.plugins.htmx import HTMXRequest
 from litestar.response import Redirect, Template
-from sse_starlette import EventSourceResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from chatapp.accounts.limits import limit
 from chatapp.accounts.service import User
@@ -241,7 +241,17 @@ class ChatController(Controller):
         events = conversations.live_events(
             slot, conversation_id, user.id, cursor, state.fragments, session_tag(request)
         )
-        return EventSourceResponse(events, ping=15, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return EventSourceResponse(
+            events, ping=state.settings.sse_ping_seconds, ping_message_factory=ping_event, headers=SSE_HEADERS
+        )
+
+
+SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+
+
+def ping_event() -> ServerSentEvent:
+    """A ping the page's script sees (an SSE comment never reaches it): its watchdog reconnects a silent stream."""
+    return ServerSentEvent(data="alive", event="ping")
 
 
 def _last_event_id(header: str) -> int:

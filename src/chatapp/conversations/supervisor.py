@@ -146,6 +146,17 @@ class AgentSupervisor:
             else:
                 log.warning("handed-over text for conversation %s found no agent here", conversation_id)
 
+    async def fence(self, conversation_id: uuid.UUID) -> None:
+        """Another process holds the conversation's lease now: this process's agent stops, and what it has not
+        written yet is dropped."""
+        self._starts.pop(conversation_id, None)
+        await getattr(self.runtime, "fence", self.runtime.stop)(conversation_id)
+
+    def hold(self, conversation_id: uuid.UUID, held: bool) -> None:
+        """Hold the agent's live output while its lease is unconfirmed (ownership.fence_overdue), or let it go on."""
+        if (hold := getattr(self.runtime, "hold", None)) is not None:
+            hold(conversation_id, held)
+
     async def ended_elsewhere(self, conversation_id: uuid.UUID) -> None:
         """Another process ended the conversation: stop its agent if it runs here, and forget it."""
         self.forget(conversation_id)
@@ -211,4 +222,5 @@ class AgentSupervisor:
             user_id=conversation.owner,
             history=tuple(history),
             answer_last=answer_last,
+            lease=self.ownership.generation(conversation.id),
         )

@@ -253,12 +253,20 @@ def _last_event_id(header: str) -> int:
     return int(header)
 
 
+def _period(connection: ASGIConnection[Any, Any, Any, Any]) -> int:
+    """The active period an agent reports for (`?period=n`; none: the first), or 400."""
+    raw = connection.query_params.get("period", "0")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9):
+        raise HTTPException(status_code=400, detail="period must be a number.")
+    return int(raw)
+
+
 def ingest_token_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """The agent worker's bearer token for this conversation, from the header alone, or 401."""
     conversation_id = connection.path_params["conversation_id"]
     scheme, _, token = connection.headers.get("authorization", "").partition(" ")
     secret_key = connection.app.state.settings.secret_key
-    if scheme.lower() != "bearer" or not valid_ingest_token(secret_key, conversation_id, token):
+    if scheme.lower() != "bearer" or not valid_ingest_token(secret_key, conversation_id, token, _period(connection)):
         raise BearerTokenRequired(detail="A valid bearer token for this conversation is required.")
 
 
@@ -293,7 +301,8 @@ class IngestController(Controller):
         data: IngestBatch,
     ) -> IngestResponse:
         data = strict_body(await request.json(), IngestBatch)
-        result = await conversations.ingest(conversation_id, transcript_events(conversation_id, data))
+        events = transcript_events(conversation_id, data)
+        result = await conversations.ingest(conversation_id, events, _period(request))
         return IngestResponse(stored=result.stored, ignored=result.ignored)
 
 

@@ -85,7 +85,8 @@ async def conversation_events(
                     return
                 case History():
                     yield ServerSentEvent(
-                        data=fragments.block("history_list", recent=event.recent, oob=True), event="control"
+                        data=fragments.block("history_list", recent=event.recent, current=event.current, oob=True),
+                        event="control",
                     )
 
 

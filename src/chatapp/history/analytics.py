@@ -89,7 +89,7 @@ WITH top AS (
     FROM ts_stat(format(
         'SELECT tsvector_agg(u.tsv) FROM ('
         '    SELECT id FROM chat_session WHERE owner = %L AND ended_at IS NOT NULL'
-        '    ORDER BY started_at DESC, id DESC LIMIT %s'
+        '    ORDER BY ended_at DESC, id DESC LIMIT %s'
         ') AS s JOIN utterance u ON u.session = s.id WHERE u.role = ''user'' GROUP BY s.id',
         $1::uuid::text, $2::int))
     WHERE length(word) >= $3 AND word !~ '[0-9]'
@@ -99,7 +99,7 @@ WITH top AS (
 sample AS (
     SELECT u.text FROM (
         SELECT id FROM chat_session WHERE owner = $1::uuid AND ended_at IS NOT NULL
-        ORDER BY started_at DESC, id DESC LIMIT $2
+        ORDER BY ended_at DESC, id DESC LIMIT $2
     ) AS s
     JOIN utterance u ON u.session = s.id
     WHERE u.role = 'user'

@@ -39,9 +39,10 @@ CURSOR_ERRORS = (
 )
 
 
-def encode_cursor(started_at: datetime, conversation_id: uuid.UUID, shown_pins: Sequence[uuid.UUID] = ()) -> str:
+def encode_cursor(listed_at: datetime | None, conversation_id: uuid.UUID, shown_pins: Sequence[uuid.UUID] = ()) -> str:
     """The position after the last item, plus (main list only) the pinned ones page 1 showed on top."""
-    key: list[Any] = [started_at.isoformat(), str(conversation_id)]
+    assert listed_at is not None  # lists hold saved conversations only
+    key: list[Any] = [listed_at.isoformat(), str(conversation_id)]
     if shown_pins:
         key.append(base64.urlsafe_b64encode(b"".join(p.bytes for p in shown_pins)).decode().rstrip("="))
     raw = json.dumps(key, separators=(",", ":")).encode()
@@ -85,9 +86,9 @@ def _keyset_page_sql(which: str) -> str:
     return f"""
 SELECT {_SUMMARY}, {_FLAGS} FROM chat_session
 WHERE owner = $1 AND {which}
-  AND ($2::timestamptz IS NULL OR (started_at, id) < ($2, $3::uuid))
+  AND ($2::timestamptz IS NULL OR (ended_at, id) < ($2, $3::uuid))
   AND {filters.sql(5)}
-ORDER BY started_at DESC, id DESC
+ORDER BY ended_at DESC, id DESC
 LIMIT $4
 """
 
@@ -103,14 +104,14 @@ ARCHIVED_PAGE_SQL = _keyset_page_sql("archived_at IS NOT NULL")
 FIRST_PAGE_SQL = f"""
 WITH pins AS (
     SELECT {_SUMMARY}, {_FLAGS}, pinned_at FROM chat_session
-    WHERE owner = $1 AND pinned_at IS NOT NULL AND {filters.sql(3)}
+    WHERE owner = $1 AND pinned_at IS NOT NULL AND ended_at IS NOT NULL AND {filters.sql(3)}
     ORDER BY pinned_at DESC, id DESC
     LIMIT {queries.MAX_PINS}
 ), page AS (
     SELECT {_SUMMARY}, {_FLAGS} FROM chat_session
     WHERE owner = $1 AND ended_at IS NOT NULL AND archived_at IS NULL AND id NOT IN (SELECT id FROM pins)
       AND {filters.sql(3)}
-    ORDER BY started_at DESC, id DESC
+    ORDER BY ended_at DESC, id DESC
     LIMIT $2
 )
 SELECT * FROM (
@@ -118,16 +119,16 @@ SELECT * FROM (
     UNION ALL
     SELECT false, id, title, started_at, ended_at, message_count, pinned, archived, NULL FROM page
 ) both_parts
-ORDER BY is_pin DESC, pinned_at DESC, started_at DESC, id DESC
+ORDER BY is_pin DESC, pinned_at DESC, ended_at DESC, id DESC
 """
 # The JSON API: every saved conversation (as before), optionally only archived / pinned ones or only others.
 API_PAGE_SQL = f"""
 SELECT {_SUMMARY}, {_FLAGS} FROM chat_session
 WHERE owner = $1 AND ended_at IS NOT NULL
-  AND ($2::timestamptz IS NULL OR (started_at, id) < ($2, $3::uuid))
+  AND ($2::timestamptz IS NULL OR (ended_at, id) < ($2, $3::uuid))
   AND ($5::bool IS NULL OR (archived_at IS NOT NULL) = $5)
   AND ($6::bool IS NULL OR (pinned_at IS NOT NULL) = $6)
-ORDER BY started_at DESC, id DESC
+ORDER BY ended_at DESC, id DESC
 LIMIT $4
 """
 
@@ -174,8 +175,8 @@ async def saved_page(
 ) -> Page:
     """One page of a history list, newest first, within the history filters (`filters.apply(...).params`).
 
-    A keyset on (started_at, id) means pages neither repeat nor skip items when conversations are saved
-    meanwhile, and deep pages cost as much as the first. In the main list, page 1 also returns every pin (at
+    A keyset on (ended_at, id), the last activity, means pages neither repeat nor skip items when conversations
+    are saved meanwhile, and deep pages cost as much as the first. In the main list, page 1 also returns every pin (at
     most MAX_PINS) to show on top; the keyset part leaves out exactly those, by id, on every page (the cursor
     carries them). So pinning or unpinning between page fetches never shows an item twice or loses one: an
     item shown on top stays shown once, and every other item keeps its place in the date order.
@@ -197,7 +198,7 @@ async def saved_page(
     items = found[:limit]
     next_cursor = None
     if len(found) > limit:
-        next_cursor = encode_cursor(items[-1].started_at, items[-1].id, sorted(shown))
+        next_cursor = encode_cursor(items[-1].ended_at, items[-1].id, sorted(shown))
     return Page(items, next_cursor, pinned)
 
 
@@ -224,7 +225,7 @@ async def api_page(
     async with connection() as conn:
         rows = await conn.fetch(*api_page_query(owner, after, limit + 1, archived, pinned))
     items = [queries.SavedSummary(**dict(row)) for row in rows[:limit]]
-    next_cursor = encode_cursor(items[-1].started_at, items[-1].id) if len(rows) > limit else None
+    next_cursor = encode_cursor(items[-1].ended_at, items[-1].id) if len(rows) > limit else None
     return Page(items, next_cursor)
 
 

@@ -59,7 +59,7 @@ def rows(items: Sequence[queries.SavedSummary], zone: ZoneInfo, snippets: Sequen
             started_at=item.started_at.astimezone(zone),
             duration=duration_label(item.started_at, item.ended_at),
             message_count=item.message_count,
-            group=group_label(item.started_at, now, zone),
+            group=group_label(item.ended_at or item.started_at, now, zone),  # by last activity, as listed
             snippet=snippets[n] if snippets else "",
             pinned=item.pinned,
             archived=item.archived,

@@ -43,9 +43,9 @@ SELECT id, title, started_at, ended_at, message_count, pinned, false AS archived
     UNION ALL
     (SELECT id, title, started_at, ended_at, last_seq - superseded, false, NULL FROM chat_session
      WHERE owner = $1 AND ended_at IS NOT NULL AND archived_at IS NULL AND pinned_at IS NULL
-     ORDER BY started_at DESC, id DESC LIMIT $2)
+     ORDER BY ended_at DESC, id DESC LIMIT $2)
 ) recent
-ORDER BY pinned_at DESC NULLS LAST, started_at DESC, id DESC
+ORDER BY pinned_at DESC NULLS LAST, ended_at DESC, id DESC
 """
 LIST_UTTERANCES_SQL = """
 SELECT seq, item_id, role, text, interrupted, created_at, superseded_at IS NOT NULL AS superseded FROM utterance

@@ -228,6 +228,14 @@ class ConversationService:
         'unavailable' status) when it cannot start."""
         return await self.agents.ensure(conversation, display_name, utterances)
 
+    @staticmethod
+    async def is_active(user_id: uuid.UUID, conversation_id: uuid.UUID) -> bool:
+        """Whether it is the user's active conversation; ConversationGone when it is not theirs at all."""
+        conversation = await queries.get_conversation(conversation_id, owner=user_id)
+        if conversation is None:
+            raise ConversationGone(str(conversation_id))
+        return conversation.active
+
     async def owned_active(self, user_id: uuid.UUID, conversation_id: uuid.UUID) -> queries.Conversation:
         conversation = await queries.get_conversation(conversation_id, owner=user_id)
         if conversation is None:
@@ -357,7 +365,9 @@ class ConversationService:
                     server = await queries.lock_transcript(conn, conversation_id)
                 except queries.UnknownConversation:  # deleted meanwhile (New Chat on an empty one)
                     raise ConversationGone(str(conversation_id)) from None
-                merged = merge_client_copy(events, server, conversation.started_at, utcnow())
+                current = await queries.get_conversation(conversation_id)  # under the lock: its period as it is
+                period_start = current.reopened_after_seq if current is not None else 0
+                merged = merge_client_copy(events, server, conversation.started_at, utcnow(), period_start)
                 await queries.store_in_order(conn, conversation_id, merged)
         result = await self.end(user_id, conversation_id, "api")
         if result.outcome.deleted_id == conversation_id:
@@ -416,11 +426,15 @@ class ConversationService:
             target = active.id if active else None
         pending = self._pending_as_interrupted(target) if target else []
         async with connection() as conn, conn.transaction():
-            outcome = await self._end_active(
-                conn, user_id, expected, pending, reason, next_prompt, continue_from, idle_seconds
-            )
-            if reopen is not None:
-                outcome = await self._reopen_after(conn, user_id, reopen, outcome)
+            active = await queries.lock_active(conn, user_id) if reopen is not None else None
+            if active is not None and active.id == reopen:
+                outcome = queries.EndOutcome(None, None, active, [], changed=False)  # it is the active one already
+            else:
+                outcome = await self._end_active(
+                    conn, user_id, expected, pending, reason, next_prompt, continue_from, idle_seconds
+                )
+                if reopen is not None:
+                    outcome = await self._reopen_after(conn, user_id, reopen, outcome)
             if self.faults.consume("slow_save"):
                 await asyncio.sleep(1.0)
             self.faults.check("save")
@@ -480,9 +494,7 @@ class ConversationService:
     async def _reopen_after(
         conn: Any, owner: uuid.UUID, conversation_id: uuid.UUID, outcome: queries.EndOutcome
     ) -> queries.EndOutcome:
-        """Reopen's second step, in the same transaction: the conversation ended (or was already active)."""
-        if outcome.current is not None and outcome.current.id == conversation_id:
-            return outcome  # it is the active one already: nothing to end, nothing to reopen
+        """Reopen's second step, in the same transaction: the active conversation (if any) has ended."""
         reopened = await queries.reopen(conn, owner, conversation_id)
         if reopened is None:
             raise ConversationGone(str(conversation_id))  # rolls back: the active conversation stays as it was

@@ -203,7 +203,11 @@ class LiveKitRuntime:
 async def _ended_room(conversation_id: uuid.UUID) -> str:
     """The room of the period that just ended, for a stop on a process that did not start it: the conversation's
     room, or the previous period's when it was reopened meanwhile (or period 0's when it was deleted)."""
-    conversation = await queries.get_conversation(conversation_id)
+    try:
+        conversation = await queries.get_conversation(conversation_id)
+    except Exception:  # no database at hand: the first period's name (a room missed closes after its timeouts)
+        log.debug("room of conversation %s looked up without the database", conversation_id)
+        conversation = None
     if conversation is None:
         return room_name_for(conversation_id)
     if conversation.active:

@@ -183,7 +183,7 @@ class ChatController(Controller):
         if not request.htmx:
             return Redirect(f"/chat/{conversation_id}", status_code=303)
         assert result.outcome.current is not None
-        view = await conversations.view(result.outcome.current, result.start)
+        view = await conversations.view_with_transcript(result.outcome.current, result.start)
         return in_place(chat_blocks(chat_context(view, user, state)), push_url=f"/chat/{conversation_id}")
 
     @post("/conversations/new", status_code=200, guards=[*FORM_ONLY, limit("new_chat")])

@@ -178,6 +178,10 @@ class ConversationService:
         origin = await self._origin(conversation)
         return ChatView(conversation, messages, last_seq, state, detail, start, recent, title, origin)
 
+    async def view_with_transcript(self, conversation: queries.Conversation, start: StartInfo | None) -> ChatView:
+        """The chat panel of a conversation that has a transcript already (a reopened one)."""
+        return await self.view(conversation, start, await queries.list_utterances(conversation.id))
+
     @staticmethod
     async def _origin(conversation: queries.Conversation) -> Origin | None:
         """For a continued conversation, what is being continued (unless it was deleted meanwhile)."""

@@ -233,6 +233,12 @@ async def api_page(
 class Detail:
     conversation: queries.Conversation
     utterances: list[queries.StoredUtterance]
+    # The conversation's active periods (the first, then one per reopening), oldest first.
+    periods: list[queries.Period] = field(default_factory=list)
+
+    def reopened_before(self) -> dict[int, queries.Period]:
+        """seq of the first utterance of each reopened period -> that period: where "Reopened …" goes."""
+        return {p.after_seq + 1: p for p in self.periods if p.n > 0}
 
 
 async def conversation_detail(owner: uuid.UUID, conversation_id: uuid.UUID) -> Detail | None:
@@ -240,7 +246,9 @@ async def conversation_detail(owner: uuid.UUID, conversation_id: uuid.UUID) -> D
     conversation = await queries.get_conversation(conversation_id, owner=owner)
     if conversation is None:
         return None
-    return Detail(conversation, await queries.list_utterances(conversation_id))
+    return Detail(
+        conversation, await queries.list_utterances(conversation_id), await queries.list_periods(conversation)
+    )
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,7 @@ def detail_context(user: User | None, page: DetailPage, request: Request[Any, An
         "user": user,
         "conversation": conversation,
         "messages": [MessageView.of_utterance(u) for u in page.detail.utterances],
+        "reopened": page.detail.reopened_before(),
         "started_at": conversation.started_at.astimezone(zone),
         "zone": zone,
         "duration": duration_label(conversation.started_at, conversation.ended_at),

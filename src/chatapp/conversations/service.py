@@ -305,8 +305,8 @@ class ConversationService:
             raise ConversationGone(str(conversation_id))
         if period != conversation.period:
             return await self._ingest_earlier_period(conversation, period, events)
-        # No lookup first: storing the finals locks the conversation row anyway (and raises if it is
-        # unknown), and the buffer already refuses interims for conversations that ended.
+        # Storing the finals locks the conversation row (and raises if it was deleted meanwhile), and the buffer
+        # refuses interims for conversations that ended.
         try:
             stored = await self.pipeline.apply(
                 conversation_id, events, self.settings.late_final_grace_seconds, source="api"
@@ -315,6 +315,9 @@ class ConversationService:
             raise ConversationGone(str(conversation_id)) from None
         except queries.ConversationClosed:
             raise IngestClosed(str(conversation_id)) from None
+        said = next((u for u in stored if u.role == "user"), None)
+        if conversation.active and said and await queries.is_first_user_message(conversation_id, said.seq):
+            await self.publish_history(conversation.owner)  # a spoken first message: the sidebar shows it now
         return IngestResult(stored=len(stored), ignored=len(events) - len(stored))
 
     async def _ingest_earlier_period(

@@ -48,9 +48,14 @@ CACHE_USERS = 1000  # per process; an entry is a few kB
 
 COUNTS_SQL = """
 WITH saved AS MATERIALIZED (
-    SELECT started_at AT TIME ZONE $2 AS local, extract(epoch FROM ended_at - started_at) AS seconds,
+    -- How long it lasted: its active time, the gaps before each reopening left out (earlier periods' lengths,
+    -- read only for conversations that were reopened).
+    SELECT started_at AT TIME ZONE $2 AS local,
+           extract(epoch FROM ended_at - coalesce(reopened_at, started_at))
+           + CASE WHEN period = 0 THEN 0 ELSE (SELECT extract(epoch FROM sum(p.ended_at - p.started_at))
+                                               FROM conversation_period p WHERE p.session = s.id) END AS seconds,
            last_seq - superseded AS last_seq
-    FROM chat_session WHERE owner = $1 AND ended_at IS NOT NULL
+    FROM chat_session s WHERE owner = $1 AND ended_at IS NOT NULL
 ),
 today AS (SELECT (now() AT TIME ZONE $2)::date AS d),
 -- Only the rows inside each window are grouped (a long history has thousands of older days).

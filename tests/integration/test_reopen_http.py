@@ -7,11 +7,27 @@ import json
 import re
 from datetime import UTC, datetime
 
+import httpx
+
 from chatapp.conversations import queries
 from chatapp.conversations.agent_access import ingest_token
 from tests.factories import make_saved
-from tests.integration.test_import import result_of, upload
 from tests.support import SECRET_KEY, AppServer, csrf, event, htmx, open_conversation, person, type_text, wait_for
+
+RESULT = re.compile(r'data-testid="import-result">([^<]+)<')
+
+
+async def imported_from(client: httpx.AsyncClient, name: str, content: bytes) -> str:
+    """Upload a file to the importer and return what it says it did."""
+    response = await client.post(
+        "/history/import",
+        files={"file": (name, content, "application/octet-stream")},
+        headers={"x-csrftoken": str(client.cookies.get("csrftoken"))},
+    )
+    match = RESULT.search(response.text)
+    assert match, response.text[:2000]
+    return match.group(1)
+
 
 LINES = [("user", "Trek in Peru"), ("agent", "The Inca trail!")]
 CURRENT = re.compile(r'<li data-testid="current-conversation" data-conversation-id="([0-9a-f-]{36})"')
@@ -119,8 +135,7 @@ async def test_exports_say_when_it_was_reopened_and_an_import_keeps_the_periods(
         assert page.count('data-testid="reopened-divider"') == 1
 
     async with person(app_server) as (other, other_user):
-        imported = await upload(other, "andes.json", json.dumps(document).encode())
-        assert result_of(imported).startswith("Imported 1")
+        assert (await imported_from(other, "andes.json", json.dumps(document).encode())).startswith("Imported 1")
         copy = (await other.get("/api/users/sessions")).json()["items"][0]
         detail = await queries.get_conversation(copy["id"])
         assert detail is not None

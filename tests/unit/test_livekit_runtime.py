@@ -199,3 +199,22 @@ def test_the_ingest_url_defaults_to_the_served_address(fake: FakeLiveKit) -> Non
     assert ingest_base_url(make_settings(fake, CHATAPP_INGEST_URL="http://app.internal:8000")) == (
         "http://app.internal:8000"
     )
+
+
+async def test_a_reopened_period_gets_its_own_room_and_ingest_token(fake: FakeLiveKit, runtime: LiveKitRuntime) -> None:
+    first = conversation()
+    info = ConversationInfo(
+        id=first.id,
+        room_name=f"chat-{first.id.hex}-2",
+        system_prompt="You plan trips.",
+        user_id=first.user_id,
+        period=2,
+    )
+    await runtime.start(info)
+    [create] = fake.calls_to("CreateRoom")
+    assert create.request.name == f"chat-{info.id.hex}-2"
+    [dispatch] = fake.calls_to("CreateDispatch")
+    meta = DispatchMetadata.from_json(dispatch.request.metadata)
+    assert meta.ingest_url == f"https://chat.example.com/api/conversations/{info.id}/events?period=2"
+    assert meta.ingest_token == ingest_token(SECRET_KEY, info.id, 2)
+    assert meta.ingest_token != ingest_token(SECRET_KEY, info.id)  # period 0's worker cannot pass for this one

@@ -163,11 +163,17 @@
 
   // Join the room of the conversation in the panel; New Chat swaps the panel and we follow it here.
   // `current` changes synchronously, so a second call while joining (several swaps settle) is a no-op.
+  // A session is one period's room: a reopened conversation (same id, next period) gets a room of its own.
+  function roomKey(target) {
+    return target.getAttribute("data-conversation-id") + "/" + (target.getAttribute("data-period") || "0");
+  }
+
   function connect(target) {
     var id = target.getAttribute("data-conversation-id");
-    if (current && current.id === id && (current.room || current.joining)) return Promise.resolve();
+    var key = roomKey(target);
+    if (current && current.id === key && (current.room || current.joining)) return Promise.resolve();
     var previous = current;
-    var session = current = { id: id, room: null, micOn: false, joining: true };
+    var session = current = { id: key, room: null, micOn: false, joining: true };
     setStatus("connecting");
     return leave(previous).then(function () {
       if (current !== session) return;
@@ -202,7 +208,7 @@
   function sync() {
     var target = panel();
     if (!target) { disconnect(); return; }
-    var id = target.getAttribute("data-conversation-id");
+    var id = roomKey(target);
     if (target.getAttribute("data-mode") !== "voice") {
       if (current) disconnect();
       return; // the server rendered why voice is unavailable

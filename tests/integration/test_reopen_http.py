@@ -133,6 +133,7 @@ async def test_exports_say_when_it_was_reopened_and_an_import_keeps_the_periods(
         assert [p["first_seq"] for p in api["periods"]] == [1, 3]
         page = (await client.get(f"/history/{andes}")).text
         assert page.count('data-testid="reopened-divider"') == 1
+        assert " · 5 min · " in page  # its active time: the months between the periods are not counted
 
     async with person(app_server) as (other, other_user):
         assert (await imported_from(other, "andes.json", json.dumps(document).encode())).startswith("Imported 1")

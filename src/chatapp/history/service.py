@@ -8,7 +8,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from chatapp.accounts.service import get_user
@@ -235,6 +235,13 @@ class Detail:
     utterances: list[queries.StoredUtterance]
     # The conversation's active periods (the first, then one per reopening), oldest first.
     periods: list[queries.Period] = field(default_factory=list)
+
+    def active_until(self) -> datetime | None:
+        """The end as if its periods had followed each other without a gap: what "how long" shows."""
+        c = self.conversation
+        if len(self.periods) < 2 or c.ended_at is None:
+            return c.ended_at
+        return c.started_at + sum((p.ended_at - p.started_at for p in self.periods if p.ended_at), timedelta())
 
     def reopened_before(self) -> dict[int, queries.Period]:
         """seq of the first utterance of each reopened period -> that period: where "Reopened …" goes."""

@@ -162,7 +162,7 @@ def detail_context(user: User | None, page: DetailPage, request: Request[Any, An
         "reopened": page.detail.reopened_before(),
         "started_at": conversation.started_at.astimezone(zone),
         "zone": zone,
-        "duration": duration_label(conversation.started_at, conversation.ended_at),
+        "duration": duration_label(conversation.started_at, page.detail.active_until()),
         "share_url": share_url(request, page.share_token),
         "origin": page.origin,
         "speaker": page.speaker,

@@ -83,9 +83,15 @@ async def test_a_saved_conversation_opens_in_the_chat_panel_and_continues_in_pla
     await page.reload()  # the address is the conversation's
     await expect(chat.panel).to_have_attribute("data-conversation-id", str(kyoto))
 
+    other = ChatPage(await context.new_page(), app_server.url)
+    await other.page.goto(f"{app_server.url}/chat/{kyoto}")  # a second tab on the reopened conversation
+    await expect(other.panel).to_have_attribute("data-conversation-id", str(kyoto))
+
     await page.locator("#new-chat-button").click()
     await expect(chat.panel).not_to_have_attribute("data-conversation-id", str(kyoto))
     await expect(page).to_have_url(re.compile(r"/$"))
+    await expect(other.panel).not_to_have_attribute("data-conversation-id", str(kyoto))  # it follows, to "/"
+    await expect(other.page).to_have_url(re.compile(r"/$"))
     await expect(page.locator("#history-list [data-testid=history-item]").first).to_have_attribute(
         "data-conversation-id", str(kyoto)
     )  # the conversation continued last is on top

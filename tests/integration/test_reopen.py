@@ -4,7 +4,10 @@ one active conversation per user at any time, and every way of ending ends it ag
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import uuid
+import zipfile
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -21,6 +24,7 @@ from chatapp.core.settings import Settings
 from chatapp.history import service as history
 from chatapp.history.reaper import reap_idle
 from chatapp.livekit.routes import room_finished
+from chatapp.profile.service import export_zip
 from tests.factories import final, make_saved, make_user
 from tests.fakes.llm import ScriptedLLM
 from tests.support import SECRET_KEY, idle_for
@@ -280,3 +284,17 @@ async def _wait(condition: Callable[[], bool], timeout: float = 3.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.01)
+
+
+async def test_the_account_download_keeps_a_reopened_conversation_while_it_is_active(
+    service: ConversationService,
+) -> None:
+    user = await make_user()
+    kyoto = await make_saved(user, "Kyoto", LONG_AGO, lines=KYOTO)  # type: ignore[arg-type]
+    await service.reopen(user.id, kyoto, user.display_name)
+    with zipfile.ZipFile(io.BytesIO(await export_zip(user.id))) as archive:
+        [name] = archive.namelist()
+        document = json.loads(archive.read(name))
+    assert document["id"] == str(kyoto)
+    assert [p["n"] for p in document["periods"]] == [0, 1]
+    assert document["periods"][1]["ended_at"] is None  # active right now

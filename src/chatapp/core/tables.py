@@ -51,6 +51,11 @@ class Conversation(Table, tablename="chat_session"):
     continued_from = UUID(null=True, default=None)
     archived_at = Timestamptz(null=True, default=None)  # off the main list (never together with pinned_at)
     pinned_at = Timestamptz(null=True, default=None)  # on top of the lists
+    # Reopening: the current period (0 until reopened), when it started, and the last utterance before it.
+    period = Integer(default=0)
+    reopened_at = Timestamptz(null=True, default=None)
+    reopened_after_seq = Integer(default=0)
+    # Earlier periods are rows of `conversation_period` (composite key, raw SQL only: conversations/queries.py).
 
 
 class Utterance(Table, tablename="utterance"):

@@ -282,13 +282,23 @@
 
   function nearBottom(el) { return el.scrollHeight - el.scrollTop - el.clientHeight < 80; }
 
+  // A saved conversation this tab is opening to continue (a sidebar item): the active one ends meanwhile, and its
+  // "ended" event must not send this tab elsewhere; the response brings the panel.
+  var reopening = false;
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    if (event.detail.elt && event.detail.elt.hasAttribute && event.detail.elt.hasAttribute("data-reopen")) reopening = true;
+  });
+  document.addEventListener("htmx:afterRequest", function (event) {
+    if (event.detail.elt && event.detail.elt.hasAttribute && event.detail.elt.hasAttribute("data-reopen")) reopening = false;
+  });
+
   // Swaps are idempotent by element id: an interim is replaced by its next interim and by its final,
   // and a final seen twice (replay after reconnect) replaces itself instead of appearing twice.
   document.addEventListener("htmx:sseBeforeMessage", function (event) {
     var target = event.target;
     // "This conversation ended" while this tab's own New Chat is on its way: that response brings the panel.
     var busy = document.getElementById("new-chat-button");
-    if (target && target.classList.contains("sse-sink") && busy && busy.disabled &&
+    if (target && target.classList.contains("sse-sink") && ((busy && busy.disabled) || reopening) &&
         event.detail.data.indexOf('id="panel-refresh"') !== -1) {
       event.preventDefault();
       return;

@@ -119,7 +119,7 @@
     session.asking = setTimeout(function () {
       session.asking = null;
       if (current !== session || !session.room || agentOf(session.room)) return;
-      freshToken(session.id).catch(function () {}).then(function () { showAgentState(session); });
+      freshToken(session.conversationId).catch(function () {}).then(function () { showAgentState(session); });
     }, AGENT_WAIT_MS);
   }
 
@@ -209,7 +209,7 @@
     setStatus("reconnecting");
     setTimeout(function () {
       var target = panel();
-      if (current !== session || !target || target.getAttribute("data-conversation-id") !== session.id) return;
+      if (current !== session || !target || roomKey(target) !== session.id) return;
       connect(target, attempt + 1);
     }, REJOIN_DELAYS_MS[Math.min(attempt, REJOIN_DELAYS_MS.length - 1)]);
   }
@@ -224,13 +224,19 @@
 
   // Join the room of the conversation in the panel; New Chat swaps the panel and we follow it here.
   // `current` changes synchronously, so a second call while joining (several swaps settle) is a no-op.
+  // A session is one period's room: a reopened conversation (same id, next period) gets a room of its own.
+  function roomKey(target) {
+    return target.getAttribute("data-conversation-id") + "/" + (target.getAttribute("data-period") || "0");
+  }
+
   // `attempt` counts rejoins after a lost connection (0 for a first join).
   function connect(target, attempt) {
     attempt = attempt || 0;
     var id = target.getAttribute("data-conversation-id");
-    if (current && current.id === id && (current.room || current.joining)) return Promise.resolve();
+    var key = roomKey(target);
+    if (current && current.id === key && (current.room || current.joining)) return Promise.resolve();
     var previous = current;
-    var session = current = { id: id, room: null, micOn: false, joining: true };
+    var session = current = { id: key, conversationId: id, room: null, micOn: false, joining: true };
     setStatus(attempt ? "reconnecting" : "connecting");
     return leave(previous).then(function () {
       if (current !== session) return;
@@ -279,7 +285,7 @@
   function sync() {
     var target = panel();
     if (!target) { disconnect(); return; }
-    var id = target.getAttribute("data-conversation-id");
+    var id = roomKey(target);
     if (target.getAttribute("data-mode") !== "voice") {
       if (current) disconnect();
       return; // the server rendered why voice is unavailable

@@ -50,10 +50,11 @@ FIRST_PAGE = FIRST_PAGE_SQL
 API_PAGE = API_PAGE_SQL
 SEARCH = SEARCH_SQL
 SNIPPETS = SNIPPETS_SQL
+# The lists' order: last activity (a saved conversation's end), as the app's keyset pages.
 OFFSET_PAGE = """
     SELECT id, title, started_at, ended_at, last_seq AS message_count FROM chat_session
     WHERE owner = $1 AND ended_at IS NOT NULL
-    ORDER BY started_at DESC, id DESC
+    ORDER BY ended_at DESC, id DESC
     OFFSET $2 LIMIT $3
 """
 # What each request sends, in order: Litestar reads the login session, then the page's own statement(s).

@@ -8,6 +8,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 from livekit import api
@@ -247,3 +248,32 @@ async def test_a_room_check_with_livekit_down_says_voice_is_unavailable(
         await runtime.forget_if_gone(info.id, info.room_name)
     assert failed.value.detail == UNREACHABLE
     assert runtime.is_running(info.id)  # nothing forgotten on a guess
+
+
+async def test_a_reopened_period_gets_its_own_room_and_ingest_token(fake: FakeLiveKit, runtime: LiveKitRuntime) -> None:
+    first = conversation()
+    info = ConversationInfo(
+        id=first.id,
+        room_name=f"chat-{first.id.hex}-2",
+        system_prompt="You plan trips.",
+        user_id=first.user_id,
+        period=2,
+    )
+    await runtime.start(info)
+    [create] = fake.calls_to("CreateRoom")
+    assert create.request.name == f"chat-{info.id.hex}-2"
+    [dispatch] = fake.calls_to("CreateDispatch")
+    meta = DispatchMetadata.from_json(dispatch.request.metadata)
+    assert meta.ingest_url == f"https://chat.example.com/api/conversations/{info.id}/events?period=2"
+    assert meta.ingest_token == ingest_token(SECRET_KEY, info.id, 2)
+    assert meta.ingest_token != ingest_token(SECRET_KEY, info.id)  # period 0's worker cannot pass for this one
+
+
+async def test_the_worker_is_told_whether_to_answer_the_last_user_message(runtime: LiveKitRuntime) -> None:
+    """A reopened conversation's old last question stays unanswered; one typed while the room had no agent (a
+    LiveKit restart) is answered: the app decides (ConversationInfo.answer_last), the worker only follows."""
+    history = (("agent", "Where to?"), ("user", "Lisbon in May?"))
+    reopened = replace(conversation(), history=history, answer_last=False)
+    typed_meanwhile = replace(reopened, answer_last=True)
+    assert runtime.dispatch_metadata(reopened).answer_last is False
+    assert runtime.dispatch_metadata(typed_meanwhile).answer_last is True

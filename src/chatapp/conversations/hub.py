@@ -38,6 +38,7 @@ from chatapp.conversations.live_events import (
     LiveEvent,
     Logout,
     Part,
+    Reopened,
     State,
     Titled,
     Wake,
@@ -290,6 +291,8 @@ class Hub:
                     self.on_command(event)
                 self._buffer.forget(conversation_id)
                 self.agent_states.forget(conversation_id)
+            case Reopened(conversation_id=conversation_id):
+                self._buffer.reopen(conversation_id)
             case Interim() if remote:
                 # Keep this process's buffer in step with interims ingested elsewhere, so New Chat here flushes them.
                 self._buffer.apply_interim(event.transcript_event())

@@ -102,10 +102,18 @@ class Recent(msgspec.Struct, frozen=True):
 
 
 class History(_Event, frozen=True, tag="history"):
-    """The user's saved conversations changed: every tab redraws its sidebar."""
+    """The user's conversations changed (saved, renamed, or the active one got its title): every tab redraws its
+    sidebar, the active conversation (`current`) on top."""
 
     user_id: uuid.UUID
     recent: list[Recent] = []
+    current: Recent | None = None
+
+
+class Reopened(_Event, frozen=True, tag="reopened"):
+    """A saved conversation is active again: every process's buffer takes its interims again."""
+
+    conversation_id: uuid.UUID
 
 
 class Titled(_Event, frozen=True, tag="titled"):
@@ -171,6 +179,7 @@ LiveEvent = (
     | Interim
     | State
     | Ended
+    | Reopened
     | History
     | Titled
     | Logout

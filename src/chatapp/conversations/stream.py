@@ -88,7 +88,8 @@ async def conversation_events(
                     yield ServerSentEvent(data=title, event="control")
                 case History():
                     yield ServerSentEvent(
-                        data=fragments.block("history_list", recent=event.recent, oob=True), event="control"
+                        data=fragments.block("history_list", recent=event.recent, current=event.current, oob=True),
+                        event="control",
                     )
 
 

@@ -207,7 +207,10 @@ class AgentSupervisor:
             utterances = await queries.list_utterances(conversation.id)
         # A user message stored while no agent ran (its process died, the app restarted) is answered now.
         utterances = [u for u in utterances if not u.superseded]  # replies replaced by Retry are not context
-        answer_last = bool(utterances) and utterances[-1].role == "user"
+        # ... but not a reopened conversation's old last message: that was left unanswered before it was saved.
+        answer_last = (
+            bool(utterances) and utterances[-1].role == "user" and utterances[-1].seq > conversation.reopened_after_seq
+        )
         history = [(u.role, u.text) for u in utterances]
         if conversation.continued_from is not None:
             # Continuing a saved conversation: the agent's context is its transcript (which stays as it was)
@@ -222,5 +225,6 @@ class AgentSupervisor:
             user_id=conversation.owner,
             history=tuple(history),
             answer_last=answer_last,
+            period=conversation.period,
             lease=self.ownership.generation(conversation.id),
         )

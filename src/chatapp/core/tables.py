@@ -54,6 +54,11 @@ class Conversation(Table, tablename="chat_session"):
     archived_at = Timestamptz(null=True, default=None)  # off the main list (never together with pinned_at)
     pinned_at = Timestamptz(null=True, default=None)  # on top of the lists
     deleted_at = Timestamptz(null=True, default=None)  # deleted, restorable until purged (CHATAPP_DELETE_UNDO_SECONDS)
+    # Reopening: the current period (0 until reopened), when it started, and the last utterance before it.
+    period = Integer(default=0)
+    reopened_at = Timestamptz(null=True, default=None)
+    reopened_after_seq = Integer(default=0)
+    # Earlier periods are rows of `conversation_period` (composite key, raw SQL only: conversations/queries.py).
 
 
 class Utterance(Table, tablename="utterance"):

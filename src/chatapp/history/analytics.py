@@ -48,9 +48,14 @@ CACHE_USERS = 1000  # per process; an entry is a few kB
 
 COUNTS_SQL = """
 WITH saved AS MATERIALIZED (
-    SELECT started_at AT TIME ZONE $2 AS local, extract(epoch FROM ended_at - started_at) AS seconds,
+    -- How long it lasted: its active time, the gaps before each reopening left out (earlier periods' lengths,
+    -- read only for conversations that were reopened).
+    SELECT started_at AT TIME ZONE $2 AS local,
+           extract(epoch FROM ended_at - coalesce(reopened_at, started_at))
+           + CASE WHEN period = 0 THEN 0 ELSE (SELECT extract(epoch FROM sum(p.ended_at - p.started_at))
+                                               FROM conversation_period p WHERE p.session = s.id) END AS seconds,
            last_seq - superseded AS last_seq
-    FROM chat_session WHERE owner = $1 AND ended_at IS NOT NULL AND deleted_at IS NULL
+    FROM chat_session s WHERE owner = $1 AND ended_at IS NOT NULL AND deleted_at IS NULL
 ),
 today AS (SELECT (now() AT TIME ZONE $2)::date AS d),
 -- Only the rows inside each window are grouped (a long history has thousands of older days).
@@ -89,7 +94,7 @@ WITH top AS (
     FROM ts_stat(format(
         'SELECT tsvector_agg(u.tsv) FROM ('
         '    SELECT id FROM chat_session WHERE owner = %L AND ended_at IS NOT NULL AND deleted_at IS NULL'
-        '    ORDER BY started_at DESC, id DESC LIMIT %s'
+        '    ORDER BY ended_at DESC, id DESC LIMIT %s'
         ') AS s JOIN utterance u ON u.session = s.id WHERE u.role = ''user'' GROUP BY s.id',
         $1::uuid::text, $2::int))
     WHERE length(word) >= $3 AND word !~ '[0-9]'
@@ -99,7 +104,7 @@ WITH top AS (
 sample AS (
     SELECT u.text FROM (
         SELECT id FROM chat_session WHERE owner = $1::uuid AND ended_at IS NOT NULL AND deleted_at IS NULL
-        ORDER BY started_at DESC, id DESC LIMIT $2
+        ORDER BY ended_at DESC, id DESC LIMIT $2
     ) AS s
     JOIN utterance u ON u.session = s.id
     WHERE u.role = 'user'

@@ -300,10 +300,11 @@ class HistoryController(Controller):
     async def continue_conversation(
         self, request: HTMXRequest, conversations: ConversationService, saved: queries.Conversation
     ) -> Response[Any]:
-        """Start a new active conversation whose agent knows this one; this one stays as it was."""
+        """ "Continue here": this conversation is active again, in place (the active one is ended first, as New
+        Chat ends it), and the chat page shows it."""
         user: User = request.user
-        await conversations.new_chat(user.id, user.display_name, continue_from=saved.id)
-        return views.go_to(request, "/")
+        await conversations.reopen(user.id, saved.id, user.display_name)
+        return views.go_to(request, f"/chat/{saved.id}")
 
 
 class SharedController(Controller):

@@ -8,7 +8,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from chatapp.accounts.service import get_user
@@ -39,9 +39,10 @@ CURSOR_ERRORS = (
 )
 
 
-def encode_cursor(started_at: datetime, conversation_id: uuid.UUID, shown_pins: Sequence[uuid.UUID] = ()) -> str:
+def encode_cursor(listed_at: datetime | None, conversation_id: uuid.UUID, shown_pins: Sequence[uuid.UUID] = ()) -> str:
     """The position after the last item, plus (main list only) the pinned ones page 1 showed on top."""
-    key: list[Any] = [started_at.isoformat(), str(conversation_id)]
+    assert listed_at is not None  # lists hold saved conversations only
+    key: list[Any] = [listed_at.isoformat(), str(conversation_id)]
     if shown_pins:
         key.append(base64.urlsafe_b64encode(b"".join(p.bytes for p in shown_pins)).decode().rstrip("="))
     raw = json.dumps(key, separators=(",", ":")).encode()
@@ -85,9 +86,9 @@ def _keyset_page_sql(which: str) -> str:
     return f"""
 SELECT {_SUMMARY}, {_FLAGS} FROM chat_session
 WHERE owner = $1 AND {which} AND deleted_at IS NULL
-  AND ($2::timestamptz IS NULL OR (started_at, id) < ($2, $3::uuid))
+  AND ($2::timestamptz IS NULL OR (ended_at, id) < ($2, $3::uuid))
   AND {filters.sql(5)}
-ORDER BY started_at DESC, id DESC
+ORDER BY ended_at DESC, id DESC
 LIMIT $4
 """
 
@@ -103,7 +104,7 @@ ARCHIVED_PAGE_SQL = _keyset_page_sql("archived_at IS NOT NULL")
 FIRST_PAGE_SQL = f"""
 WITH pins AS (
     SELECT {_SUMMARY}, {_FLAGS}, pinned_at FROM chat_session
-    WHERE owner = $1 AND pinned_at IS NOT NULL AND deleted_at IS NULL AND {filters.sql(3)}
+    WHERE owner = $1 AND pinned_at IS NOT NULL AND ended_at IS NOT NULL AND deleted_at IS NULL AND {filters.sql(3)}
     ORDER BY pinned_at DESC, id DESC
     LIMIT {queries.MAX_PINS}
 ), page AS (
@@ -111,7 +112,7 @@ WITH pins AS (
     WHERE owner = $1 AND ended_at IS NOT NULL AND archived_at IS NULL AND deleted_at IS NULL
       AND id NOT IN (SELECT id FROM pins)
       AND {filters.sql(3)}
-    ORDER BY started_at DESC, id DESC
+    ORDER BY ended_at DESC, id DESC
     LIMIT $2
 )
 SELECT * FROM (
@@ -119,16 +120,16 @@ SELECT * FROM (
     UNION ALL
     SELECT false, id, title, started_at, ended_at, message_count, pinned, archived, NULL FROM page
 ) both_parts
-ORDER BY is_pin DESC, pinned_at DESC, started_at DESC, id DESC
+ORDER BY is_pin DESC, pinned_at DESC, ended_at DESC, id DESC
 """
 # The JSON API: every saved conversation (as before), optionally only archived / pinned ones or only others.
 API_PAGE_SQL = f"""
 SELECT {_SUMMARY}, {_FLAGS} FROM chat_session
 WHERE owner = $1 AND ended_at IS NOT NULL AND deleted_at IS NULL
-  AND ($2::timestamptz IS NULL OR (started_at, id) < ($2, $3::uuid))
+  AND ($2::timestamptz IS NULL OR (ended_at, id) < ($2, $3::uuid))
   AND ($5::bool IS NULL OR (archived_at IS NOT NULL) = $5)
   AND ($6::bool IS NULL OR (pinned_at IS NOT NULL) = $6)
-ORDER BY started_at DESC, id DESC
+ORDER BY ended_at DESC, id DESC
 LIMIT $4
 """
 
@@ -175,8 +176,8 @@ async def saved_page(
 ) -> Page:
     """One page of a history list, newest first, within the history filters (`filters.apply(...).params`).
 
-    A keyset on (started_at, id) means pages neither repeat nor skip items when conversations are saved
-    meanwhile, and deep pages cost as much as the first. In the main list, page 1 also returns every pin (at
+    A keyset on (ended_at, id), the last activity, means pages neither repeat nor skip items when conversations
+    are saved meanwhile, and deep pages cost as much as the first. In the main list, page 1 also returns every pin (at
     most MAX_PINS) to show on top; the keyset part leaves out exactly those, by id, on every page (the cursor
     carries them). So pinning or unpinning between page fetches never shows an item twice or loses one: an
     item shown on top stays shown once, and every other item keeps its place in the date order.
@@ -198,7 +199,7 @@ async def saved_page(
     items = found[:limit]
     next_cursor = None
     if len(found) > limit:
-        next_cursor = encode_cursor(items[-1].started_at, items[-1].id, sorted(shown))
+        next_cursor = encode_cursor(items[-1].ended_at, items[-1].id, sorted(shown))
     return Page(items, next_cursor, pinned)
 
 
@@ -225,7 +226,7 @@ async def api_page(
     async with connection() as conn:
         rows = await conn.fetch(*api_page_query(owner, after, limit + 1, archived, pinned))
     items = [queries.SavedSummary(**dict(row)) for row in rows[:limit]]
-    next_cursor = encode_cursor(items[-1].started_at, items[-1].id) if len(rows) > limit else None
+    next_cursor = encode_cursor(items[-1].ended_at, items[-1].id) if len(rows) > limit else None
     return Page(items, next_cursor)
 
 
@@ -233,6 +234,19 @@ async def api_page(
 class Detail:
     conversation: queries.Conversation
     utterances: list[queries.StoredUtterance]
+    # The conversation's active periods (the first, then one per reopening), oldest first.
+    periods: list[queries.Period] = field(default_factory=list)
+
+    def active_until(self) -> datetime | None:
+        """The end as if its periods had followed each other without a gap: what "how long" shows."""
+        c = self.conversation
+        if len(self.periods) < 2 or c.ended_at is None:
+            return c.ended_at
+        return c.started_at + sum((p.ended_at - p.started_at for p in self.periods if p.ended_at), timedelta())
+
+    def reopened_before(self) -> dict[int, queries.Period]:
+        """seq of the first utterance of each reopened period -> that period: where "Reopened …" goes."""
+        return {p.after_seq + 1: p for p in self.periods if p.n > 0}
 
 
 async def conversation_detail(owner: uuid.UUID, conversation_id: uuid.UUID) -> Detail | None:
@@ -240,7 +254,9 @@ async def conversation_detail(owner: uuid.UUID, conversation_id: uuid.UUID) -> D
     conversation = await queries.get_conversation(conversation_id, owner=owner)
     if conversation is None:
         return None
-    return Detail(conversation, await queries.list_utterances(conversation_id))
+    return Detail(
+        conversation, await queries.list_utterances(conversation_id), await queries.list_periods(conversation)
+    )
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,8 @@ async def room_finished(service: ConversationService, room_name: str) -> bool:
     if conversation_id is None:
         return False
     conversation = await queries.get_conversation(conversation_id)
-    if conversation is None or not conversation.active:
-        return False
+    if conversation is None or not conversation.active or conversation.room_name != room_name:
+        return False  # ended already, or an earlier period's room (the conversation was reopened since)
     result = await service.end(conversation.owner, conversation_id, "room_finished")
     return result.outcome.changed
 

@@ -18,6 +18,7 @@ import uuid
 import aiohttp
 from livekit import api
 
+from chatapp.conversations import queries
 from chatapp.conversations.agent_access import ingest_token, room_name_for
 from chatapp.conversations.agent_runtime import AgentStartError, ConversationInfo, StartInfo
 from chatapp.core.settings import Settings
@@ -82,12 +83,14 @@ class LiveKitRuntime:
         base = ingest_base_url(self._settings)
         return DispatchMetadata(
             conversation_id=conversation.id,
-            ingest_url=f"{base}/api/conversations/{conversation.id}/events",
-            ingest_token=ingest_token(self._settings.secret_key, conversation.id),
+            ingest_url=f"{base}/api/conversations/{conversation.id}/events"
+            + (f"?period={conversation.period}" if conversation.period else ""),
+            ingest_token=ingest_token(self._settings.secret_key, conversation.id, conversation.period),
             system_prompt=conversation.system_prompt,
             user_identity=str(conversation.user_id) if conversation.user_id else "",
             user_name=conversation.user_display_name,
             history=conversation.history,
+            answer_last=conversation.answer_last,
         )
 
     async def start(self, conversation: ConversationInfo) -> StartInfo:
@@ -199,7 +202,7 @@ class LiveKitRuntime:
         if (pending := self._starting.get(conversation_id)) is not None:
             with contextlib.suppress(Exception):  # a failed start leaves nothing running, but maybe a room
                 await asyncio.shield(pending)
-        room = self._running.pop(conversation_id, None) or room_name_for(conversation_id)
+        room = self._running.pop(conversation_id, None) or await _ended_room(conversation_id)
         task = asyncio.create_task(self._delete_room(conversation_id, room), name=f"livekit-delete-{room}")
         self._stopping.add(task)
         task.add_done_callback(self._stopping.discard)
@@ -241,3 +244,18 @@ class LiveKitRuntime:
         if self._api is not None:
             await self._api.aclose()
             self._api = None
+
+
+async def _ended_room(conversation_id: uuid.UUID) -> str:
+    """The room of the period that just ended, for a stop on a process that did not start it: the conversation's
+    room, or the previous period's when it was reopened meanwhile (or period 0's when it was deleted)."""
+    try:
+        conversation = await queries.get_conversation(conversation_id)
+    except Exception:  # no database at hand: the first period's name (a room missed closes after its timeouts)
+        log.debug("room of conversation %s looked up without the database", conversation_id)
+        conversation = None
+    if conversation is None:
+        return room_name_for(conversation_id)
+    if conversation.active:
+        return room_name_for(conversation_id, max(0, conversation.period - 1))
+    return conversation.room_name

@@ -158,7 +158,7 @@ async def entrypoint(ctx: JobContext) -> None:
     await session.start(agent, room=ctx.room, room_options=room_options(settings, forwarder, meta.user_identity))
     if not meta.history:
         session.generate_reply(instructions=greeting_instructions(meta.user_name))
-    elif meta.history[-1][0] == "user":  # typed while no agent was in the room (its server restarted): answer it
+    elif meta.answer_last and meta.history[-1][0] == "user":  # typed while the room had no agent: answer it
         session.generate_reply()
 
 

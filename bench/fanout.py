@@ -110,10 +110,17 @@ class Round:
     def lost(self) -> int:
         return self.expected - self.delivered_after_drain
 
-    @property
-    def cpu_per_event_us(self) -> float:
-        spent = sum(v for k, v in self.cpu.items() if k.startswith("app") or k in ("postgres", "redis"))
+    def cpu_per_event_us(self, *parts: str) -> float:
+        """CPU microseconds per delivered event of the named parts ("app": all the app processes)."""
+        spent = sum(v for k, v in self.cpu.items() if (k.startswith("app") and "app" in parts) or k in parts)
         return spent / 100 * SECONDS / self.delivered * 1e6 if self.delivered else float("nan")
+
+    def cpu_cell(self) -> str:
+        total = self.cpu_per_event_us("app", "postgres", "redis")
+        split = f"app {self.cpu_per_event_us('app'):.0f} + postgres {self.cpu_per_event_us('postgres'):.0f}"
+        if self.backend == "redis":
+            split += f" + redis {self.cpu_per_event_us('redis'):.0f}"
+        return f"{total:.0f} µs CPU/event ({split})"
 
 
 # --- the transports alone -----------------------------------------------------------------------------------------
@@ -343,8 +350,7 @@ async def run(env: BenchEnv) -> Report:
             Row(
                 f"{r.backend}, {r.processes} process{'es' if r.processes > 1 else ''} "
                 f"({r.processes * CONVERSATIONS} streams)",
-                f"{per_second(r.rate)} delivered ({per_second(r.published / SECONDS)} published), "
-                f"{r.cpu_per_event_us:.0f} µs CPU/event",
+                f"{per_second(r.rate)} delivered ({per_second(r.published / SECONDS)} published), {r.cpu_cell()}",
                 f"bare {'NOTIFY' if r.backend == 'postgres' else 'PUBLISH'}: {per_second(bare)}",
                 times(r.rate / bare),
                 "0 lost",

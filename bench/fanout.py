@@ -53,6 +53,7 @@ class StreamCounter:
     server: AppServer
     path: str
     cookie: str
+    after: int  # Last-Event-ID: the stream replays nothing older (earlier rounds' finals are not counted)
     finals: int = 0
     ended: bool = False
     task: asyncio.Task[None] | None = None
@@ -61,7 +62,7 @@ class StreamCounter:
         reader, writer = await asyncio.open_connection(self.server.host, self.server.port)
         writer.write(
             f"GET {self.path} HTTP/1.1\r\nHost: {self.server.host}:{self.server.port}\r\nCookie: {self.cookie}\r\n"
-            "Accept: text/event-stream\r\n\r\n".encode()
+            f"Accept: text/event-stream\r\nLast-Event-ID: {self.after}\r\n\r\n".encode()
         )
         head = await reader.readuntil(b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.1 200"):
@@ -100,6 +101,7 @@ class Round:
     delivered_after_drain: int
     expected: int
     ended_streams: int
+    duplicated: int  # finals a stream got beyond what was published for it
     cpu: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -262,10 +264,20 @@ async def greeted(dsn: str, conversation: uuid.UUID) -> None:
 async def measure(
     backend: str, servers: list[AppServer], people: list[Person], meter_pids: dict[str, int], dsn: str
 ) -> Round:
+    conn = await asyncpg.connect(dsn)
+    try:
+        last = {
+            p.conversation: await conn.fetchval("SELECT max(seq) FROM utterance WHERE session = $1", p.conversation)
+            for p in people
+        }
+    finally:
+        await conn.close()
     streams = [
-        StreamCounter(server, f"/conversations/{person.conversation}/stream", cookie_header(person.client))
+        StreamCounter(
+            server, f"/conversations/{p.conversation}/stream", cookie_header(p.client), last[p.conversation] or 0
+        )
         for server in servers
-        for person in people
+        for p in people
     ]
     for stream in streams:
         await stream.open()
@@ -303,11 +315,13 @@ async def measure(
         if not any(s.finals - b < want and not s.ended for s, b, want in zip(streams, base, per_stream, strict=True)):
             break
         await asyncio.sleep(0.1)
-    after = sum(min(s.finals - b, want) for s, b, want in zip(streams, base, per_stream, strict=True))
+    got = [s.finals - b for s, b in zip(streams, base, strict=True)]
+    after = sum(min(n, want) for n, want in zip(got, per_stream, strict=True))
+    extra = sum(max(0, n - want) for n, want in zip(got, per_stream, strict=True))
     ended = sum(stream.ended for stream in streams)
     for stream in streams:
         await stream.close()
-    return Round(backend, len(servers), sum(published), delivered, after, sum(per_stream), ended, cpu)
+    return Round(backend, len(servers), sum(published), delivered, after, sum(per_stream), ended, extra, cpu)
 
 
 async def run_backend(env: BenchEnv, backend: str, extra_pids: dict[str, int], **app_env: str) -> list[Round]:
@@ -353,14 +367,18 @@ async def run(env: BenchEnv) -> Report:
                 f"{per_second(r.rate)} delivered ({per_second(r.published / SECONDS)} published), {r.cpu_cell()}",
                 f"bare {'NOTIFY' if r.backend == 'postgres' else 'PUBLISH'}: {per_second(bare)}",
                 times(r.rate / bare),
-                "0 lost",
-                verdict(r.lost == 0 and r.ended_streams == 0),
+                "0 lost, 0 twice",
+                verdict(r.lost == 0 and r.ended_streams == 0 and r.duplicated == 0),
             )
         )
     for r, _ in results:
         report.notes.append(
             f"{r.backend}, {r.processes}: CPU {CpuMeter.describe(_summed(r.cpu))}"
-            + (f"; lost {r.lost}, streams ended {r.ended_streams}" if r.lost or r.ended_streams else "")
+            + (
+                f"; lost {r.lost}, twice {r.duplicated}, streams ended {r.ended_streams}"
+                if r.lost or r.ended_streams or r.duplicated
+                else ""
+            )
         )
     report.notes.append(
         f"{SENDERS} closed-loop senders, {BATCH} agent finals per ingest POST, spread over the processes; "

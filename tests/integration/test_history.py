@@ -130,8 +130,8 @@ async def test_delete_removes_the_conversation(app_server: AppServer) -> None:
         cid = await make_saved(user, "Bye", datetime.now(UTC))
         response = await client.post(f"/history/{cid}/delete", headers=htmx(client))
         assert response.status_code == 204
-        assert response.headers["hx-redirect"] == "/history?deleted=true"
-        assert await queries.get_conversation(cid) is None
+        assert response.headers["hx-redirect"] == f"/history?deleted={cid}"
+        assert await queries.get_conversation(cid) is None  # hidden at once, restorable for the undo window
         assert (await client.get(f"/history/{cid}")).status_code == 404
 
 

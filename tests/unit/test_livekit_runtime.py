@@ -199,3 +199,51 @@ def test_the_ingest_url_defaults_to_the_served_address(fake: FakeLiveKit) -> Non
     assert ingest_base_url(make_settings(fake, CHATAPP_INGEST_URL="http://app.internal:8000")) == (
         "http://app.internal:8000"
     )
+
+
+async def test_a_room_the_server_lost_is_opened_again_with_a_new_dispatch(
+    fake: FakeLiveKit, runtime: LiveKitRuntime
+) -> None:
+    """A self-hosted server that restarts keeps no rooms: asked before a browser rejoins, the runtime notices
+    and the next start opens the room again and dispatches a fresh agent (before, it returned its cached join
+    info for a room that no longer existed)."""
+    info = conversation()
+    await runtime.start(info)
+    assert await runtime.forget_if_gone(info.id, info.room_name) is False  # still there: nothing to do
+    fake.forget_room(info.room_name)  # the restart
+    fake.reset()
+
+    assert await runtime.forget_if_gone(info.id, info.room_name) is True
+    assert not runtime.is_running(info.id)
+    await runtime.start(info)
+    assert fake.summary() == ["ListRooms()", f"CreateRoom({info.room_name})",
+                              f"ListDispatch({info.room_name})", f"CreateDispatch({info.room_name})"]  # fmt: skip
+    assert info.room_name in fake.rooms
+
+
+async def test_a_dispatch_no_worker_took_is_replaced_but_a_recent_one_is_left_alone(
+    fake: FakeLiveKit, runtime: LiveKitRuntime
+) -> None:
+    info = conversation()
+    await runtime.start(info)
+    assert await runtime.forget_if_gone(info.id, info.room_name) is False  # just made: a worker may take it yet
+    [stranded] = fake.dispatches[info.room_name]
+    stranded.state.created_at -= 11 * 10**9  # LiveKit gave up on it (no worker was registered)
+
+    assert await runtime.forget_if_gone(info.id, info.room_name) is True
+    await runtime.start(info)
+    [replacement] = fake.dispatches[info.room_name]
+    assert replacement.id != stranded.id
+    assert [c.request.dispatch_id for c in fake.calls_to("DeleteDispatch")] == [stranded.id]
+
+
+async def test_a_room_check_with_livekit_down_says_voice_is_unavailable(
+    fake: FakeLiveKit, runtime: LiveKitRuntime
+) -> None:
+    info = conversation()
+    await runtime.start(info)
+    fake.fail("ListRooms", status=503)
+    with pytest.raises(AgentStartError) as failed:
+        await runtime.forget_if_gone(info.id, info.room_name)
+    assert failed.value.detail == UNREACHABLE
+    assert runtime.is_running(info.id)  # nothing forgotten on a guess

@@ -40,6 +40,7 @@ from chatapp.conversations.live_events import (
     Logout,
     Part,
     State,
+    Titled,
     Wake,
     decode,
     with_origin,
@@ -320,7 +321,7 @@ class Hub:
                 return set(self._by_conversation.get(event.conversation_id, ()))
             case Ended():
                 return self._by_conversation.get(event.conversation_id, set()) | self._by_user.get(event.user_id, set())
-            case History() | Logout():
+            case History() | Titled() | Logout():
                 return set(self._by_user.get(event.user_id, ()))
         return set()
 

@@ -108,6 +108,15 @@ class History(_Event, frozen=True, tag="history"):
     recent: list[Recent] = []
 
 
+class Titled(_Event, frozen=True, tag="titled"):
+    """The model titled a conversation: every tab of the user shows the new title (the chat header of the tab
+    that shows it; the sidebar follows from the History event published with it)."""
+
+    conversation_id: uuid.UUID
+    user_id: uuid.UUID
+    text: str
+
+
 class Logout(_Event, frozen=True, tag="logout"):
     """A login session ended: its streams (`session` is accounts.sessions.session_tag) end in every process."""
 
@@ -158,7 +167,18 @@ class Part(_Event, frozen=True, tag="part"):
 
 Command = AgentText | AgentInterrupt | AgentRetry
 LiveEvent = (
-    Final | Interim | State | Ended | History | Logout | AgentText | AgentInterrupt | AgentRetry | ListenerChange | Wake
+    Final
+    | Interim
+    | State
+    | Ended
+    | History
+    | Titled
+    | Logout
+    | AgentText
+    | AgentInterrupt
+    | AgentRetry
+    | ListenerChange
+    | Wake
 )
 Wire = LiveEvent | Part
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from chatapp.conversations import queries
 from chatapp.conversations.buffer import TranscriptBuffer
@@ -42,6 +42,8 @@ class TranscriptPipeline:
         self.buffer = buffer
         self.hub = hub
         self._touched: dict[uuid.UUID, float] = {}
+        # Told (without waiting) about every batch of newly stored finals: the model's titles start from here.
+        self.on_stored: Callable[[uuid.UUID, Sequence[queries.StoredUtterance]], None] | None = None
 
     async def transcript(self, event: TranscriptEvent) -> None:
         await self.apply(event.conversation_id, [event])
@@ -70,6 +72,8 @@ class TranscriptPipeline:
         live: list[LiveEvent] = [final_event(u) for u in stored]
         live += [Interim.of(e) for e in fresh_interims]
         await self.hub.publish_many(live)
+        if stored and self.on_stored is not None:
+            self.on_stored(conversation_id, stored)
         if fresh_interims and not finals:
             await self._touch(conversation_id)
         return stored

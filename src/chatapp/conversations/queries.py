@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 CONVERSATION_COLUMNS = """
     id, owner, room_name, system_prompt, started_at, ended_at, title, last_activity_at, last_seq,
-    end_reason, continued_from, archived_at, pinned_at, superseded
+    end_reason, continued_from, archived_at, pinned_at, superseded, title_source, deleted_at
 """
 
 # The statements, as constants: several functions share them, and the New Chat benchmark's bare-SQL baseline runs
@@ -37,10 +37,11 @@ RECENT_SAVED_SQL = f"""
 SELECT id, title, started_at, ended_at, message_count, pinned, false AS archived FROM (
     (SELECT id, title, started_at, ended_at, last_seq - superseded AS message_count, true AS pinned, pinned_at
      FROM chat_session
-     WHERE owner = $1 AND pinned_at IS NOT NULL ORDER BY pinned_at DESC, id DESC LIMIT {MAX_PINS})
+     WHERE owner = $1 AND pinned_at IS NOT NULL AND deleted_at IS NULL
+     ORDER BY pinned_at DESC, id DESC LIMIT {MAX_PINS})
     UNION ALL
     (SELECT id, title, started_at, ended_at, last_seq - superseded, false, NULL FROM chat_session
-     WHERE owner = $1 AND ended_at IS NOT NULL AND archived_at IS NULL AND pinned_at IS NULL
+     WHERE owner = $1 AND ended_at IS NOT NULL AND archived_at IS NULL AND pinned_at IS NULL AND deleted_at IS NULL
      ORDER BY started_at DESC, id DESC LIMIT $2)
 ) recent
 ORDER BY pinned_at DESC NULLS LAST, started_at DESC, id DESC
@@ -107,8 +108,15 @@ STILL_IDLE_SQL = """
 SELECT last_activity_at < now() - make_interval(secs => $2) FROM chat_session WHERE id = $1 FOR UPDATE
 """
 FIRST_USER_TEXT_SQL = "SELECT text FROM utterance WHERE session = $1 AND role = 'user' ORDER BY seq LIMIT 1"
+# The title: one the user or the model chose stays; otherwise it is (made again from) the first message. Whoever
+# wrote last between a rename and a model title is decided where they write (a model title never replaces a user's),
+# so ending keeps exactly what they left, whichever came first. A title with no source (from before sources were
+# recorded) is kept as it is.
 MARK_ENDED_SQL = f"""
-UPDATE chat_session SET ended_at = now(), end_reason = $2, title = coalesce(title, $3)
+UPDATE chat_session SET ended_at = now(), end_reason = $2,
+    title = CASE WHEN title IS NOT NULL AND title_source IS DISTINCT FROM 'first_message' THEN title ELSE $3 END,
+    title_source = CASE WHEN title IS NOT NULL AND title_source IS DISTINCT FROM 'first_message'
+                        THEN title_source ELSE 'first_message' END
 WHERE id = $1 RETURNING {CONVERSATION_COLUMNS}
 """
 INSERT_ACTIVE_SQL = f"""
@@ -134,6 +142,8 @@ class Conversation:
     archived_at: datetime | None = None
     pinned_at: datetime | None = None
     superseded: int = 0
+    title_source: str | None = None  # "first_message", "model", "user"; None: nobody chose one yet
+    deleted_at: datetime | None = None  # deleted, restorable until purged
 
     @property
     def active(self) -> bool:
@@ -228,11 +238,16 @@ async def recent_saved(owner: uuid.UUID, limit: int = 10) -> list[SavedSummary]:
     return [SavedSummary(**dict(row)) for row in rows]
 
 
-async def get_conversation(conversation_id: uuid.UUID, owner: uuid.UUID | None = None) -> Conversation | None:
-    """The conversation, or None when unknown or (with `owner`) someone else's: callers answer 404 either way."""
+async def get_conversation(
+    conversation_id: uuid.UUID, owner: uuid.UUID | None = None, *, include_deleted: bool = False
+) -> Conversation | None:
+    """The conversation, or None when unknown, deleted (even while it can still be restored, unless
+    `include_deleted`) or (with `owner`) someone else's: callers answer 404 either way."""
     async with connection() as conn:
         row = await conn.fetchrow(f"SELECT {CONVERSATION_COLUMNS} FROM chat_session WHERE id = $1", conversation_id)
     if row is None or (owner is not None and row["owner"] != owner):
+        return None
+    if row["deleted_at"] is not None and not include_deleted:
         return None
     return _conversation(row)
 

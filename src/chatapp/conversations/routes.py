@@ -253,8 +253,12 @@ def _last_event_id(header: str) -> int:
     return int(header)
 
 
-def ingest_token_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    """The agent worker's bearer token for this conversation, from the header alone, or 401."""
+async def ingest_token_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """The agent worker's bearer token for this conversation, from the header alone, or 401.
+
+    `async` although it never awaits: Litestar runs a plain function guard in its thread pool, and that hand-off
+    was a third of an ingest POST's profile (`python -m bench live`; the README's "Where the time goes").
+    """
     conversation_id = connection.path_params["conversation_id"]
     scheme, _, token = connection.headers.get("authorization", "").partition(" ")
     secret_key = connection.app.state.settings.secret_key

@@ -192,6 +192,8 @@ class Settings:
     llm_api_key: str = setting("CHATAPP_LLM_API_KEY", "", secret=True)
     idle_minutes: float = setting("CHATAPP_IDLE_MINUTES", 30, number(minimum=0.05))
     reaper_interval: float = setting("CHATAPP_REAPER_INTERVAL", 60, number(minimum=0.5))
+    # A deleted conversation can be restored (Undo) for this long, then it is purged for good.
+    delete_undo_seconds: float = setting("CHATAPP_DELETE_UNDO_SECONDS", 10, number(minimum=1.0))
     db_wait_seconds: float = setting("CHATAPP_DB_WAIT_SECONDS", 10, number(minimum=0.1))
     # Bounds on every database call, so an outage answers 503 quickly instead of hanging requests.
     db_connect_timeout: float = setting("CHATAPP_DB_CONNECT_TIMEOUT", 5, number(minimum=0.1))

@@ -50,7 +50,7 @@ COUNTS_SQL = """
 WITH saved AS MATERIALIZED (
     SELECT started_at AT TIME ZONE $2 AS local, extract(epoch FROM ended_at - started_at) AS seconds,
            last_seq - superseded AS last_seq
-    FROM chat_session WHERE owner = $1 AND ended_at IS NOT NULL
+    FROM chat_session WHERE owner = $1 AND ended_at IS NOT NULL AND deleted_at IS NULL
 ),
 today AS (SELECT (now() AT TIME ZONE $2)::date AS d),
 -- Only the rows inside each window are grouped (a long history has thousands of older days).
@@ -88,7 +88,7 @@ WITH top AS (
     SELECT word AS lexeme, ndoc, nentry
     FROM ts_stat(format(
         'SELECT tsvector_agg(u.tsv) FROM ('
-        '    SELECT id FROM chat_session WHERE owner = %L AND ended_at IS NOT NULL'
+        '    SELECT id FROM chat_session WHERE owner = %L AND ended_at IS NOT NULL AND deleted_at IS NULL'
         '    ORDER BY started_at DESC, id DESC LIMIT %s'
         ') AS s JOIN utterance u ON u.session = s.id WHERE u.role = ''user'' GROUP BY s.id',
         $1::uuid::text, $2::int))
@@ -98,7 +98,7 @@ WITH top AS (
 ),
 sample AS (
     SELECT u.text FROM (
-        SELECT id FROM chat_session WHERE owner = $1::uuid AND ended_at IS NOT NULL
+        SELECT id FROM chat_session WHERE owner = $1::uuid AND ended_at IS NOT NULL AND deleted_at IS NULL
         ORDER BY started_at DESC, id DESC LIMIT $2
     ) AS s
     JOIN utterance u ON u.session = s.id
@@ -193,7 +193,7 @@ async def _compute(conn: asyncpg.Connection, owner: uuid.UUID, zone: ZoneInfo) -
 # What the numbers depend on besides the clock: saving, deleting and a late final each change it.
 VERSION_SQL = """
 SELECT count(*) AS n, coalesce(sum(last_seq), 0) AS m, max(ended_at) AS newest
-FROM chat_session WHERE owner = $1 AND ended_at IS NOT NULL
+FROM chat_session WHERE owner = $1 AND ended_at IS NOT NULL AND deleted_at IS NULL
 """
 CacheKey = tuple[int, int, datetime | None, str, date]
 _cache: OrderedDict[uuid.UUID, tuple[CacheKey, Analytics]] = OrderedDict()

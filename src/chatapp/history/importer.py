@@ -155,8 +155,8 @@ async def _conversations(child: asyncio.subprocess.Process, count: int) -> Async
 
 INSERT_IMPORTED_SQL = """
 INSERT INTO chat_session (id, room_name, owner, system_prompt, started_at, ended_at, title, last_activity_at,
-                          last_seq, end_reason, import_source, superseded)
-SELECT $1, $2, $3, '', $4, $5, $6, $5, $7, 'import', $8, $10
+                          last_seq, end_reason, import_source, superseded, title_source)
+SELECT $1, $2, $3, '', $4, $5, $6, $5, $7, 'import', $8, $10, $11
 WHERE NOT EXISTS (SELECT 1 FROM chat_session WHERE id = $9::uuid AND owner = $3)
 ON CONFLICT (owner, import_source) WHERE import_source IS NOT NULL DO NOTHING
 RETURNING id
@@ -191,6 +191,7 @@ async def save(owner: uuid.UUID, conversations: AsyncIterator[Imported]) -> Resu
                 c.source,
                 c.own_id,
                 sum(line.superseded for line in c.lines),
+                "user" if c.title else "first_message",  # a title the file brings is kept like a rename
             )
             if row_id is None:
                 already += 1

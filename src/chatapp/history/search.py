@@ -78,12 +78,13 @@ SEARCH_SQL = f"""
 WITH {_QUERY},
 found AS MATERIALIZED (
     SELECT s.id, s.started_at FROM chat_session s, q
-    WHERE s.owner = $1 AND s.ended_at IS NOT NULL AND s.search_doc @@ q.query AND {filters.sql(10)}
+    WHERE s.owner = $1 AND s.ended_at IS NOT NULL AND s.deleted_at IS NULL AND s.search_doc @@ q.query
+      AND {filters.sql(10)}
 ),
 found_count AS (SELECT count(*) AS n FROM found),
 titles AS MATERIALIZED (
     SELECT s.id, s.started_at FROM chat_session s, q
-    WHERE (SELECT n FROM found_count) < {PAGE_SIZE} AND s.owner = $1 AND s.ended_at IS NOT NULL
+    WHERE (SELECT n FROM found_count) < {PAGE_SIZE} AND s.owner = $1 AND s.ended_at IS NOT NULL AND s.deleted_at IS NULL
       AND (s.title ILIKE q.pattern OR q.fuzzy <% s.title OR q.fuzzy <<% s.title) AND s.id NOT IN (SELECT id FROM found)
       AND {filters.sql(10)}
 ),

@@ -84,7 +84,7 @@ def _keyset_page_sql(which: str) -> str:
     selects; the filters' parameters are $5 on."""
     return f"""
 SELECT {_SUMMARY}, {_FLAGS} FROM chat_session
-WHERE owner = $1 AND {which}
+WHERE owner = $1 AND {which} AND deleted_at IS NULL
   AND ($2::timestamptz IS NULL OR (started_at, id) < ($2, $3::uuid))
   AND {filters.sql(5)}
 ORDER BY started_at DESC, id DESC
@@ -103,12 +103,13 @@ ARCHIVED_PAGE_SQL = _keyset_page_sql("archived_at IS NOT NULL")
 FIRST_PAGE_SQL = f"""
 WITH pins AS (
     SELECT {_SUMMARY}, {_FLAGS}, pinned_at FROM chat_session
-    WHERE owner = $1 AND pinned_at IS NOT NULL AND {filters.sql(3)}
+    WHERE owner = $1 AND pinned_at IS NOT NULL AND deleted_at IS NULL AND {filters.sql(3)}
     ORDER BY pinned_at DESC, id DESC
     LIMIT {queries.MAX_PINS}
 ), page AS (
     SELECT {_SUMMARY}, {_FLAGS} FROM chat_session
-    WHERE owner = $1 AND ended_at IS NOT NULL AND archived_at IS NULL AND id NOT IN (SELECT id FROM pins)
+    WHERE owner = $1 AND ended_at IS NOT NULL AND archived_at IS NULL AND deleted_at IS NULL
+      AND id NOT IN (SELECT id FROM pins)
       AND {filters.sql(3)}
     ORDER BY started_at DESC, id DESC
     LIMIT $2
@@ -123,7 +124,7 @@ ORDER BY is_pin DESC, pinned_at DESC, started_at DESC, id DESC
 # The JSON API: every saved conversation (as before), optionally only archived / pinned ones or only others.
 API_PAGE_SQL = f"""
 SELECT {_SUMMARY}, {_FLAGS} FROM chat_session
-WHERE owner = $1 AND ended_at IS NOT NULL
+WHERE owner = $1 AND ended_at IS NOT NULL AND deleted_at IS NULL
   AND ($2::timestamptz IS NULL OR (started_at, id) < ($2, $3::uuid))
   AND ($5::bool IS NULL OR (archived_at IS NOT NULL) = $5)
   AND ($6::bool IS NULL OR (pinned_at IS NOT NULL) = $6)
@@ -307,7 +308,7 @@ async def rename(owner: uuid.UUID, conversation_id: uuid.UUID, title: str) -> qu
         raise InvalidTitle(f"Use at most {MAX_TITLE_LENGTH} characters.")
     async with transaction(), connection() as conn:
         rows = await (
-            tables.Conversation.update({tables.Conversation.title: title})
+            tables.Conversation.update({tables.Conversation.title: title, tables.Conversation.title_source: "user"})
             .where(_owned_saved(owner, conversation_id))
             .returning(*tables.Conversation.all_columns())
         )
@@ -323,14 +324,94 @@ def _owned_saved(owner: uuid.UUID, conversation_id: uuid.UUID) -> Any:
         (tables.Conversation.id == conversation_id)
         & (tables.Conversation.owner == owner)
         & tables.Conversation.ended_at.is_not_null()
+        & tables.Conversation.deleted_at.is_null()
     )
 
 
-async def delete(owner: uuid.UUID, conversation_id: uuid.UUID) -> bool:
-    deleted = (
-        await tables.Conversation.delete().where(_owned_saved(owner, conversation_id)).returning(tables.Conversation.id)
-    )
-    return bool(deleted)
+class NothingToRestore(LookupError):
+    """Undo of a conversation that is not the user's deleted one (someone else's, never deleted, or purged)."""
+
+
+class UndoExpired(LookupError):
+    """Undo after the window: the conversation is gone for good (or about to be purged), so it cannot come back."""
+
+
+# Deleting marks the row (deleted_at, by the database clock); every read leaves marked rows out. Undo clears the
+# mark while the window lasts; the purge deletes what is past it (utterances, share links and the search document
+# go with the row). Undo and purge each decide in one statement, so they cannot both win.
+SOFT_DELETE_SQL = f"""
+UPDATE chat_session SET deleted_at = now()
+WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL AND deleted_at IS NULL
+RETURNING {queries.CONVERSATION_COLUMNS}
+"""
+UNDO_DELETE_SQL = f"""
+UPDATE chat_session SET deleted_at = NULL
+WHERE id = $1 AND owner = $2 AND deleted_at IS NOT NULL AND deleted_at > now() - make_interval(secs => $3)
+RETURNING {queries.CONVERSATION_COLUMNS}
+"""
+DELETED_EXISTS_SQL = "SELECT true FROM chat_session WHERE id = $1 AND owner = $2 AND deleted_at IS NOT NULL"
+PURGE_DUE_SQL = """
+DELETE FROM chat_session WHERE id IN (
+    SELECT id FROM chat_session WHERE deleted_at <= now() - make_interval(secs => $1) ORDER BY deleted_at LIMIT $2
+)
+"""
+PURGE_BATCH = 500
+
+
+async def delete(owner: uuid.UUID, conversation_id: uuid.UUID) -> queries.Conversation | None:
+    """Delete the owner's saved conversation, restorable for the undo window; None for unknown, someone else's,
+    active or already deleted (404)."""
+    async with connection() as conn:
+        row = await conn.fetchrow(SOFT_DELETE_SQL, conversation_id, owner)
+    return queries.Conversation(**dict(row)) if row else None
+
+
+async def undo_delete(owner: uuid.UUID, conversation_id: uuid.UUID, window: float) -> queries.Conversation:
+    """Bring back a conversation deleted less than `window` seconds ago. NothingToRestore for one that is not the
+    owner's deleted one (404, whoever's it is); UndoExpired when the window has passed (410)."""
+    async with connection() as conn:
+        row = await conn.fetchrow(UNDO_DELETE_SQL, conversation_id, owner, window)
+        if row is None and await conn.fetchval(DELETED_EXISTS_SQL, conversation_id, owner):
+            raise UndoExpired(str(conversation_id))
+    if row is None:
+        raise NothingToRestore(str(conversation_id))
+    return queries.Conversation(**dict(row))
+
+
+@dataclass(frozen=True)
+class DeletedNotice:
+    """What the list says after a delete from a conversation's page: which one, and where Undo posts."""
+
+    id: uuid.UUID
+    title: str
+    undo_url: str
+    seconds: float
+
+
+async def deleted_notice(owner: uuid.UUID, deleted: str, window: float) -> DeletedNotice | None:
+    """The notice for `?deleted=<id>`, while that conversation of the owner's can still be restored."""
+    try:
+        conversation_id = uuid.UUID(deleted)
+    except ValueError:
+        return None
+    conversation = await queries.get_conversation(conversation_id, owner, include_deleted=True)
+    if conversation is None or conversation.deleted_at is None:
+        return None
+    title = conversation.title or "Untitled conversation"
+    return DeletedNotice(conversation.id, title, f"/history/{conversation.id}/restore", window)
+
+
+async def purge_deleted(window: float) -> int:
+    """Delete for good every conversation deleted more than `window` seconds ago; return how many. The sweep
+    calls this every round, so a purge that failed (a crash, an outage) is only late, never lost."""
+    purged = 0
+    async with connection() as conn:
+        while True:
+            status = await conn.execute(PURGE_DUE_SQL, window, PURGE_BATCH)
+            count = int(status.split()[-1])
+            purged += count
+            if count < PURGE_BATCH:
+                return purged
 
 
 class TooManyPins(ValueError):
@@ -339,24 +420,28 @@ class TooManyPins(ValueError):
 
 PIN_SQL = f"""
 UPDATE chat_session SET pinned_at = coalesce(pinned_at, now()), archived_at = NULL
-WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL
+WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL AND deleted_at IS NULL
 RETURNING {queries.CONVERSATION_COLUMNS}
 """
 UNPIN_SQL = f"""
-UPDATE chat_session SET pinned_at = NULL WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL
+UPDATE chat_session SET pinned_at = NULL WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL AND deleted_at IS NULL
 RETURNING {queries.CONVERSATION_COLUMNS}
 """
 ARCHIVE_SQL = f"""
 UPDATE chat_session SET archived_at = coalesce(archived_at, now()), pinned_at = NULL
-WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL
+WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL AND deleted_at IS NULL
 RETURNING {queries.CONVERSATION_COLUMNS}
 """
 UNARCHIVE_SQL = f"""
-UPDATE chat_session SET archived_at = NULL WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL
+UPDATE chat_session SET archived_at = NULL WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL AND deleted_at IS NULL
 RETURNING {queries.CONVERSATION_COLUMNS}
 """
-SAVED_EXISTS_SQL = "SELECT true FROM chat_session WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL"
-OTHER_PINS_SQL = "SELECT count(*) FROM chat_session WHERE owner = $1 AND pinned_at IS NOT NULL AND id <> $2"
+SAVED_EXISTS_SQL = (
+    "SELECT true FROM chat_session WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL AND deleted_at IS NULL"
+)
+OTHER_PINS_SQL = (
+    "SELECT count(*) FROM chat_session WHERE owner = $1 AND pinned_at IS NOT NULL AND deleted_at IS NULL AND id <> $2"
+)
 
 
 async def set_pinned(owner: uuid.UUID, conversation_id: uuid.UUID, pinned: bool) -> queries.Conversation | None:

@@ -17,7 +17,7 @@ from litestar.plugins.htmx import ClientRedirect, HTMXRequest
 from litestar.response import Redirect, Template
 
 from chatapp.accounts.service import User
-from chatapp.accounts.web import toast
+from chatapp.accounts.web import toast, toast_header
 from chatapp.conversations import queries
 from chatapp.conversations.views import MessageView
 from chatapp.history import export, filters
@@ -128,6 +128,23 @@ def go_to(request: HTMXRequest, url: str) -> Response[Any]:
     response = ClientRedirect(url)
     response.status_code = 204
     return response
+
+
+def undo_toast(request: Request[Any, Any, Any], deleted: queries.Conversation) -> dict[str, str]:
+    """Headers for a toast saying what was deleted, with an Undo button (static/app.js) for as long as the window
+    lasts. (An HX-Trigger header, JSON with non-ASCII escaped: the title is the user's text.)"""
+    seconds = request.app.state.deletions.window
+    message = f"Deleted “{deleted.title or 'Untitled conversation'}”."
+    return toast_header(message, "success", undo=f"/history/{deleted.id}/restore", ttl=int(seconds * 1000))
+
+
+def restored(request: HTMXRequest, conversation: queries.Conversation) -> Response[Any]:
+    """Undone: the page's script refreshes the list (htmx or fetch); a plain form goes to the conversation."""
+    if request.headers.get("accept", "").startswith("application/json"):
+        return Response({"id": str(conversation.id), "title": conversation.title, "restored": True})
+    if not request.htmx:
+        return Redirect(f"/history/{conversation.id}", status_code=303)
+    return Response(None, status_code=204, headers=toast_header("Restored.", "success"))
 
 
 def share_block(

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
 
 import aiohttp
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 UNREACHABLE = "Voice is unavailable: LiveKit could not be reached. Your messages are still saved; try Retry."
 REFUSED = "Voice is unavailable: LiveKit refused the app's credentials. Your messages are still saved."
+# A dispatch no worker has taken this long after it was made is not going to be: LiveKit gives up after ~5 s.
+STRANDED_AFTER = 10.0
 _FAILURES = (api.TwirpError, aiohttp.ClientError, TimeoutError, OSError)
 
 
@@ -114,6 +117,48 @@ class LiveKitRuntime:
             self._starting.pop(conversation.id, None)
         log.info("LiveKit room opened for conversation %s", conversation.id)
         return self._join_info(conversation)
+
+    async def forget_if_gone(self, conversation_id: uuid.UUID, room: str) -> bool:
+        """Whether the running conversation's agent must be started again, and then forget it here, so the
+        next `start` does: its room has gone from the server (a self-hosted server that restarts keeps no
+        rooms), or the server could not give its dispatch to any worker (none was registered yet, as after such
+        a restart), which it does not retry. Asked when a browser needs to (re)join or waits for the agent, not
+        on every page view. AgentStartError when LiveKit cannot be asked."""
+        if conversation_id not in self._running:
+            return False
+        try:
+            async with asyncio.timeout(self._settings.livekit_timeout):
+                gone = await self._room_gone(room)
+                stranded = not gone and await self._drop_stranded_dispatch(room)
+        except _FAILURES as exc:
+            log.warning("LiveKit room for conversation %s could not be checked: %s", conversation_id, describe(exc))
+            raise AgentStartError("LiveKit room not checked", detail=UNREACHABLE) from exc
+        if gone or stranded:
+            log.warning(
+                "LiveKit %s for conversation %s; starting it again",
+                "room is gone from the server" if gone else "dispatch found no worker",
+                conversation_id,
+            )
+            self._running.pop(conversation_id, None)
+        return gone or stranded
+
+    async def _room_gone(self, room: str) -> bool:
+        found = await self._client().room.list_rooms(api.ListRoomsRequest(names=[room]))
+        return not any(r.name == room for r in found.rooms)
+
+    async def _drop_stranded_dispatch(self, room: str) -> bool:
+        """Delete our dispatches of `room` that no worker took within STRANDED_AFTER seconds; True if any."""
+        lk = self._client()
+        stranded = [
+            d
+            for d in await lk.agent_dispatch.list_dispatch(room)
+            if d.agent_name == self._settings.agent_name
+            and not d.state.jobs
+            and time.time() - d.state.created_at / 1e9 > STRANDED_AFTER
+        ]
+        for dispatch in stranded:
+            await lk.agent_dispatch.delete_dispatch(dispatch.id, room)
+        return bool(stranded)
 
     async def _open_room(self, conversation: ConversationInfo) -> None:
         """Create the room and dispatch the agent, unless it is already there (an earlier app process did it)."""

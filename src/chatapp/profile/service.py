@@ -122,7 +122,9 @@ async def export_zip(user_id: uuid.UUID) -> bytes:
     """Every saved conversation as its JSON export (the README's format), one file each, in one zip."""
     async with connection() as conn:
         ids = await conn.fetch(
-            "SELECT id FROM chat_session WHERE owner = $1 AND ended_at IS NOT NULL ORDER BY started_at, id", user_id
+            "SELECT id FROM chat_session WHERE owner = $1 AND ended_at IS NOT NULL AND deleted_at IS NULL"
+            " ORDER BY started_at, id",
+            user_id,
         )
     buffer = io.BytesIO()
     total = 0

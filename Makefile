@@ -40,10 +40,10 @@ chromium: ## Install Debian's Chromium for the browser tests (when missing and r
 	elif [ "$$(id -u)" = "0" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	else echo "The browser tests need Debian's chromium: run 'sudo apt-get install -y chromium'." >&2; exit 1; fi
 
-# The operations tests run deploy/ for real: Debian's nginx and PostgreSQL server, network namespaces (iproute2),
+# The operations tests run deploy/ for real: Debian's nginx, PostgreSQL server and redis-server (CHATAPP_CHANNELS=redis), network namespaces (iproute2),
 # openssl, envsubst (gettext-base) for deploy/bin/render-nginx and systemd-analyze. apt starts nothing here
 # (no init), but where it did start nginx it holds port 80 with Debian's default site: stop it and drop the site.
-DEPLOY_PACKAGES := nginx postgresql iproute2 openssl gettext-base systemd util-linux
+DEPLOY_PACKAGES := nginx postgresql redis-server iproute2 openssl gettext-base systemd util-linux
 
 .PHONY: deploy-deps
 deploy-deps: ## Install the Debian packages the multi-host tests run (when missing and root)

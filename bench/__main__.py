@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import history, live, newchat, streams
+from bench import fanout, history, live, newchat, streams
 from bench.kit.machine import BenchEnv, bench_database, machine_facts, migrate
 from bench.kit.tables import Report, format_report
 
@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "history": history.run,
     "streams": streams.run,
     "history-analytics": history.run_analytics,
+    "fanout": fanout.run,
 }
 
 

@@ -46,14 +46,24 @@ SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  #
 APP_PORT = 8000
 FIGURES: list[str] = []  # what the operations tests measured; their conftest prints them at the end of the run
 # What `make deploy-deps` installs.
-DEBIAN_PACKAGES = ("nginx", "postgresql", "iproute2", "openssl", "gettext-base", "systemd", "util-linux")
+DEBIAN_PACKAGES = (
+    "nginx",
+    "postgresql",
+    "redis-server",
+    "iproute2",
+    "openssl",
+    "gettext-base",
+    "systemd",
+    "util-linux",
+)
 
 
 def missing_requirements() -> str | None:
     """Why this machine cannot run the harness (None: it can). `make test` installs the packages as root."""
     if os.geteuid() != 0:
         return "the multi-host tests create network namespaces: they need root"
-    for tool in ("ip", "nginx", "openssl", "envsubst", "setpriv", "prlimit", "systemd-analyze", "pg_dump"):
+    tools = ("ip", "nginx", "openssl", "envsubst", "setpriv", "prlimit", "systemd-analyze", "pg_dump", "redis-server")
+    for tool in tools:
         if shutil.which(tool, path=SYSTEMD_PATH) is None:
             return f"{tool} is missing: apt-get install {' '.join(DEBIAN_PACKAGES)} (or run make test as root)"
     if postgres_bin() is None:
@@ -477,6 +487,68 @@ class DatabaseHost:
         return self.stop() + self.start()
 
 
+# ---- the Redis host (CHATAPP_CHANNELS=redis) ----
+
+
+@dataclass
+class RedisHost:
+    """Debian's redis-server with deploy/redis/chatapp-redis.conf, run by the `redis` user in its own namespace;
+    the address and password come on the command line, as the config file's comment tells an operator."""
+
+    network: Network
+    folder: Path
+    address: str
+    password: str
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@{self.address}:6379/0"
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "redis.log"
+
+    def start(self) -> float:
+        self.folder.mkdir(exist_ok=True)
+        shutil.chown(self.folder, "redis", "redis")
+        user = ["setpriv", "--reuid=redis", "--regid=redis", "--init-groups", "--pdeathsig=TERM", "--"]
+        config = str(DEPLOY / "redis" / "chatapp-redis.conf")
+        argv = [
+            *self.network.in_host("redis"),
+            *user,
+            *("redis-server", config, "--bind", self.address, "--requirepass", self.password),
+            *("--dir", str(self.folder)),
+        ]
+        self.process = spawn(argv, self.log, {"PATH": SYSTEMD_PATH})
+        return wait_until(self.ready, 20, "redis-server", self.log)
+
+    def ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"redis-server exited:\n{self.log.read_text()[-3000:]}")
+        return self.cli("PING", check=False).strip() == "PONG"
+
+    def cli(self, *args: str, check: bool = True) -> str:
+        """redis-cli from the root namespace over the private network (the password through its variable)."""
+        env = {"PATH": SYSTEMD_PATH, "REDISCLI_AUTH": self.password}
+        argv = ["redis-cli", "-h", self.address, "-p", "6379", *args]
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=10, check=False)
+        if check and result.returncode != 0:
+            raise RuntimeError(result.stderr)
+        return result.stdout
+
+    def calls(self, command: str) -> int:
+        """How many times the server ran `command` (INFO commandstats)."""
+        for line in self.cli("INFO", "commandstats").splitlines():
+            if line.startswith(f"cmdstat_{command}:"):
+                return int(line.split("calls=")[1].split(",")[0])
+        return 0
+
+    def stop(self) -> float:
+        return stop_process(self.process, signal.SIGTERM, 10) if self.process else 0.0
+
+
 # ---- an app host: deploy/systemd/chatapp.service, run as systemd would ----
 
 
@@ -751,6 +823,7 @@ class Deployment:
     certificate: Path
     paths: dict[str, str]
     timings: dict[str, float] = field(default_factory=dict)
+    redis: RedisHost | None = None
 
     @property
     def database_url(self) -> str:
@@ -789,8 +862,9 @@ class Deployment:
 
     @classmethod
     @contextlib.contextmanager
-    def up(cls, app_hosts: int = 2, **settings: str) -> Iterator[Deployment]:
-        """Bring everything up; tear everything down on the way out, whatever happened."""
+    def up(cls, app_hosts: int = 2, *, redis: bool = False, **settings: str) -> Iterator[Deployment]:
+        """Bring everything up; tear everything down on the way out, whatever happened. `redis`: live events
+        go through a Redis host (CHATAPP_CHANNELS=redis) instead of PostgreSQL's LISTEN/NOTIFY."""
         sweep_stale_runs()
         run_id = secrets.token_hex(2)
         folder = Path(tempfile.gettempdir()) / f"{RUN_PREFIX}{run_id}"
@@ -814,6 +888,13 @@ class Deployment:
             parts.append(("postgres", database.stop))
             password = secrets.token_urlsafe(24)
             database.psql("-v", f"password={password}", "-f", str(DEPLOY / "postgresql" / "setup.sql"))
+            redis_host = None
+            if redis:
+                redis_address = network.add_host("redis", 40)
+                redis_host = RedisHost(network, folder / "redis", redis_address, secrets.token_urlsafe(24))
+                timings["redis start"] = redis_host.start()
+                parts.append(("redis", redis_host.stop))
+                settings = {**settings, "CHATAPP_REDIS_URL": redis_host.url}
 
             cert, key = self_signed_certificate(folder)
             https_port, http_port = free_port(), free_port()
@@ -834,6 +915,7 @@ class Deployment:
                 "NGINX_CERTIFICATE_KEY": str(key),
                 "NGINX_APP_SERVERS": " ".join(f"{address}:{APP_PORT}" for address in addresses.values()),
                 "CHATAPP_BACKUP_DIR": str(folder / "backups"),
+                "CHATAPP_CHANNELS": "redis" if redis else "postgres",
             }
             env_file = folder / "etc" / "chatapp.env"
             env_file.parent.mkdir()
@@ -876,6 +958,7 @@ class Deployment:
                 certificate=cert,
                 paths=paths,
                 timings=timings,
+                redis=redis_host,
             )
         finally:
             mark = time.monotonic()

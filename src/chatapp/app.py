@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
     templates = template_engine(settings)
     buffer = TranscriptBuffer()
     accounts.hash_gate.configure(settings.hash_concurrency, settings.hash_wait_seconds)
-    channels = make_channels(settings.channels, database_url)
+    channels = make_channels(settings.channels, database_url, settings.redis_url)
     hub = Hub(channels, buffer)
     pipeline = TranscriptPipeline(buffer, hub)
     runtime = build_runtime(settings, pipeline)

@@ -68,11 +68,12 @@ def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def serve_workers(requested: int | None, env: dict[str, str]) -> tuple[int, Literal["postgres"] | None]:
+def serve_workers(requested: int | None, env: dict[str, str]) -> tuple[int, Literal["postgres", "redis"] | None]:
     """How many worker processes, and the channels they must use (None: as configured).
 
     Default: one per core, but one when CHATAPP_CHANNELS=memory is chosen explicitly; several workers share
-    live events and agent ownership through PostgreSQL, so they default to (and need) postgres channels.
+    live events and agent ownership through PostgreSQL, so they default to (and need) postgres channels, or the
+    redis channels chosen explicitly.
     """
     chosen = env.get("CHATAPP_CHANNELS", "").strip().lower()
     if requested is None and (raw := env.get("CHATAPP_WORKERS", "").strip()):
@@ -85,8 +86,10 @@ def serve_workers(requested: int | None, env: dict[str, str]) -> tuple[int, Lite
     if requested < 1:
         raise SettingsError("--workers (CHATAPP_WORKERS) must be at least 1")
     if requested > 1 and chosen == "memory":
-        raise SettingsError("several workers need CHATAPP_CHANNELS=postgres (memory channels are per process)")
-    return requested, ("postgres" if requested > 1 else None)
+        raise SettingsError("several workers need CHATAPP_CHANNELS=postgres or redis (memory channels are per process)")
+    if requested == 1:
+        return requested, None
+    return requested, ("redis" if chosen == "redis" else "postgres")
 
 
 def raise_open_files_limit() -> int:

@@ -41,6 +41,32 @@ def deployment() -> Iterator[Deployment]:
     assert left == [], f"teardown left {left}"
 
 
+@pytest.fixture(scope="package")
+def redis_deployment() -> Iterator[Deployment]:
+    """The same deployment with a Redis host carrying live events (CHATAPP_CHANNELS=redis); brought up only
+    for the flows run on both."""
+    if reason := missing_requirements():
+        pytest.skip(reason)
+    with Deployment.up(redis=True, CHATAPP_AUTH_RATE_LIMIT="3") as running:
+        yield running
+    timings = running.timings
+    figure(
+        f"multi-host deployment with a Redis host: up {timings['up']:.1f} s (redis {timings['redis start']:.2f}), "
+        f"down {timings['down']:.1f} s"
+    )
+    left = leftovers(running.run_id)
+    assert left == [], f"teardown left {left}"
+
+
+@pytest.fixture(scope="package", params=["postgres", "redis"])
+def channels_deployment(request: pytest.FixtureRequest) -> Deployment:
+    """The flows that carry live events between app hosts, run with either channel: PostgreSQL's LISTEN/NOTIFY
+    (the `deployment`) and Redis pub/sub."""
+    found = request.getfixturevalue("deployment" if request.param == "postgres" else "redis_deployment")
+    assert isinstance(found, Deployment)
+    return found
+
+
 def pytest_terminal_summary(terminalreporter: TerminalReporter) -> None:
     if FIGURES:
         terminalreporter.section("operations figures")

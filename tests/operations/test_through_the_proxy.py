@@ -77,9 +77,10 @@ async def test_metrics_stay_on_the_private_network(deployment: Deployment) -> No
 
 
 async def test_a_typed_message_is_answered_by_the_offline_model_across_both_app_hosts(
-    deployment: Deployment,
+    channels_deployment: Deployment,
 ) -> None:
     """Each request goes to either host (round robin); the message is stored once and answered once."""
+    deployment = channels_deployment
     async with deployment.client(client_address()) as browser:
         await signup(browser)
         cid = await open_conversation(browser)
@@ -100,10 +101,11 @@ async def test_a_typed_message_is_answered_by_the_offline_model_across_both_app_
 
 
 async def test_live_events_pass_through_nginx_unbuffered_within_a_fraction_of_a_second(
-    deployment: Deployment,
+    channels_deployment: Deployment,
 ) -> None:
     """Finals posted through the proxy (to either host) reach a stream held open through the proxy at once, in
     order, each once; the same measured on one app host directly is the baseline."""
+    deployment = channels_deployment
     async with deployment.client(client_address()) as browser:
         await signup(browser)
         cid = await open_conversation(browser)
@@ -115,7 +117,8 @@ async def test_live_events_pass_through_nginx_unbuffered_within_a_fraction_of_a_
             on_one_host = await time_finals(direct, direct, cid, token, "direct")
     p50, worst = statistics.median(through_proxy), max(through_proxy)
     figure(
-        f"live event through nginx (HTTP/2, TLS), ingest POST sent -> SSE event: p50 {p50 * 1000:.1f} ms, "
+        f"live event through nginx (HTTP/2, TLS), {deployment.settings['CHATAPP_CHANNELS']} channels, "
+        f"ingest POST sent -> SSE event: p50 {p50 * 1000:.1f} ms, "
         f"max {worst * 1000:.1f} ms over {FINALS_TIMED}; on one app host directly: p50 "
         f"{statistics.median(on_one_host) * 1000:.1f} ms, max {max(on_one_host) * 1000:.1f} ms"
     )
@@ -168,8 +171,9 @@ async def time_finals(
 
 
 async def test_new_chat_through_the_proxy_saves_the_conversation_and_history_finds_it(
-    deployment: Deployment,
+    channels_deployment: Deployment,
 ) -> None:
+    deployment = channels_deployment
     async with deployment.client(client_address()) as browser:
         email = await signup(browser)
         cid = await open_conversation(browser)

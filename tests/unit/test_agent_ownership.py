@@ -63,6 +63,8 @@ async def test_agent_commands_go_to_the_owner_hook_never_to_streams() -> None:
         (None, {"CHATAPP_WORKERS": "1"}, (1, None)),
         (None, {"CHATAPP_WORKERS": "3"}, (3, "postgres")),
         (1, {"CHATAPP_WORKERS": "3"}, (1, None)),
+        (None, {"CHATAPP_CHANNELS": "redis"}, (2, "redis")),
+        (None, {"CHATAPP_CHANNELS": "redis", "CHATAPP_WORKERS": "1"}, (1, None)),
     ],
 )
 def test_serve_workers_default_to_one_per_core_with_postgres_channels(

@@ -119,3 +119,15 @@ def test_rules_across_settings_still_apply(tmp_path: Path) -> None:
     assert (own.stt_api_key, own.tts_api_key) == ("sk-a", "b")
     with pytest.raises(SettingsError, match="LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET"):
         Settings.from_env({"CHATAPP_DATA_DIR": str(tmp_path), "LIVEKIT_URL": "ws://localhost:7880"})
+
+
+def test_redis_channels_need_a_url_and_keep_its_password_out_of_the_repr(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="CHATAPP_REDIS_URL"):
+        Settings.from_env({"CHATAPP_CHANNELS": "redis", "CHATAPP_DATA_DIR": str(tmp_path)})
+    url = "redis://:hunter2-redis@10.0.0.5:6379/0"
+    settings = Settings.from_env(
+        {"CHATAPP_CHANNELS": "redis", "CHATAPP_REDIS_URL": url, "CHATAPP_DATA_DIR": str(tmp_path)}
+    )
+    assert (settings.channels, settings.redis_url) == ("redis", url)
+    assert "hunter2-redis" not in repr(settings)
+    assert Settings.from_env({"CHATAPP_DATA_DIR": str(tmp_path)}).channels == "memory"

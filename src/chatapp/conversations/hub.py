@@ -3,7 +3,8 @@
 Every event is published once to one Litestar channel; each process holds one subscription and routes
 events to its local listeners by conversation and by user. With `CHATAPP_CHANNELS=postgres` the channel is
 a LISTEN/NOTIFY channel, so one NOTIFY per event reaches every process however many tabs are open, and the
-events of one request go out in one statement (one round trip, see `Hub.publish_many`). NOTIFY payloads are
+events of one request go out in one statement (one round trip, see `Hub.publish_many`); with `redis` it is a
+Redis pub/sub channel, with the same guarantees (redis_channels.py). NOTIFY payloads are
 limited to 8000 bytes, so larger events travel as ordered parts and are reassembled. The events are the
 union in live_events.py.
 """
@@ -46,6 +47,7 @@ from chatapp.conversations.live_events import (
     with_origin,
 )
 from chatapp.conversations.live_events import encode as encode_event
+from chatapp.conversations.redis_channels import PersistentRedisChannelsBackend
 from chatapp.core import metrics
 
 log = logging.getLogger(__name__)
@@ -167,23 +169,34 @@ class PersistentAsyncPgChannelsBackend(AsyncPgChannelsBackend):
 
     def _report(self, *, up: bool) -> None:
         if self._queue is not None:
-            self._queue.put_nowait((CHANNEL, encode_event(ListenerChange(up=up, origin=PROCESS_ID))))
+            self._queue.put_nowait((CHANNEL, listener_change(up)))
 
 
 class Channels(ChannelsPlugin):
     """Litestar's channels plugin, able to publish a batch of payloads in one go where the backend can."""
 
     async def wait_published_many(self, payloads: Sequence[bytes], channel: str) -> None:
-        if isinstance(self._backend, PersistentAsyncPgChannelsBackend):
+        if isinstance(self._backend, PersistentAsyncPgChannelsBackend | PersistentRedisChannelsBackend):
             await self._backend.publish_many(payloads, channel)
         else:  # in memory: nothing to save, and in order
             for payload in payloads:
                 await self._backend.publish(payload, [channel])
 
 
-def make_channels(kind: str, dsn: str) -> Channels:
-    backend = PersistentAsyncPgChannelsBackend(dsn) if kind == "postgres" else MemoryChannelsBackend()
+def make_channels(kind: str, dsn: str, redis_url: str = "") -> Channels:
+    backend: PersistentAsyncPgChannelsBackend | PersistentRedisChannelsBackend | MemoryChannelsBackend
+    if kind == "postgres":
+        backend = PersistentAsyncPgChannelsBackend(dsn)
+    elif kind == "redis":
+        backend = PersistentRedisChannelsBackend(redis_url, listener_change)
+    else:
+        backend = MemoryChannelsBackend()
     return Channels(backend=backend, channels=[CHANNEL])
+
+
+def listener_change(up: bool) -> bytes:
+    """The local message that tells this process's hub its subscription went down or came back."""
+    return encode_event(ListenerChange(up=up, origin=PROCESS_ID))
 
 
 def encode(event: LiveEvent) -> list[bytes]:
@@ -224,7 +237,7 @@ class Hub:
         self._by_user: dict[uuid.UUID, set[Listener]] = {}
         self._parts: dict[str, list[str | None]] = {}
         self.agent_states = AgentStates()
-        # False while the LISTEN connection is down (postgres channels): /healthz reports it.
+        # False while the LISTEN connection (postgres) or the subscription (redis) is down: /healthz reports it.
         self.live = True
         # Set by the agent ownership layer; sees agent commands and `Ended` (which stops an agent anywhere).
         self.on_command: Callable[[Command | Ended], None] | None = None
@@ -233,7 +246,8 @@ class Hub:
         await self.publish_many([event])
 
     async def publish_many(self, events: Iterable[LiveEvent]) -> None:
-        """Publish events in order, all in one round trip with postgres channels (one NOTIFY statement)."""
+        """Publish events in order, all in one round trip with postgres channels (one NOTIFY statement) or
+        redis channels (one script run)."""
         payloads = [payload for event in events for payload in encode(with_origin(event, PROCESS_ID))]
         if payloads:
             await self._channels.wait_published_many(payloads, CHANNEL)

@@ -1,7 +1,7 @@
 """Which app process runs each active conversation's in-process agent: exactly one, whichever process serves.
 
 With one process (memory channels) every agent is this process's and nothing is stored. With several
-(postgres channels) ownership is a lease row in `agent_lease`: the holder renews it every HEARTBEAT_SECONDS;
+(postgres or redis channels) ownership is a lease row in `agent_lease`: the holder renews it every HEARTBEAT_SECONDS;
 a lease that ran out (its process was killed) is taken over by another process, whose agent gets the stored
 transcript as history and answers a user message that was left unanswered. A lease table rather than an
 advisory lock: it can be read by any process (who owns this?), is easy to observe, and works through
@@ -176,9 +176,10 @@ class LeaseOwnership(Ownership):
 
 
 def build_ownership(channels: str, in_process_agent: bool) -> Ownership:
-    """Leases only where they matter: several processes (postgres channels) running in-process agents.
+    """Leases only where they matter: several processes (postgres or redis channels; the leases stay in
+    PostgreSQL either way) running in-process agents.
     LiveKit agents run in LiveKit's workers; any app process can start or stop their rooms."""
-    return LeaseOwnership() if channels == "postgres" and in_process_agent else Ownership()
+    return LeaseOwnership() if channels != "memory" and in_process_agent else Ownership()
 
 
 class LocalAgents(Protocol):

@@ -161,7 +161,11 @@ class Settings:
     port: int = setting("CHATAPP_PORT", 8000, whole(minimum=1))
     log_level: str = setting("CHATAPP_LOG_LEVEL", "info", lowercase)
     log_format: Literal["text", "json"] = setting("CHATAPP_LOG_FORMAT", "text", one_of("text", "json"))
-    channels: Literal["memory", "postgres"] = setting("CHATAPP_CHANNELS", "memory", one_of("memory", "postgres"))
+    channels: Literal["memory", "postgres", "redis"] = setting(
+        "CHATAPP_CHANNELS", "memory", one_of("memory", "postgres", "redis")
+    )
+    # redis://[:password@]host:6379/0 for CHATAPP_CHANNELS=redis (a password may be in it: kept out of the repr).
+    redis_url: str = setting("CHATAPP_REDIS_URL", "", secret=True)
     public_url: str = setting("CHATAPP_PUBLIC_URL", "", base_url)
     forwarded_allow_ips: str = setting("CHATAPP_FORWARDED_ALLOW_IPS", "")
     session_max_age: int = setting("CHATAPP_SESSION_MAX_AGE", 14 * 24 * 3600, whole(minimum=60))
@@ -279,6 +283,8 @@ class Settings:
                 raise SettingsError("CHATAPP_TEST_FAULTS cannot be enabled when CHATAPP_ENV=production")
         elif not secret:
             secret = development_secret(settings.data_dir)
+        if settings.channels == "redis" and not settings.redis_url:
+            raise SettingsError("CHATAPP_CHANNELS=redis needs CHATAPP_REDIS_URL (redis://host:6379/0)")
         livekit = (settings.livekit_url, settings.livekit_api_key, settings.livekit_api_secret)
         if any(livekit) and not all(livekit):
             raise SettingsError("set all of LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET, or none of them")

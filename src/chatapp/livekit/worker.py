@@ -48,7 +48,7 @@ _NO_KEY = "not-needed"  # local OpenAI-compatible servers need no key, but the O
 
 def speech_configured(settings: Settings) -> bool:
     """Voice needs both an STT and a TTS endpoint (a base URL, or an API key for OpenAI itself)."""
-    return bool((settings.stt_base_url or settings.stt_api_key) and (settings.tts_base_url or settings.tts_api_key))
+    return settings.stt_configured and settings.tts_configured
 
 
 def build_stt(settings: Settings) -> stt.STT[Any]:

@@ -516,7 +516,10 @@
 
     function start() {
       button.setAttribute("data-state", "starting");
-      navigator.mediaDevices.getUserMedia({ audio: true }).then(function (stream) {
+      // The recognizer gets the voice as it is: the browser's noise suppression and gain control are made for
+      // calls, and clip or cut words of a recording (echo cancellation stays, for the agent speaking meanwhile).
+      var audio = { echoCancellation: true, noiseSuppression: false, autoGainControl: false };
+      navigator.mediaDevices.getUserMedia({ audio: audio }).then(function (stream) {
         var type = MediaRecorder.isTypeSupported && MediaRecorder.isTypeSupported("audio/webm;codecs=opus") ? "audio/webm;codecs=opus" : "";
         var chunks = [];
         recorder = type ? new MediaRecorder(stream, { mimeType: type }) : new MediaRecorder(stream);

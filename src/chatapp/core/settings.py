@@ -219,6 +219,8 @@ class Settings:
     agent_max_jobs: int | None = setting("CHATAPP_AGENT_MAX_JOBS", None, whole(minimum=1))
     agent_health_host: str = setting("CHATAPP_AGENT_HEALTH_HOST", "")  # "" = every interface
     agent_health_port: int | None = setting("CHATAPP_AGENT_HEALTH_PORT", None, whole(minimum=0))  # 0: any free
+    # Off only for `python -m bench voice`'s baseline: the same agent with no transcript sent to the app.
+    agent_forward_transcripts: bool = setting("CHATAPP_AGENT_FORWARD_TRANSCRIPTS", True, flag)
     # How the worker decides a spoken turn ended: livekit-agents' end-of-turn "model", or the "vad"'s silence.
     turn_detection: Literal["model", "vad"] = setting("CHATAPP_TURN_DETECTION", "model", one_of("model", "vad"))
     ingest_url: str = setting("CHATAPP_INGEST_URL", "", base_url)

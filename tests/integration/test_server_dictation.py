@@ -115,6 +115,16 @@ async def test_mediarecorders_webm_opus_is_decoded_and_stored(person: httpx.Asyn
     assert await user_messages(cid) == [("dictation-webm-1", "plan a trip to lisbon")]
 
 
+async def test_a_recording_over_the_apps_1_mib_body_cap_is_accepted_under_its_own(person: httpx.AsyncClient) -> None:
+    cid = await open_conversation(person)
+    rate = 48_000
+    audio = wav_bytes(synthesize(PHRASE, rate) + b"\0\0" * rate * 10, rate)  # 12 s of 48 kHz WAV
+    assert 1024 * 1024 < len(audio) < MAX_AUDIO_BYTES
+    response = await post_audio(person, cid, audio, "big-1")
+    assert response.status_code == 200, response.text
+    assert await user_messages(cid) == [("dictation-big-1", PHRASE)]
+
+
 async def test_bad_recordings_are_a_clear_4xx_and_store_nothing(person: httpx.AsyncClient) -> None:
     cid = await open_conversation(person)
     rate = 8_000

@@ -9,7 +9,7 @@ code with transcript forwarding switched off (CHATAPP_AGENT_FORWARD_TRANSCRIPTS=
 sees it through LiveKit: the user's, when the agent's `lk.transcription` stream for it closed; the agent's, when
 the agent's state turned back to listening (livekit-agents adds the spoken reply to the conversation, our
 forwarder's cue, just before). SSE minus that is what our forwarding, ingest and stream add; LiveKit's own hop
-to the participant is inside the emission time, so the difference leans slightly in our favour (~1 ms here).
+to the participant is inside the emission time, so the difference leans slightly in our favour.
 
 Needs a LiveKit server (`make livekit`), espeak-ng and sox (`make speech-tools`); run it sealed as root
 (`scripts/loopback-only .venv/bin/python -m bench voice`) so that no media can leave loopback.

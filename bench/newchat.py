@@ -1,6 +1,7 @@
 """New Chat: the server time of POST /conversations/new for a conversation of 500 utterances.
 
-Target from the issue: p99 under 50 ms with the in-process agent (offline model), over 200 runs. Baseline, in the
+Target from issue 25: p99 within 1.5x of the bare save SQL's (the median of 3 rounds), with the in-process agent
+(offline model), over 200 runs. Baseline, in the
 same run on the same database: the bare SQL statements the save needs, in one transaction with asyncpg, against a
 similar 500-utterance conversation (and, beside it, every statement the whole request issues). The baseline's
 statements are checked against PostgreSQL's own log of the app's requests in one warm-up run.
@@ -12,7 +13,9 @@ import asyncio
 import contextlib
 import functools
 import json
+import math
 import random
+import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -52,7 +55,10 @@ T = TypeVar("T")
 RUNS = int(env_float("BENCH_NEWCHAT_RUNS", 200))
 UTTERANCES = int(env_float("BENCH_NEWCHAT_UTTERANCES", 500))
 WARMUP = 3  # runs before the measured ones: first template renders, plan caches, agent imports
-P99_TARGET = 0.050
+# Target (issue 25): New Chat's p99 within this ratio of its bare save SQL's, the median over ROUNDS rounds (the
+# measured runs in ROUNDS consecutive thirds; within each, app and baseline alternate run by run).
+SAVE_RATIO_TARGET = 1.5
+ROUNDS = int(env_float("BENCH_ROUNDS", 3))
 INGEST_BATCH = 100  # the ingest API's largest batch
 GREETING_TIMEOUT = 5.0
 HEALTHZ_PER_RUN = 3
@@ -575,6 +581,22 @@ async def _one_run(
     results.healthz += floor
 
 
+def _rounds_row(label: str, app: list[float], save: list[float]) -> Row:
+    """p99 ÷ the save SQL's p99 in each round (a consecutive share of the runs), judged on the median."""
+    size = max(1, len(app) // ROUNDS)
+    rounds = [(app[i : i + size], save[i : i + size]) for i in range(0, size * ROUNDS, size)]
+    ratios = [percentile(a, 99) / percentile(b, 99) for a, b in rounds if a and b]
+    ratio = statistics.median(ratios) if ratios else math.nan
+    return Row(
+        f"{label}, p99, median of {len(ratios)} rounds of {size} runs (their ratios {', '.join(map(times, ratios))})",
+        ms(statistics.median(percentile(a, 99) for a, _ in rounds if a)),
+        f"save SQL {ms(statistics.median(percentile(b, 99) for _, b in rounds if b))}",
+        times(ratio),
+        f"≤ {SAVE_RATIO_TARGET:g}x save SQL",
+        verdict(ratio <= SAVE_RATIO_TARGET),
+    )
+
+
 def _report(
     report: Report,
     results: Results,
@@ -602,7 +624,8 @@ def _report(
     probe = results.probe
     report.rows += [
         row(f"{label}, p50", 50),
-        row(f"{label}, p99", 99, P99_TARGET),
+        row(f"{label}, p99", 99),
+        _rounds_row(label, app, save),
         row(f"{label}, max", 100),
         Row(
             "same, p50 / p99 beside every SQL statement the request issues",

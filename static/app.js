@@ -22,6 +22,15 @@
     var text = document.createElement("span");
     text.textContent = message;
     toast.appendChild(text);
+    if (options && options.undo) {
+      var undo = document.createElement("button");
+      undo.type = "button";
+      undo.className = "toast-action";
+      undo.setAttribute("data-testid", "toast-undo");
+      undo.textContent = "Undo";
+      undo.addEventListener("click", function () { undoDelete(String(options.undo), dismiss); });
+      toast.appendChild(undo);
+    }
     if (options && options.link) {
       // Same-site paths only (the server sends /login?next=...): never a link to somewhere else.
       var link = document.createElement("a");
@@ -43,6 +52,103 @@
     setTimeout(dismiss, ttl);
   }
   window.showToast = showToast;
+
+  // ---- Delete: an in-app dialog asks first (never the browser's confirm()); then a toast can undo it while the
+  // server keeps the conversation restorable (CHATAPP_DELETE_UNDO_SECONDS). ----
+  function csrfToken() {
+    try { return JSON.parse(document.body.getAttribute("hx-headers") || "{}")["x-csrftoken"] || ""; }
+    catch (e) { return ""; }
+  }
+  function undoDelete(url, dismiss) {
+    // Same-site restore paths only.
+    if (!/^\/history\/[0-9a-f-]+\/restore$/.test(url)) return;
+    fetch(url, {
+      method: "POST",
+      headers: { "Accept": "application/json", "x-csrftoken": csrfToken() },
+      credentials: "same-origin",
+    }).then(function (response) {
+      dismiss();
+      if (response.ok) {
+        refreshHistory();
+        showToast("Restored.", "success");
+        announce("Restored.");
+        return;
+      }
+      response.json().then(function (body) { showToast((body && body.detail) || "Could not undo.", "error"); },
+        function () { showToast("Could not undo (" + response.status + ").", "error"); });
+    }, function () { showToast("Cannot reach the server. Check your connection and try again.", "error"); });
+  }
+  // The history list as it is now (same view, search and filters), after an undo brought a row back.
+  function refreshHistory() {
+    var results = document.getElementById("history-results");
+    if (!results || !window.htmx) return;
+    htmx.ajax("GET", window.location.pathname + window.location.search,
+      { target: "#history-results", select: "#history-results", swap: "outerHTML" });
+  }
+  // After a delete from a conversation's page the list says so in a notice (with an Undo form for pages without
+  // JS): here it becomes the toast, and the URL forgets it so a reload does not offer it again.
+  function undoNotice() {
+    var notice = document.querySelector("[data-undo-notice]");
+    if (!notice) return;
+    var seconds = parseFloat(notice.getAttribute("data-undo-seconds")) || 10;
+    notice.hidden = true;
+    showToast(notice.getAttribute("data-message"), "success",
+      { undo: notice.getAttribute("data-undo-url"), ttl: seconds * 1000 });
+    var url = new URL(window.location.href);
+    url.searchParams.delete("deleted");
+    history.replaceState(history.state, "", url.pathname + url.search);
+  }
+  document.addEventListener("DOMContentLoaded", undoNotice);
+
+  var pendingDelete = null;  // { proceed, opener } while the dialog is open
+  function openDeleteDialog(form, proceed) {
+    var dialog = document.getElementById("delete-dialog");
+    if (!dialog || !dialog.showModal) { proceed(); return; }  // no dialog here: the delete can be undone anyway
+    var title = dialog.querySelector("[data-delete-title]");
+    if (title) title.textContent = "“" + (form.getAttribute("data-confirm-delete") || "this conversation") + "”";
+    pendingDelete = { proceed: proceed, opener: document.activeElement };
+    dialog.showModal();
+    var cancel = dialog.querySelector("[data-dialog-cancel]");
+    if (cancel) cancel.focus();
+  }
+  function closeDeleteDialog(confirmed) {
+    var dialog = document.getElementById("delete-dialog");
+    var pending = pendingDelete;
+    pendingDelete = null;
+    if (dialog && dialog.open) dialog.close();
+    if (!pending) return;
+    if (confirmed) pending.proceed();
+    else if (pending.opener && pending.opener.focus && document.contains(pending.opener)) pending.opener.focus();
+  }
+  document.addEventListener("click", function (event) {
+    if (!event.target.closest) return;
+    if (event.target.closest("#delete-dialog [data-dialog-confirm]")) closeDeleteDialog(true);
+    else if (event.target.closest("#delete-dialog [data-dialog-cancel]")) closeDeleteDialog(false);
+  });
+  // Escape (the dialog's cancel event) and a click on the backdrop close it like Cancel.
+  document.addEventListener("cancel", function (event) {
+    if (event.target && event.target.id === "delete-dialog") { event.preventDefault(); closeDeleteDialog(false); }
+  }, true);
+  document.addEventListener("click", function (event) {
+    if (event.target && event.target.id === "delete-dialog") closeDeleteDialog(false);  // the backdrop
+  });
+  // Tab and Shift+Tab go round the dialog's buttons, never out to the page behind it or the browser's bar.
+  document.addEventListener("keydown", function (event) {
+    var dialog = document.getElementById("delete-dialog");
+    if (event.key !== "Tab" || !dialog || !dialog.open) return;
+    var buttons = Array.prototype.slice.call(dialog.querySelectorAll("button"));
+    var at = buttons.indexOf(document.activeElement);
+    var next = (at + (event.shiftKey ? -1 : 1) + buttons.length) % buttons.length;
+    event.preventDefault();
+    buttons[at === -1 ? 0 : next].focus();
+  });
+  // htmx asks before every request: a delete form waits for the dialog.
+  document.addEventListener("htmx:confirm", function (event) {
+    var form = event.detail.elt;
+    if (!form || !form.hasAttribute || !form.hasAttribute("data-confirm-delete")) return;
+    event.preventDefault();
+    openDeleteDialog(form, function () { event.detail.issueRequest(true); });
+  });
 
   document.addEventListener("toast", function (event) {
     var detail = event.detail || {};
@@ -144,12 +250,47 @@
     return parsed.pathname + parsed.search;
   }
 
+  // A stream whose host went silent (cut off behind the proxy, which keeps this connection open) never errors by
+  // itself: the server pings every data-sse-ping seconds, and a stream silent for 2.5 pings is closed here and
+  // handed to htmx-ext-sse's error path, which reconnects it (through the proxy, to a host that answers) with
+  // the cursor, so it replays what it missed.
+  var SILENT_PINGS = 2.5;
+  function watchStream(source) {
+    var panel = document.querySelector("[data-sse-ping]");
+    var ping = panel ? parseFloat(panel.getAttribute("data-sse-ping")) : 0;
+    if (!(ping > 0)) return;
+    var seen = Date.now();
+    var alive = function () { seen = Date.now(); };
+    ["open", "ping", "message", "status", "control"].forEach(function (name) { source.addEventListener(name, alive); });
+    var timer = setInterval(function () {
+      if (source.readyState === EventSource.CLOSED) { clearInterval(timer); return; }
+      if (Date.now() - seen < SILENT_PINGS * ping * 1000) return;
+      clearInterval(timer);
+      source.close();
+      if (source.onerror) source.onerror(new Event("error"));
+    }, 500);
+  }
+
   // Scripts are deferred in order, so htmx and its SSE extension are defined by now.
   if (window.htmx) {
-    htmx.createEventSource = function (url) { return new EventSource(withCursor(url)); };
+    htmx.createEventSource = function (url) {
+      var source = new EventSource(withCursor(url));
+      watchStream(source);
+      return source;
+    };
   }
 
   function nearBottom(el) { return el.scrollHeight - el.scrollTop - el.clientHeight < 80; }
+
+  // A saved conversation this tab is opening to continue (a sidebar item): the active one ends meanwhile, and its
+  // "ended" event must not send this tab elsewhere; the response brings the panel.
+  var reopening = false;
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    if (event.detail.elt && event.detail.elt.hasAttribute && event.detail.elt.hasAttribute("data-reopen")) reopening = true;
+  });
+  document.addEventListener("htmx:afterRequest", function (event) {
+    if (event.detail.elt && event.detail.elt.hasAttribute && event.detail.elt.hasAttribute("data-reopen")) reopening = false;
+  });
 
   // Swaps are idempotent by element id: an interim is replaced by its next interim and by its final,
   // and a final seen twice (replay after reconnect) replaces itself instead of appearing twice.
@@ -157,7 +298,7 @@
     var target = event.target;
     // "This conversation ended" while this tab's own New Chat is on its way: that response brings the panel.
     var busy = document.getElementById("new-chat-button");
-    if (target && target.classList.contains("sse-sink") && busy && busy.disabled &&
+    if (target && target.classList.contains("sse-sink") && ((busy && busy.disabled) || reopening) &&
         event.detail.data.indexOf('id="panel-refresh"') !== -1) {
       event.preventDefault();
       return;

@@ -8,6 +8,14 @@
   var LK = window.LivekitClient;
   var CONNECT_TIMEOUT_MS = 15000;
   var TOKEN_MARGIN_MS = 30000;
+  // When a room's connection drops, livekit-client resumes it by itself for a few seconds (a network blip);
+  // then this page rejoins with a fresh token from the app, which opens the room again when the server lost it
+  // (a restart), waiting longer after each failure, and says why voice is off when it gives up.
+  var CLIENT_RETRY_DELAYS_MS = [0, 300, 1200, 2700];
+  // In a room with no agent for this long, the page asks the app again (the same call as for a fresh token):
+  // the app dispatches a new agent when LiveKit could not give the last one to a worker (none registered yet).
+  var AGENT_WAIT_MS = 12000;
+  var REJOIN_DELAYS_MS = [500, 1000, 2000, 4000, 8000, 15000, 15000, 15000];
   var ITEM_ID_ATTRIBUTE = "chatapp.item_id"; // read by the worker (chatapp/livekit/forwarder.py)
   var LABELS = {
     connecting: "Connecting voice…",
@@ -20,11 +28,13 @@
     unavailable: "Voice unavailable: could not connect to LiveKit. You can still type.",
     denied: "Microphone permission was denied. You can still type.",
     disconnected: "Voice disconnected. Press the microphone to reconnect. You can still type.",
+    reconnecting: "Voice reconnecting… You can still type.",
     blocked: "Press the microphone to hear the agent.",
   };
 
   var current = null; // { id, room, micOn } for the conversation on the page
   var micWanted = false; // the person asked for the microphone; kept across New Chat
+  var usedTokens = {}; // page tokens already joined with: a later join asks the app for a fresh one
 
   function newId() {
     if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
@@ -68,8 +78,13 @@
       headers: { "Content-Type": "application/json", "Accept": "application/json", "x-csrftoken": csrfToken() },
       body: JSON.stringify({ conversation_id: conversationId }),
     }).then(function (response) {
-      if (!response.ok) throw new Error("token request failed: " + response.status);
-      return response.json();
+      if (response.ok) return response.json();
+      return response.json().catch(function () { return {}; }).then(function (body) {
+        var error = new Error("token request failed: " + response.status);
+        error.status = response.status;
+        error.detail = body && body.detail;
+        throw error;
+      });
     });
   }
 
@@ -92,11 +107,20 @@
   function showAgentState(session) {
     if (current !== session || !session.room) return;
     var agent = agentOf(session.room);
-    if (!agent) { setStatus("waiting"); return; }
+    if (!agent) { setStatus("waiting"); askAgainLater(session); return; }
     var state = (agent.attributes || {})["lk.agent.state"];
     if (!session.room.canPlaybackAudio) { setStatus("blocked"); return; }
     if (state && LABELS[state]) { setStatus(state); return; }
     setStatus("ready");
+  }
+
+  function askAgainLater(session) {
+    if (session.asking) return;
+    session.asking = setTimeout(function () {
+      session.asking = null;
+      if (current !== session || !session.room || agentOf(session.room)) return;
+      freshToken(session.conversationId).catch(function () {}).then(function () { showAgentState(session); });
+    }, AGENT_WAIT_MS);
   }
 
   function audioSink() {
@@ -110,10 +134,20 @@
     return sink;
   }
 
+  // The agent's voice elements of a room we leave go with it (livekit-client does not unsubscribe on
+  // disconnect): else the old room's element stays beside the new room's after New Chat.
+  function dropAudio(session) {
+    (session.audio || []).forEach(function (el) { el.remove(); });
+    session.audio = [];
+  }
+
   function wire(room, session) {
     var E = LK.RoomEvent;
     room.on(E.TrackSubscribed, function (track) {
-      if (track.kind === "audio") audioSink().appendChild(track.attach());
+      if (track.kind !== "audio") return;
+      var el = track.attach();
+      session.audio = (session.audio || []).concat([el]);
+      audioSink().appendChild(el);
     });
     room.on(E.TrackUnsubscribed, function (track) {
       track.detach().forEach(function (el) { el.remove(); });
@@ -122,11 +156,18 @@
       E.AudioPlaybackStatusChanged].forEach(function (name) {
       room.on(name, function () { showAgentState(session); });
     });
+    [E.Reconnecting, E.SignalReconnecting].forEach(function (name) {
+      room.on(name, function () {
+        if (current === session && session.room === room) setStatus("reconnecting");
+      });
+    });
+    room.on(E.Reconnected, function () { showAgentState(session); });
     room.on(E.Disconnected, function () {
-      if (current !== session) return;
+      dropAudio(session);
+      if (current !== session || session.room !== room) return; // we left it, or it never joined
       session.room = null;
       session.micOn = false;
-      setStatus("disconnected");
+      rejoin(session, 0);
     });
   }
 
@@ -152,6 +193,7 @@
     var room = session.room;
     session.room = null;
     session.micOn = false;
+    dropAudio(session);
     return room.disconnect().catch(function () {});
   }
 
@@ -161,23 +203,63 @@
     return leave(session);
   }
 
+  // The connection dropped for good (livekit-client gave up resuming it): join again with a fresh token while
+  // the conversation is on the page, saying so; after the last attempt say why voice is off.
+  function rejoin(session, attempt) {
+    setStatus("reconnecting");
+    setTimeout(function () {
+      var target = panel();
+      if (current !== session || !target || roomKey(target) !== session.id) return;
+      connect(target, attempt + 1);
+    }, REJOIN_DELAYS_MS[Math.min(attempt, REJOIN_DELAYS_MS.length - 1)]);
+  }
+
+  function whyNot(error) {
+    if (!LK) return "Voice unavailable: the LiveKit client did not load. You can still type.";
+    if (error && error.status === 503 && error.detail) { // the app's reason: unreachable, or refused its keys
+      return error.detail.split(" Your messages")[0] + " You can still type.";
+    }
+    return LABELS.unavailable;
+  }
+
   // Join the room of the conversation in the panel; New Chat swaps the panel and we follow it here.
   // `current` changes synchronously, so a second call while joining (several swaps settle) is a no-op.
-  function connect(target) {
+  // A session is one period's room: a reopened conversation (same id, next period) gets a room of its own.
+  function roomKey(target) {
+    return target.getAttribute("data-conversation-id") + "/" + (target.getAttribute("data-period") || "0");
+  }
+
+  // `attempt` counts rejoins after a lost connection (0 for a first join).
+  function connect(target, attempt) {
+    attempt = attempt || 0;
     var id = target.getAttribute("data-conversation-id");
-    if (current && current.id === id && (current.room || current.joining)) return Promise.resolve();
+    var key = roomKey(target);
+    if (current && current.id === key && (current.room || current.joining)) return Promise.resolve();
     var previous = current;
-    var session = current = { id: id, room: null, micOn: false, joining: true };
-    setStatus("connecting");
+    var session = current = { id: key, conversationId: id, room: null, micOn: false, joining: true };
+    setStatus(attempt ? "reconnecting" : "connecting");
     return leave(previous).then(function () {
       if (current !== session) return;
       if (!LK) throw new Error("the LiveKit client did not load");
       var url = target.getAttribute("data-livekit-url");
       var token = target.getAttribute("data-livekit-token");
-      return token && tokenUsable(token) ? { url: url, token: token } : freshToken(id);
+      if (token && !usedTokens[token] && tokenUsable(token)) {
+        usedTokens[token] = true;
+        return { url: url, token: token };
+      }
+      return freshToken(id); // the app checks the room is still there (else opens it again) first
     }).then(function (credentials) {
       if (!credentials || current !== session) return;
-      var room = new LK.Room({ adaptiveStream: false, dynacast: false });
+      var room = new LK.Room({
+        adaptiveStream: false,
+        dynacast: false,
+        reconnectPolicy: {
+          nextRetryDelayInMs: function (context) {
+            var delay = CLIENT_RETRY_DELAYS_MS[context.retryCount];
+            return delay === undefined ? null : delay;
+          },
+        },
+      });
       wire(room, session);
       return withTimeout(room.connect(credentials.url, credentials.token, { autoSubscribe: true }),
         CONNECT_TIMEOUT_MS).then(function () {
@@ -194,15 +276,16 @@
       session.joining = false;
       if (current !== session) return;
       if (window.console) console.warn("voice: could not join the room:", error && error.message);
-      setStatus("unavailable", LK ? LABELS.unavailable
-        : "Voice unavailable: the LiveKit client did not load. You can still type.");
+      var settled = error && (error.status === 404 || error.status === 409); // the conversation ended
+      if (attempt && LK && !settled && attempt < REJOIN_DELAYS_MS.length) { rejoin(session, attempt); return; }
+      setStatus("unavailable", whyNot(error));
     });
   }
 
   function sync() {
     var target = panel();
     if (!target) { disconnect(); return; }
-    var id = target.getAttribute("data-conversation-id");
+    var id = roomKey(target);
     if (target.getAttribute("data-mode") !== "voice") {
       if (current) disconnect();
       return; // the server rendered why voice is unavailable
@@ -243,7 +326,7 @@
     var form = event.detail.elt;
     if (!form || form.id !== "message-form") return;
     var session = current;
-    if (!session || !session.room || !agentOf(session.room)) return;
+    if (!session || !session.room || session.room.state !== "connected" || !agentOf(session.room)) return;
     var input = form.querySelector("[name=text]");
     var idInput = form.querySelector("[name=item_id]");
     var text = input ? input.value.trim() : "";
@@ -253,7 +336,8 @@
     var attributes = {};
     attributes[ITEM_ID_ATTRIBUTE] = "typed-" + idInput.value;
     var post = function () { event.detail.issueRequest(true); };
-    session.room.localParticipant.sendText(text, { topic: "lk.chat", attributes: attributes }).then(post, post);
+    withTimeout(session.room.localParticipant.sendText(text, { topic: "lk.chat", attributes: attributes }), 3000)
+      .then(post, post); // the app stores it either way
   });
 
   // After a successful Retry the panel is re-rendered with the room's token.

@@ -261,6 +261,10 @@ class Network:
         run("ip", "netns", "add", namespace)
         run("ip", "link", "add", veth, "type", "veth", "peer", "name", f"{veth}p")
         run("ip", "link", "set", f"{veth}p", "netns", namespace)
+        # No IPv6 link-local address on this side: cutting the link would remove it, and Chromium (in this
+        # namespace) takes any address change for a network change and drops every connection it has, which
+        # a person's browser elsewhere would never see when a server's cable is pulled.
+        Path(f"/proc/sys/net/ipv6/conf/{veth}/disable_ipv6").write_text("1\n")
         run("ip", "link", "set", veth, "master", self.bridge, "up")
         inside = ("ip", "netns", "exec", namespace, "ip")
         run(*inside, "link", "set", f"{veth}p", "name", "eth0")
@@ -393,6 +397,7 @@ class DatabaseHost:
     folder: Path
     address: str
     process: subprocess.Popen[bytes] | None = None
+    host: str = "db"  # its namespace (another one: a fresh server to restore into)
 
     @property
     def socket_dir(self) -> Path:
@@ -438,7 +443,7 @@ class DatabaseHost:
         bin_dir = postgres_bin()
         assert bin_dir is not None
         argv = [
-            *self.network.in_host("db"),
+            *self.network.in_host(self.host),
             *self.as_postgres(str(bin_dir / "postgres"), "-D", str(self.folder / "data")),
             "-c",
             f"listen_addresses={self.address}",

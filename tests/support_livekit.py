@@ -17,13 +17,16 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +251,10 @@ class Process:
                 self.process.wait()
 
 
+def _server_env() -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/")}
+
+
 def _answers(url: str) -> bool:
     try:
         return httpx.get(url, timeout=1.0).status_code == 200
@@ -278,11 +285,25 @@ class LiveKitServer:
         http_port, udp_port = free_port(), free_udp_port()
         config = work_dir / "livekit.yaml"
         config.write_text(json.dumps(server_config(http_port, udp_port, webhook_urls or []), indent=2))  # YAML
-        env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/")}
         argv = [str(binary), "--dev", "--config", str(config)]
-        server = cls(Process.launch("livekit-server", argv, work_dir / "livekit.log", env), http_port, udp_port)
+        server = cls(
+            Process.launch("livekit-server", argv, work_dir / "livekit.log", _server_env()), http_port, udp_port
+        )
         server.proc.wait_until(lambda: _answers(server.http_url))  # "/" answers OK once it serves
         return server
+
+    def crash(self) -> None:
+        """SIGKILL it: every room, participant and dispatch is gone (a dev server keeps them in memory only)."""
+        self.proc.process.kill()
+        self.proc.process.wait()
+
+    def start_again(self) -> None:
+        """The same binary and config on the same ports, ready to serve (after `crash`)."""
+        argv = [str(arg) for arg in self.proc.process.args]  # type: ignore[union-attr]
+        with self.proc.log_path.open("a") as log:
+            log.write("---- started again ----\n")
+        self.proc = Process.launch("livekit-server", argv, self.proc.log_path, _server_env())
+        self.proc.wait_until(lambda: _answers(self.http_url))
 
     def api(self) -> api.LiveKitAPI:
         return api.LiveKitAPI(self.http_url, self.api_key, self.api_secret)
@@ -294,6 +315,17 @@ class LiveKitServer:
     async def room_names(self) -> list[str]:
         async with self.api() as lk:
             return [room.name for room in (await lk.room.list_rooms(api.ListRoomsRequest())).rooms]
+
+    async def dispatches(self, room: str) -> list[api.AgentDispatch]:
+        """The agent dispatches the server holds for `room`."""
+        async with self.api() as lk:
+            return list(await lk.agent_dispatch.list_dispatch(room))
+
+    async def wait_room_gone(self, room: str, timeout: float = TURN_WITHIN) -> None:
+        deadline = time.monotonic() + timeout
+        while room in await self.room_names():
+            assert time.monotonic() < deadline, f"room {room} is still on the server"
+            await asyncio.sleep(0.1)
 
     async def published_sources(self, room: str, identity: str) -> list[int]:
         """The sources of the tracks the server has for `identity` in `room`."""
@@ -377,31 +409,139 @@ class AgentWorker:
     """`chatapp agent` (production mode, as a user runs it), ready once LiveKit registered it."""
 
     proc: Process
+    env: dict[str, str] = field(default_factory=dict)  # what it was started with, to relaunch it
 
     @classmethod
     def launch(cls, work_dir: Path, env: dict[str, str]) -> AgentWorker:
         """Start it without waiting (`wait_registered()`), so other processes can start meanwhile."""
         argv = [sys.executable, "-m", "chatapp", "agent"]
-        return cls(Process.launch("chatapp agent", argv, work_dir / "agent.log", env))
+        return cls(Process.launch("chatapp agent", argv, work_dir / "agent.log", env), env)
+
+    def kill_9(self) -> list[int]:
+        """SIGKILL the worker and its job processes at once (a crash, an OOM kill of its container): nothing
+        of it gets to run another line. Returns the pids killed."""
+        root = psutil.Process(self.proc.pid)
+        victims = [root, *root.children(recursive=True)]
+        for victim in victims:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                victim.send_signal(signal.SIGKILL)
+        psutil.wait_procs(victims, timeout=10)
+        self.proc.process.wait()
+        return [victim.pid for victim in victims]
+
+    def relaunched(self) -> AgentWorker:
+        """A new worker with the same settings, logging to the same file (wait_registered() before use)."""
+        argv = [sys.executable, "-m", "chatapp", "agent"]
+        with self.proc.log_path.open("a") as log:
+            log.write("---- relaunched ----\n")
+        return AgentWorker(Process.launch("chatapp agent", argv, self.proc.log_path, self.env), self.env)
+
+    def wait_registered_again(self) -> None:
+        """wait_registered for a relaunched worker (the log above the relaunch mark is the old one's)."""
+        self.proc.wait_until(lambda: "registered worker" in self.proc.log().rsplit("---- relaunched ----", 1)[-1])
 
     def wait_registered(self) -> None:
         self.proc.wait_until(lambda: "registered worker" in self.proc.log())
+
+    def registrations(self) -> int:
+        """How often it has registered with LiveKit so far (once more after each server restart)."""
+        return self.proc.log().count("registered worker")
+
+    async def wait_registrations(self, count: int, timeout: float = READY) -> None:
+        deadline = time.monotonic() + timeout
+        while self.registrations() < count:
+            assert time.monotonic() < deadline, "the worker did not register with LiveKit again"
+            await asyncio.sleep(0.1)
 
     def job_ended(self, conversation_id: uuid.UUID) -> str:
         """The worker's log line for the end of this conversation's job ('' while it runs)."""
         marker = f"conversation {conversation_id} job ended"
         return next((line for line in self.proc.log().splitlines() if marker in line), "")
 
-    async def wait_job_ended(self, conversation_id: uuid.UUID, timeout: float = TURN_WITHIN) -> str:
-        """Wait until the job has ended (its final reconciliation posted); returns that log line."""
+    async def wait_job_ended(self, conversation_id: uuid.UUID, timeout: float = TURN_WITHIN, jobs: int = 1) -> str:
+        """Wait until the job (or the conversation's first `jobs` jobs) has ended, its final reconciliation
+        posted; returns the last one's log line."""
         deadline = time.monotonic() + timeout
-        while not (line := self.job_ended(conversation_id)):
+        marker = f"conversation {conversation_id} job ended"
+        while len(lines := [line for line in self.proc.log().splitlines() if marker in line]) < jobs:
             assert time.monotonic() < deadline, f"the job of conversation {conversation_id} did not end"
             await asyncio.sleep(0.05)
-        return line
+        return lines[jobs - 1]
 
     def stop(self) -> None:
         self.proc.stop(timeout=70.0)  # it lets running jobs finish first
+
+
+@dataclass
+class Ingested:
+    """One ingest request the worker made, as the app answered it."""
+
+    conversation_id: str
+    status: int
+    events: list[dict[str, Any]]
+
+
+class IngestRecorder:
+    """A recording proxy between the agent worker and the app's ingest endpoint (the app's CHATAPP_INGEST_URL):
+    what the worker posted and what the app answered, so a test knows which events were acknowledged (2xx).
+    Threads of its own, so it answers whatever the test's event loop is doing."""
+
+    def __init__(self, app_url: str) -> None:
+        self.app_url = app_url
+        self.requests: list[Ingested] = []
+        self._lock = threading.Lock()
+        self._client = httpx.Client(timeout=30.0)
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k: v for k, v in self.headers.items() if k.lower() in {"authorization", "content-type"}}
+                try:
+                    answer = recorder._client.post(recorder.app_url + self.path, content=body, headers=headers)
+                    status, content = answer.status_code, answer.content
+                except httpx.HTTPError:
+                    status, content = 502, b"{}"
+                recorder._record(self.path, status, body)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="ingest-recorder", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def _record(self, path: str, status: int, body: bytes) -> None:
+        match = re.search(r"/api/conversations/([0-9a-f-]{36})/events", path)
+        try:
+            events = list(json.loads(body).get("events") or [])
+        except (ValueError, AttributeError):
+            events = []
+        with self._lock:
+            self.requests.append(Ingested(match.group(1) if match else "", status, events))
+
+    def acknowledged(self, conversation_id: uuid.UUID) -> list[dict[str, Any]]:
+        """The events of the conversation the app answered 2xx for, in the order posted."""
+        with self._lock:
+            found = [r for r in self.requests if r.conversation_id == str(conversation_id) and 200 <= r.status < 300]
+        return [event for request in found for event in request.events]
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._client.close()
 
 
 @dataclass
@@ -414,6 +554,7 @@ class VoiceStack:
     app: AppServer
     worker: AgentWorker
     network: NetworkWitness
+    ingest: IngestRecorder | None = None  # set when the app's CHATAPP_INGEST_URL points through it
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -426,7 +567,8 @@ class VoiceStack:
         assert off_loopback_peers(self.pids) == []
         if self.network.sealed:
             sent = self.network.packets_sent()
-            assert {name: n for name, n in sent.items() if name != "lo" and n} == {}
+            beyond = {name: n for name, n in sent.items() if name != "lo" and n}
+            assert beyond == {}, f"packets sent on interfaces other than lo: {beyond}"
             assert self.network.udp_sent() > 200  # the media (50 packets a second each way) went: over lo
 
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ PASSWORD = "correct horse battery staple"
 CSRF_INPUT = re.compile(r'name="_csrf_token" value="([^"]+)"')
 CHAT_PANEL_ID = re.compile(r'id="chat-panel"[^>]*data-conversation-id="([0-9a-f-]{36})"')
 LOG_TAIL_CHARS = 4000
+SERVE = ("chatapp", "serve")
 
 
 def free_port() -> int:
@@ -46,14 +47,15 @@ class AppServer:
         return self.process.pid
 
     @classmethod
-    def spawn(cls, dsn: str, data_dir: Path, **env: str) -> AppServer:
-        """Start the process without waiting for it (a fraction of a millisecond)."""
+    def spawn(cls, dsn: str, data_dir: Path, command: Sequence[str] = SERVE, **env: str) -> AppServer:
+        """Start the process without waiting for it (a fraction of a millisecond). `command` is what follows
+        `python -m`: `chatapp serve`, or another server that takes --host and --port (the bench's floor)."""
         port = free_port()
         data_dir.mkdir(parents=True, exist_ok=True)
         log_path = data_dir / f"server-{port}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "chatapp", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                [sys.executable, "-m", *command, "--host", "127.0.0.1", "--port", str(port)],
                 cwd=ROOT,
                 env=chatapp_env(dsn, data_dir, **env),
                 stdout=log,
@@ -62,8 +64,8 @@ class AppServer:
         return cls(f"http://127.0.0.1:{port}", "127.0.0.1", port, process, log_path)
 
     @classmethod
-    async def start(cls, dsn: str, data_dir: Path, **env: str) -> AppServer:
-        server = cls.spawn(dsn, data_dir, **env)
+    async def start(cls, dsn: str, data_dir: Path, command: Sequence[str] = SERVE, **env: str) -> AppServer:
+        server = cls.spawn(dsn, data_dir, command, **env)
         try:
             await server.wait_ready()
         except BaseException:
@@ -107,9 +109,10 @@ class AppServer:
 
 
 @contextlib.asynccontextmanager
-async def running_app(env: BenchEnv, **app_env: str) -> AsyncIterator[AppServer]:
-    """An app process for one benchmark, always stopped afterwards; its log is shown if the benchmark fails."""
-    server = await AppServer.start(env.dsn, env.new_dir("app"), **app_env)
+async def running_app(env: BenchEnv, command: Sequence[str] = SERVE, **app_env: str) -> AsyncIterator[AppServer]:
+    """An app process for one benchmark (`chatapp serve` unless `command` says otherwise), always stopped
+    afterwards; its log is shown if the benchmark fails."""
+    server = await AppServer.start(env.dsn, env.new_dir("app"), command, **app_env)
     try:
         yield server
     except Exception:

@@ -16,6 +16,9 @@ class Row:
     ratio: str = "—"
     target: str = "—"
     met: str = "—"
+    # The same measurement against a floor (bench.history.floor_app), where a benchmark has one.
+    floor: str = ""
+    floor_ratio: str = ""
 
 
 @dataclass
@@ -44,9 +47,20 @@ def times(ratio: float) -> str:
     return "n/a" if math.isnan(ratio) or math.isinf(ratio) else f"{ratio:.2f}x"
 
 
+FLOOR_COLUMNS = ("floor", "÷ floor")
+
+
 def format_report(report: Report) -> str:
-    cells = [list(COLUMNS)] + [[r.measurement, r.chatapp, r.baseline, r.ratio, r.target, r.met] for r in report.rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
+    """The table; the floor's two columns (after the ratio to the baseline) only when a row has a floor."""
+    with_floor = any(r.floor for r in report.rows)
+    columns = (*COLUMNS[:4], *FLOOR_COLUMNS, *COLUMNS[4:]) if with_floor else COLUMNS
+    cells = [list(columns)] + [
+        [r.measurement, r.chatapp, r.baseline, r.ratio]
+        + ([r.floor or "—", r.floor_ratio or "—"] if with_floor else [])
+        + [r.target, r.met]
+        for r in report.rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     lines = [f"## {report.title}", ""]
     for index, row in enumerate(cells):
         lines.append("| " + " | ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) + " |")

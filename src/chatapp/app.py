@@ -34,6 +34,7 @@ from chatapp.conversations.pipeline import TranscriptPipeline
 from chatapp.conversations.rendering import markdown_filter
 from chatapp.conversations.routes import ChatController, IngestController
 from chatapp.conversations.service import ConversationService
+from chatapp.conversations.titles import ModelTitles
 from chatapp.conversations.views import STATUS_LABELS, Fragments
 from chatapp.core import metrics, openapi
 from chatapp.core.database import (
@@ -49,6 +50,7 @@ from chatapp.core.paths import TEMPLATES_DIR
 from chatapp.core.settings import Settings, get_settings
 from chatapp.core.validation import StrictRequest
 from chatapp.history.api import ConversationsApiController
+from chatapp.history.deletion import Deletions
 from chatapp.history.import_routes import ImportController
 from chatapp.history.reaper import run_reaper
 from chatapp.history.routes import HistoryController, SharedController
@@ -91,15 +93,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
     if not database_url:
         raise DatabaseUnavailable("no database: run `chatapp serve`, or set DATABASE_URL")
 
-    templates = JinjaTemplateEngine(directory=TEMPLATES_DIR)
-    # Templates do not change under a running server; checking their mtimes cost a stat() per template per render.
-    templates.engine.auto_reload = False
-    templates.engine.globals["status_labels"] = STATUS_LABELS
-    templates.engine.globals["voice_enabled"] = settings.livekit_configured
-    # Retry asks the in-process agent again; in LiveKit voice mode one asks again by speaking.
-    templates.engine.globals["retry_enabled"] = not settings.livekit_configured
-    templates.engine.globals["static_url"] = assets.static_url
-    templates.engine.filters["markdown"] = markdown_filter
+    templates = template_engine(settings)
     buffer = TranscriptBuffer()
     accounts.hash_gate.configure(settings.hash_concurrency, settings.hash_wait_seconds)
     channels = make_channels(settings.channels, database_url)
@@ -110,6 +104,10 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
     sessions = PostgresStore("session")
     ownership = build_ownership(settings.channels, in_process_agent=not settings.livekit_configured)
     conversations = ConversationService(settings, pipeline, runtime, hub, faults, ownership)
+    deletions = Deletions(settings.delete_undo_seconds, faults)
+    titles = build_titles(settings, hub)
+    if titles is not None:
+        pipeline.on_stored = titles.stored
     if ownership.distributed:
         hub.on_command = CommandRouter(conversations.agents)
 
@@ -128,7 +126,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
                 tasks = [
                     asyncio.create_task(hub.run(), name="chatapp-hub"),
                     asyncio.create_task(
-                        run_reaper(conversations, settings.idle_minutes, settings.reaper_interval, sessions),
+                        run_reaper(conversations, settings.idle_minutes, settings.reaper_interval, sessions, deletions),
                         name="chatapp-idle-reaper",
                     ),
                     asyncio.create_task(conversations.stream_slots.keep(), name="chatapp-stream-slots"),
@@ -141,6 +139,9 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
                     with contextlib.suppress(asyncio.CancelledError):
                         await leases
                     await runtime.aclose()
+                    await deletions.aclose()
+                    if titles is not None:
+                        await titles.aclose()
                     await ownership.close()
                     for task in tasks:
                         task.cancel()
@@ -203,8 +204,25 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
     app.state.faults = faults
     app.state.settings = settings
     app.state.conversations = conversations
+    app.state.deletions = deletions
     app.state.fragments = Fragments(templates.engine)
     return app
+
+
+def template_engine(settings: Settings) -> JinjaTemplateEngine:
+    """The pages' Jinja engine (also the bench's framework floor's, so both render with the same one)."""
+    templates = JinjaTemplateEngine(directory=TEMPLATES_DIR)
+    # Templates do not change under a running server; checking their mtimes cost a stat() per template per render.
+    templates.engine.auto_reload = False
+    templates.engine.globals["status_labels"] = STATUS_LABELS
+    templates.engine.globals["voice_enabled"] = settings.livekit_configured
+    # Retry asks the in-process agent again; in LiveKit voice mode one asks again by speaking.
+    templates.engine.globals["retry_enabled"] = not settings.livekit_configured
+    templates.engine.globals["sse_ping_seconds"] = settings.sse_ping_seconds  # the page's stream watchdog
+    templates.engine.globals["static_url"] = assets.static_url
+    templates.engine.globals["undo_seconds"] = settings.delete_undo_seconds
+    templates.engine.filters["markdown"] = markdown_filter
+    return templates
 
 
 def csrf_config(settings: Settings) -> CSRFConfig:
@@ -223,6 +241,14 @@ def csrf_config(settings: Settings) -> CSRFConfig:
 async def keep_connection_state(connection: object) -> None:
     """asyncpg resets every connection it takes back (advisory locks, cursors, LISTEN, SET) with one more
     round trip. chatapp sets none of those on pooled connections; open transactions are still rolled back."""
+
+
+def build_titles(settings: Settings, hub: Hub) -> ModelTitles | None:
+    """Titles from the configured model after each conversation's first exchange; None with the offline demo."""
+    from chatapp.agents.titles import model_titles
+
+    model = model_titles(settings)
+    return ModelTitles(hub, model) if model is not None else None
 
 
 def build_runtime(settings: Settings, pipeline: TranscriptPipeline) -> AgentRuntime:

@@ -56,14 +56,14 @@ async def test_rename_and_delete_update_the_page_and_another_tabs_sidebar(
     await expect(sidebar.first).to_have_text("Cherry blossoms in Kyoto")  # the other tab, live
     await detail.screenshot(path=screenshots / "history-detail.png", full_page=True)
 
-    detail.once("dialog", lambda dialog: dialog.accept())
     await detail.get_by_test_id("delete").click()
-    await expect(detail).to_have_url(f"{app_server.url}/history?deleted=true")
-    await expect(detail.get_by_test_id("deleted-notice")).to_be_visible()
+    await detail.get_by_test_id("delete-confirm").click()
+    await expect(detail).to_have_url(f"{app_server.url}/history")
+    await expect(detail.get_by_test_id("toast-undo")).to_be_visible()
     await expect(detail.get_by_test_id("history-item")).to_have_count(1)
     await expect(sidebar).to_have_count(1)
-    async with connection() as conn:
-        assert await conn.fetchval("SELECT count(*) FROM chat_session WHERE id = $1::uuid", ids[0]) == 0
+    async with connection() as conn:  # hidden, restorable for the undo window, then purged
+        assert await conn.fetchval("SELECT deleted_at IS NOT NULL FROM chat_session WHERE id = $1::uuid", ids[0])
 
 
 async def test_export_downloads_and_a_share_link_opens_in_a_fresh_browser(

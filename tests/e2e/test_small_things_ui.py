@@ -132,8 +132,9 @@ async def test_the_phone_reaches_the_recent_list_and_keeps_header_buttons_on_one
     await page.goto(f"{app_server.url}/history/{ids[0]}")
     await page.screenshot(path=screenshots / "small-phone-detail.png", full_page=True)
     await page.goto(f"{app_server.url}/")
-    await recent.nth(2).click()
-    await expect(page).to_have_url(f"{app_server.url}/history/{ids[2]}")
+    await recent.nth(2).click()  # opens it in the chat panel, to continue it
+    await expect(page).to_have_url(f"{app_server.url}/chat/{ids[2]}")
+    await expect(page.locator("#chat-panel")).to_have_attribute("data-conversation-id", str(ids[2]))
 
 
 async def test_a_tab_whose_account_was_deleted_says_so_once(

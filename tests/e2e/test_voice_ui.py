@@ -113,6 +113,7 @@ STUB_LIVEKIT_CLIENT = """
     var claims = JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
     this.name = claims.video.room;
     log.connects.push({ url: url, room: this.name, identity: claims.sub });
+    this.state = "connected";
     this.remoteParticipants.set("agent", { identity: "agent-1", isAgent: true,
       attributes: { "lk.agent.state": "listening" } });
     return Promise.resolve();

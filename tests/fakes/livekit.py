@@ -257,6 +257,11 @@ class FakeLiveKit:
                 self._create_dispatch,
             ),
             ("AgentDispatchService", "ListDispatch"): (api.ListAgentDispatchRequest, room_admin, self._list_dispatch),
+            ("AgentDispatchService", "DeleteDispatch"): (
+                api.DeleteAgentDispatchRequest,
+                room_admin,
+                self._delete_dispatch,
+            ),
         }
 
     def _create_room(self, req: api.CreateRoomRequest) -> api.Room:
@@ -285,10 +290,21 @@ class FakeLiveKit:
 
     def _create_dispatch(self, req: api.CreateAgentDispatchRequest) -> api.AgentDispatch:
         dispatch = api.AgentDispatch(
-            id=f"AD_{next(self._ids)}", agent_name=req.agent_name, room=req.room, metadata=req.metadata
+            id=f"AD_{next(self._ids)}",
+            agent_name=req.agent_name,
+            room=req.room,
+            metadata=req.metadata,
+            state=api.AgentDispatchState(created_at=time.time_ns()),  # no jobs: no worker here takes it
         )
         self.dispatches.setdefault(req.room, []).append(dispatch)
         return dispatch
+
+    def _delete_dispatch(self, req: api.DeleteAgentDispatchRequest) -> api.AgentDispatch | web.Response:
+        found = [d for d in self.dispatches.get(req.room, []) if d.id == req.dispatch_id]
+        if not found:
+            return _error("not_found", "dispatch not found")
+        self.dispatches[req.room].remove(found[0])
+        return found[0]
 
     def _list_dispatch(self, req: api.ListAgentDispatchRequest) -> api.ListAgentDispatchResponse:
         return api.ListAgentDispatchResponse(agent_dispatches=self.dispatches.get(req.room, []))

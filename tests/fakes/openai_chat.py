@@ -40,6 +40,9 @@ class FakeOpenAI:
     """The fake server's script and what it received."""
 
     script: list[Reply] = field(default_factory=list)
+    # Scripts of their own for requests whose first (system) message starts with the key: a side request (a title)
+    # then never takes an answer meant for the conversation, whatever order the two arrive in.
+    scripts_by_system: dict[str, list[Reply]] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
     base_url: str = ""
 
@@ -47,10 +50,18 @@ class FakeOpenAI:
         """(role, content) of request `index`, as sent on the wire."""
         return [(m["role"], _content(m["content"])) for m in self.requests[index]["messages"]]
 
+    def _next_reply(self, body: dict[str, Any]) -> Reply:
+        messages = body.get("messages") or [{}]
+        first = _content(messages[0].get("content", ""))
+        for prefix, replies in self.scripts_by_system.items():
+            if first.startswith(prefix):
+                return replies.pop(0) if replies else Reply("Okay.")
+        return self.script.pop(0) if self.script else Reply("Okay.")
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(body)
-        reply = self.script.pop(0) if self.script else Reply("Okay.")
+        reply = self._next_reply(body)
         if reply.status != 200:
             message, kind, code = _ERRORS.get(reply.status, ("Error.", "server_error", None))
             error = {"error": {"message": message, "type": kind, "param": None, "code": code}}

@@ -52,7 +52,9 @@ async def test_new_chat_returns_a_fresh_panel_with_the_saved_conversation_in_the
     assert 'id="empty-state"' in panel
     assert re.search(r'<h1 id="conversation-title"[^>]*>New Conversation</h1>', html)
     assert 'hx-swap-oob="true"' in sidebar
-    assert f'href="/history/{cid}">Plan a food trip to Naples</a>' in sidebar
+    assert re.search(
+        rf'href="/history/{cid}" hx-post="/conversations/{cid}/reopen"[^>]*>Plan a food trip to Naples</a>', sidebar
+    )
     assert "Plan a food trip" not in panel
     new_id = await open_conversation(client)
     assert new_id != cid

@@ -14,7 +14,7 @@ from chatapp.conversations import queries
 from chatapp.core.database import connection
 from chatapp.history.service import saved_page
 from tests.factories import make_saved
-from tests.support import ITEM, NEXT, AppServer, htmx, person, signup
+from tests.support import ITEM, NEXT, AppServer, csrf, htmx, person, signup
 
 LOAD_MORE = re.compile(r'data-testid="load-more"|hx-get="(/history\?[^"]+)"')
 
@@ -130,8 +130,8 @@ async def test_delete_removes_the_conversation(app_server: AppServer) -> None:
         cid = await make_saved(user, "Bye", datetime.now(UTC))
         response = await client.post(f"/history/{cid}/delete", headers=htmx(client))
         assert response.status_code == 204
-        assert response.headers["hx-redirect"] == "/history?deleted=true"
-        assert await queries.get_conversation(cid) is None
+        assert response.headers["hx-redirect"] == f"/history?deleted={cid}"
+        assert await queries.get_conversation(cid) is None  # hidden at once, restorable for the undo window
         assert (await client.get(f"/history/{cid}")).status_code == 404
 
 
@@ -212,19 +212,24 @@ async def test_share_links_show_only_the_transcript_and_can_be_revoked(app_serve
             assert (await stranger.get("/s/not-a-token")).status_code == 404
 
 
-async def test_continue_starts_a_new_conversation_that_knows_the_old_one(app_server: AppServer) -> None:
+async def test_continue_here_reopens_the_conversation_itself_without_javascript(app_server: AppServer) -> None:
     async with person(app_server) as (client, user):
         cid = await make_saved(user, "Andes", datetime.now(UTC), [("user", "Trek in Peru"), ("agent", "Inca trail!")])
-        response = await client.post(f"/history/{cid}/continue", headers=htmx(client))
-        assert response.status_code == 204
-        assert response.headers["hx-redirect"] == "/"
+        page = await client.get(f"/history/{cid}")
+        assert f'action="/history/{cid}/continue"' in page.text
+        assert "Continue here" in page.text
+        response = await client.post(f"/history/{cid}/continue", headers=csrf(client))
+        assert response.status_code == 303
+        assert response.headers["location"] == f"/chat/{cid}"
         active = await queries.get_active(user.id)
         assert active is not None
-        assert active.continued_from == cid
-        old = await queries.get_conversation(cid)
-        assert old is not None
-        assert old.message_count == 2
-        assert old.ended_at is not None
+        assert active.id == cid
+        assert active.continued_from is None
+        assert active.message_count == 2
+        assert active.period == 1
+        chat = await client.get(f"/chat/{cid}")
+        assert chat.status_code == 200
+        assert "Inca trail!" in chat.text
 
 
 async def test_active_conversation_is_not_a_history_page(app_server: AppServer) -> None:

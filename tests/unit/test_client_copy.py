@@ -76,3 +76,19 @@ def test_a_copy_the_server_has_entirely_adds_nothing_and_ids_match_first() -> No
         TranscriptEvent(C, "new", "user", "yes", final=True),
     ]
     assert shape(merge_client_copy(named, server, T0, NOW)) == [("user", "yes", True)] * 2  # srv-1 by id, then srv-0
+
+
+def test_in_a_reopened_conversation_what_only_the_client_had_goes_into_the_current_period() -> None:
+    # Saved with two lines, reopened after them (the current period starts at index 2): a client copy that lacks
+    # the old agent line and adds one of its own in that place must not write into the saved period.
+    server = stored(("user", "Kyoto?"), ("agent", "Temples."), ("user", "And Nara?"))
+    client = copy(("user", "Kyoto?"), ("user", "Said before it was saved?"), ("user", "And Nara?"))
+    merged = merge_client_copy(client, server, T0, NOW, period_start=2)
+    assert shape(merged) == [
+        ("user", "Kyoto?", True),
+        ("agent", "Temples.", True),
+        ("user", "Said before it was saved?", False),
+        ("user", "And Nara?", True),
+    ]
+    without_periods = merge_client_copy(client, server, T0, NOW)
+    assert shape(without_periods)[1] == ("user", "Said before it was saved?", False)  # would have gone in period 0

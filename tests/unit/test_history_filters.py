@@ -66,7 +66,7 @@ def test_the_date_range_is_parsed_and_checked() -> None:
 
 def test_the_statements_take_the_filters_parameters_last() -> None:
     assert filters.sql(5) == (
-        "($5::timestamptz IS NULL OR started_at >= $5) AND ($6::timestamptz IS NULL OR started_at < $6)"
+        "($5::timestamptz IS NULL OR ended_at >= $5) AND ($6::timestamptz IS NULL OR ended_at < $6)"
     )
 
 

@@ -8,6 +8,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 from livekit import api
@@ -199,3 +200,80 @@ def test_the_ingest_url_defaults_to_the_served_address(fake: FakeLiveKit) -> Non
     assert ingest_base_url(make_settings(fake, CHATAPP_INGEST_URL="http://app.internal:8000")) == (
         "http://app.internal:8000"
     )
+
+
+async def test_a_room_the_server_lost_is_opened_again_with_a_new_dispatch(
+    fake: FakeLiveKit, runtime: LiveKitRuntime
+) -> None:
+    """A self-hosted server that restarts keeps no rooms: asked before a browser rejoins, the runtime notices
+    and the next start opens the room again and dispatches a fresh agent (before, it returned its cached join
+    info for a room that no longer existed)."""
+    info = conversation()
+    await runtime.start(info)
+    assert await runtime.forget_if_gone(info.id, info.room_name) is False  # still there: nothing to do
+    fake.forget_room(info.room_name)  # the restart
+    fake.reset()
+
+    assert await runtime.forget_if_gone(info.id, info.room_name) is True
+    assert not runtime.is_running(info.id)
+    await runtime.start(info)
+    assert fake.summary() == ["ListRooms()", f"CreateRoom({info.room_name})",
+                              f"ListDispatch({info.room_name})", f"CreateDispatch({info.room_name})"]  # fmt: skip
+    assert info.room_name in fake.rooms
+
+
+async def test_a_dispatch_no_worker_took_is_replaced_but_a_recent_one_is_left_alone(
+    fake: FakeLiveKit, runtime: LiveKitRuntime
+) -> None:
+    info = conversation()
+    await runtime.start(info)
+    assert await runtime.forget_if_gone(info.id, info.room_name) is False  # just made: a worker may take it yet
+    [stranded] = fake.dispatches[info.room_name]
+    stranded.state.created_at -= 11 * 10**9  # LiveKit gave up on it (no worker was registered)
+
+    assert await runtime.forget_if_gone(info.id, info.room_name) is True
+    await runtime.start(info)
+    [replacement] = fake.dispatches[info.room_name]
+    assert replacement.id != stranded.id
+    assert [c.request.dispatch_id for c in fake.calls_to("DeleteDispatch")] == [stranded.id]
+
+
+async def test_a_room_check_with_livekit_down_says_voice_is_unavailable(
+    fake: FakeLiveKit, runtime: LiveKitRuntime
+) -> None:
+    info = conversation()
+    await runtime.start(info)
+    fake.fail("ListRooms", status=503)
+    with pytest.raises(AgentStartError) as failed:
+        await runtime.forget_if_gone(info.id, info.room_name)
+    assert failed.value.detail == UNREACHABLE
+    assert runtime.is_running(info.id)  # nothing forgotten on a guess
+
+
+async def test_a_reopened_period_gets_its_own_room_and_ingest_token(fake: FakeLiveKit, runtime: LiveKitRuntime) -> None:
+    first = conversation()
+    info = ConversationInfo(
+        id=first.id,
+        room_name=f"chat-{first.id.hex}-2",
+        system_prompt="You plan trips.",
+        user_id=first.user_id,
+        period=2,
+    )
+    await runtime.start(info)
+    [create] = fake.calls_to("CreateRoom")
+    assert create.request.name == f"chat-{info.id.hex}-2"
+    [dispatch] = fake.calls_to("CreateDispatch")
+    meta = DispatchMetadata.from_json(dispatch.request.metadata)
+    assert meta.ingest_url == f"https://chat.example.com/api/conversations/{info.id}/events?period=2"
+    assert meta.ingest_token == ingest_token(SECRET_KEY, info.id, 2)
+    assert meta.ingest_token != ingest_token(SECRET_KEY, info.id)  # period 0's worker cannot pass for this one
+
+
+async def test_the_worker_is_told_whether_to_answer_the_last_user_message(runtime: LiveKitRuntime) -> None:
+    """A reopened conversation's old last question stays unanswered; one typed while the room had no agent (a
+    LiveKit restart) is answered: the app decides (ConversationInfo.answer_last), the worker only follows."""
+    history = (("agent", "Where to?"), ("user", "Lisbon in May?"))
+    reopened = replace(conversation(), history=history, answer_last=False)
+    typed_meanwhile = replace(reopened, answer_last=True)
+    assert runtime.dispatch_metadata(reopened).answer_last is False
+    assert runtime.dispatch_metadata(typed_meanwhile).answer_last is True

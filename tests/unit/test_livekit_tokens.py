@@ -6,13 +6,14 @@ import dataclasses
 import json
 import time
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 
 import jwt
 import pytest
 from livekit import api
 
-from chatapp.conversations.agent_access import conversation_for_room
+from chatapp.conversations.agent_access import conversation_for_room, room_for, room_name_for
 from chatapp.core.settings import Settings, SettingsError
 from chatapp.livekit.metadata import MAX_HISTORY_CHARS, BadMetadata, DispatchMetadata, trim_history
 from chatapp.livekit.tokens import browser_url, participant_token
@@ -153,6 +154,8 @@ def test_dispatch_metadata_round_trips_and_keeps_the_token_out_of_repr() -> None
     )
     assert DispatchMetadata.from_json(meta.to_json()) == meta
     assert "tok-123" not in repr(meta)
+    asked = replace(meta, history=(("user", "Lisbon?"),), answer_last=True)
+    assert DispatchMetadata.from_json(asked.to_json()).answer_last is True
     for raw in ["", "{}", "[1]", '{"conversation_id": "nope", "ingest_url": "u", "ingest_token": "t"}']:
         with pytest.raises(BadMetadata):
             DispatchMetadata.from_json(raw)
@@ -164,3 +167,13 @@ def test_history_is_trimmed_to_the_most_recent_turns() -> None:
     assert kept[-1] == long[-1]
     assert sum(len(t) for _, t in kept) <= MAX_HISTORY_CHARS
     assert trim_history((("user", "hi"),)) == (("user", "hi"),)
+
+
+def test_room_names_of_reopened_periods_are_unique_and_name_their_conversation() -> None:
+    cid = uuid.uuid4()
+    names = [room_name_for(cid, n) for n in range(3)]
+    assert names == [f"chat-{cid.hex}", f"chat-{cid.hex}-1", f"chat-{cid.hex}-2"]
+    assert [room_for(name) for name in names] == [(cid, 0), (cid, 1), (cid, 2)]
+    assert all(conversation_for_room(name) == cid for name in names)
+    assert conversation_for_room(f"chat-{cid.hex}-0") is None  # period 0 has one name only
+    assert conversation_for_room("chat-xyz-1") is None

@@ -32,7 +32,7 @@ from chatapp.agents.product import TravelAgent, greeting_instructions
 from chatapp.conversations.agent_runtime import AgentStartError, ConversationInfo, EventSink, StartInfo
 from chatapp.conversations.assembler import TranscriptAssembler
 from chatapp.conversations.events import AgentState, AgentStateEvent, TranscriptEvent
-from chatapp.conversations.queries import UnknownConversation
+from chatapp.conversations.queries import LeaseLost, UnknownConversation
 from chatapp.core import metrics
 from chatapp.core.database import OutageNotice, is_outage
 
@@ -104,6 +104,9 @@ class _Conversation:
         self._emitter: asyncio.Task[None] | None = None
         self.closing = False
         self._gone = False  # the conversation was deleted (New Chat on an empty one): nothing more to report
+        self.fenced = False  # its lease is another's: nothing more is reported, not even what is queued
+        self.held = False  # its lease is unconfirmed: no interims or status meanwhile, finals under the lease only
+        self._last_state: tuple[AgentState, str] | None = None
 
     async def start(self) -> None:
         self._emitter = asyncio.create_task(self._emit_events(), name=f"agent-events-{self.id}")
@@ -223,13 +226,16 @@ class _Conversation:
         if not reply.speaking:
             reply.speaking = True
             self._state("speaking")
-        self._put(TranscriptEvent(self.id, reply.transcript.item_id, "agent", text, final=False))
+        self._put(TranscriptEvent(self.id, reply.transcript.item_id, "agent", text, final=False, lease=self.info.lease))
 
     def _finish_reply(self, reply: _Reply, text: str, *, interrupted: bool) -> None:
         """Exactly one final per reply that said anything, with the reply's item id."""
         if (final := reply.transcript.finish(text)) is not None:
             item_id = reply.transcript.item_id
-            self._put(TranscriptEvent(self.id, item_id, "agent", final, final=True, interrupted=interrupted))
+            event = TranscriptEvent(
+                self.id, item_id, "agent", final, final=True, interrupted=interrupted, lease=self.info.lease
+            )
+            self._put(event)
 
     def _on_error(self, event: ErrorEvent) -> None:
         # A recoverable error is one LiveKit retries (a 429 or 500 once): the turn may still be answered.
@@ -248,10 +254,19 @@ class _Conversation:
             self._session_lost = True
 
     def _state(self, state: AgentState, detail: str = "") -> None:
+        self._last_state = (state, detail)
         self._put(AgentStateEvent(self.id, state, detail))
+
+    def hold(self, held: bool) -> None:
+        """Held: say nothing live until the lease is confirmed; then say where the agent is now."""
+        was, self.held = self.held, held
+        if was and not held and self._last_state is not None:
+            self._put(AgentStateEvent(self.id, *self._last_state))
 
     def _put(self, event: _Event) -> None:
         final = isinstance(event, TranscriptEvent) and event.final
+        if self.fenced or (self.held and not final):
+            return
         if self._waiting and isinstance(event, TranscriptEvent) and not final:
             return  # the database is away: the reply's final will say it all
         if final:
@@ -269,6 +284,9 @@ class _Conversation:
         try:
             while (event := await self._outbox.get()) is not None:
                 final = isinstance(event, TranscriptEvent) and event.final
+                if self.fenced:
+                    self._queued_finals -= final  # dropped on purpose, not lost
+                    continue
                 if not (self._gone and isinstance(event, TranscriptEvent)):  # else nothing to store it in
                     await self._emit(event, final)
                 self._queued_finals -= final
@@ -279,7 +297,7 @@ class _Conversation:
     async def _emit(self, event: _Event, final: bool) -> None:
         """Hand one event to the sink; a final is retried until the database takes it."""
         delay = RETRY_FIRST
-        while True:
+        while not self.fenced:  # fenced while it waited for the database: dropped
             try:
                 if isinstance(event, TranscriptEvent):
                     await self._sink.transcript(event)
@@ -289,6 +307,10 @@ class _Conversation:
                 # Expected: New Chat deleted the (empty) conversation while its greeting was still streaming.
                 self._gone = True
                 logger.info("conversation %s is gone; its agent's remaining output is dropped", self.id)
+            except LeaseLost:
+                # Another process took the conversation over while this one was cut off: it writes nothing more.
+                self.fenced = True
+                logger.warning("conversation %s was taken over; its agent's remaining output is dropped", self.id)
             except Exception as exc:
                 if not is_outage(exc):
                     logger.exception(
@@ -296,7 +318,7 @@ class _Conversation:
                     )
                     return
                 self._outage.failed(exc)
-                if final:
+                if final and not self.fenced:
                     self._waiting = True
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, RETRY_MAX)
@@ -406,6 +428,18 @@ class InProcessRuntime:
         metrics.ACTIVE_AGENTS.set(len(self._conversations))
         await running.close()
         logger.info("agent stopped", extra={"conversation_id": str(conversation_id)})
+
+    def hold(self, conversation_id: uuid.UUID, held: bool) -> None:
+        """Hold (or let go on) the agent's live output while its lease is unconfirmed (ownership.fence_overdue)."""
+        if (running := self._conversations.get(conversation_id)) is not None:
+            running.hold(held)
+
+    async def fence(self, conversation_id: uuid.UUID) -> None:
+        """Stop the agent without reporting anything more (its lease is, or is about to be, another process's)."""
+        if (running := self._conversations.get(conversation_id)) is not None:
+            running.fenced = True
+            logger.warning("agent fenced off", extra={"conversation_id": str(conversation_id)})
+        await self.stop(conversation_id)
 
     def is_running(self, conversation_id: uuid.UUID) -> bool:
         running = self._conversations.get(conversation_id)

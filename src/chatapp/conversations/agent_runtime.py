@@ -32,6 +32,10 @@ class ConversationInfo:
     # The last history item is a user message nobody answered (its agent's process died, or the app restarted):
     # an agent that can, answers it first instead of greeting.
     answer_last: bool = False
+    # Which active period (0, then one per reopening) the agent serves: its room and ingest token are that period's.
+    period: int = 0
+    # The agent lease generation this process claimed for it (several app processes), for fencing its writes.
+    lease: int | None = None
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,10 @@ class TranscriptBuffer:
         while len(self._closed) > _CLOSED_MEMORY:
             self._closed.popitem(last=False)
 
+    def reopen(self, conversation_id: uuid.UUID) -> None:
+        """The ended conversation is active again (reopened): its interims are taken again."""
+        self._closed.pop(conversation_id, None)
+
     def conversations(self) -> list[uuid.UUID]:
         return list(self._interims)
 

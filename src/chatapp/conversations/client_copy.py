@@ -21,11 +21,16 @@ from chatapp.conversations.queries import StoredUtterance
 
 
 def merge_client_copy(
-    client: Sequence[TranscriptEvent], server: Sequence[StoredUtterance], started: datetime, now: datetime
+    client: Sequence[TranscriptEvent],
+    server: Sequence[StoredUtterance],
+    started: datetime,
+    now: datetime,
+    period_start: int = 0,
 ) -> list[StoredUtterance | TranscriptEvent]:
     """The transcript as it should stand: the server's utterances in order, and the client's entries the server
     lacks in their places, with times from their server neighbours (`started` before the first, `now` after
-    the last)."""
+    the last). In a reopened conversation the current period starts at server index `period_start`: what the
+    client had goes into it, never among an earlier period's utterances (those were saved already)."""
     matched = _match(client, server)
     missing: dict[int, list[TranscriptEvent]] = {}  # server index -> what goes right after it (-1: before all)
     anchor, seen = -1, {u.item_id for u in server}
@@ -34,7 +39,7 @@ def merge_client_copy(
             anchor = matched[index]
         elif event.item_id not in seen:  # the same entry twice in one copy is one entry
             seen.add(event.item_id)
-            missing.setdefault(anchor, []).append(event)
+            missing.setdefault(max(anchor, period_start - 1), []).append(event)
     merged: list[StoredUtterance | TranscriptEvent] = []
     for after in range(-1, len(server)):
         if after >= 0:

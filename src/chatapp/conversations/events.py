@@ -32,6 +32,9 @@ class TranscriptEvent:
     final: bool
     interrupted: bool = False
     timestamp: datetime = field(default_factory=utcnow)
+    # The agent lease generation its in-process agent runs under (ownership.py); its finals are refused once the
+    # lease names another (fencing). None for every other producer.
+    lease: int | None = None
 
     def __post_init__(self) -> None:
         # A longer id would fail every later save of the conversation (item_id is varchar(128)):

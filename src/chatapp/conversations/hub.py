@@ -38,7 +38,9 @@ from chatapp.conversations.live_events import (
     LiveEvent,
     Logout,
     Part,
+    Reopened,
     State,
+    Titled,
     Wake,
     decode,
     with_origin,
@@ -289,6 +291,8 @@ class Hub:
                     self.on_command(event)
                 self._buffer.forget(conversation_id)
                 self.agent_states.forget(conversation_id)
+            case Reopened(conversation_id=conversation_id):
+                self._buffer.reopen(conversation_id)
             case Interim() if remote:
                 # Keep this process's buffer in step with interims ingested elsewhere, so New Chat here flushes them.
                 self._buffer.apply_interim(event.transcript_event())
@@ -306,7 +310,7 @@ class Hub:
                 return set(self._by_conversation.get(event.conversation_id, ()))
             case Ended():
                 return self._by_conversation.get(event.conversation_id, set()) | self._by_user.get(event.user_id, set())
-            case History() | Logout():
+            case History() | Titled() | Logout():
                 return set(self._by_user.get(event.user_id, ()))
         return set()
 

@@ -102,10 +102,27 @@ class Recent(msgspec.Struct, frozen=True):
 
 
 class History(_Event, frozen=True, tag="history"):
-    """The user's saved conversations changed: every tab redraws its sidebar."""
+    """The user's conversations changed (saved, renamed, or the active one got its title): every tab redraws its
+    sidebar, the active conversation (`current`) on top."""
 
     user_id: uuid.UUID
     recent: list[Recent] = []
+    current: Recent | None = None
+
+
+class Reopened(_Event, frozen=True, tag="reopened"):
+    """A saved conversation is active again: every process's buffer takes its interims again."""
+
+    conversation_id: uuid.UUID
+
+
+class Titled(_Event, frozen=True, tag="titled"):
+    """The model titled a conversation: every tab of the user shows the new title (the chat header of the tab
+    that shows it; the sidebar follows from the History event published with it)."""
+
+    conversation_id: uuid.UUID
+    user_id: uuid.UUID
+    text: str
 
 
 class Logout(_Event, frozen=True, tag="logout"):
@@ -158,7 +175,19 @@ class Part(_Event, frozen=True, tag="part"):
 
 Command = AgentText | AgentInterrupt | AgentRetry
 LiveEvent = (
-    Final | Interim | State | Ended | History | Logout | AgentText | AgentInterrupt | AgentRetry | ListenerChange | Wake
+    Final
+    | Interim
+    | State
+    | Ended
+    | Reopened
+    | History
+    | Titled
+    | Logout
+    | AgentText
+    | AgentInterrupt
+    | AgentRetry
+    | ListenerChange
+    | Wake
 )
 Wire = LiveEvent | Part
 

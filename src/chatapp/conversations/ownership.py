@@ -7,6 +7,16 @@ transcript as history and answers a user message that was left unanswered. A lea
 advisory lock: it can be read by any process (who owns this?), is easy to observe, and works through
 pgbouncer's transaction pooling, where a session-level lock would need its own dedicated connection.
 
+Fencing: a process cut off from the database (its host's link down) still runs its agents. Once it has not
+renewed a lease for FENCE_SECONDS, judged by its own clock from when it sent the last renewal that succeeded
+(the database's expiry is at least LEASE_SECONDS after that), the agent is held: it says nothing live (no
+interims, no status) before the lease can expire and another process take it over, and its finals are written
+only under its lease. Each claim of an expired lease gets a new generation, which the agent's finals carry and
+the write checks (queries.check_lease, under a row lock the takeover's claim waits for): whatever was still on
+its way when the host comes back is refused, and the agent is stopped with its output dropped. If the lease
+turns out to be still its own (the database itself was away: nobody could take over), the agent goes on and
+its finals are stored, as after any outage.
+
 Commands for an agent that runs elsewhere travel over the hub's channel: typed text as an `AgentText` event
 addressed to the holder, the Stop button as `AgentInterrupt`; stopping rides on the `Ended` event every
 process already receives.
@@ -15,7 +25,9 @@ process already receives.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Coroutine, Iterable
 from typing import Any, Protocol
@@ -31,19 +43,24 @@ log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 3.0
 HEARTBEAT_SECONDS = 1.0
+FENCE_SECONDS = 2.0  # < LEASE_SECONDS: an agent not renewed this long is held, before its lease can expire
+FENCE_CHECK_SECONDS = 0.1
 ADOPT_BATCH = 20
 
 CLAIM = """
 INSERT INTO agent_lease (conversation, holder, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3))
-ON CONFLICT (conversation) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+ON CONFLICT (conversation) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at,
+    generation = CASE WHEN agent_lease.holder = EXCLUDED.holder AND agent_lease.expires_at >= now()
+                      THEN agent_lease.generation ELSE nextval('agent_lease_generation') END
 WHERE agent_lease.holder = EXCLUDED.holder OR agent_lease.expires_at < now()
-RETURNING holder
+RETURNING holder, generation
 """
 HOLDER_ELSEWHERE = "SELECT holder FROM agent_lease WHERE conversation = $1 AND holder <> $2 AND expires_at > now()"
 RENEW = """
 UPDATE agent_lease SET expires_at = now() + make_interval(secs => $3)
 WHERE holder = $1 AND conversation = ANY($2::uuid[]) RETURNING conversation
 """
+# (Renewing a lease of ours that expired but was not taken is safe: its generation is unchanged, nobody acted.)
 ORPHANS = """
 SELECT l.conversation FROM agent_lease l JOIN chat_session s ON s.id = l.conversation AND s.ended_at IS NULL
 WHERE l.expires_at < now() ORDER BY l.expires_at LIMIT $1
@@ -63,6 +80,14 @@ class Ownership:
     async def claim(self, conversation_id: uuid.UUID) -> bool:
         """True when this process should run the agent (and now holds its lease)."""
         return True
+
+    def generation(self, conversation_id: uuid.UUID) -> int | None:
+        """The generation of this process's lease of the conversation (None: no leases, one process)."""
+        return None
+
+    def overdue(self, running: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+        """Those of `running` whose lease this process has not renewed for FENCE_SECONDS: hold their output."""
+        return set()
 
     async def holder_elsewhere(self, conversation_id: uuid.UUID) -> str | None:
         """The live process (not this one) running the agent, if any."""
@@ -88,16 +113,31 @@ class LeaseOwnership(Ownership):
 
     distributed = True
 
-    def __init__(self, lease_seconds: float = LEASE_SECONDS) -> None:
+    def __init__(self, lease_seconds: float = LEASE_SECONDS, fence_seconds: float = FENCE_SECONDS) -> None:
         self.lease_seconds = lease_seconds
+        self.fence_seconds = fence_seconds
+        self._generations: dict[uuid.UUID, int] = {}
+        self._renewed: dict[uuid.UUID, float] = {}  # monotonic time the last successful claim/renewal was sent
 
     async def claim(self, conversation_id: uuid.UUID) -> bool:
+        sent = time.monotonic()
         try:
             async with connection() as conn:
-                holder = await conn.fetchval(CLAIM, conversation_id, self.holder, self.lease_seconds)
+                row = await conn.fetchrow(CLAIM, conversation_id, self.holder, self.lease_seconds)
         except asyncpg.ForeignKeyViolationError:  # deleted meanwhile: nothing to run
             return False
-        return bool(holder == self.holder)
+        if row is None or row["holder"] != self.holder:
+            return False
+        self._generations[conversation_id] = row["generation"]
+        self._renewed[conversation_id] = sent
+        return True
+
+    def generation(self, conversation_id: uuid.UUID) -> int | None:
+        return self._generations.get(conversation_id)
+
+    def overdue(self, running: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+        deadline = time.monotonic() - self.fence_seconds
+        return {cid for cid in running if self._renewed.get(cid, deadline) <= deadline}
 
     async def holder_elsewhere(self, conversation_id: uuid.UUID) -> str | None:
         async with connection() as conn:
@@ -105,6 +145,8 @@ class LeaseOwnership(Ownership):
         return holder
 
     async def release(self, conversation_id: uuid.UUID, *, only_mine: bool = False) -> None:
+        self._generations.pop(conversation_id, None)
+        self._renewed.pop(conversation_id, None)
         async with connection() as conn:
             if only_mine:
                 await conn.execute(RELEASE_MINE, conversation_id, self.holder)
@@ -115,9 +157,13 @@ class LeaseOwnership(Ownership):
         ids = list(running)
         if not ids:
             return set()
+        sent = time.monotonic()
         async with connection() as conn:
             rows = await conn.fetch(RENEW, self.holder, ids, self.lease_seconds)
-        return {row["conversation"] for row in rows}
+        ours = {row["conversation"] for row in rows}
+        for cid in ours:
+            self._renewed[cid] = sent
+        return ours
 
     async def orphans(self) -> list[uuid.UUID]:
         async with connection() as conn:
@@ -152,6 +198,10 @@ class LocalAgents(Protocol):
 
     async def ended_elsewhere(self, conversation_id: uuid.UUID) -> None: ...
 
+    async def fence(self, conversation_id: uuid.UUID) -> None: ...
+
+    def hold(self, conversation_id: uuid.UUID, held: bool) -> None: ...
+
 
 async def keep_leases(service: LocalAgents, interval: float = HEARTBEAT_SECONDS) -> None:
     """Heartbeat and takeover, for the life of the app: renew this process's leases, stop any agent whose
@@ -161,12 +211,44 @@ async def keep_leases(service: LocalAgents, interval: float = HEARTBEAT_SECONDS)
         return
     running = getattr(service.runtime, "running", None)
     outage = OutageNotice(log, "agent leases")
+    fencing = asyncio.create_task(fence_overdue(service), name="chatapp-agent-fencing")
+    try:
+        await _renew_and_adopt(service, running, outage, interval)
+    finally:
+        fencing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await fencing
+
+
+async def fence_overdue(service: LocalAgents, interval: float = FENCE_CHECK_SECONDS) -> None:
+    """Hold, at once, the agent of every conversation whose lease this process could not renew in time, and let it
+    go on when a renewal succeeds (a renewal can hang for the whole connect timeout while the database is
+    unreachable, so this runs on its own)."""
+    running = getattr(service.runtime, "running", None)
+    if running is None:
+        return
+    held: set[uuid.UUID] = set()
+    while True:
+        local = set(running())
+        overdue = service.ownership.overdue(local)
+        if overdue - held:
+            log.warning("agent leases of %d conversation(s) not renewed in time: held", len(overdue - held))
+        for cid in overdue - held:
+            service.hold(cid, True)
+        for cid in (held - overdue) & local:
+            service.hold(cid, False)
+        held = overdue
+        await asyncio.sleep(interval)
+
+
+async def _renew_and_adopt(service: LocalAgents, running: Any, outage: OutageNotice, interval: float) -> None:
+    ownership = service.ownership
     while True:
         try:
             local = set(running()) if running is not None else set()
             for lost in local - await ownership.renew(local):
                 log.warning("lost the agent lease of conversation %s; stopping the agent here", lost)
-                await service.runtime.stop(lost)
+                await service.fence(lost)
             orphans = await ownership.orphans()
             outage.recovered()
             for orphan in orphans:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from chatapp.conversations import queries
 from chatapp.conversations.buffer import TranscriptBuffer
@@ -42,6 +42,8 @@ class TranscriptPipeline:
         self.buffer = buffer
         self.hub = hub
         self._touched: dict[uuid.UUID, float] = {}
+        # Told (without waiting) about every batch of newly stored finals: the model's titles start from here.
+        self.on_stored: Callable[[uuid.UUID, Sequence[queries.StoredUtterance]], None] | None = None
 
     async def transcript(self, event: TranscriptEvent) -> None:
         await self.apply(event.conversation_id, [event])
@@ -53,13 +55,20 @@ class TranscriptPipeline:
         late_grace: float | None = None,
         source: str = "app",
     ) -> list[queries.StoredUtterance]:
-        """Store the finals (one transaction), then broadcast. Raises queries.UnknownConversation, and (with
-        `late_grace`, see queries.store_finals) queries.ConversationClosed. `source` labels the events' metric."""
+        """Store the finals (one transaction), then broadcast. Raises queries.UnknownConversation, queries.LeaseLost
+        (an agent's finals after a takeover), and (with `late_grace`, see queries.store_finals)
+        queries.ConversationClosed. `source` labels the events' metric."""
         finals = [e for e in events if e.final]
         stored: list[queries.StoredUtterance] = []
         if finals:
+            leases = {e.lease for e in finals if e.lease is not None}
             async with connection() as conn, conn.transaction():
                 stored = await queries.store_finals(conn, conversation_id, finals, late_grace)
+                # An agent's finals stand only while its lease is still the one it started under (else all roll
+                # back). Checked after store_finals has locked the conversation: ending one (which deletes its
+                # lease) locks in the same order.
+                for lease in leases:
+                    await queries.check_lease(conn, conversation_id, lease)
             for event in finals:
                 self.buffer.finish(conversation_id, event.item_id)
         fresh_interims = [e for e in events if not e.final and self.buffer.apply_interim(e)]
@@ -70,6 +79,8 @@ class TranscriptPipeline:
         live: list[LiveEvent] = [final_event(u) for u in stored]
         live += [Interim.of(e) for e in fresh_interims]
         await self.hub.publish_many(live)
+        if stored and self.on_stored is not None:
+            self.on_stored(conversation_id, stored)
         if fresh_interims and not finals:
             await self._touch(conversation_id)
         return stored

@@ -25,25 +25,28 @@ log = logging.getLogger(__name__)
 
 CONVERSATION_COLUMNS = """
     id, owner, room_name, system_prompt, started_at, ended_at, title, last_activity_at, last_seq,
-    end_reason, continued_from, archived_at, pinned_at, superseded
+    end_reason, continued_from, archived_at, pinned_at, superseded, period, reopened_at, reopened_after_seq,
+    title_source, deleted_at
 """
 
 # The statements, as constants: several functions share them, and the New Chat benchmark's bare-SQL baseline runs
 # exactly these.
 SELECT_ACTIVE_SQL = f"SELECT {CONVERSATION_COLUMNS} FROM chat_session WHERE owner = $1 AND ended_at IS NULL"
-# The sidebar: every pin (at most MAX_PINS, newest pin first), then the newest saved ones neither pinned nor archived.
+# The sidebar: every saved pin (at most MAX_PINS, newest pin first), then the saved ones neither pinned nor archived,
+# by last activity (a saved conversation's is its end: a reopened one moves up when it ends again).
 MAX_PINS = 20
 RECENT_SAVED_SQL = f"""
 SELECT id, title, started_at, ended_at, message_count, pinned, false AS archived FROM (
     (SELECT id, title, started_at, ended_at, last_seq - superseded AS message_count, true AS pinned, pinned_at
      FROM chat_session
-     WHERE owner = $1 AND pinned_at IS NOT NULL ORDER BY pinned_at DESC, id DESC LIMIT {MAX_PINS})
+     WHERE owner = $1 AND pinned_at IS NOT NULL AND ended_at IS NOT NULL AND deleted_at IS NULL
+     ORDER BY pinned_at DESC, id DESC LIMIT {MAX_PINS})
     UNION ALL
     (SELECT id, title, started_at, ended_at, last_seq - superseded, false, NULL FROM chat_session
-     WHERE owner = $1 AND ended_at IS NOT NULL AND archived_at IS NULL AND pinned_at IS NULL
-     ORDER BY started_at DESC, id DESC LIMIT $2)
+     WHERE owner = $1 AND ended_at IS NOT NULL AND archived_at IS NULL AND pinned_at IS NULL AND deleted_at IS NULL
+     ORDER BY ended_at DESC, id DESC LIMIT $2)
 ) recent
-ORDER BY pinned_at DESC NULLS LAST, started_at DESC, id DESC
+ORDER BY pinned_at DESC NULLS LAST, ended_at DESC, id DESC
 """
 LIST_UTTERANCES_SQL = """
 SELECT seq, item_id, role, text, interrupted, created_at, superseded_at IS NOT NULL AS superseded FROM utterance
@@ -107,8 +110,15 @@ STILL_IDLE_SQL = """
 SELECT last_activity_at < now() - make_interval(secs => $2) FROM chat_session WHERE id = $1 FOR UPDATE
 """
 FIRST_USER_TEXT_SQL = "SELECT text FROM utterance WHERE session = $1 AND role = 'user' ORDER BY seq LIMIT 1"
+# The title: one the user or the model chose stays; otherwise it is (made again from) the first message. Whoever
+# wrote last between a rename and a model title is decided where they write (a model title never replaces a user's),
+# so ending keeps exactly what they left, whichever came first. A title with no source (from before sources were
+# recorded) is kept as it is.
 MARK_ENDED_SQL = f"""
-UPDATE chat_session SET ended_at = now(), end_reason = $2, title = coalesce(title, $3)
+UPDATE chat_session SET ended_at = now(), end_reason = $2,
+    title = CASE WHEN title IS NOT NULL AND title_source IS DISTINCT FROM 'first_message' THEN title ELSE $3 END,
+    title_source = CASE WHEN title IS NOT NULL AND title_source IS DISTINCT FROM 'first_message'
+                        THEN title_source ELSE 'first_message' END
 WHERE id = $1 RETURNING {CONVERSATION_COLUMNS}
 """
 INSERT_ACTIVE_SQL = f"""
@@ -134,6 +144,13 @@ class Conversation:
     archived_at: datetime | None = None
     pinned_at: datetime | None = None
     superseded: int = 0
+    # Reopenings: the current period's number, start (None in period 0: `started_at`) and the last utterance
+    # before it.
+    period: int = 0
+    reopened_at: datetime | None = None
+    reopened_after_seq: int = 0
+    title_source: str | None = None  # "first_message", "model", "user"; None: nobody chose one yet
+    deleted_at: datetime | None = None  # deleted, restorable until purged
 
     @property
     def active(self) -> bool:
@@ -228,11 +245,16 @@ async def recent_saved(owner: uuid.UUID, limit: int = 10) -> list[SavedSummary]:
     return [SavedSummary(**dict(row)) for row in rows]
 
 
-async def get_conversation(conversation_id: uuid.UUID, owner: uuid.UUID | None = None) -> Conversation | None:
-    """The conversation, or None when unknown or (with `owner`) someone else's: callers answer 404 either way."""
+async def get_conversation(
+    conversation_id: uuid.UUID, owner: uuid.UUID | None = None, *, include_deleted: bool = False
+) -> Conversation | None:
+    """The conversation, or None when unknown, deleted (even while it can still be restored, unless
+    `include_deleted`) or (with `owner`) someone else's: callers answer 404 either way."""
     async with connection() as conn:
         row = await conn.fetchrow(f"SELECT {CONVERSATION_COLUMNS} FROM chat_session WHERE id = $1", conversation_id)
     if row is None or (owner is not None and row["owner"] != owner):
+        return None
+    if row["deleted_at"] is not None and not include_deleted:
         return None
     return _conversation(row)
 
@@ -256,6 +278,23 @@ def unstorable(event: TranscriptEvent) -> str | None:
 
 class UnknownConversation(LookupError):
     """Finals for a conversation that does not exist (never did, or was empty and deleted)."""
+
+
+class LeaseLost(RuntimeError):
+    """An agent's finals under a lease generation that another claim replaced: refused (fencing)."""
+
+
+# FOR SHARE: a takeover's claim (an UPDATE of this row) waits until these finals are committed, so a final either
+# lands before the takeover or is refused after it. No row: the conversation ended and its lease was released,
+# and an agent's last finals still land (New Chat flushes them as interrupted, the final completes them).
+LEASE_GENERATION_SQL = "SELECT generation FROM agent_lease WHERE conversation = $1 FOR SHARE"
+
+
+async def check_lease(conn: Any, conversation_id: uuid.UUID, generation: int) -> None:
+    """Raise LeaseLost unless the conversation's agent lease is still of `generation` (or was released)."""
+    current = await conn.fetchval(LEASE_GENERATION_SQL, conversation_id)
+    if current is not None and current != generation:
+        raise LeaseLost(str(conversation_id))
 
 
 class ConversationClosed(LookupError):
@@ -504,3 +543,160 @@ async def supersede_last_reply(conversation_id: uuid.UUID) -> list[StoredUtteran
         await conn.execute(LOCK_CONVERSATION_SQL, conversation_id)
         rows = await conn.fetch(SUPERSEDE_SQL, conversation_id)
     return [_utterance(conversation_id, row) for row in rows]
+
+
+# Reopening, in the caller's transaction under the user's lock (after the active conversation was ended): the
+# period that ended is kept in conversation_period, and the conversation is active again in a new period with a
+# room of its own. last_activity_at is now, or the idle reaper would end it at once.
+LOCK_SAVED_SQL = """
+SELECT period FROM chat_session WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL AND deleted_at IS NULL
+FOR UPDATE
+"""
+REOPEN_SQL = f"""
+WITH closed AS (
+    INSERT INTO conversation_period (session, n, room_name, started_at, ended_at, end_reason, after_seq)
+    SELECT id, period, room_name, coalesce(reopened_at, started_at), ended_at, end_reason, reopened_after_seq
+    FROM chat_session WHERE id = $1
+    RETURNING session
+)
+UPDATE chat_session SET period = period + 1, reopened_at = now(), reopened_after_seq = last_seq, room_name = $2,
+    ended_at = NULL, end_reason = NULL, last_activity_at = now(), archived_at = NULL
+WHERE id = (SELECT session FROM closed)
+RETURNING {CONVERSATION_COLUMNS}
+"""
+_QUALIFIED = ", ".join(f"s.{c.strip()}" for c in CONVERSATION_COLUMNS.split(","))
+# A reopened period in which the user said nothing is undone when it ends: the conversation is saved as it was
+# (same end, same place in the lists), as an empty new conversation is dropped.
+UNDO_REOPEN_SQL = f"""
+WITH previous AS (DELETE FROM conversation_period WHERE session = $1 AND n = $2 RETURNING *)
+UPDATE chat_session s SET period = p.n, room_name = p.room_name, ended_at = p.ended_at, end_reason = p.end_reason,
+    reopened_at = CASE WHEN p.n = 0 THEN NULL ELSE p.started_at END, reopened_after_seq = p.after_seq,
+    last_seq = s.reopened_after_seq, last_activity_at = p.ended_at,
+    superseded = (SELECT count(*) FROM utterance u
+                  WHERE u.session = $1 AND u.seq <= s.reopened_after_seq AND u.superseded_at IS NOT NULL)
+FROM previous p WHERE s.id = $1
+RETURNING {_QUALIFIED}
+"""
+DELETE_AFTER_SQL = "DELETE FROM utterance WHERE session = $1 AND seq > $2"
+SPOKE_SINCE_SQL = "SELECT EXISTS (SELECT 1 FROM utterance WHERE session = $1 AND role = 'user' AND seq > $2)"
+PERIODS_SQL = """
+SELECT n, room_name, started_at, ended_at, end_reason, after_seq FROM conversation_period WHERE session = $1 ORDER BY n
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """One active stretch of a conversation: the first, then one per reopening. `after_seq`: its utterances are
+    those after this sequence number (up to the next period's)."""
+
+    n: int
+    room_name: str
+    started_at: datetime
+    ended_at: datetime | None
+    end_reason: str | None
+    after_seq: int
+
+
+async def reopen(conn: Any, owner: uuid.UUID, conversation_id: uuid.UUID) -> Conversation | None:
+    """Make the owner's saved conversation active again in a new period; None when it is not theirs or not
+    saved. The caller holds the user's lock and has ended the active conversation."""
+    period = await conn.fetchval(LOCK_SAVED_SQL, conversation_id, owner)
+    if period is None:
+        return None
+    row = await conn.fetchrow(REOPEN_SQL, conversation_id, room_name_for(conversation_id, period + 1))
+    return _conversation(row)
+
+
+async def said_nothing_since_reopening(conn: Any, conversation: Conversation) -> bool:
+    """A reopened conversation whose current period has no user utterance (an agent's words alone count as none)."""
+    return conversation.period > 0 and not await conn.fetchval(
+        SPOKE_SINCE_SQL, conversation.id, conversation.reopened_after_seq
+    )
+
+
+async def undo_reopen(conn: Any, conversation: Conversation) -> Conversation:
+    """End an empty reopened period by undoing it: its utterances (agent words only) go, the conversation is
+    saved exactly as before it was reopened."""
+    await conn.execute(
+        "DELETE FROM utterance WHERE session = $1 AND seq > $2", conversation.id, conversation.reopened_after_seq
+    )
+    row = await conn.fetchrow(UNDO_REOPEN_SQL, conversation.id, conversation.period - 1)
+    return _conversation(row)
+
+
+async def list_periods(conversation: Conversation, conn: Any | None = None) -> list[Period]:
+    """Every period of the conversation, the current one last (ended_at None while it is active)."""
+    if conn is None:
+        async with connection() as own:
+            rows = await own.fetch(PERIODS_SQL, conversation.id)
+    else:
+        rows = await conn.fetch(PERIODS_SQL, conversation.id)
+    periods = [Period(**dict(row)) for row in rows]
+    start = conversation.reopened_at if conversation.period else conversation.started_at
+    current = Period(
+        conversation.period,
+        conversation.room_name,
+        start or conversation.started_at,
+        conversation.ended_at,
+        conversation.end_reason,
+        conversation.reopened_after_seq,
+    )
+    return [*periods, current]
+
+
+# Late finals of an earlier period (its agent still reporting after the conversation was reopened): stored in that
+# period's place, judged by that period's end for the grace window.
+PERIOD_ENDED_LONG_AGO_SQL = """
+SELECT now() - ended_at > make_interval(secs => $3) FROM conversation_period WHERE session = $1 AND n = $2
+"""
+SHIFT_PERIODS_SQL = """
+WITH later AS (UPDATE conversation_period SET after_seq = after_seq + $3 WHERE session = $1 AND n > $2)
+UPDATE chat_session SET reopened_after_seq = reopened_after_seq + $3 WHERE id = $1
+"""
+
+
+async def store_earlier_period_finals(
+    conn: Any, conversation: Conversation, period: int, events: Sequence[TranscriptEvent], late_grace: float
+) -> int:
+    """Store an earlier period's late finals at the end of that period (what came after moves up), inside the
+    caller's transaction; none are live messages of the current period. Returns how many were new. Raises
+    ConversationClosed after the grace window (or for a period that does not exist)."""
+    transcript = await lock_transcript(conn, conversation.id)
+    if await conn.fetchval(PERIOD_ENDED_LONG_AGO_SQL, conversation.id, period, late_grace) is not False:
+        raise ConversationClosed(str(conversation.id))
+    known = {u.item_id for u in transcript}
+    fresh: dict[str, TranscriptEvent] = {}
+    for event in events:
+        if event.final and event.item_id not in known:
+            fresh.setdefault(event.item_id, event)
+    if not fresh:
+        return 0
+    periods = await list_periods(conversation, conn)
+    boundary = next(p.after_seq for p in periods if p.n == period + 1)
+    order: list[StoredUtterance | TranscriptEvent] = [*transcript[:boundary], *fresh.values(), *transcript[boundary:]]
+    added = await store_in_order(conn, conversation.id, order)
+    await conn.execute(SHIFT_PERIODS_SQL, conversation.id, period, added)
+    return added
+
+
+CURRENT_TITLED_SQL = """
+SELECT s.id, coalesce(s.title, (SELECT u.text FROM utterance u WHERE u.session = s.id AND u.role = 'user'
+                               ORDER BY u.seq LIMIT 1)) AS title
+FROM chat_session s WHERE s.owner = $1 AND s.ended_at IS NULL
+"""
+FIRST_USER_MESSAGE_SQL = """
+SELECT NOT EXISTS (SELECT 1 FROM utterance WHERE session = $1 AND role = 'user' AND seq < $2)
+"""
+
+
+async def current_titled(owner: uuid.UUID) -> tuple[uuid.UUID, str] | None:
+    """The user's active conversation and its title (else its first message), once the user said something:
+    from then on the sidebar shows it."""
+    async with connection() as conn:
+        row = await conn.fetchrow(CURRENT_TITLED_SQL, owner)
+    return (row["id"], row["title"]) if row and row["title"] else None
+
+
+async def is_first_user_message(conversation_id: uuid.UUID, seq: int) -> bool:
+    async with connection() as conn:
+        return bool(await conn.fetchval(FIRST_USER_MESSAGE_SQL, conversation_id, seq))

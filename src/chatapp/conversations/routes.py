@@ -17,7 +17,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.params import Body, Parameter
 from litestar.plugins.htmx import HTMXRequest
 from litestar.response import Redirect, Template
-from sse_starlette import EventSourceResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from chatapp.accounts.limits import limit
 from chatapp.accounts.service import User
@@ -26,6 +26,7 @@ from chatapp.accounts.web import BearerTokenRequired, toast_header
 from chatapp.conversations.agent_access import valid_ingest_token
 from chatapp.conversations.events import MAX_ITEM_ID_LENGTH, MAX_TEXT_LENGTH, TranscriptEvent, utcnow
 from chatapp.conversations.http import CHAT_ERRORS, SERVICE, answered_as, conversation_gone
+from chatapp.conversations.live_events import Recent
 from chatapp.conversations.service import ChatView, ConversationGone, ConversationService, IngestClosed
 from chatapp.conversations.speech import MAX_AUDIO_BYTES, MAX_SECONDS
 from chatapp.core.openapi import NO_CONTROL_CHARACTERS, errors
@@ -96,6 +97,8 @@ def chat_context(view: ChatView, user: User, state: State) -> dict[str, Any]:
         # With LiveKit the worker's own settings pick its model; the app cannot tell, so it does not claim.
         "offline_model": not state.settings.llm_configured and not state.settings.livekit_configured,
         "recent": view.recent,
+        # The active conversation tops the sidebar from its first message on (marked current).
+        "current": Recent(view.conversation.id, view.header_title) if view.header_title else None,
         "header_title": view.header_title,
         "origin": view.origin,
         "server_dictation": state.settings.stt_configured,
@@ -110,6 +113,22 @@ def chat_blocks(context: dict[str, Any], *more_blocks: str) -> Template:
         block_names=["chat_panel", "history_list", *more_blocks],
         context=context | {"oob": True},
     )
+
+
+async def chat_response(request: HTMXRequest, state: State, conversations: ConversationService) -> Template:
+    """The chat page (or, for htmx, its panel and sidebar) of the user's active conversation."""
+    user: User = request.user
+    context = chat_context(await conversations.open(user.id, user.display_name), user, state)
+    return chat_blocks(context) if request.htmx else Template("chat.html", context=context)
+
+
+def in_place(template: Template, push_url: str | None = None, replace_url: str | None = None) -> Template:
+    """The swapped panel's address: a reopened conversation's is pushed (Back returns), New Chat's replaces it."""
+    if push_url:
+        template.headers["HX-Push-Url"] = push_url
+    if replace_url:
+        template.headers["HX-Replace-Url"] = replace_url
+    return template
 
 
 def _optional_uuid(raw: object) -> uuid.UUID | None:
@@ -154,9 +173,32 @@ class ChatController(Controller):
 
     @get("/", name="chat")
     async def chat_page(self, request: HTMXRequest, state: State, conversations: ConversationService) -> Template:
+        return await chat_response(request, state, conversations)
+
+    @get("/chat/{conversation_id:uuid}", name="chat_conversation")
+    async def conversation_page(
+        self, request: HTMXRequest, state: State, conversations: ConversationService, conversation_id: uuid.UUID
+    ) -> Template | Redirect:
+        """The chat page's address for the active conversation; a saved one's is its read-only page (with
+        "Continue here"), where a reload of an old address lands."""
         user: User = request.user
-        context = chat_context(await conversations.open(user.id, user.display_name), user, state)
-        return chat_blocks(context) if request.htmx else Template("chat.html", context=context)
+        if not await conversations.is_active(user.id, conversation_id):
+            return Redirect(f"/history/{conversation_id}", status_code=303)
+        return await chat_response(request, state, conversations)
+
+    @post("/conversations/{conversation_id:uuid}/reopen", status_code=200, guards=[*FORM_ONLY, limit("new_chat")])
+    async def reopen(
+        self, request: HTMXRequest, state: State, conversations: ConversationService, conversation_id: uuid.UUID
+    ) -> Template | Redirect:
+        """Open a saved conversation in the chat panel to continue it in place (the active one is ended first,
+        as New Chat ends it). Counted with New Chat: it starts an agent."""
+        user: User = request.user
+        result = await conversations.reopen(user.id, conversation_id, user.display_name)
+        if not request.htmx:
+            return Redirect(f"/chat/{conversation_id}", status_code=303)
+        assert result.outcome.current is not None
+        view = await conversations.view_with_transcript(result.outcome.current, result.start)
+        return in_place(chat_blocks(chat_context(view, user, state)), push_url=f"/chat/{conversation_id}")
 
     @post("/conversations/new", status_code=200, guards=[*FORM_ONLY, limit("new_chat")])
     async def new_chat(
@@ -175,7 +217,8 @@ class ChatController(Controller):
         assert result.outcome.current is not None
         view = await conversations.view(result.outcome.current, result.start)
         # One quiet line under the button says what happened (no toast over the transcript).
-        return chat_blocks(chat_context(view, user, state) | {"new_chat_saved": result.saved}, "new_chat_status")
+        context = chat_context(view, user, state) | {"new_chat_saved": result.saved}
+        return in_place(chat_blocks(context, "new_chat_status"), replace_url="/")
 
     @post("/conversations/{conversation_id:uuid}/messages", status_code=200, guards=[*FORM_ONLY, limit("messages")])
     async def send_message(
@@ -273,7 +316,17 @@ class ChatController(Controller):
         events = conversations.live_events(
             slot, conversation_id, user.id, cursor, state.fragments, session_tag(request)
         )
-        return EventSourceResponse(events, ping=15, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return EventSourceResponse(
+            events, ping=state.settings.sse_ping_seconds, ping_message_factory=ping_event, headers=SSE_HEADERS
+        )
+
+
+SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+
+
+def ping_event() -> ServerSentEvent:
+    """A ping the page's script sees (an SSE comment never reaches it): its watchdog reconnects a silent stream."""
+    return ServerSentEvent(data="alive", event="ping")
 
 
 def _last_event_id(header: str) -> int:
@@ -285,12 +338,24 @@ def _last_event_id(header: str) -> int:
     return int(header)
 
 
-def ingest_token_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    """The agent worker's bearer token for this conversation, from the header alone, or 401."""
+def _period(connection: ASGIConnection[Any, Any, Any, Any]) -> int:
+    """The active period an agent reports for (`?period=n`; none: the first), or 400."""
+    raw = connection.query_params.get("period", "0")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9):
+        raise HTTPException(status_code=400, detail="period must be a number.")
+    return int(raw)
+
+
+async def ingest_token_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """The agent worker's bearer token for this conversation, from the header alone, or 401.
+
+    `async` although it never awaits: Litestar runs a plain function guard in its thread pool, and that hand-off
+    was a third of an ingest POST's profile (`python -m bench live`; the README's "Where the time goes").
+    """
     conversation_id = connection.path_params["conversation_id"]
     scheme, _, token = connection.headers.get("authorization", "").partition(" ")
     secret_key = connection.app.state.settings.secret_key
-    if scheme.lower() != "bearer" or not valid_ingest_token(secret_key, conversation_id, token):
+    if scheme.lower() != "bearer" or not valid_ingest_token(secret_key, conversation_id, token, _period(connection)):
         raise BearerTokenRequired(detail="A valid bearer token for this conversation is required.")
 
 
@@ -325,7 +390,8 @@ class IngestController(Controller):
         data: IngestBatch,
     ) -> IngestResponse:
         data = strict_body(await request.json(), IngestBatch)
-        result = await conversations.ingest(conversation_id, transcript_events(conversation_id, data))
+        events = transcript_events(conversation_id, data)
+        result = await conversations.ingest(conversation_id, events, _period(request))
         return IngestResponse(stored=result.stored, ignored=result.ignored)
 
 

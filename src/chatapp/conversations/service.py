@@ -17,7 +17,7 @@ from chatapp.conversations.agent_runtime import AgentRuntime, StartInfo
 from chatapp.conversations.client_copy import merge_client_copy
 from chatapp.conversations.events import TranscriptEvent, utcnow
 from chatapp.conversations.hub import Hub
-from chatapp.conversations.live_events import Ended, History, LiveEvent, Recent
+from chatapp.conversations.live_events import Ended, History, LiveEvent, Recent, Reopened
 from chatapp.conversations.ownership import Ownership
 from chatapp.conversations.pipeline import TranscriptPipeline, final_event
 from chatapp.conversations.speech import SpeechUnavailable, Transcriber
@@ -180,6 +180,10 @@ class ConversationService:
         origin = await self._origin(conversation)
         return ChatView(conversation, messages, last_seq, state, detail, start, recent, title, origin)
 
+    async def view_with_transcript(self, conversation: queries.Conversation, start: StartInfo | None) -> ChatView:
+        """The chat panel of a conversation that has a transcript already (a reopened one)."""
+        return await self.view(conversation, start, await queries.list_utterances(conversation.id))
+
     @staticmethod
     async def _origin(conversation: queries.Conversation) -> Origin | None:
         """For a continued conversation, what is being continued (unless it was deleted meanwhile)."""
@@ -230,6 +234,14 @@ class ConversationService:
         'unavailable' status) when it cannot start."""
         return await self.agents.ensure(conversation, display_name, utterances)
 
+    @staticmethod
+    async def is_active(user_id: uuid.UUID, conversation_id: uuid.UUID) -> bool:
+        """Whether it is the user's active conversation; ConversationGone when it is not theirs at all."""
+        conversation = await queries.get_conversation(conversation_id, owner=user_id)
+        if conversation is None:
+            raise ConversationGone(str(conversation_id))
+        return conversation.active
+
     async def owned_active(self, user_id: uuid.UUID, conversation_id: uuid.UUID) -> queries.Conversation:
         conversation = await queries.get_conversation(conversation_id, owner=user_id)
         if conversation is None:
@@ -250,6 +262,8 @@ class ConversationService:
             raise ConversationGone(str(conversation_id)) from None
         if not stored:
             return False
+        if await queries.is_first_user_message(conversation_id, stored[0].seq):
+            await self.publish_history(user_id)  # the conversation shows in every tab's sidebar from now on
         await self.agents.send_text(conversation_id, text)
         return True
 
@@ -291,12 +305,20 @@ class ConversationService:
         await self.send_text(user_id, conversation_id, text, item_id)
         return text
 
-    async def ingest(self, conversation_id: uuid.UUID, events: Sequence[TranscriptEvent]) -> IngestResult:
-        """Events from an out-of-process agent. Finals for an ended conversation are still stored (late,
-        not lost) within the grace window after its end, refused after it; its interims are dropped, and
-        nothing here ever starts a new conversation."""
-        # No lookup first: storing the finals locks the conversation row anyway (and raises if it is
-        # unknown), and the buffer already refuses interims for conversations that ended.
+    async def ingest(
+        self, conversation_id: uuid.UUID, events: Sequence[TranscriptEvent], period: int = 0
+    ) -> IngestResult:
+        """Events from an out-of-process agent of one period of the conversation. Finals for an ended period are
+        still stored (late, not lost) within the grace window after its end, refused after it; its interims are
+        dropped, and nothing here ever starts a new conversation. An earlier period's finals (the conversation
+        was reopened since) go in that period's place, never among the current period's live messages."""
+        conversation = await queries.get_conversation(conversation_id)
+        if conversation is None:
+            raise ConversationGone(str(conversation_id))
+        if period != conversation.period:
+            return await self._ingest_earlier_period(conversation, period, events)
+        # Storing the finals locks the conversation row (and raises if it was deleted meanwhile), and the buffer
+        # refuses interims for conversations that ended.
         try:
             stored = await self.pipeline.apply(
                 conversation_id, events, self.settings.late_final_grace_seconds, source="api"
@@ -305,7 +327,36 @@ class ConversationService:
             raise ConversationGone(str(conversation_id)) from None
         except queries.ConversationClosed:
             raise IngestClosed(str(conversation_id)) from None
+        said = next((u for u in stored if u.role == "user"), None)
+        if conversation.active and said and await queries.is_first_user_message(conversation_id, said.seq):
+            await self.publish_history(conversation.owner)  # a spoken first message: the sidebar shows it now
         return IngestResult(stored=len(stored), ignored=len(events) - len(stored))
+
+    async def _ingest_earlier_period(
+        self, conversation: queries.Conversation, period: int, events: Sequence[TranscriptEvent]
+    ) -> IngestResult:
+        if period > conversation.period:  # a period that no longer exists (an empty one, undone)
+            raise IngestClosed(str(conversation.id))
+        try:
+            async with connection() as conn, conn.transaction():
+                stored = await queries.store_earlier_period_finals(
+                    conn, conversation, period, events, self.settings.late_final_grace_seconds
+                )
+        except queries.ConversationClosed:
+            raise IngestClosed(str(conversation.id)) from None
+        return IngestResult(stored=stored, ignored=len(events) - stored)
+
+    async def reopen(self, user_id: uuid.UUID, conversation_id: uuid.UUID, display_name: str) -> EndResult:
+        """Continue a saved conversation in place: the active one is ended first exactly as New Chat ends it,
+        then this one is active again (same id and title, a new period with a room of its own), all in one
+        transaction under the user's lock; then its agent starts with the transcript as context.
+        ConversationGone when it is not the user's saved conversation (nothing changes)."""
+        outcome = await self._end_in_transaction(user_id, None, "new_chat", reopen=conversation_id)
+        current = outcome.current
+        assert current is not None
+        self.pipeline.buffer.reopen(current.id)
+        await self.hub.publish_many([Reopened(conversation_id=current.id), await self.history_event(user_id)])
+        return EndResult(outcome, await self.ensure_agent(current, display_name))
 
     async def end(
         self, user_id: uuid.UUID, expected: uuid.UUID | None, reason: EndReason, idle_seconds: float | None = None
@@ -333,7 +384,9 @@ class ConversationService:
                     server = await queries.lock_transcript(conn, conversation_id)
                 except queries.UnknownConversation:  # deleted meanwhile (New Chat on an empty one)
                     raise ConversationGone(str(conversation_id)) from None
-                merged = merge_client_copy(events, server, conversation.started_at, utcnow())
+                current = await queries.get_conversation(conversation_id)  # under the lock: its period as it is
+                period_start = current.reopened_after_seq if current is not None else 0
+                merged = merge_client_copy(events, server, conversation.started_at, utcnow(), period_start)
                 await queries.store_in_order(conn, conversation_id, merged)
         result = await self.end(user_id, conversation_id, "api")
         if result.outcome.deleted_id == conversation_id:
@@ -378,6 +431,7 @@ class ConversationService:
         next_prompt: str | None = None,
         continue_from: uuid.UUID | None = None,
         idle_seconds: float | None = None,
+        reopen: uuid.UUID | None = None,
     ) -> queries.EndOutcome:
         """end's and new_chat's one path, so every guarantee holds for each caller.
 
@@ -391,9 +445,15 @@ class ConversationService:
             target = active.id if active else None
         pending = self._pending_as_interrupted(target) if target else []
         async with connection() as conn, conn.transaction():
-            outcome = await self._end_active(
-                conn, user_id, expected, pending, reason, next_prompt, continue_from, idle_seconds
-            )
+            active = await queries.lock_active(conn, user_id) if reopen is not None else None
+            if active is not None and active.id == reopen:
+                outcome = queries.EndOutcome(None, None, active, [], changed=False)  # it is the active one already
+            else:
+                outcome = await self._end_active(
+                    conn, user_id, expected, pending, reason, next_prompt, continue_from, idle_seconds
+                )
+                if reopen is not None:
+                    outcome = await self._reopen_after(conn, user_id, reopen, outcome)
             if self.faults.consume("slow_save"):
                 await asyncio.sleep(1.0)
             self.faults.check("save")
@@ -435,7 +495,10 @@ class ConversationService:
         first = await queries.first_user_text(conn, active.id)
         ended: queries.Conversation | None = None
         deleted_id: uuid.UUID | None = None
-        if first is None:
+        if await queries.said_nothing_since_reopening(conn, active):
+            # Reopened, then left without a word: saved exactly as it was before (same end, same place).
+            ended = await queries.undo_reopen(conn, active)
+        elif first is None:
             # The user never said anything (an agent greeting alone counts as empty): nothing worth keeping.
             await queries.delete_conversation(conn, active.id)
             deleted_id = active.id
@@ -445,6 +508,16 @@ class ConversationService:
         if next_prompt is not None:
             current = await queries.insert_active(conn, owner, next_prompt, continued_from)
         return queries.EndOutcome(ended, deleted_id, current, flushed, changed=True)
+
+    @staticmethod
+    async def _reopen_after(
+        conn: Any, owner: uuid.UUID, conversation_id: uuid.UUID, outcome: queries.EndOutcome
+    ) -> queries.EndOutcome:
+        """Reopen's second step, in the same transaction: the active conversation (if any) has ended."""
+        reopened = await queries.reopen(conn, owner, conversation_id)
+        if reopened is None:
+            raise ConversationGone(str(conversation_id))  # rolls back: the active conversation stays as it was
+        return replace(outcome, current=reopened)
 
     def _pending_as_interrupted(self, conversation_id: uuid.UUID) -> list[TranscriptEvent]:
         """Whatever was still being said, saved as it stands and marked as cut off; an interim PostgreSQL
@@ -479,4 +552,9 @@ class ConversationService:
 
     async def history_event(self, user_id: uuid.UUID) -> History:
         recent = await queries.recent_saved(user_id)
-        return History(user_id=user_id, recent=[Recent(r.id, r.title, r.pinned) for r in recent])
+        current = await queries.current_titled(user_id)
+        return History(
+            user_id=user_id,
+            recent=[Recent(r.id, r.title, r.pinned) for r in recent],
+            current=Recent(current[0], make_title(current[1])) if current else None,
+        )

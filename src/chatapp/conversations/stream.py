@@ -18,7 +18,7 @@ from sse_starlette import ServerSentEvent
 from chatapp.conversations import queries
 from chatapp.conversations.buffer import TranscriptBuffer
 from chatapp.conversations.hub import LISTENER_QUEUE_SIZE, Hub
-from chatapp.conversations.live_events import Ended, Final, History, Interim, LiveEvent, Logout, State
+from chatapp.conversations.live_events import Ended, Final, History, Interim, LiveEvent, Logout, State, Titled
 from chatapp.conversations.views import Fragments, MessageView
 
 RETRY_MS = 2000
@@ -83,9 +83,13 @@ async def conversation_events(
                     return
                 case Logout() if event.session == session:
                     return
+                case Titled() if event.conversation_id == conversation_id:
+                    title = fragments.block("conversation_title", template="_live.html", title=event.text)
+                    yield ServerSentEvent(data=title, event="control")
                 case History():
                     yield ServerSentEvent(
-                        data=fragments.block("history_list", recent=event.recent, oob=True), event="control"
+                        data=fragments.block("history_list", recent=event.recent, current=event.current, oob=True),
+                        event="control",
                     )
 
 

@@ -146,6 +146,17 @@ class AgentSupervisor:
             else:
                 log.warning("handed-over text for conversation %s found no agent here", conversation_id)
 
+    async def fence(self, conversation_id: uuid.UUID) -> None:
+        """Another process holds the conversation's lease now: this process's agent stops, and what it has not
+        written yet is dropped."""
+        self._starts.pop(conversation_id, None)
+        await getattr(self.runtime, "fence", self.runtime.stop)(conversation_id)
+
+    def hold(self, conversation_id: uuid.UUID, held: bool) -> None:
+        """Hold the agent's live output while its lease is unconfirmed (ownership.fence_overdue), or let it go on."""
+        if (hold := getattr(self.runtime, "hold", None)) is not None:
+            hold(conversation_id, held)
+
     async def ended_elsewhere(self, conversation_id: uuid.UUID) -> None:
         """Another process ended the conversation: stop its agent if it runs here, and forget it."""
         self.forget(conversation_id)
@@ -196,7 +207,10 @@ class AgentSupervisor:
             utterances = await queries.list_utterances(conversation.id)
         # A user message stored while no agent ran (its process died, the app restarted) is answered now.
         utterances = [u for u in utterances if not u.superseded]  # replies replaced by Retry are not context
-        answer_last = bool(utterances) and utterances[-1].role == "user"
+        # ... but not a reopened conversation's old last message: that was left unanswered before it was saved.
+        answer_last = (
+            bool(utterances) and utterances[-1].role == "user" and utterances[-1].seq > conversation.reopened_after_seq
+        )
         history = [(u.role, u.text) for u in utterances]
         if conversation.continued_from is not None:
             # Continuing a saved conversation: the agent's context is its transcript (which stays as it was)
@@ -211,4 +225,6 @@ class AgentSupervisor:
             user_id=conversation.owner,
             history=tuple(history),
             answer_last=answer_last,
+            period=conversation.period,
+            lease=self.ownership.generation(conversation.id),
         )

@@ -9,21 +9,33 @@ from typing import Any
 
 from chatapp.core.database import DatabaseUnavailable
 
+# Held (a session-level advisory lock on a connection of its own) while migrations run: app hosts that each
+# migrate before they start (deploy/systemd/chatapp.service) take turns instead of racing to create the same
+# tables; the second finds the schema up to date.
+MIGRATION_LOCK_SQL = "SELECT pg_advisory_lock(hashtextextended('chatapp:migrate', 0))"
+MIGRATION_UNLOCK_SQL = "SELECT pg_advisory_unlock(hashtextextended('chatapp:migrate', 0))"
+
 
 async def apply_migrations() -> list[str]:
-    """Run every pending migration; return the ids applied (empty when up to date)."""
+    """Run every pending migration, one migrating process at a time; return the ids applied (empty when up to
+    date, also when another process applied them while this one waited for the lock)."""
     from piccolo.apps.migrations.commands.forwards import run_forwards
 
     from chatapp.core.database import connection
 
-    async with connection() as conn:
-        before = await applied_migrations(conn)
-    with contextlib.redirect_stdout(io.StringIO()) as output:  # Piccolo prints progress bars.
-        result = await run_forwards(app_name="chatapp")
-    if not result.success:
-        raise DatabaseUnavailable(f"migrations failed: {result.message or output.getvalue().strip()[-300:]}")
-    async with connection() as conn:
-        after = await applied_migrations(conn)
+    async with connection() as lock:
+        await lock.execute(MIGRATION_LOCK_SQL)
+        try:
+            async with connection() as conn:
+                before = await applied_migrations(conn)
+            with contextlib.redirect_stdout(io.StringIO()) as output:  # Piccolo prints progress bars.
+                result = await run_forwards(app_name="chatapp")
+            if not result.success:
+                raise DatabaseUnavailable(f"migrations failed: {result.message or output.getvalue().strip()[-300:]}")
+            async with connection() as conn:
+                after = await applied_migrations(conn)
+        finally:
+            await lock.execute(MIGRATION_UNLOCK_SQL)
     return sorted(after - before)
 
 

@@ -188,6 +188,8 @@ class Settings:
     llm_api_key: str = setting("CHATAPP_LLM_API_KEY", "", secret=True)
     idle_minutes: float = setting("CHATAPP_IDLE_MINUTES", 30, number(minimum=0.05))
     reaper_interval: float = setting("CHATAPP_REAPER_INTERVAL", 60, number(minimum=0.5))
+    # A deleted conversation can be restored (Undo) for this long, then it is purged for good.
+    delete_undo_seconds: float = setting("CHATAPP_DELETE_UNDO_SECONDS", 10, number(minimum=1.0))
     db_wait_seconds: float = setting("CHATAPP_DB_WAIT_SECONDS", 10, number(minimum=0.1))
     # Bounds on every database call, so an outage answers 503 quickly instead of hanging requests.
     db_connect_timeout: float = setting("CHATAPP_DB_CONNECT_TIMEOUT", 5, number(minimum=0.1))
@@ -196,6 +198,10 @@ class Settings:
     late_final_grace_seconds: float = setting("CHATAPP_LATE_FINAL_GRACE_SECONDS", 120, number())
     # Open SSE streams per user and process; a further one is answered 429 (every tab holds one).
     max_streams_per_user: int = setting("CHATAPP_MAX_STREAMS_PER_USER", 20, whole(minimum=1))
+    # How often a live stream says it is alive (a `ping` event). The page reconnects a stream silent for 2.5 pings
+    # (its host cut off behind a proxy that keeps the client's connection open); a proxy's read timeout must
+    # be above it (deploy/nginx: 40 s).
+    sse_ping_seconds: float = setting("CHATAPP_SSE_PING_SECONDS", 15, number(minimum=0.5))
     # Seconds a client may take to send a request's head, its body (plus 1 s per KiB), or to read (server.httpserver).
     header_timeout: float = setting("CHATAPP_HEADER_TIMEOUT", 10, number(minimum=0.1))
     body_timeout: float = setting("CHATAPP_BODY_TIMEOUT", 30, number(minimum=0.1))

@@ -43,6 +43,8 @@ class Conversation(Table, tablename="chat_session"):
     started_at = Timestamptz()
     ended_at = Timestamptz(null=True, default=None)
     title = Varchar(length=200, null=True, default=None)
+    # Who chose the title: "first_message", "model" or "user" (a user's title is never replaced); NULL: nobody yet.
+    title_source = Varchar(length=16, null=True, default=None)
     last_activity_at = Timestamptz()
     # Sequence of the newest final utterance; sequences are gapless, so this less `superseded` is the message count.
     last_seq = Integer(default=0)
@@ -51,6 +53,12 @@ class Conversation(Table, tablename="chat_session"):
     continued_from = UUID(null=True, default=None)
     archived_at = Timestamptz(null=True, default=None)  # off the main list (never together with pinned_at)
     pinned_at = Timestamptz(null=True, default=None)  # on top of the lists
+    deleted_at = Timestamptz(null=True, default=None)  # deleted, restorable until purged (CHATAPP_DELETE_UNDO_SECONDS)
+    # Reopening: the current period (0 until reopened), when it started, and the last utterance before it.
+    period = Integer(default=0)
+    reopened_at = Timestamptz(null=True, default=None)
+    reopened_after_seq = Integer(default=0)
+    # Earlier periods are rows of `conversation_period` (composite key, raw SQL only: conversations/queries.py).
 
 
 class Utterance(Table, tablename="utterance"):

@@ -48,9 +48,14 @@ CACHE_USERS = 1000  # per process; an entry is a few kB
 
 COUNTS_SQL = """
 WITH saved AS MATERIALIZED (
-    SELECT started_at AT TIME ZONE $2 AS local, extract(epoch FROM ended_at - started_at) AS seconds,
+    -- How long it lasted: its active time, the gaps before each reopening left out (earlier periods' lengths,
+    -- read only for conversations that were reopened).
+    SELECT started_at AT TIME ZONE $2 AS local,
+           extract(epoch FROM ended_at - coalesce(reopened_at, started_at))
+           + CASE WHEN period = 0 THEN 0 ELSE (SELECT extract(epoch FROM sum(p.ended_at - p.started_at))
+                                               FROM conversation_period p WHERE p.session = s.id) END AS seconds,
            last_seq - superseded AS last_seq
-    FROM chat_session WHERE owner = $1 AND ended_at IS NOT NULL
+    FROM chat_session s WHERE owner = $1 AND ended_at IS NOT NULL AND deleted_at IS NULL
 ),
 today AS (SELECT (now() AT TIME ZONE $2)::date AS d),
 -- Only the rows inside each window are grouped (a long history has thousands of older days).
@@ -88,8 +93,8 @@ WITH top AS (
     SELECT word AS lexeme, ndoc, nentry
     FROM ts_stat(format(
         'SELECT tsvector_agg(u.tsv) FROM ('
-        '    SELECT id FROM chat_session WHERE owner = %L AND ended_at IS NOT NULL'
-        '    ORDER BY started_at DESC, id DESC LIMIT %s'
+        '    SELECT id FROM chat_session WHERE owner = %L AND ended_at IS NOT NULL AND deleted_at IS NULL'
+        '    ORDER BY ended_at DESC, id DESC LIMIT %s'
         ') AS s JOIN utterance u ON u.session = s.id WHERE u.role = ''user'' GROUP BY s.id',
         $1::uuid::text, $2::int))
     WHERE length(word) >= $3 AND word !~ '[0-9]'
@@ -98,8 +103,8 @@ WITH top AS (
 ),
 sample AS (
     SELECT u.text FROM (
-        SELECT id FROM chat_session WHERE owner = $1::uuid AND ended_at IS NOT NULL
-        ORDER BY started_at DESC, id DESC LIMIT $2
+        SELECT id FROM chat_session WHERE owner = $1::uuid AND ended_at IS NOT NULL AND deleted_at IS NULL
+        ORDER BY ended_at DESC, id DESC LIMIT $2
     ) AS s
     JOIN utterance u ON u.session = s.id
     WHERE u.role = 'user'
@@ -193,7 +198,7 @@ async def _compute(conn: asyncpg.Connection, owner: uuid.UUID, zone: ZoneInfo) -
 # What the numbers depend on besides the clock: saving, deleting and a late final each change it.
 VERSION_SQL = """
 SELECT count(*) AS n, coalesce(sum(last_seq), 0) AS m, max(ended_at) AS newest
-FROM chat_session WHERE owner = $1 AND ended_at IS NOT NULL
+FROM chat_session WHERE owner = $1 AND ended_at IS NOT NULL AND deleted_at IS NULL
 """
 CacheKey = tuple[int, int, datetime | None, str, date]
 _cache: OrderedDict[uuid.UUID, tuple[CacheKey, Analytics]] = OrderedDict()

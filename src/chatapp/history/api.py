@@ -103,9 +103,20 @@ class UtteranceOut(msgspec.Struct):
     created_at: datetime
 
 
+class PeriodOut(msgspec.Struct):
+    """One time the conversation was active: the first (n 0), then each reopening; its messages from first_seq."""
+
+    n: int
+    started_at: datetime
+    ended_at: datetime | None
+    end_reason: str | None
+    first_seq: int
+
+
 class ConversationDetail(ConversationSummary):
     active: bool
     utterances: list[UtteranceOut]
+    periods: list[PeriodOut] = []
 
 
 class ConversationList(msgspec.Struct):
@@ -252,4 +263,5 @@ class ConversationsApiController(Controller):
             utterances=[
                 UtteranceOut(u.seq, u.item_id, u.role, u.text, u.interrupted, u.created_at) for u in detail.utterances
             ],
+            periods=[PeriodOut(p.n, p.started_at, p.ended_at, p.end_reason, p.after_seq + 1) for p in detail.periods],
         )

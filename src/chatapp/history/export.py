@@ -17,7 +17,9 @@ from typing import Any
 
 from chatapp.history.service import Detail
 
-# 2: each utterance says whether it was `superseded` (a reply replaced by Retry; kept, not counted).
+# 2: each utterance says whether it was `superseded` (a reply replaced by Retry; kept, not counted), and the
+# conversation lists its `periods`: when it was active, the first time and each time it was reopened (a file
+# without them, version 1 or 2, is read as one period from started_at to ended_at).
 EXPORT_VERSION = 2
 
 Render = Callable[[Detail], str]
@@ -73,6 +75,16 @@ def as_json(detail: Detail) -> str:
         "end_reason": c.end_reason,
         "message_count": c.message_count,
         "continued_from": str(c.continued_from) if c.continued_from else None,
+        "periods": [
+            {
+                "n": p.n,
+                "started_at": p.started_at.isoformat(),
+                "ended_at": p.ended_at.isoformat() if p.ended_at else None,
+                "end_reason": p.end_reason,
+                "first_seq": p.after_seq + 1,
+            }
+            for p in detail.periods
+        ],
         "utterances": [
             {
                 "seq": u.seq,
@@ -97,7 +109,10 @@ def _md_escape(text: str) -> str:
 def as_markdown(detail: Detail) -> str:
     c = detail.conversation
     lines = [f"# {_md_escape(c.title or 'Conversation')}", "", f"*Started {c.started_at:%Y-%m-%d %H:%M} UTC*", ""]
+    reopened = detail.reopened_before()
     for u in detail.utterances:
+        if (period := reopened.get(u.seq)) is not None:
+            lines += ["---", "", f"*Reopened {period.started_at:%Y-%m-%d %H:%M} UTC*", ""]
         mark = " *(interrupted)*" if u.interrupted else ""
         mark += " *(replaced by a retry)*" if u.superseded else ""
         if u.role == "agent":
@@ -120,7 +135,10 @@ def as_text(detail: Detail) -> str:
     between messages."""
     c = detail.conversation
     lines = [c.title or "Conversation", f"Started {c.started_at:%Y-%m-%d %H:%M} UTC", ""]
+    reopened = detail.reopened_before()
     for u in detail.utterances:
+        if (period := reopened.get(u.seq)) is not None:
+            lines += [f"Reopened {period.started_at:%Y-%m-%d %H:%M} UTC", ""]
         marks = [m for m, on in (("interrupted", u.interrupted), ("replaced by a retry", u.superseded)) if on]
         lines.append(f"[{u.created_at:%H:%M:%S}] {_speaker(u.role)}{''.join(f' [{m}]' for m in marks)}:")
         lines += [f"{TEXT_INDENT}{line}".rstrip() for line in u.text.splitlines() or [""]]

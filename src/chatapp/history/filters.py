@@ -71,7 +71,7 @@ DATE_RANGE = HistoryFilter(
     fields=("from", "to"),
     macro="date_range",
     parse=_date_range,
-    condition="({0}::timestamptz IS NULL OR started_at >= {0}) AND ({1}::timestamptz IS NULL OR started_at < {1})",
+    condition="({0}::timestamptz IS NULL OR ended_at >= {0}) AND ({1}::timestamptz IS NULL OR ended_at < {1})",
 )
 
 FILTERS: tuple[HistoryFilter, ...] = (DATE_RANGE,)

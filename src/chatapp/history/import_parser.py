@@ -77,6 +77,16 @@ class Line(msgspec.Struct, frozen=True):
     superseded: bool = False  # a reply replaced by Retry (export version 2)
 
 
+class Reopening(msgspec.Struct, frozen=True):
+    """A period after the first (the conversation was reopened): when, and how many lines came before it."""
+
+    n: int
+    started_at: datetime
+    after: int  # lines before the period's first one
+    ended_at: datetime | None = None  # the previous period's end is the one before it in `ends`
+    end_reason: str | None = None
+
+
 class Imported(msgspec.Struct, frozen=True):
     source: str
     title: str  # empty: none given; the server names it after the first user message
@@ -84,6 +94,8 @@ class Imported(msgspec.Struct, frozen=True):
     ended_at: datetime
     lines: list[Line]
     own_id: uuid.UUID | None = None  # a chatapp export's conversation id: already there if the user still has it
+    # A chatapp export's periods (when it was active: first, then each reopening); empty: one period.
+    periods: list[Reopening] = []
 
 
 class Outcome(msgspec.Struct, frozen=True):
@@ -278,7 +290,36 @@ def _chatapp(document: dict[str, Any], name: str) -> Imported:
             )
         )
     imported = _finish(f"chatapp:{own_id}", _title(document.get("title"), name), started, ended, lines)
-    return msgspec.structs.replace(imported, own_id=own_id)
+    periods = _periods(document.get("periods"), [_seq(u) for u in ordered], name)
+    return msgspec.structs.replace(imported, own_id=own_id, periods=periods)
+
+
+MAX_PERIODS = 1000
+
+
+def _periods(raw: object, seqs: list[int], name: str) -> list[Reopening]:
+    """An export's periods (since reopening): numbered 0, 1, … in order, each with its start, end and first
+    message; a file without them (older exports) is one period. What came before a period's first_seq are its
+    earlier periods' lines."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_PERIODS or not all(isinstance(p, dict) for p in raw):
+        raise UnimportableFile(f"{name}: periods must be a list of 1 to {MAX_PERIODS:,} objects.")
+    periods: list[Reopening] = []
+    for n, p in enumerate(raw):
+        where = f"{name}, period {n}"
+        first_seq = p.get("first_seq")
+        if p.get("n") != n or not isinstance(first_seq, int) or isinstance(first_seq, bool):
+            raise UnimportableFile(f"{where}: n must count from 0 and first_seq must be a number.")
+        reason = p.get("end_reason")
+        ended = _time(p["ended_at"], where) if p.get("ended_at") is not None else None
+        after = sum(1 for seq in seqs if seq < first_seq)
+        periods.append(
+            Reopening(
+                n, _time(p.get("started_at"), where), after, ended, reason[:20] if isinstance(reason, str) else None
+            )
+        )
+    return periods if len(periods) > 1 else []
 
 
 def _chatgpt_item_id(node_id: str) -> str:

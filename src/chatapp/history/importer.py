@@ -19,7 +19,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 
@@ -155,8 +155,8 @@ async def _conversations(child: asyncio.subprocess.Process, count: int) -> Async
 
 INSERT_IMPORTED_SQL = """
 INSERT INTO chat_session (id, room_name, owner, system_prompt, started_at, ended_at, title, last_activity_at,
-                          last_seq, end_reason, import_source, superseded)
-SELECT $1, $2, $3, '', $4, $5, $6, $5, $7, 'import', $8, $10
+                          last_seq, end_reason, import_source, superseded, title_source)
+SELECT $1, $2, $3, '', $4, $5, $6, $5, $7, 'import', $8, $10, $11
 WHERE NOT EXISTS (SELECT 1 FROM chat_session WHERE id = $9::uuid AND owner = $3)
 ON CONFLICT (owner, import_source) WHERE import_source IS NOT NULL DO NOTHING
 RETURNING id
@@ -191,6 +191,7 @@ async def save(owner: uuid.UUID, conversations: AsyncIterator[Imported]) -> Resu
                 c.source,
                 c.own_id,
                 sum(line.superseded for line in c.lines),
+                "user" if c.title else "first_message",  # a title the file brings is kept like a rename
             )
             if row_id is None:
                 already += 1
@@ -206,9 +207,41 @@ async def save(owner: uuid.UUID, conversations: AsyncIterator[Imported]) -> Resu
                 [line.created_at for line in c.lines],
                 [line.superseded for line in c.lines],
             )
+            await _periods(conn, new_id, c)
             await queries.refresh_search_doc(conn, new_id)
             imported += 1
     return Result(imported, already, empty)
+
+
+INSERT_PERIODS_SQL = """
+INSERT INTO conversation_period (session, n, room_name, started_at, ended_at, end_reason, after_seq)
+SELECT $1, p.n, $2 || CASE WHEN p.n = 0 THEN '' ELSE '-' || p.n END, p.started_at, p.ended_at, p.end_reason, p.after
+FROM unnest($3::int[], $4::timestamptz[], $5::timestamptz[], $6::text[], $7::int[])
+     AS p(n, started_at, ended_at, end_reason, after)
+"""
+CURRENT_PERIOD_SQL = """
+UPDATE chat_session SET period = $2, reopened_at = $3, reopened_after_seq = $4, room_name = $5 WHERE id = $1
+"""
+
+
+async def _periods(conn: Any, conversation_id: uuid.UUID, c: Imported) -> None:
+    """A reopened conversation's periods as its export gave them: the earlier ones kept, the last one current."""
+    if not c.periods:
+        return
+    *earlier, last = c.periods
+    ends = [p.ended_at or c.periods[n + 1].started_at for n, p in enumerate(earlier)]
+    await conn.execute(
+        INSERT_PERIODS_SQL,
+        conversation_id,
+        room_name_for(conversation_id),
+        [p.n for p in earlier],
+        [p.started_at for p in earlier],
+        ends,
+        [p.end_reason for p in earlier],
+        [p.after for p in earlier],
+    )
+    room = room_name_for(conversation_id, last.n)
+    await conn.execute(CURRENT_PERIOD_SQL, conversation_id, last.n, last.started_at, last.after, room)
 
 
 def _title_from(conversation: Imported) -> str:

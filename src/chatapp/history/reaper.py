@@ -14,6 +14,7 @@ from chatapp.accounts.session_store import PostgresStore
 from chatapp.conversations.service import ConversationService
 from chatapp.core import metrics
 from chatapp.core.database import OUTAGE_ERRORS, connection
+from chatapp.history.deletion import Deletions
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,11 @@ async def reap_idle(service: ConversationService, idle_minutes: float) -> int:
     return ended
 
 
-async def reap_round(service: ConversationService, idle_minutes: float, sessions: PostgresStore) -> None:
-    """One round: end idle conversations, then delete expired login sessions whatever happened to the first."""
+async def reap_round(
+    service: ConversationService, idle_minutes: float, sessions: PostgresStore, deletions: Deletions | None = None
+) -> None:
+    """One round: end idle conversations, then delete expired login sessions and purge deleted conversations past
+    their undo window, each whatever happened to the others."""
     try:
         ended = await reap_idle(service, idle_minutes)
         if ended:
@@ -61,6 +65,8 @@ async def reap_round(service: ConversationService, idle_minutes: float, sessions
         metrics.REAPER_ACTIONS.labels("sessions_deleted").inc(await sessions.delete_expired())
     except Exception as exc:
         _round_failed("expired sessions", exc)
+    if deletions is not None:
+        await deletions.purge()  # logs its own failure; retried next round
 
 
 def _round_failed(step: str, exc: Exception) -> None:
@@ -72,9 +78,13 @@ def _round_failed(step: str, exc: Exception) -> None:
 
 
 async def run_reaper(
-    service: ConversationService, idle_minutes: float, interval: float, sessions: PostgresStore
+    service: ConversationService,
+    idle_minutes: float,
+    interval: float,
+    sessions: PostgresStore,
+    deletions: Deletions | None = None,
 ) -> None:
     """Reap forever (until cancelled), never letting one failure stop the loop."""
     while True:
-        await reap_round(service, idle_minutes, sessions)
+        await reap_round(service, idle_minutes, sessions, deletions)
         await asyncio.sleep(interval)

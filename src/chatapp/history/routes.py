@@ -26,16 +26,19 @@ from chatapp.conversations.http import SERVICE, answered_as
 from chatapp.conversations.service import ConversationService
 from chatapp.core.validation import FORM_ONLY, checked_text
 from chatapp.history import analytics, export, filters, sharing, views
+from chatapp.history.deletion import Deletions
 from chatapp.history.grouping import user_zone
 from chatapp.history.listing import history_list
 from chatapp.history.search import MAX_QUERY_LENGTH
 from chatapp.history.service import (
     BadCursor,
     InvalidTitle,
+    NothingToRestore,
     ShareRevoked,
     TooManyPins,
+    UndoExpired,
     conversation_detail,
-    delete,
+    deleted_notice,
     detail_page,
     rename,
     saved_conversation,
@@ -52,7 +55,14 @@ HISTORY_ERRORS: ExceptionHandlersMap = {
     BadCursor: answered_as(400, "Invalid cursor."),
     InvalidTitle: answered_as(422),
     TooManyPins: answered_as(409),
+    UndoExpired: answered_as(410, "Too late to undo: the conversation was deleted for good."),
+    NothingToRestore: answered_as(404, "Nothing to restore: no such deleted conversation."),
 }
+
+
+def _deletions(request: Request[Any, Any, Any]) -> Deletions:
+    deletions: Deletions = request.app.state.deletions
+    return deletions
 
 
 def _check_filters(view: str, q: str) -> None:
@@ -118,6 +128,21 @@ async def _set_flag(
     )
 
 
+async def _after_delete(
+    request: HTMXRequest, deleted: queries.Conversation, data: Mapping[str, Any]
+) -> Template | Response[Any]:
+    """A list row's delete (htmx) shows the list again with a toast that can undo it; from the conversation's
+    page (or without JS) the person lands on the list, which offers the undo (views.deleted_notice)."""
+    if not (request.htmx and _form_text(data, "back") == "list"):
+        return views.go_to(request, f"/history?deleted={deleted.id}")
+    view, q = _form_text(data, "view"), _form_text(data, "q")
+    context = await _listing(request, request.user, view, q, data, None)
+    headers = views.undo_toast(request, deleted)
+    return HTMXBlockTemplate(
+        template_name="history.html", block_name="history_results", context=context, headers=headers
+    )
+
+
 async def owned_saved(request: Request[User, Any, Any], conversation_id: uuid.UUID) -> queries.Conversation:
     """The route's conversation when it is the user's and saved; 404 for unknown, another user's or active."""
     conversation = await saved_conversation(request.user.id, conversation_id)
@@ -143,14 +168,15 @@ class HistoryController(Controller):
         q: Annotated[str, Parameter(max_length=MAX_QUERY_LENGTH)] = "",
         cursor: str | None = None,
         group: Annotated[str, Parameter(max_length=40)] = "",
-        deleted: bool = False,
+        deleted: Annotated[str, Parameter(max_length=40)] = "",
         view: Annotated[str, Parameter(max_length=20)] = "",
     ) -> Template:
         if request.url.path.rstrip("/").endswith("/archived"):
             view = "archived"
         # The history filters' fields (chatapp.history.filters) are read from the query string by name.
         context = await _listing(request, request.user, view, q, request.query_params, cursor)
-        return views.list_page(request, context | {"previous_group": group, "deleted": deleted}, cursor)
+        notice = await deleted_notice(request.user.id, deleted, _deletions(request).window)
+        return views.list_page(request, context | {"previous_group": group, "deleted": notice}, cursor)
 
     @post("/{conversation_id:uuid}/pin", status_code=200, guards=FORM_ONLY)
     async def pin(
@@ -222,15 +248,29 @@ class HistoryController(Controller):
             **toast("Renamed.", "success"),
         )
 
-    @post("/{conversation_id:uuid}/delete", status_code=200)
+    @post("/{conversation_id:uuid}/delete", status_code=200, guards=FORM_ONLY)
     async def delete(
+        self,
+        request: HTMXRequest,
+        conversations: ConversationService,
+        conversation_id: uuid.UUID,
+        data: Annotated[dict[str, Any], FormBody],
+    ) -> Template | Response[Any]:
+        """Hide it now, restorable for CHATAPP_DELETE_UNDO_SECONDS (then purged): see history/deletion.py."""
+        deleted = await _deletions(request).delete(request.user.id, conversation_id)
+        if deleted is None:
+            raise NotFoundException()
+        await conversations.publish_history(request.user.id)
+        return await _after_delete(request, deleted, data)
+
+    @post("/{conversation_id:uuid}/restore", status_code=200, guards=FORM_ONLY)
+    async def restore(
         self, request: HTMXRequest, conversations: ConversationService, conversation_id: uuid.UUID
     ) -> Response[Any]:
-        user: User = request.user
-        if not await delete(user.id, conversation_id):
-            raise NotFoundException()
-        await conversations.publish_history(user.id)
-        return views.go_to(request, "/history?deleted=true")
+        """Undo a delete within its window: 404 for what is not the user's deleted conversation, 410 after it."""
+        restored = await _deletions(request).undo(request.user.id, conversation_id)
+        await conversations.publish_history(request.user.id)
+        return views.restored(request, restored)
 
     @get("/{conversation_id:uuid}/export/{fmt:str}", name="history_export")
     async def export(self, request: Request[User, Any, Any], conversation_id: uuid.UUID, fmt: str) -> Response[str]:
@@ -260,10 +300,11 @@ class HistoryController(Controller):
     async def continue_conversation(
         self, request: HTMXRequest, conversations: ConversationService, saved: queries.Conversation
     ) -> Response[Any]:
-        """Start a new active conversation whose agent knows this one; this one stays as it was."""
+        """ "Continue here": this conversation is active again, in place (the active one is ended first, as New
+        Chat ends it), and the chat page shows it."""
         user: User = request.user
-        await conversations.new_chat(user.id, user.display_name, continue_from=saved.id)
-        return views.go_to(request, "/")
+        await conversations.reopen(user.id, saved.id, user.display_name)
+        return views.go_to(request, f"/chat/{saved.id}")
 
 
 class SharedController(Controller):

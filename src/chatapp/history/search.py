@@ -8,7 +8,7 @@ Ranking every match of a very common word across 10,000 conversations costs abou
 are ranked in windows: the newest SEARCH_CANDIDATES matches (found through the GIN index on search_doc)
 are ranked among themselves and paged through by rank, then the next older window, and so on, so every
 match is reachable and none is shown twice. The cursor holds the window (the oldest conversation of the
-previous one) and the position in it (rank, started_at, id). A page costs at most two window rankings.
+previous one) and the position in it (rank, last activity, id). A page costs at most two window rankings.
 The snippet is the best-matching utterance of each conversation on the page, highlighted with ts_headline.
 Every page also says how many conversations match in all.
 """
@@ -77,46 +77,47 @@ q AS (
 SEARCH_SQL = f"""
 WITH {_QUERY},
 found AS MATERIALIZED (
-    SELECT s.id, s.started_at FROM chat_session s, q
-    WHERE s.owner = $1 AND s.ended_at IS NOT NULL AND s.search_doc @@ q.query AND {filters.sql(10)}
+    SELECT s.id, s.ended_at AS listed_at FROM chat_session s, q
+    WHERE s.owner = $1 AND s.ended_at IS NOT NULL AND s.deleted_at IS NULL AND s.search_doc @@ q.query
+      AND {filters.sql(10)}
 ),
 found_count AS (SELECT count(*) AS n FROM found),
 titles AS MATERIALIZED (
-    SELECT s.id, s.started_at FROM chat_session s, q
-    WHERE (SELECT n FROM found_count) < {PAGE_SIZE} AND s.owner = $1 AND s.ended_at IS NOT NULL
+    SELECT s.id, s.ended_at AS listed_at FROM chat_session s, q
+    WHERE (SELECT n FROM found_count) < {PAGE_SIZE} AND s.owner = $1 AND s.ended_at IS NOT NULL AND s.deleted_at IS NULL
       AND (s.title ILIKE q.pattern OR q.fuzzy <% s.title OR q.fuzzy <<% s.title) AND s.id NOT IN (SELECT id FROM found)
       AND {filters.sql(10)}
 ),
 matched AS (
-    SELECT id, started_at, false AS by_title FROM found
+    SELECT id, listed_at, false AS by_title FROM found
     UNION ALL
-    SELECT id, started_at, true FROM titles
+    SELECT id, listed_at, true FROM titles
 ),
 candidates AS (
-    SELECT m.id, m.started_at, m.by_title FROM matched m
-    WHERE $8::timestamptz IS NULL OR (m.started_at, m.id) < ($8, $9::uuid)
-    ORDER BY m.started_at DESC, m.id DESC
+    SELECT m.id, m.listed_at, m.by_title FROM matched m
+    WHERE $8::timestamptz IS NULL OR (m.listed_at, m.id) < ($8, $9::uuid)
+    ORDER BY m.listed_at DESC, m.id DESC
     LIMIT $3
 ),
 ranked AS (
-    SELECT c.id, s.title, c.started_at, s.ended_at, s.message_count, s.pinned, s.archived,
+    SELECT c.id, s.title, s.started_at, c.listed_at, s.ended_at, s.message_count, s.pinned, s.archived,
            (CASE WHEN c.by_title
                  THEN greatest(word_similarity(q.fuzzy, s.title), strict_word_similarity(q.fuzzy, s.title))
                  ELSE ts_rank(s.search_doc, q.query) END)::float8 AS rank,
            count(*) OVER w AS window_size,
-           last_value(c.started_at) OVER w AS edge_started_at,
+           last_value(c.listed_at) OVER w AS edge_listed_at,
            last_value(c.id) OVER w AS edge_id
     FROM candidates c
     CROSS JOIN LATERAL (
-        SELECT title, ended_at, last_seq - superseded AS message_count, search_doc,
+        SELECT title, started_at, ended_at, last_seq - superseded AS message_count, search_doc,
                pinned_at IS NOT NULL AS pinned, archived_at IS NOT NULL AS archived
         FROM chat_session WHERE id = c.id
     ) s, q
-    WINDOW w AS (ORDER BY c.started_at DESC, c.id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+    WINDOW w AS (ORDER BY c.listed_at DESC, c.id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
 )
 SELECT ranked.*, (SELECT n FROM found_count) + (SELECT count(*) FROM titles) AS total FROM ranked
-WHERE $4::float8 IS NULL OR (rank, started_at, id) < ($4, $5::timestamptz, $6::uuid)
-ORDER BY rank DESC, started_at DESC, id DESC
+WHERE $4::float8 IS NULL OR (rank, listed_at, id) < ($4, $5::timestamptz, $6::uuid)
+ORDER BY rank DESC, listed_at DESC, id DESC
 LIMIT $7
 """
 SNIPPETS_SQL = f"""
@@ -233,7 +234,7 @@ async def search(
             page += rows[:need]
             if len(rows) > need:
                 last = page[-1] if need else None
-                next_cursor = _encode(window, (last["rank"], last["started_at"], last["id"]) if last else after)
+                next_cursor = _encode(window, (last["rank"], last["listed_at"], last["id"]) if last else after)
                 break
             this_window = rows[0] if rows else None
             if this_window is None and after is not None:
@@ -241,7 +242,7 @@ async def search(
                 this_window = next(iter(await fetch(None, 1)), None)
             if this_window is None or this_window["window_size"] < SEARCH_CANDIDATES:
                 break  # the oldest window: nothing older matches
-            window, after = (this_window["edge_started_at"], this_window["edge_id"]), None
+            window, after = (this_window["edge_listed_at"], this_window["edge_id"]), None
         snippets = await _snippets(conn, [r["id"] for r in page], query)
     hits = [
         SearchHit(

@@ -8,7 +8,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from chatapp.accounts.service import get_user
@@ -39,9 +39,10 @@ CURSOR_ERRORS = (
 )
 
 
-def encode_cursor(started_at: datetime, conversation_id: uuid.UUID, shown_pins: Sequence[uuid.UUID] = ()) -> str:
+def encode_cursor(listed_at: datetime | None, conversation_id: uuid.UUID, shown_pins: Sequence[uuid.UUID] = ()) -> str:
     """The position after the last item, plus (main list only) the pinned ones page 1 showed on top."""
-    key: list[Any] = [started_at.isoformat(), str(conversation_id)]
+    assert listed_at is not None  # lists hold saved conversations only
+    key: list[Any] = [listed_at.isoformat(), str(conversation_id)]
     if shown_pins:
         key.append(base64.urlsafe_b64encode(b"".join(p.bytes for p in shown_pins)).decode().rstrip("="))
     raw = json.dumps(key, separators=(",", ":")).encode()
@@ -84,10 +85,10 @@ def _keyset_page_sql(which: str) -> str:
     selects; the filters' parameters are $5 on."""
     return f"""
 SELECT {_SUMMARY}, {_FLAGS} FROM chat_session
-WHERE owner = $1 AND {which}
-  AND ($2::timestamptz IS NULL OR (started_at, id) < ($2, $3::uuid))
+WHERE owner = $1 AND {which} AND deleted_at IS NULL
+  AND ($2::timestamptz IS NULL OR (ended_at, id) < ($2, $3::uuid))
   AND {filters.sql(5)}
-ORDER BY started_at DESC, id DESC
+ORDER BY ended_at DESC, id DESC
 LIMIT $4
 """
 
@@ -103,14 +104,15 @@ ARCHIVED_PAGE_SQL = _keyset_page_sql("archived_at IS NOT NULL")
 FIRST_PAGE_SQL = f"""
 WITH pins AS (
     SELECT {_SUMMARY}, {_FLAGS}, pinned_at FROM chat_session
-    WHERE owner = $1 AND pinned_at IS NOT NULL AND {filters.sql(3)}
+    WHERE owner = $1 AND pinned_at IS NOT NULL AND ended_at IS NOT NULL AND deleted_at IS NULL AND {filters.sql(3)}
     ORDER BY pinned_at DESC, id DESC
     LIMIT {queries.MAX_PINS}
 ), page AS (
     SELECT {_SUMMARY}, {_FLAGS} FROM chat_session
-    WHERE owner = $1 AND ended_at IS NOT NULL AND archived_at IS NULL AND id NOT IN (SELECT id FROM pins)
+    WHERE owner = $1 AND ended_at IS NOT NULL AND archived_at IS NULL AND deleted_at IS NULL
+      AND id NOT IN (SELECT id FROM pins)
       AND {filters.sql(3)}
-    ORDER BY started_at DESC, id DESC
+    ORDER BY ended_at DESC, id DESC
     LIMIT $2
 )
 SELECT * FROM (
@@ -118,16 +120,16 @@ SELECT * FROM (
     UNION ALL
     SELECT false, id, title, started_at, ended_at, message_count, pinned, archived, NULL FROM page
 ) both_parts
-ORDER BY is_pin DESC, pinned_at DESC, started_at DESC, id DESC
+ORDER BY is_pin DESC, pinned_at DESC, ended_at DESC, id DESC
 """
 # The JSON API: every saved conversation (as before), optionally only archived / pinned ones or only others.
 API_PAGE_SQL = f"""
 SELECT {_SUMMARY}, {_FLAGS} FROM chat_session
-WHERE owner = $1 AND ended_at IS NOT NULL
-  AND ($2::timestamptz IS NULL OR (started_at, id) < ($2, $3::uuid))
+WHERE owner = $1 AND ended_at IS NOT NULL AND deleted_at IS NULL
+  AND ($2::timestamptz IS NULL OR (ended_at, id) < ($2, $3::uuid))
   AND ($5::bool IS NULL OR (archived_at IS NOT NULL) = $5)
   AND ($6::bool IS NULL OR (pinned_at IS NOT NULL) = $6)
-ORDER BY started_at DESC, id DESC
+ORDER BY ended_at DESC, id DESC
 LIMIT $4
 """
 
@@ -174,8 +176,8 @@ async def saved_page(
 ) -> Page:
     """One page of a history list, newest first, within the history filters (`filters.apply(...).params`).
 
-    A keyset on (started_at, id) means pages neither repeat nor skip items when conversations are saved
-    meanwhile, and deep pages cost as much as the first. In the main list, page 1 also returns every pin (at
+    A keyset on (ended_at, id), the last activity, means pages neither repeat nor skip items when conversations
+    are saved meanwhile, and deep pages cost as much as the first. In the main list, page 1 also returns every pin (at
     most MAX_PINS) to show on top; the keyset part leaves out exactly those, by id, on every page (the cursor
     carries them). So pinning or unpinning between page fetches never shows an item twice or loses one: an
     item shown on top stays shown once, and every other item keeps its place in the date order.
@@ -197,7 +199,7 @@ async def saved_page(
     items = found[:limit]
     next_cursor = None
     if len(found) > limit:
-        next_cursor = encode_cursor(items[-1].started_at, items[-1].id, sorted(shown))
+        next_cursor = encode_cursor(items[-1].ended_at, items[-1].id, sorted(shown))
     return Page(items, next_cursor, pinned)
 
 
@@ -224,7 +226,7 @@ async def api_page(
     async with connection() as conn:
         rows = await conn.fetch(*api_page_query(owner, after, limit + 1, archived, pinned))
     items = [queries.SavedSummary(**dict(row)) for row in rows[:limit]]
-    next_cursor = encode_cursor(items[-1].started_at, items[-1].id) if len(rows) > limit else None
+    next_cursor = encode_cursor(items[-1].ended_at, items[-1].id) if len(rows) > limit else None
     return Page(items, next_cursor)
 
 
@@ -232,6 +234,19 @@ async def api_page(
 class Detail:
     conversation: queries.Conversation
     utterances: list[queries.StoredUtterance]
+    # The conversation's active periods (the first, then one per reopening), oldest first.
+    periods: list[queries.Period] = field(default_factory=list)
+
+    def active_until(self) -> datetime | None:
+        """The end as if its periods had followed each other without a gap: what "how long" shows."""
+        c = self.conversation
+        if len(self.periods) < 2 or c.ended_at is None:
+            return c.ended_at
+        return c.started_at + sum((p.ended_at - p.started_at for p in self.periods if p.ended_at), timedelta())
+
+    def reopened_before(self) -> dict[int, queries.Period]:
+        """seq of the first utterance of each reopened period -> that period: where "Reopened …" goes."""
+        return {p.after_seq + 1: p for p in self.periods if p.n > 0}
 
 
 async def conversation_detail(owner: uuid.UUID, conversation_id: uuid.UUID) -> Detail | None:
@@ -239,7 +254,9 @@ async def conversation_detail(owner: uuid.UUID, conversation_id: uuid.UUID) -> D
     conversation = await queries.get_conversation(conversation_id, owner=owner)
     if conversation is None:
         return None
-    return Detail(conversation, await queries.list_utterances(conversation_id))
+    return Detail(
+        conversation, await queries.list_utterances(conversation_id), await queries.list_periods(conversation)
+    )
 
 
 @dataclass(frozen=True)
@@ -307,7 +324,7 @@ async def rename(owner: uuid.UUID, conversation_id: uuid.UUID, title: str) -> qu
         raise InvalidTitle(f"Use at most {MAX_TITLE_LENGTH} characters.")
     async with transaction(), connection() as conn:
         rows = await (
-            tables.Conversation.update({tables.Conversation.title: title})
+            tables.Conversation.update({tables.Conversation.title: title, tables.Conversation.title_source: "user"})
             .where(_owned_saved(owner, conversation_id))
             .returning(*tables.Conversation.all_columns())
         )
@@ -323,14 +340,94 @@ def _owned_saved(owner: uuid.UUID, conversation_id: uuid.UUID) -> Any:
         (tables.Conversation.id == conversation_id)
         & (tables.Conversation.owner == owner)
         & tables.Conversation.ended_at.is_not_null()
+        & tables.Conversation.deleted_at.is_null()
     )
 
 
-async def delete(owner: uuid.UUID, conversation_id: uuid.UUID) -> bool:
-    deleted = (
-        await tables.Conversation.delete().where(_owned_saved(owner, conversation_id)).returning(tables.Conversation.id)
-    )
-    return bool(deleted)
+class NothingToRestore(LookupError):
+    """Undo of a conversation that is not the user's deleted one (someone else's, never deleted, or purged)."""
+
+
+class UndoExpired(LookupError):
+    """Undo after the window: the conversation is gone for good (or about to be purged), so it cannot come back."""
+
+
+# Deleting marks the row (deleted_at, by the database clock); every read leaves marked rows out. Undo clears the
+# mark while the window lasts; the purge deletes what is past it (utterances, share links and the search document
+# go with the row). Undo and purge each decide in one statement, so they cannot both win.
+SOFT_DELETE_SQL = f"""
+UPDATE chat_session SET deleted_at = now()
+WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL AND deleted_at IS NULL
+RETURNING {queries.CONVERSATION_COLUMNS}
+"""
+UNDO_DELETE_SQL = f"""
+UPDATE chat_session SET deleted_at = NULL
+WHERE id = $1 AND owner = $2 AND deleted_at IS NOT NULL AND deleted_at > now() - make_interval(secs => $3)
+RETURNING {queries.CONVERSATION_COLUMNS}
+"""
+DELETED_EXISTS_SQL = "SELECT true FROM chat_session WHERE id = $1 AND owner = $2 AND deleted_at IS NOT NULL"
+PURGE_DUE_SQL = """
+DELETE FROM chat_session WHERE id IN (
+    SELECT id FROM chat_session WHERE deleted_at <= now() - make_interval(secs => $1) ORDER BY deleted_at LIMIT $2
+)
+"""
+PURGE_BATCH = 500
+
+
+async def delete(owner: uuid.UUID, conversation_id: uuid.UUID) -> queries.Conversation | None:
+    """Delete the owner's saved conversation, restorable for the undo window; None for unknown, someone else's,
+    active or already deleted (404)."""
+    async with connection() as conn:
+        row = await conn.fetchrow(SOFT_DELETE_SQL, conversation_id, owner)
+    return queries.Conversation(**dict(row)) if row else None
+
+
+async def undo_delete(owner: uuid.UUID, conversation_id: uuid.UUID, window: float) -> queries.Conversation:
+    """Bring back a conversation deleted less than `window` seconds ago. NothingToRestore for one that is not the
+    owner's deleted one (404, whoever's it is); UndoExpired when the window has passed (410)."""
+    async with connection() as conn:
+        row = await conn.fetchrow(UNDO_DELETE_SQL, conversation_id, owner, window)
+        if row is None and await conn.fetchval(DELETED_EXISTS_SQL, conversation_id, owner):
+            raise UndoExpired(str(conversation_id))
+    if row is None:
+        raise NothingToRestore(str(conversation_id))
+    return queries.Conversation(**dict(row))
+
+
+@dataclass(frozen=True)
+class DeletedNotice:
+    """What the list says after a delete from a conversation's page: which one, and where Undo posts."""
+
+    id: uuid.UUID
+    title: str
+    undo_url: str
+    seconds: float
+
+
+async def deleted_notice(owner: uuid.UUID, deleted: str, window: float) -> DeletedNotice | None:
+    """The notice for `?deleted=<id>`, while that conversation of the owner's can still be restored."""
+    try:
+        conversation_id = uuid.UUID(deleted)
+    except ValueError:
+        return None
+    conversation = await queries.get_conversation(conversation_id, owner, include_deleted=True)
+    if conversation is None or conversation.deleted_at is None:
+        return None
+    title = conversation.title or "Untitled conversation"
+    return DeletedNotice(conversation.id, title, f"/history/{conversation.id}/restore", window)
+
+
+async def purge_deleted(window: float) -> int:
+    """Delete for good every conversation deleted more than `window` seconds ago; return how many. The sweep
+    calls this every round, so a purge that failed (a crash, an outage) is only late, never lost."""
+    purged = 0
+    async with connection() as conn:
+        while True:
+            status = await conn.execute(PURGE_DUE_SQL, window, PURGE_BATCH)
+            count = int(status.split()[-1])
+            purged += count
+            if count < PURGE_BATCH:
+                return purged
 
 
 class TooManyPins(ValueError):
@@ -339,24 +436,28 @@ class TooManyPins(ValueError):
 
 PIN_SQL = f"""
 UPDATE chat_session SET pinned_at = coalesce(pinned_at, now()), archived_at = NULL
-WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL
+WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL AND deleted_at IS NULL
 RETURNING {queries.CONVERSATION_COLUMNS}
 """
 UNPIN_SQL = f"""
-UPDATE chat_session SET pinned_at = NULL WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL
+UPDATE chat_session SET pinned_at = NULL WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL AND deleted_at IS NULL
 RETURNING {queries.CONVERSATION_COLUMNS}
 """
 ARCHIVE_SQL = f"""
 UPDATE chat_session SET archived_at = coalesce(archived_at, now()), pinned_at = NULL
-WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL
+WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL AND deleted_at IS NULL
 RETURNING {queries.CONVERSATION_COLUMNS}
 """
 UNARCHIVE_SQL = f"""
-UPDATE chat_session SET archived_at = NULL WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL
+UPDATE chat_session SET archived_at = NULL WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL AND deleted_at IS NULL
 RETURNING {queries.CONVERSATION_COLUMNS}
 """
-SAVED_EXISTS_SQL = "SELECT true FROM chat_session WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL"
-OTHER_PINS_SQL = "SELECT count(*) FROM chat_session WHERE owner = $1 AND pinned_at IS NOT NULL AND id <> $2"
+SAVED_EXISTS_SQL = (
+    "SELECT true FROM chat_session WHERE id = $1 AND owner = $2 AND ended_at IS NOT NULL AND deleted_at IS NULL"
+)
+OTHER_PINS_SQL = (
+    "SELECT count(*) FROM chat_session WHERE owner = $1 AND pinned_at IS NOT NULL AND deleted_at IS NULL AND id <> $2"
+)
 
 
 async def set_pinned(owner: uuid.UUID, conversation_id: uuid.UUID, pinned: bool) -> queries.Conversation | None:

@@ -17,7 +17,7 @@ from litestar.plugins.htmx import ClientRedirect, HTMXRequest
 from litestar.response import Redirect, Template
 
 from chatapp.accounts.service import User
-from chatapp.accounts.web import toast
+from chatapp.accounts.web import toast, toast_header
 from chatapp.conversations import queries
 from chatapp.conversations.views import MessageView
 from chatapp.history import export, filters
@@ -59,7 +59,7 @@ def rows(items: Sequence[queries.SavedSummary], zone: ZoneInfo, snippets: Sequen
             started_at=item.started_at.astimezone(zone),
             duration=duration_label(item.started_at, item.ended_at),
             message_count=item.message_count,
-            group=group_label(item.started_at, now, zone),
+            group=group_label(item.ended_at or item.started_at, now, zone),  # by last activity, as listed
             snippet=snippets[n] if snippets else "",
             pinned=item.pinned,
             archived=item.archived,
@@ -130,6 +130,23 @@ def go_to(request: HTMXRequest, url: str) -> Response[Any]:
     return response
 
 
+def undo_toast(request: Request[Any, Any, Any], deleted: queries.Conversation) -> dict[str, str]:
+    """Headers for a toast saying what was deleted, with an Undo button (static/app.js) for as long as the window
+    lasts. (An HX-Trigger header, JSON with non-ASCII escaped: the title is the user's text.)"""
+    seconds = request.app.state.deletions.window
+    message = f"Deleted “{deleted.title or 'Untitled conversation'}”."
+    return toast_header(message, "success", undo=f"/history/{deleted.id}/restore", ttl=int(seconds * 1000))
+
+
+def restored(request: HTMXRequest, conversation: queries.Conversation) -> Response[Any]:
+    """Undone: the page's script refreshes the list (htmx or fetch); a plain form goes to the conversation."""
+    if request.headers.get("accept", "").startswith("application/json"):
+        return Response({"id": str(conversation.id), "title": conversation.title, "restored": True})
+    if not request.htmx:
+        return Redirect(f"/history/{conversation.id}", status_code=303)
+    return Response(None, status_code=204, headers=toast_header("Restored.", "success"))
+
+
 def share_block(
     request: HTMXRequest, conversation: queries.Conversation, token: str | None, message: str
 ) -> Template | Redirect:
@@ -159,9 +176,10 @@ def detail_context(user: User | None, page: DetailPage, request: Request[Any, An
         "user": user,
         "conversation": conversation,
         "messages": [MessageView.of_utterance(u) for u in page.detail.utterances],
+        "reopened": page.detail.reopened_before(),
         "started_at": conversation.started_at.astimezone(zone),
         "zone": zone,
-        "duration": duration_label(conversation.started_at, conversation.ended_at),
+        "duration": duration_label(conversation.started_at, page.detail.active_until()),
         "share_url": share_url(request, page.share_token),
         "origin": page.origin,
         "speaker": page.speaker,

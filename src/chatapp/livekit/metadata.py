@@ -28,6 +28,9 @@ class DispatchMetadata:
     user_identity: str = ""
     user_name: str = ""
     history: tuple[tuple[str, str], ...] = ()
+    # The last history item is a user message nobody answered (typed while the room had no agent, as after a
+    # LiveKit server restart): answer it. Never a reopened conversation's old last question (the app decides).
+    answer_last: bool = False
 
     def to_json(self) -> str:
         return json.dumps(
@@ -40,6 +43,7 @@ class DispatchMetadata:
                 "user_identity": self.user_identity,
                 "user_name": self.user_name,
                 "history": [list(turn) for turn in trim_history(self.history)],
+                "answer_last": self.answer_last,
             },
             ensure_ascii=False,
             separators=(",", ":"),
@@ -58,6 +62,7 @@ class DispatchMetadata:
                 user_identity=str(data.get("user_identity", "")),
                 user_name=str(data.get("user_name", "")),
                 history=history,
+                answer_last=data.get("answer_last") is True,
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise BadMetadata(f"unusable dispatch metadata ({type(exc).__name__})") from None

@@ -14,6 +14,7 @@ from litestar.exceptions import HTTPException, NotFoundException
 from chatapp.accounts.service import User
 from chatapp.conversations import queries
 from chatapp.conversations.agent_access import conversation_for_room
+from chatapp.conversations.agent_runtime import AgentStartError
 from chatapp.conversations.http import answered_as, conversation_gone
 from chatapp.conversations.service import ConversationEnded, ConversationGone, ConversationService
 from chatapp.core.openapi import errors
@@ -40,8 +41,8 @@ async def room_finished(service: ConversationService, room_name: str) -> bool:
     if conversation_id is None:
         return False
     conversation = await queries.get_conversation(conversation_id)
-    if conversation is None or not conversation.active:
-        return False
+    if conversation is None or not conversation.active or conversation.room_name != room_name:
+        return False  # ended already, or an earlier period's room (the conversation was reopened since)
     result = await service.end(conversation.owner, conversation_id, "room_finished")
     return result.outcome.changed
 
@@ -66,6 +67,7 @@ class LiveKitController(Controller):
         InvalidWebhook: webhook_rejected,
         ConversationGone: conversation_gone,
         ConversationEnded: answered_as(409, "That conversation was saved."),
+        AgentStartError: answered_as(503, lambda exc: getattr(exc, "detail", UNREACHABLE)),
     }
 
     # LiveKit's own signed callback, not an API of ours to describe.
@@ -96,6 +98,7 @@ class LiveKitController(Controller):
             raise NotFoundException()
         user: User = request.user
         conversation = await service.owned_active(user.id, data.conversation_id)
+        await runtime.forget_if_gone(conversation.id, conversation.room_name)  # a restarted server has no rooms
         if await service.ensure_agent(conversation, user.display_name) is None:
             raise HTTPException(status_code=503, detail=UNREACHABLE)
         info = runtime.join_info(conversation.room_name, str(user.id), user.display_name)

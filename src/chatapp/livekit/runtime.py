@@ -12,11 +12,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
 
 import aiohttp
 from livekit import api
 
+from chatapp.conversations import queries
 from chatapp.conversations.agent_access import ingest_token, room_name_for
 from chatapp.conversations.agent_runtime import AgentStartError, ConversationInfo, StartInfo
 from chatapp.core.settings import Settings
@@ -27,6 +29,8 @@ log = logging.getLogger(__name__)
 
 UNREACHABLE = "Voice is unavailable: LiveKit could not be reached. Your messages are still saved; try Retry."
 REFUSED = "Voice is unavailable: LiveKit refused the app's credentials. Your messages are still saved."
+# A dispatch no worker has taken this long after it was made is not going to be: LiveKit gives up after ~5 s.
+STRANDED_AFTER = 10.0
 _FAILURES = (api.TwirpError, aiohttp.ClientError, TimeoutError, OSError)
 
 
@@ -79,12 +83,14 @@ class LiveKitRuntime:
         base = ingest_base_url(self._settings)
         return DispatchMetadata(
             conversation_id=conversation.id,
-            ingest_url=f"{base}/api/conversations/{conversation.id}/events",
-            ingest_token=ingest_token(self._settings.secret_key, conversation.id),
+            ingest_url=f"{base}/api/conversations/{conversation.id}/events"
+            + (f"?period={conversation.period}" if conversation.period else ""),
+            ingest_token=ingest_token(self._settings.secret_key, conversation.id, conversation.period),
             system_prompt=conversation.system_prompt,
             user_identity=str(conversation.user_id) if conversation.user_id else "",
             user_name=conversation.user_display_name,
             history=conversation.history,
+            answer_last=conversation.answer_last,
         )
 
     async def start(self, conversation: ConversationInfo) -> StartInfo:
@@ -114,6 +120,48 @@ class LiveKitRuntime:
             self._starting.pop(conversation.id, None)
         log.info("LiveKit room opened for conversation %s", conversation.id)
         return self._join_info(conversation)
+
+    async def forget_if_gone(self, conversation_id: uuid.UUID, room: str) -> bool:
+        """Whether the running conversation's agent must be started again, and then forget it here, so the
+        next `start` does: its room has gone from the server (a self-hosted server that restarts keeps no
+        rooms), or the server could not give its dispatch to any worker (none was registered yet, as after such
+        a restart), which it does not retry. Asked when a browser needs to (re)join or waits for the agent, not
+        on every page view. AgentStartError when LiveKit cannot be asked."""
+        if conversation_id not in self._running:
+            return False
+        try:
+            async with asyncio.timeout(self._settings.livekit_timeout):
+                gone = await self._room_gone(room)
+                stranded = not gone and await self._drop_stranded_dispatch(room)
+        except _FAILURES as exc:
+            log.warning("LiveKit room for conversation %s could not be checked: %s", conversation_id, describe(exc))
+            raise AgentStartError("LiveKit room not checked", detail=UNREACHABLE) from exc
+        if gone or stranded:
+            log.warning(
+                "LiveKit %s for conversation %s; starting it again",
+                "room is gone from the server" if gone else "dispatch found no worker",
+                conversation_id,
+            )
+            self._running.pop(conversation_id, None)
+        return gone or stranded
+
+    async def _room_gone(self, room: str) -> bool:
+        found = await self._client().room.list_rooms(api.ListRoomsRequest(names=[room]))
+        return not any(r.name == room for r in found.rooms)
+
+    async def _drop_stranded_dispatch(self, room: str) -> bool:
+        """Delete our dispatches of `room` that no worker took within STRANDED_AFTER seconds; True if any."""
+        lk = self._client()
+        stranded = [
+            d
+            for d in await lk.agent_dispatch.list_dispatch(room)
+            if d.agent_name == self._settings.agent_name
+            and not d.state.jobs
+            and time.time() - d.state.created_at / 1e9 > STRANDED_AFTER
+        ]
+        for dispatch in stranded:
+            await lk.agent_dispatch.delete_dispatch(dispatch.id, room)
+        return bool(stranded)
 
     async def _open_room(self, conversation: ConversationInfo) -> None:
         """Create the room and dispatch the agent, unless it is already there (an earlier app process did it)."""
@@ -154,7 +202,7 @@ class LiveKitRuntime:
         if (pending := self._starting.get(conversation_id)) is not None:
             with contextlib.suppress(Exception):  # a failed start leaves nothing running, but maybe a room
                 await asyncio.shield(pending)
-        room = self._running.pop(conversation_id, None) or room_name_for(conversation_id)
+        room = self._running.pop(conversation_id, None) or await _ended_room(conversation_id)
         task = asyncio.create_task(self._delete_room(conversation_id, room), name=f"livekit-delete-{room}")
         self._stopping.add(task)
         task.add_done_callback(self._stopping.discard)
@@ -196,3 +244,18 @@ class LiveKitRuntime:
         if self._api is not None:
             await self._api.aclose()
             self._api = None
+
+
+async def _ended_room(conversation_id: uuid.UUID) -> str:
+    """The room of the period that just ended, for a stop on a process that did not start it: the conversation's
+    room, or the previous period's when it was reopened meanwhile (or period 0's when it was deleted)."""
+    try:
+        conversation = await queries.get_conversation(conversation_id)
+    except Exception:  # no database at hand: the first period's name (a room missed closes after its timeouts)
+        log.debug("room of conversation %s looked up without the database", conversation_id)
+        conversation = None
+    if conversation is None:
+        return room_name_for(conversation_id)
+    if conversation.active:
+        return room_name_for(conversation_id, max(0, conversation.period - 1))
+    return conversation.room_name

@@ -164,10 +164,38 @@ async def entrypoint(ctx: JobContext) -> None:
 
     ctx.add_shutdown_callback(finish)
     await ctx.connect()
+    leave_a_room_made_again(ctx, str(meta.conversation_id))
     options = room_options(settings, forwarder if forwarding else None, meta.user_identity)
     await session.start(agent, room=ctx.room, room_options=options)
     if not meta.history:
         session.generate_reply(instructions=greeting_instructions(meta.user_name))
+    elif meta.answer_last and meta.history[-1][0] == "user":  # typed while the room had no agent: answer it
+        session.generate_reply()
+
+
+def leave_a_room_made_again(ctx: JobContext, conversation_id: str) -> None:
+    """End the job when its room is replaced by a new one of the same name. A self-hosted LiveKit server that
+    restarts forgets its rooms; the app then opens the room again (same name, new sid) with a fresh dispatch,
+    and the SDK of this job, still reconnecting, would join that room too: two agents answering every turn."""
+    dispatched = ctx.job.room.sid
+    checks: set[asyncio.Task[None]] = set()
+
+    async def check() -> None:
+        await asyncio.sleep(0.5)  # the new room's info arrives around the reconnection
+        sid = ctx.room.isconnected() and await ctx.room.sid
+        if dispatched and sid and sid != dispatched:
+            log.warning(
+                "conversation %s: its room was opened again; this job ends, the new one has its agent", conversation_id
+            )
+            ctx.shutdown("room opened again")
+
+    def soon(*_: Any) -> None:
+        task = asyncio.ensure_future(check())
+        checks.add(task)
+        task.add_done_callback(checks.discard)
+
+    ctx.room.on("reconnected", soon)
+    ctx.room.on("room_updated", soon)
 
 
 def job_count_load(max_jobs: int) -> Callable[[AgentServer], float]:

@@ -119,10 +119,13 @@ async def delete_account(user_id: uuid.UUID) -> list[str]:
 
 
 async def export_zip(user_id: uuid.UUID) -> bytes:
-    """Every saved conversation as its JSON export (the README's format), one file each, in one zip."""
+    """Every saved conversation as its JSON export (the README's format), one file each, in one zip; a saved one
+    reopened and active right now too (it was saved before)."""
     async with connection() as conn:
         ids = await conn.fetch(
-            "SELECT id FROM chat_session WHERE owner = $1 AND ended_at IS NOT NULL ORDER BY started_at, id", user_id
+            "SELECT id FROM chat_session WHERE owner = $1 AND (ended_at IS NOT NULL OR period > 0)"
+            " AND deleted_at IS NULL ORDER BY started_at, id",
+            user_id,
         )
     buffer = io.BytesIO()
     total = 0

@@ -34,6 +34,10 @@ install: $(VENV)/.installed ## Create .venv and install chatapp
 run: install ## Set everything up and serve on http://127.0.0.1:8000 (HOST=, PORT=, WORKERS= override; one worker per core; embedded PostgreSQL unless DATABASE_URL)
 	$(BIN)/chatapp serve --migrate --host $(HOST) --port $(PORT) $(if $(WORKERS),--workers $(WORKERS))
 
+.PHONY: voice
+voice: install ## Talk to the agent: a LiveKit server on loopback, the app and the worker (needs an OpenAI key or OpenAI-compatible STT/TTS/LLM; see README)
+	HOST=$(HOST) PORT=$(PORT) scripts/voice
+
 .PHONY: chromium
 chromium: ## Install Debian's Chromium for the browser tests (when missing and root)
 	@if command -v chromium >/dev/null 2>&1; then :; \

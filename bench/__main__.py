@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import fanout, history, live, newchat, streams
+from bench import fanout, history, live, newchat, streams, voice
 from bench.kit.machine import BenchEnv, bench_database, machine_facts, migrate
 from bench.kit.tables import Report, format_report
 
@@ -32,7 +32,10 @@ BENCHMARKS: dict[str, Benchmark] = {
     "streams": streams.run,
     "history-analytics": history.run_analytics,
     "fanout": fanout.run,
+    "voice": voice.run,
 }
+# Run only when named: voice needs a LiveKit server, espeak-ng and sox (make livekit speech-tools).
+ON_REQUEST = {"voice"}
 
 
 async def run_benchmarks(env: BenchEnv, names: Sequence[str]) -> int:
@@ -79,7 +82,10 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument(
-        "names", nargs="*", metavar="name", help=f"benchmarks to run (default all: {', '.join(BENCHMARKS)})"
+        "names",
+        nargs="*",
+        metavar="name",
+        help=f"benchmarks to run (default all but {', '.join(sorted(ON_REQUEST))}: {', '.join(BENCHMARKS)})",
     )
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     args = parser.parse_args(argv)
@@ -89,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [name for name in args.names if name not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
-    names = args.names or list(BENCHMARKS)
+    names = args.names or [name for name in BENCHMARKS if name not in ON_REQUEST]
     try:
         import httpx_sse  # noqa: F401
     except ImportError:

@@ -572,27 +572,136 @@
     });
   }
 
-  // ---- Dictation (Web Speech API): interims and the final go to the server like any transcript. ----
+  // ---- Dictation. Where the app has speech-to-text (data-dictation="server") the button records with
+  // MediaRecorder and posts the recording, which the app transcribes and stores as the user's message: that works
+  // in any browser that records. Otherwise the browser's Web Speech API, whose interims and final go to the server
+  // like any transcript. With neither the button says dictation is unavailable. ----
   var Recognition = window.SpeechRecognition || window.webkitSpeechRecognition;
+  var DICTATION_UNAVAILABLE = "Dictation is unavailable in this browser. You can still type.";
+
+  function csrfToken() {
+    return JSON.parse(document.body.getAttribute("hx-headers") || "{}")["x-csrftoken"];
+  }
+
+  function dictationUrl(suffix) {
+    var panel = document.getElementById("chat-panel");
+    return panel && "/conversations/" + panel.getAttribute("data-conversation-id") + "/dictation" + suffix;
+  }
+
+  function canRecord() {
+    return !!(window.MediaRecorder && navigator.mediaDevices && navigator.mediaDevices.getUserMedia);
+  }
+
+  // What to say when the microphone could not be opened: a denied permission only when it was denied.
+  function microphoneProblem(error) {
+    var name = error && error.name;
+    if (name === "NotAllowedError" || name === "SecurityError") return "Microphone access was denied. You can still type.";
+    if (name === "NotFoundError" || name === "OverconstrainedError") return "No microphone was found. You can still type.";
+    if (name === "NotReadableError") return "The microphone is in use by another program. You can still type.";
+    return "The microphone could not be opened. You can still type.";
+  }
+
+  function setActive(button, active, label) {
+    button.setAttribute("aria-pressed", active ? "true" : "false");
+    button.classList.toggle("is-active", active);
+    button.setAttribute("aria-label", label);
+    button.title = label;
+  }
 
   function setupDictation(root) {
     var button = (root || document).querySelector ? (root || document).querySelector("#dictate-button") : null;
     if (!button || button.__chatapp) return;
     button.__chatapp = true;
-    if (!Recognition) return; // stays hidden where unsupported
     button.hidden = false;
+    if (button.getAttribute("data-dictation") === "server" && canRecord()) {
+      recordedDictation(button);
+    } else if (Recognition) {
+      browserDictation(button);
+    } else {
+      button.setAttribute("aria-disabled", "true");
+      button.setAttribute("data-state", "unavailable");
+      button.setAttribute("aria-label", "Dictation unavailable");
+      button.title = DICTATION_UNAVAILABLE;
+      button.addEventListener("click", function () { showToast(DICTATION_UNAVAILABLE, "info"); });
+    }
+  }
+
+  function recordedDictation(button) {
+    var maxMs = (parseFloat(button.getAttribute("data-max-seconds")) || 60) * 1000;
+    var recorder = null;
+    var stopTimer = null;
+    button.setAttribute("data-state", "ready");
+
+    function send(blob) {
+      var url = dictationUrl("/audio?item_id=" + encodeURIComponent(newId()));
+      if (!url) return;
+      button.setAttribute("data-state", "transcribing");
+      button.setAttribute("aria-busy", "true");
+      fetch(url, {
+        method: "POST",
+        headers: { "Content-Type": blob.type || "audio/webm", "Accept": "application/json", "x-csrftoken": csrfToken() },
+        body: blob,
+        credentials: "same-origin",
+      }).then(function (response) {
+        if (response.ok) return;  // the message arrives on the live stream like any other
+        return response.json().then(function (body) {
+          showToast((body && body.detail) || "Dictation was not accepted (" + response.status + ").", "error");
+        }, function () { showToast("Dictation was not accepted (" + response.status + ").", "error"); });
+      }, function () {
+        showToast("Dictation could not reach the server.", "error");
+      }).then(function () {
+        button.removeAttribute("aria-busy");
+        button.setAttribute("data-state", "ready");
+      });
+    }
+
+    function start() {
+      button.setAttribute("data-state", "starting");
+      // The recognizer gets the voice as it is: the browser's noise suppression and gain control are made for
+      // calls, and clip or cut words of a recording (echo cancellation stays, for the agent speaking meanwhile).
+      var audio = { echoCancellation: true, noiseSuppression: false, autoGainControl: false };
+      navigator.mediaDevices.getUserMedia({ audio: audio }).then(function (stream) {
+        var type = MediaRecorder.isTypeSupported && MediaRecorder.isTypeSupported("audio/webm;codecs=opus") ? "audio/webm;codecs=opus" : "";
+        var chunks = [];
+        recorder = type ? new MediaRecorder(stream, { mimeType: type }) : new MediaRecorder(stream);
+        recorder.ondataavailable = function (event) { if (event.data && event.data.size) chunks.push(event.data); };
+        recorder.onstop = function () {
+          clearTimeout(stopTimer);
+          stream.getTracks().forEach(function (track) { track.stop(); });
+          var mime = (recorder.mimeType || type || "audio/webm").split(";")[0];
+          recorder = null;
+          setActive(button, false, "Dictate");
+          if (chunks.length) send(new Blob(chunks, { type: mime }));
+          else button.setAttribute("data-state", "ready");
+        };
+        recorder.start();
+        stopTimer = setTimeout(function () { if (recorder) recorder.stop(); }, maxMs);
+        setActive(button, true, "Stop dictating and send");
+        button.setAttribute("data-state", "recording");
+      }, function (error) {
+        button.setAttribute("data-state", "ready");
+        showToast(microphoneProblem(error), "error");
+      });
+    }
+
+    button.addEventListener("click", function () {
+      if (button.getAttribute("aria-busy") === "true") return;  // still transcribing the last one
+      if (recorder) recorder.stop();
+      else if (button.getAttribute("data-state") === "ready") start();
+    });
+  }
+
+  function browserDictation(button) {
     var recognition = null;
     var itemId = null;
     var lastSent = 0;
 
     function post(text, final) {
-      var panel = document.getElementById("chat-panel");
-      if (!panel || !text) return;
-      var url = "/conversations/" + panel.getAttribute("data-conversation-id") + "/dictation";
-      var token = JSON.parse(document.body.getAttribute("hx-headers") || "{}")["x-csrftoken"];
+      var url = dictationUrl("");
+      if (!url || !text) return;
       fetch(url, {
         method: "POST",
-        headers: { "Content-Type": "application/json", "Accept": "application/json", "x-csrftoken": token },
+        headers: { "Content-Type": "application/json", "Accept": "application/json", "x-csrftoken": csrfToken() },
         body: JSON.stringify({ item_id: itemId, text: text, final: final }),
         credentials: "same-origin",
       }).then(function (response) {
@@ -608,6 +717,20 @@
       if (Date.now() - lastRefusal < 5000) return;  // interims come several a second: one toast is enough
       lastRefusal = Date.now();
       showToast(detail || "Dictation was not accepted (" + status + ").", "error");
+    }
+
+    // "not-allowed" is also what Chromium says when its speech service refuses (no Google service): blame the
+    // permission only when the page really lacks it.
+    function recognitionProblem(error) {
+      if (error === "service-not-allowed" || error === "network" || error === "language-not-supported") {
+        return Promise.resolve(DICTATION_UNAVAILABLE);
+      }
+      if (error === "audio-capture") return Promise.resolve("No microphone was found. You can still type.");
+      if (error !== "not-allowed") return Promise.resolve("Dictation stopped: " + error);
+      if (!navigator.permissions || !navigator.permissions.query) return Promise.resolve(DICTATION_UNAVAILABLE);
+      return navigator.permissions.query({ name: "microphone" }).then(function (status) {
+        return status.state === "denied" ? "Microphone access was denied. You can still type." : DICTATION_UNAVAILABLE;
+      }, function () { return DICTATION_UNAVAILABLE; });
     }
 
     button.addEventListener("click", function () {
@@ -631,17 +754,14 @@
         }
       };
       recognition.onerror = function (event) {
-        var denied = event.error === "not-allowed" || event.error === "service-not-allowed";
-        showToast(denied ? "Microphone permission was denied. You can still type." : "Dictation stopped: " + event.error, "error");
+        recognitionProblem(event.error).then(function (message) { showToast(message, "error"); });
       };
       recognition.onend = function () {
         recognition = null;
-        button.setAttribute("aria-pressed", "false");
-        button.classList.remove("is-active");
+        setActive(button, false, "Dictate");
       };
       recognition.start();
-      button.setAttribute("aria-pressed", "true");
-      button.classList.add("is-active");
+      setActive(button, true, "Stop dictating");
     });
   }
 

@@ -70,6 +70,18 @@ def test_room_options_forward_spoken_text_and_keep_the_agent_through_a_reload() 
     assert text_input.text_input_cb == forwarder.text_input_cb  # typed text keeps the browser's item id
 
 
+def test_the_benchs_baseline_is_the_same_room_io_without_the_forwarder() -> None:
+    settings = Settings.from_env(BASE | SPEECH | {"CHATAPP_AGENT_FORWARD_TRANSCRIPTS": "false"})
+    assert settings.agent_forward_transcripts is False
+    assert Settings.from_env(BASE).agent_forward_transcripts is True
+    options = worker.room_options(settings, None, "")
+    text_output = options.get_text_output_options()
+    assert text_output is not None
+    assert text_output.next_in_chain is None
+    assert options.get_audio_input_options() is not None
+    assert options.get_audio_output_options() is not None
+
+
 def test_the_server_registers_under_the_agent_name_for_explicit_dispatch() -> None:
     settings = Settings.from_env(BASE | LIVEKIT | {"CHATAPP_AGENT_NAME": "travel-agent"})
     server = worker.build_server(settings)

@@ -25,6 +25,7 @@ from chatapp.conversations.service import (
     SaveFailed,
     TooManyStreams,
 )
+from chatapp.conversations.speech import AudioTooLong, BadAudio, NothingHeard, SpeechUnavailable
 
 ENDED_MESSAGE = "That conversation was saved. Showing your current one."
 SAVE_FAILED_MESSAGE = "Failed to save conversation. Please try again."
@@ -78,4 +79,9 @@ CHAT_ERRORS: ExceptionHandlersMap = {
     SaveFailed: save_failed,
     TooManyStreams: answered_as(429),
     CannotRetry: answered_as(409),
+    # Server dictation: a bad recording is the client's to fix (4xx); a failing speech service is ours (503).
+    BadAudio: answered_as(422),
+    AudioTooLong: answered_as(413),
+    NothingHeard: answered_as(422),
+    SpeechUnavailable: answered_as(503),
 }

@@ -28,6 +28,7 @@ from chatapp.conversations.events import MAX_ITEM_ID_LENGTH, MAX_TEXT_LENGTH, Tr
 from chatapp.conversations.http import CHAT_ERRORS, SERVICE, answered_as, conversation_gone
 from chatapp.conversations.live_events import Recent
 from chatapp.conversations.service import ChatView, ConversationGone, ConversationService, IngestClosed
+from chatapp.conversations.speech import MAX_AUDIO_BYTES, MAX_SECONDS
 from chatapp.core.openapi import NO_CONTROL_CHARACTERS, errors
 from chatapp.core.validation import FORM_ONLY, checked_text, checked_timestamp, strict_body
 
@@ -66,6 +67,17 @@ class IngestResponse(msgspec.Struct):
     ignored: int
 
 
+class DictatedText(msgspec.Struct):
+    text: str
+
+
+def audio_body(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """A recording comes as the raw body with its own audio type (MediaRecorder's, or a WAV...), else 415."""
+    media_type = connection.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if not (media_type.startswith(("audio/", "video/")) or media_type == "application/octet-stream"):
+        raise HTTPException(status_code=415, detail="Send the recording as audio (for example audio/webm).")
+
+
 class DictationForm(msgspec.Struct):
     item_id: DictationItemId
     text: Text
@@ -89,6 +101,8 @@ def chat_context(view: ChatView, user: User, state: State) -> dict[str, Any]:
         "current": Recent(view.conversation.id, view.header_title) if view.header_title else None,
         "header_title": view.header_title,
         "origin": view.origin,
+        "server_dictation": state.settings.stt_configured,
+        "dictation_max_seconds": MAX_SECONDS,
     }
 
 
@@ -257,6 +271,24 @@ class ChatController(Controller):
                 request.user.id, conversation_id, DICTATION_PREFIX + data.item_id, text, data.final
             )
         return Response(None, status_code=204)
+
+    @post(
+        "/conversations/{conversation_id:uuid}/dictation/audio",
+        status_code=200,
+        guards=[audio_body, limit("dictation")],
+        request_max_body_size=MAX_AUDIO_BYTES,  # its own cap: the app's 1 MiB holds under a minute of WAV
+    )
+    async def dictation_audio(
+        self,
+        request: Request[User, Any, Any],
+        conversations: ConversationService,
+        conversation_id: uuid.UUID,
+        item_id: DictationItemId,
+    ) -> DictatedText:
+        """Server dictation: the recording is transcribed and stored as the user's message (once per item_id)."""
+        audio = await request.body()
+        text = await conversations.dictate_audio(request.user.id, conversation_id, DICTATION_PREFIX + item_id, audio)
+        return DictatedText(text=text)
 
     @post("/conversations/{conversation_id:uuid}/agent", status_code=200, guards=[limit("new_chat")])
     async def retry_agent(

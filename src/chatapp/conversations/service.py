@@ -20,6 +20,7 @@ from chatapp.conversations.hub import Hub
 from chatapp.conversations.live_events import Ended, History, LiveEvent, Recent, Reopened
 from chatapp.conversations.ownership import Ownership
 from chatapp.conversations.pipeline import TranscriptPipeline, final_event
+from chatapp.conversations.speech import SpeechUnavailable, Transcriber
 from chatapp.conversations.stream import conversation_events
 from chatapp.conversations.stream_slots import StreamSlots
 from chatapp.conversations.supervisor import AgentSupervisor
@@ -152,6 +153,7 @@ class ConversationService:
         self.hub = hub
         self.agents = AgentSupervisor(runtime, pipeline, hub, settings.system_prompt, self.faults, ownership)
         self.stream_slots = StreamSlots()
+        self.transcriber = Transcriber(settings) if settings.stt_configured else None
 
     async def open(self, user_id: uuid.UUID, display_name: str) -> ChatView:
         """The user's active conversation (created if needed) with its transcript so far and a running agent."""
@@ -292,6 +294,16 @@ class ConversationService:
         await self.pipeline.apply(
             conversation_id, [TranscriptEvent(conversation_id, item_id, "user", text, final=False)]
         )
+
+    async def dictate_audio(self, user_id: uuid.UUID, conversation_id: uuid.UUID, item_id: str, audio: bytes) -> str:
+        """Server dictation: a recording transcribed by the configured speech-to-text, stored and answered like
+        typed text (a retried post with the same item_id is stored once). Ownership is checked before any work."""
+        await self.owned_active(user_id, conversation_id)
+        if self.transcriber is None:
+            raise SpeechUnavailable("Dictation is not set up on this server. You can still type.")
+        text = await self.transcriber.transcribe(audio)
+        await self.send_text(user_id, conversation_id, text, item_id)
+        return text
 
     async def ingest(
         self, conversation_id: uuid.UUID, events: Sequence[TranscriptEvent], period: int = 0

@@ -229,10 +229,13 @@ class Settings:
     agent_max_jobs: int | None = setting("CHATAPP_AGENT_MAX_JOBS", None, whole(minimum=1))
     agent_health_host: str = setting("CHATAPP_AGENT_HEALTH_HOST", "")  # "" = every interface
     agent_health_port: int | None = setting("CHATAPP_AGENT_HEALTH_PORT", None, whole(minimum=0))  # 0: any free
+    # Off only for `python -m bench voice`'s baseline: the same agent with no transcript sent to the app.
+    agent_forward_transcripts: bool = setting("CHATAPP_AGENT_FORWARD_TRANSCRIPTS", True, flag)
     # How the worker decides a spoken turn ended: livekit-agents' end-of-turn "model", or the "vad"'s silence.
     turn_detection: Literal["model", "vad"] = setting("CHATAPP_TURN_DETECTION", "model", one_of("model", "vad"))
     ingest_url: str = setting("CHATAPP_INGEST_URL", "", base_url)
-    # The agent worker's speech; the keys default to CHATAPP_LLM_API_KEY (see from_env).
+    # Speech for the agent worker, and speech-to-text for the app's server dictation (on when stt_configured);
+    # the keys default to CHATAPP_LLM_API_KEY (see from_env).
     stt_base_url: str = setting("CHATAPP_STT_BASE_URL", "")
     stt_model: str = setting("CHATAPP_STT_MODEL", "gpt-4o-mini-transcribe")
     stt_api_key: str = setting("CHATAPP_STT_API_KEY", "", secret=True)
@@ -259,6 +262,15 @@ class Settings:
     @property
     def llm_configured(self) -> bool:
         return bool(self.llm_base_url or self.llm_api_key)
+
+    @property
+    def stt_configured(self) -> bool:
+        """Speech-to-text has an endpoint: its own base URL, or a key for OpenAI's (the worker's and dictation's)."""
+        return bool(self.stt_base_url or self.stt_api_key)
+
+    @property
+    def tts_configured(self) -> bool:
+        return bool(self.tts_base_url or self.tts_api_key)
 
     @property
     def livekit_configured(self) -> bool:

@@ -48,7 +48,7 @@ _NO_KEY = "not-needed"  # local OpenAI-compatible servers need no key, but the O
 
 def speech_configured(settings: Settings) -> bool:
     """Voice needs both an STT and a TTS endpoint (a base URL, or an API key for OpenAI itself)."""
-    return bool((settings.stt_base_url or settings.stt_api_key) and (settings.tts_base_url or settings.tts_api_key))
+    return settings.stt_configured and settings.tts_configured
 
 
 def build_stt(settings: Settings) -> stt.STT[Any]:
@@ -96,16 +96,22 @@ def build_session(settings: Settings, voice_activity: vad.VAD | None) -> AgentSe
     )
 
 
-def room_options(settings: Settings, forwarder: TranscriptForwarder, identity: str) -> room_io.RoomOptions:
+def room_options(settings: Settings, forwarder: TranscriptForwarder | None, identity: str) -> room_io.RoomOptions:
     """Audio in and out when speech is configured; typed text always (its item id noted by the forwarder, so
     text the browser also posted to the app is stored once). The agent stays when the person's browser
-    disconnects (a reload): the room's deletion, not a departure, ends the job."""
+    disconnects (a reload): the room's deletion, not a departure, ends the job. No forwarder: the bench's
+    baseline, livekit-agents' own room I/O alone."""
     speech = speech_configured(settings)
+    if forwarder is None:
+        text_input, text_output = room_io.TextInputOptions(), room_io.TextOutputOptions()
+    else:
+        text_input = room_io.TextInputOptions(text_input_cb=forwarder.text_input_cb)
+        text_output = room_io.TextOutputOptions(next_in_chain=forwarder.text_output())
     return room_io.RoomOptions(
-        text_input=room_io.TextInputOptions(text_input_cb=forwarder.text_input_cb),
+        text_input=text_input,
         audio_input=speech,
         audio_output=speech,
-        text_output=room_io.TextOutputOptions(next_in_chain=forwarder.text_output()),
+        text_output=text_output,
         participant_identity=identity or NOT_GIVEN,
         close_on_disconnect=False,
     )
@@ -127,7 +133,9 @@ async def entrypoint(ctx: JobContext) -> None:
         ctx.shutdown("bad dispatch metadata")
         return
     forwarder = TranscriptForwarder(meta.ingest_url, meta.ingest_token, conversation_id=meta.conversation_id)
-    forwarder.start()
+    forwarding = settings.agent_forward_transcripts
+    if forwarding:
+        forwarder.start()
     info = ConversationInfo(
         id=meta.conversation_id,
         room_name=ctx.job.room.name,
@@ -138,12 +146,14 @@ async def entrypoint(ctx: JobContext) -> None:
     agent = TravelAgent.for_conversation(info)
     forwarder.ignore(item.id for item in agent.chat_ctx.items)
     session = build_session(settings, ctx.proc.userdata.get("vad"))
-    forwarder.attach(session)
+    if forwarding:
+        forwarder.attach(session)
 
     async def finish(reason: str) -> None:
         with contextlib.suppress(Exception):
             await session.aclose()  # commits a reply that was cut off, so the history below has it
-        await forwarder.aclose(history=list(session.history.items), timeout=FORWARD_DRAIN_TIMEOUT)
+        if forwarding:
+            await forwarder.aclose(history=list(session.history.items), timeout=FORWARD_DRAIN_TIMEOUT)
         log.info(
             "conversation %s job ended (%s): %d event(s) delivered, %d dropped",
             meta.conversation_id,
@@ -155,7 +165,8 @@ async def entrypoint(ctx: JobContext) -> None:
     ctx.add_shutdown_callback(finish)
     await ctx.connect()
     leave_a_room_made_again(ctx, str(meta.conversation_id))
-    await session.start(agent, room=ctx.room, room_options=room_options(settings, forwarder, meta.user_identity))
+    options = room_options(settings, forwarder if forwarding else None, meta.user_identity)
+    await session.start(agent, room=ctx.room, room_options=options)
     if not meta.history:
         session.generate_reply(instructions=greeting_instructions(meta.user_name))
     elif meta.answer_last and meta.history[-1][0] == "user":  # typed while the room had no agent: answer it

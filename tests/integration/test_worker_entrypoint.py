@@ -59,6 +59,7 @@ class _Job:
 class _Room:
     def __init__(self, name: str) -> None:
         self.name = name
+        self.sid = ""  # no server gave this room an id: the job cannot be told its room was made again
 
 
 class _Process:

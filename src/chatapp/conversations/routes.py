@@ -71,7 +71,7 @@ class DictatedText(msgspec.Struct):
     text: str
 
 
-def audio_body(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+async def audio_body(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """A recording comes as the raw body with its own audio type (MediaRecorder's, or a WAV...), else 415."""
     media_type = connection.headers.get("content-type", "").partition(";")[0].strip().lower()
     if not (media_type.startswith(("audio/", "video/")) or media_type == "application/octet-stream"):

@@ -178,12 +178,14 @@ def leave_a_room_made_again(ctx: JobContext, conversation_id: str) -> None:
     restarts forgets its rooms; the app then opens the room again (same name, new sid) with a fresh dispatch,
     and the SDK of this job, still reconnecting, would join that room too: two agents answering every turn."""
     dispatched = ctx.job.room.sid
+    if not dispatched:  # nothing to tell a new room by
+        return
     checks: set[asyncio.Task[None]] = set()
 
     async def check() -> None:
         await asyncio.sleep(0.5)  # the new room's info arrives around the reconnection
         sid = ctx.room.isconnected() and await ctx.room.sid
-        if dispatched and sid and sid != dispatched:
+        if sid and sid != dispatched:
             log.warning(
                 "conversation %s: its room was opened again; this job ends, the new one has its agent", conversation_id
             )

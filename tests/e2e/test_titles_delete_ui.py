@@ -13,7 +13,7 @@ from playwright.async_api import BrowserContext, Dialog, expect
 
 from chatapp.core.database import connection
 from tests.e2e.pages import ChatPage, signed_up_with_history
-from tests.fakes.openai_chat import FakeOpenAI, Reply, fake_openai
+from tests.fakes.openai_chat import TITLE_INSTRUCTIONS, FakeOpenAI, Reply, fake_openai
 from tests.support import READY, AppServer
 
 
@@ -114,11 +114,9 @@ def model_server(db: str, model: FakeOpenAI, tmp_path_factory: pytest.TempPathFa
 async def test_a_title_from_the_model_appears_live_in_a_second_tab(
     context: BrowserContext, model_server: AppServer, model: FakeOpenAI, screenshots: Path
 ) -> None:
-    model.script[:] = [
-        Reply("Hello! Where to?"),
-        Reply("Lisbon is lovely in spring."),
-        Reply("Spring in Lisbon", first_token_delay=3.0),  # time to see the first message name it first
-    ]
+    model.script[:] = [Reply("Hello! Where to?"), Reply("Lisbon is lovely in spring.")]
+    # time to see the first message name it first
+    model.scripts_by_system[TITLE_INSTRUCTIONS] = [Reply("Spring in Lisbon", first_token_delay=3.0)]
     first = ChatPage(await context.new_page(), model_server.url)
     await first.signup()
     await first.wait_for_agent_reply(1)

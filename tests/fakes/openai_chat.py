@@ -17,6 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
+from chatapp.agents.titles import INSTRUCTIONS as TITLE_INSTRUCTIONS
+
 _ERRORS = {
     401: ("Incorrect API key provided.", "invalid_request_error", "invalid_api_key"),
     429: ("Rate limit reached for requests.", "requests", "rate_limit_exceeded"),
@@ -42,7 +44,9 @@ class FakeOpenAI:
     script: list[Reply] = field(default_factory=list)
     # Scripts of their own for requests whose first (system) message starts with the key: a side request (a title)
     # then never takes an answer meant for the conversation, whatever order the two arrive in.
-    scripts_by_system: dict[str, list[Reply]] = field(default_factory=dict)
+    # The app's title requests have one from the start: a test scripting the conversation's replies needs no
+    # knowledge of when the app asks for a title (it answers "Okay." unless the test scripts titles).
+    scripts_by_system: dict[str, list[Reply]] = field(default_factory=lambda: {TITLE_INSTRUCTIONS: []})
     requests: list[dict[str, Any]] = field(default_factory=list)
     base_url: str = ""
 
@@ -50,13 +54,20 @@ class FakeOpenAI:
         """(role, content) of request `index`, as sent on the wire."""
         return [(m["role"], _content(m["content"])) for m in self.requests[index]["messages"]]
 
-    def _next_reply(self, body: dict[str, Any]) -> Reply:
+    def conversation_requests(self) -> list[dict[str, Any]]:
+        """The requests `script` answered: the conversation's replies, without side requests (titles)."""
+        return [body for body in self.requests if self._side_script(body) is None]
+
+    def _side_script(self, body: dict[str, Any]) -> list[Reply] | None:
         messages = body.get("messages") or [{}]
         first = _content(messages[0].get("content", ""))
-        for prefix, replies in self.scripts_by_system.items():
-            if first.startswith(prefix):
-                return replies.pop(0) if replies else Reply("Okay.")
-        return self.script.pop(0) if self.script else Reply("Okay.")
+        return next((replies for prefix, replies in self.scripts_by_system.items() if first.startswith(prefix)), None)
+
+    def _next_reply(self, body: dict[str, Any]) -> Reply:
+        replies = self._side_script(body)
+        if replies is None:
+            replies = self.script
+        return replies.pop(0) if replies else Reply("Okay.")
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()

@@ -79,7 +79,7 @@ async def test_agent_finals_made_during_an_outage_are_stored_once_in_order_when_
         for text in ("Lisbon?", "Porto?", "Faro?"):
             await type_text(client, server, cid, text)
         async with asyncio.timeout(15):
-            while len(model.requests) < 2:  # the first answer is streaming
+            while len(model.conversation_requests()) < 2:  # the first answer is streaming
                 await asyncio.sleep(0.05)
         await asyncio.sleep(0.5)
 
@@ -89,7 +89,7 @@ async def test_agent_finals_made_during_an_outage_are_stored_once_in_order_when_
             shared = await client.get(f"/s/{SHARE_TOKEN}")
             assert shared.status_code == 503
             await asyncio.sleep(OUTAGE_SECONDS)
-            assert len(model.requests) == 4  # every reply was generated while the database was down
+            assert len(model.conversation_requests()) == 4  # every reply was generated while the database was down
         finally:
             own_postgres.start()
         assert (await wait_healthy(client, 20.0)).status_code == 200

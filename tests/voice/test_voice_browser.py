@@ -207,6 +207,8 @@ async def test_a_livekit_server_restart_shows_reconnecting_typing_still_works_an
     status = page.get_by_test_id("voice-status")
     cid = uuid.UUID(await chat.conversation_id())
     await expect(status).to_have_attribute("data-state", "listening", timeout=WITHIN)
+    # The agent may be listening before its greeting has reached the app: the conversation starts once it has.
+    await expect(chat.finals("agent").locator(".bubble")).to_have_text([GREETING], timeout=WITHIN)
     before = await room_state(page)
 
     registered = voice.worker.registrations()

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,19 @@ class AppServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+@contextlib.contextmanager
+def app_pair(db: str, root: Path, **env: str) -> Iterator[tuple[AppServer, AppServer]]:
+    """Two app processes, A and B, on one database with the same settings (`env`), stopped afterwards."""
+    servers: list[AppServer] = []
+    try:
+        for name in ("a", "b"):
+            servers.append(AppServer.start(db, root / name, ready_timeout=READY, **env))
+        yield servers[0], servers[1]
+    finally:
+        for server in servers:
+            server.stop()
 
 
 def unique_email() -> str:

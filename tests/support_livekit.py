@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -367,6 +367,17 @@ class SpeechFake:
 
     def wait_ready(self) -> None:
         self.proc.wait_until(lambda: _answers(f"http://127.0.0.1:{self.port}/healthz"))
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, work_dir: Path, phrases: list[str]) -> Iterator[SpeechFake]:
+        """Started and ready, stopped afterwards (a fixture's whole life)."""
+        fake = cls.launch(work_dir, phrases)
+        try:
+            fake.wait_ready()
+            yield fake
+        finally:
+            fake.stop()
 
     def requests(self) -> list[dict[str, Any]]:
         """What it was asked so far: kind (speech/transcription), text, ms, audio_seconds."""

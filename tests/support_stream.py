@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 
 import httpx
 from httpx_sse import ServerSentEvent, aconnect_sse
 
+from chatapp.conversations.buffer import TranscriptBuffer
+from chatapp.conversations.hub import Hub, make_channels
+from chatapp.conversations.pipeline import TranscriptPipeline
 from chatapp.core.database import connection
 
 
@@ -71,3 +76,19 @@ async def open_stream(client: httpx.AsyncClient, url: str) -> StreamReader:
     reader = StreamReader(client, url)
     await asyncio.wait_for(reader.ready.wait(), 10)
     return reader
+
+
+@contextlib.asynccontextmanager
+async def live_pipeline(kind: str, db: str, redis_url: str = "") -> AsyncIterator[TranscriptPipeline]:
+    """A transcript pipeline in the test's own process over `kind` channels (postgres, redis), its hub running."""
+    buffer = TranscriptBuffer()
+    channels = make_channels(kind, db, redis_url)
+    hub = Hub(channels, buffer)
+    async with channels:
+        task = asyncio.create_task(hub.run())
+        try:
+            yield TranscriptPipeline(buffer, hub)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -33,12 +33,8 @@ window.SpeechRecognition = class {
 
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpeechFake]:
-    fake = SpeechFake.launch(Path(tmp_path_factory.mktemp("speech")), [PHRASE, "book a hotel in rome"])
-    try:
-        fake.wait_ready()
+    with SpeechFake.running(Path(tmp_path_factory.mktemp("speech")), [PHRASE, "book a hotel in rome"]) as fake:
         yield fake
-    finally:
-        fake.stop()
 
 
 @pytest.fixture(scope="module")

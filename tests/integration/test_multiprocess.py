@@ -20,6 +20,7 @@ from tests.support import (
     ANSWER_WITHIN,
     READY,
     AppServer,
+    app_pair,
     browser,
     greeted,
     htmx,
@@ -36,14 +37,8 @@ from tests.support_load import Watcher
 def pair(db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AppServer, AppServer]]:
     """Two app processes, A and B, on the session's database."""
     root = Path(tmp_path_factory.mktemp("pair"))
-    servers: list[AppServer] = []
-    try:
-        for name in ("a", "b"):
-            servers.append(AppServer.start(db, root / name, CHATAPP_CHANNELS="postgres", ready_timeout=READY))
-        yield servers[0], servers[1]
-    finally:
-        for server in servers:
-            server.stop()
+    with app_pair(db, root, CHATAPP_CHANNELS="postgres") as pair:
+        yield pair
 
 
 async def agents_on(client: httpx.AsyncClient, server: AppServer) -> set[uuid.UUID]:

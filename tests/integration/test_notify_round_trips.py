@@ -11,11 +11,9 @@ import asyncpg
 import pytest
 
 from chatapp.conversations import pipeline as pipeline_module
-from chatapp.conversations.buffer import TranscriptBuffer
-from chatapp.conversations.hub import Hub, make_channels
 from chatapp.conversations.live_events import Final, Interim
-from chatapp.conversations.pipeline import TranscriptPipeline
 from tests.factories import final, interim, make_conversation
+from tests.support_stream import live_pipeline
 
 
 class StatementLog:
@@ -59,24 +57,9 @@ def log(monkeypatch: pytest.MonkeyPatch) -> StatementLog:
     return log
 
 
-@contextlib.asynccontextmanager
-async def postgres_pipeline(db: str) -> AsyncIterator[TranscriptPipeline]:
-    buffer = TranscriptBuffer()
-    channels = make_channels("postgres", db)
-    hub = Hub(channels, buffer)
-    async with channels:
-        task = asyncio.create_task(hub.run())
-        try:
-            yield TranscriptPipeline(buffer, hub)
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-
 async def test_a_100_final_ingest_notifies_in_one_round_trip_in_order(db: str, log: StatementLog) -> None:
     c = await make_conversation()
-    async with postgres_pipeline(db) as pipeline, pipeline.hub.listen(c.id, c.owner) as listener:
+    async with live_pipeline("postgres", db) as pipeline, pipeline.hub.listen(c.id, c.owner) as listener:
         await pipeline.apply(c.id, [final(c.id, "warm-up", "first")], source="api")  # connects, prepares
         await asyncio.wait_for(listener.queue.get(), 10)
         log.take()
@@ -94,7 +77,7 @@ async def test_large_finals_in_one_request_still_go_in_one_statement(db: str, lo
     """Parts of a final over the NOTIFY payload limit travel in the same statement, and arrive whole."""
     c = await make_conversation()
     text = "wörd " * 2500  # about 15 kB of UTF-8: several parts
-    async with postgres_pipeline(db) as pipeline, pipeline.hub.listen(c.id, c.owner) as listener:
+    async with live_pipeline("postgres", db) as pipeline, pipeline.hub.listen(c.id, c.owner) as listener:
         await pipeline.apply(c.id, [final(c.id, "a", text), final(c.id, "b", "small")], source="api")
         first = await asyncio.wait_for(listener.queue.get(), 10)
         second = await asyncio.wait_for(listener.queue.get(), 10)
@@ -109,7 +92,7 @@ async def test_a_one_final_ingest_makes_six_round_trips(db: str, log: StatementL
     """BEGIN, lock the conversation, look up the item, insert it and advance last_seq, COMMIT, then NOTIFY (a final
     is durable before anyone hears of it): no connect, prepare or reset on a warm connection, one NOTIFY."""
     c = await make_conversation()
-    async with postgres_pipeline(db) as pipeline, pipeline.hub.listen(c.id, c.owner) as listener:
+    async with live_pipeline("postgres", db) as pipeline, pipeline.hub.listen(c.id, c.owner) as listener:
         await pipeline.apply(c.id, [final(c.id, "warm-up", "first")], source="api")
         await asyncio.wait_for(listener.queue.get(), 10)
         log.take()

@@ -15,7 +15,17 @@ from httpx_sse import aconnect_sse
 
 from chatapp.core.database import connection
 from tests.fakes.openai_chat import FakeOpenAI, Reply, fake_openai
-from tests.support import READY, AppServer, browser, greeted, htmx, open_conversation, signup, type_text, wait_for
+from tests.support import (
+    AppServer,
+    app_pair,
+    browser,
+    greeted,
+    htmx,
+    open_conversation,
+    signup,
+    type_text,
+    wait_for,
+)
 
 LONG = " ".join(f"word{i}" for i in range(300))
 
@@ -36,14 +46,8 @@ def pair(db: str, model: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -
         "CHATAPP_LLM_MODEL": "fake-model",
         "CHATAPP_LLM_API_KEY": "sk-test",
     }
-    servers: list[AppServer] = []
-    try:
-        for name in ("a", "b"):
-            servers.append(AppServer.start(db, root / name, ready_timeout=READY, **env))
-        yield servers[0], servers[1]
-    finally:
-        for server in servers:
-            server.stop()
+    with app_pair(db, root, **env) as pair:
+        yield pair
 
 
 async def agent_rows(cid: uuid.UUID) -> list[tuple[str, bool]]:

@@ -4,22 +4,18 @@ going away and coming back. Agent leases and everything stored stay in PostgreSQ
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from chatapp.conversations.buffer import TranscriptBuffer
-from chatapp.conversations.hub import Hub, make_channels
 from chatapp.conversations.live_events import Final
-from chatapp.conversations.pipeline import TranscriptPipeline
 from tests.factories import final, make_conversation
 from tests.support import AppServer, client_ip, event, ingest, open_conversation, signup
 from tests.support_redis import RedisServer, start_redis
-from tests.support_stream import StreamReader, stored_seqs
+from tests.support_stream import StreamReader, live_pipeline, stored_seqs
 
 
 @pytest.fixture
@@ -31,24 +27,9 @@ def redis(tmp_path: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
-@contextlib.asynccontextmanager
-async def redis_pipeline(db: str, url: str) -> AsyncIterator[TranscriptPipeline]:
-    buffer = TranscriptBuffer()
-    channels = make_channels("redis", db, url)
-    hub = Hub(channels, buffer)
-    async with channels:
-        task = asyncio.create_task(hub.run())
-        try:
-            yield TranscriptPipeline(buffer, hub)
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-
 async def test_a_100_final_ingest_publishes_in_one_script_run_in_order(db: str, redis: RedisServer) -> None:
     c = await make_conversation()
-    async with redis_pipeline(db, redis.url) as pipeline, pipeline.hub.listen(c.id, c.owner) as listener:
+    async with live_pipeline("redis", db, redis.url) as pipeline, pipeline.hub.listen(c.id, c.owner) as listener:
         await pipeline.apply(c.id, [final(c.id, "warm-up", "first")], source="api")  # loads the script
         await asyncio.wait_for(listener.queue.get(), 5)
         before = redis.command_calls("evalsha") + redis.command_calls("eval")

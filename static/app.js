@@ -579,10 +579,6 @@
   var Recognition = window.SpeechRecognition || window.webkitSpeechRecognition;
   var DICTATION_UNAVAILABLE = "Dictation is unavailable in this browser. You can still type.";
 
-  function csrfToken() {
-    return JSON.parse(document.body.getAttribute("hx-headers") || "{}")["x-csrftoken"];
-  }
-
   function dictationUrl(suffix) {
     var panel = document.getElementById("chat-panel");
     return panel && "/conversations/" + panel.getAttribute("data-conversation-id") + "/dictation" + suffix;

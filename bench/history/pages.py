@@ -72,7 +72,7 @@ from bench.kit.statements import (
     statement_mismatch,
 )
 from bench.kit.tables import Report, Row, ms, times, verdict
-from chatapp.history.search import SEARCH_CANDIDATES, search_query, snippets_query
+from chatapp.history.search import SEARCH_CANDIDATES, search_query
 from chatapp.history.service import PAGE_SIZE, api_page_query, decode_cursor, first_page_query, keyset_page_query
 
 
@@ -127,7 +127,6 @@ async def measure_pages(
 
     async def searched(conn: asyncpg.Connection, word: str) -> list[str]:
         rows = await conn.fetch(*search_query(user_id, word, PAGE_SIZE + 1))
-        await conn.fetch(*snippets_query([r["id"] for r in rows[:PAGE_SIZE]], word))
         return [str(r["id"]) for r in rows[:PAGE_SIZE]]
 
     # What an authenticated page costs in SQL besides its own: Litestar reads the login session row (one SELECT).
@@ -357,7 +356,7 @@ async def measure_pages(
         against_sql("common", common, "sql:common", common_sql.name, "search SQL", SEARCH_RATIO_TARGET),
         cpu_row(f"search '{RARE_WORD}' / '{COMMON_WORD}'", ["rare", "common"], SEARCH_CPU_TARGET),
         Row(
-            f"search SQL alone (search and snippets statements), '{RARE_WORD}' / '{COMMON_WORD}', p99",
+            f"search SQL alone (the search statement, snippets included), '{RARE_WORD}' / '{COMMON_WORD}', p99",
             " / ".join(ms(v) for v in search_sql_p99),
             f"README before this issue {' / '.join(ms(v) for v in SEARCH_SQL_P99_BEFORE)}",
             " / ".join(times(a / b) for a, b in zip(search_sql_p99, SEARCH_SQL_P99_BEFORE, strict=True)),
@@ -420,7 +419,7 @@ async def measure_pages(
         f"each measurement: {REQUESTS} requests from {CONCURRENCY} closed-loop requesters, each with its own "
         "keep-alive connection and login session; first and deep pages interleaved in one phase; baselines: the "
         f"same SQL through asyncpg on {CONCURRENCY} connections, interleaved the same way (search SQL = "
-        "the candidates/rank statement and the snippets statement, as the app runs them; request SQL = "
+        "the search statement (candidates, rank and snippets in one), as the app runs it; request SQL = "
         f"{request_names}, each connection reading its own session row); {ROUNDS} rounds, each measuring the app, "
         "the floor and the SQL in turn (rotated); every figure above is the median over the rounds, every ratio "
         "the median of the rounds' own ratios",
@@ -477,11 +476,9 @@ async def measure_pages(
     if search_missed:
         for word in (RARE_WORD, COMMON_WORD):
             query = search_query(user_id, word, PAGE_SIZE + 1)
-            ids = [r["id"] for r in (await conns[0].fetch(*query))[:PAGE_SIZE]]
-            report.notes += [
-                f"EXPLAIN search '{word}' (candidates + rank): " + await explain(conns[0], *query),
-                f"EXPLAIN search '{word}' (snippets): " + await explain(conns[0], *snippets_query(ids, word)),
-            ]
+            report.notes.append(
+                f"EXPLAIN search '{word}' (candidates, rank and snippets): " + await explain(conns[0], *query)
+            )
 
 
 def _both(load: Load, name: str) -> str:

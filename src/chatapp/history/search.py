@@ -9,7 +9,8 @@ are ranked in windows: the newest SEARCH_CANDIDATES matches (found through the G
 are ranked among themselves and paged through by rank, then the next older window, and so on, so every
 match is reachable and none is shown twice. The cursor holds the window (the oldest conversation of the
 previous one) and the position in it (rank, last activity, id). A page costs at most two window rankings.
-The snippet is the best-matching utterance of each conversation on the page, highlighted with ts_headline.
+The snippet is the best-matching utterance of each conversation on the page, highlighted with ts_headline in
+the same statement (one round trip per page).
 Every page also says how many conversations match in all.
 """
 
@@ -114,23 +115,25 @@ ranked AS (
         FROM chat_session WHERE id = c.id
     ) s, q
     WINDOW w AS (ORDER BY c.listed_at DESC, c.id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+),
+-- The page, then each shown row's snippet: its best-matching utterance, highlighted with ts_headline (the
+-- expensive part, so only for the rows shown, not for the one read past the page to see whether more follow).
+page AS (
+    SELECT ranked.*, row_number() OVER (ORDER BY rank DESC, listed_at DESC, id DESC) AS n FROM ranked
+    WHERE $4::float8 IS NULL OR (rank, listed_at, id) < ($4, $5::timestamptz, $6::uuid)
+    ORDER BY rank DESC, listed_at DESC, id DESC
+    LIMIT $7
 )
-SELECT ranked.*, (SELECT n FROM found_count) + (SELECT count(*) FROM titles) AS total FROM ranked
-WHERE $4::float8 IS NULL OR (rank, listed_at, id) < ($4, $5::timestamptz, $6::uuid)
-ORDER BY rank DESC, listed_at DESC, id DESC
-LIMIT $7
-"""
-SNIPPETS_SQL = f"""
-WITH {_QUERY},
-best AS (
-    SELECT DISTINCT ON (u.session) u.session, u.text
-    FROM utterance u, q
-    WHERE u.session = ANY($1::uuid[]) AND u.tsv @@ q.query AND u.superseded_at IS NULL
-    ORDER BY u.session, ts_rank(u.tsv, q.query) DESC, u.seq
-)
--- Highlight only each conversation's best utterance: ts_headline is the expensive part.
-SELECT best.session, ts_headline('english', best.text, q.query, '{_HEADLINE}') AS headline
-FROM best, q
+SELECT page.id, page.title, page.started_at, page.listed_at, page.ended_at, page.message_count, page.pinned,
+       page.archived, page.rank, page.window_size, page.edge_listed_at, page.edge_id,
+       (SELECT n FROM found_count) + (SELECT count(*) FROM titles) AS total,
+       (SELECT ts_headline('english', best.text, q.query, '{_HEADLINE}')
+        FROM (SELECT u.text FROM utterance u
+              WHERE page.n < $7 AND u.session = page.id AND u.tsv @@ q.query AND u.superseded_at IS NULL
+              ORDER BY ts_rank(u.tsv, q.query) DESC, u.seq
+              LIMIT 1) best) AS headline
+FROM page, q
+ORDER BY page.n
 """
 
 
@@ -203,11 +206,6 @@ def search_query(
     )
 
 
-def snippets_query(ids: list[uuid.UUID], query: str) -> tuple[Any, ...]:
-    """The snippets statement and its parameters (the bench runs exactly these)."""
-    return SNIPPETS_SQL, ids, query
-
-
 async def search(
     owner: uuid.UUID,
     query: str,
@@ -243,21 +241,13 @@ async def search(
             if this_window is None or this_window["window_size"] < SEARCH_CANDIDATES:
                 break  # the oldest window: nothing older matches
             window, after = (this_window["edge_listed_at"], this_window["edge_id"]), None
-        snippets = await _snippets(conn, [r["id"] for r in page], query)
     hits = [
         SearchHit(
             queries.SavedSummary(
                 r["id"], r["title"], r["started_at"], r["ended_at"], r["message_count"], r["pinned"], r["archived"]
             ),
-            snippets.get(r["id"], Markup("")),
+            highlight(r["headline"]) if r["headline"] is not None else Markup(""),
         )
         for r in page
     ]
     return SearchPage(hits, next_cursor, total)
-
-
-async def _snippets(conn: object, ids: list[uuid.UUID], query: str) -> dict[uuid.UUID, Markup]:
-    if not ids:
-        return {}
-    rows = await conn.fetch(*snippets_query(ids, query))  # type: ignore[attr-defined]
-    return {row["session"]: highlight(row["headline"]) for row in rows}

@@ -75,11 +75,13 @@ q AS (
 # the whole word search does for a common word, and a fragment or a typo is what finds little. Title-only matches
 # rank by their similarity, the others by ts_rank. Each candidate's row is read by its id (LATERAL: an index
 # lookup each, not a scan of the owner's conversations).
+# `found` reads the query as a value ((SELECT query FROM q)), not by joining q: the index scan then takes it as
+# a parameter, and the every-match scan has no join node over it (13% less PostgreSQL CPU for a 40% word).
 SEARCH_SQL = f"""
 WITH {_QUERY},
 found AS MATERIALIZED (
-    SELECT s.id, s.ended_at AS listed_at FROM chat_session s, q
-    WHERE s.owner = $1 AND s.ended_at IS NOT NULL AND s.deleted_at IS NULL AND s.search_doc @@ q.query
+    SELECT s.id, s.ended_at AS listed_at FROM chat_session s
+    WHERE s.owner = $1 AND s.ended_at IS NOT NULL AND s.deleted_at IS NULL AND s.search_doc @@ (SELECT query FROM q)
       AND {filters.sql(10)}
 ),
 found_count AS (SELECT count(*) AS n FROM found),

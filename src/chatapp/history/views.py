@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from jinja2_fragments.litestar import HTMXBlockTemplate
-from litestar import Request, Response
+from litestar import MediaType, Request, Response
 from litestar.plugins.htmx import ClientRedirect, HTMXRequest
 from litestar.response import Redirect, Template
 
@@ -97,16 +97,21 @@ def list_context(
 
 def list_page(request: HTMXRequest, context: dict[str, Any], cursor: str | None) -> Template:
     """The next rows (infinite scroll), the results (a search or filter typed in), or the whole page."""
+    # HTML said once: Litestar would otherwise guess it from the template's name (mimetypes) on every response.
     if request.htmx and cursor:
-        return HTMXBlockTemplate(template_name="history.html", block_name="history_rows", context=context)
+        return HTMXBlockTemplate(
+            template_name="history.html", block_name="history_rows", context=context, media_type=MediaType.HTML
+        )
     if request.htmx and request.htmx.target == "history-results":
         # 200 even for a bad range: htmx swaps no 4xx, and the error belongs next to the fields (OOB).
         return HTMXBlockTemplate(
             template_name="history.html",
             block_names=["history_results", "range_error", "result_count"],
             context=context | {"oob": True},
+            media_type=MediaType.HTML,
         )
-    return Template("history.html", context=context, status_code=400 if context["range_error"] else 200)
+    status = 400 if context["range_error"] else 200
+    return Template("history.html", context=context, status_code=status, media_type=MediaType.HTML)
 
 
 def flag_redirect(conversation_id: uuid.UUID, from_list: bool, form: Mapping[str, Any]) -> Redirect:

@@ -116,7 +116,7 @@ def list_page(request: HTMXRequest, context: dict[str, Any], cursor: str | None)
 
 def flag_redirect(conversation_id: uuid.UUID, from_list: bool, form: Mapping[str, Any]) -> Redirect:
     """Without JS, after pinning or archiving: back to the conversation's page, or to the list as it was (the
-    row's form carries the list's view, search and filters)."""
+    list's form, which its rows' buttons post, carries its view, search and filters)."""
     if not from_list:
         return Redirect(f"/history/{conversation_id}", status_code=303)
     params = {

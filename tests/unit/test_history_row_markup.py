@@ -10,6 +10,7 @@ from markupsafe import Markup
 
 from chatapp.app import template_engine
 from chatapp.core.settings import Settings
+from chatapp.history.grouping import short_datetime
 from chatapp.history.views import HistoryRow
 
 HOSTILE = "<script>alert('x')</script> \"quoted\" & <b>"
@@ -34,3 +35,8 @@ def test_a_hostile_title_and_snippet_are_escaped_in_every_place() -> None:
     assert "<mark>ok</mark>" in html  # the search's highlight is markup already
     assert html.count('form="row-actions"') == 3
     assert "<form" not in html
+
+
+def test_the_short_start_time_says_what_strftime_said() -> None:
+    for moment in (datetime(2026, 1, 5, 7, 3, tzinfo=UTC), datetime(2026, 12, 28, 23, 59, tzinfo=UTC)):
+        assert short_datetime(moment) == moment.strftime("%b %-d, %Y %H:%M")

@@ -41,8 +41,18 @@ def _month(day: date) -> str:
 
 @cache
 def _month_label(year: int, month: int) -> str:
-    """ "March 2026": a list page asks for it once a row (strftime each time was ~1% of an htmx page's CPU)."""
+    """The heading of an older month ("March 2026"): a list page asks once a row, strftime each time was ~1% of an
+    htmx page's CPU."""
     return date(year, month, 1).strftime("%B %Y")
+
+
+MONTH_ABBREVIATIONS = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def short_datetime(moment: datetime) -> str:
+    """A history row's start, "Dec 8, 2026 14:05": what strftime("%b %-d, %Y %H:%M") says in the C locale, in a
+    third of its time."""
+    return f"{MONTH_ABBREVIATIONS[moment.month]} {moment.day}, {moment.year} {moment.hour:02d}:{moment.minute:02d}"
 
 
 def duration_label(started_at: datetime, ended_at: datetime | None) -> str:

@@ -21,7 +21,7 @@ from chatapp.accounts.web import toast, toast_header
 from chatapp.conversations import queries
 from chatapp.conversations.views import MessageView
 from chatapp.history import export, filters
-from chatapp.history.grouping import duration_label, group_label, user_zone
+from chatapp.history.grouping import duration_label, group_label, short_datetime, user_zone
 from chatapp.history.listing import Listing
 from chatapp.history.service import DetailPage
 
@@ -48,6 +48,7 @@ class HistoryRow:
     snippet: str = ""
     pinned: bool = False
     archived: bool = False
+    started_label: str = ""  # started_at as the row shows it (grouping.short_datetime)
 
 
 def rows(items: Sequence[queries.SavedSummary], zone: ZoneInfo, snippets: Sequence[str] = ()) -> list[HistoryRow]:
@@ -56,7 +57,8 @@ def rows(items: Sequence[queries.SavedSummary], zone: ZoneInfo, snippets: Sequen
         HistoryRow(
             id=item.id,
             title=item.title or "Untitled conversation",
-            started_at=item.started_at.astimezone(zone),
+            started_at=(started_at := item.started_at.astimezone(zone)),
+            started_label=short_datetime(started_at),
             duration=duration_label(item.started_at, item.ended_at),
             message_count=item.message_count,
             group=group_label(item.ended_at or item.started_at, now, zone),  # by last activity, as listed

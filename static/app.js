@@ -101,11 +101,11 @@
   document.addEventListener("DOMContentLoaded", undoNotice);
 
   var pendingDelete = null;  // { proceed, opener } while the dialog is open
-  function openDeleteDialog(form, proceed) {
+  function openDeleteDialog(marked, proceed) {
     var dialog = document.getElementById("delete-dialog");
     if (!dialog || !dialog.showModal) { proceed(); return; }  // no dialog here: the delete can be undone anyway
     var title = dialog.querySelector("[data-delete-title]");
-    if (title) title.textContent = "“" + (form.getAttribute("data-confirm-delete") || "this conversation") + "”";
+    if (title) title.textContent = "“" + (marked.getAttribute("data-confirm-delete") || "this conversation") + "”";
     pendingDelete = { proceed: proceed, opener: document.activeElement };
     dialog.showModal();
     var cancel = dialog.querySelector("[data-dialog-cancel]");
@@ -142,12 +142,16 @@
     event.preventDefault();
     buttons[at === -1 ? 0 : next].focus();
   });
-  // htmx asks before every request: a delete form waits for the dialog.
+  // htmx asks before every request: a delete waits for the dialog. The mark is on the form (a conversation's
+  // page) or on the button that submitted it (a history row's, which posts the list's one form).
   document.addEventListener("htmx:confirm", function (event) {
-    var form = event.detail.elt;
-    if (!form || !form.hasAttribute || !form.hasAttribute("data-confirm-delete")) return;
+    var submitted = event.detail.triggeringEvent && event.detail.triggeringEvent.submitter;
+    var marked = [submitted, event.detail.elt].filter(function (element) {
+      return element && element.hasAttribute && element.hasAttribute("data-confirm-delete");
+    })[0];
+    if (!marked) return;
     event.preventDefault();
-    openDeleteDialog(form, function () { event.detail.issueRequest(true); });
+    openDeleteDialog(marked, function () { event.detail.issueRequest(true); });
   });
 
   document.addEventListener("toast", function (event) {
@@ -765,9 +769,12 @@
   // conversation's button, wherever its row moved), or on the list when the row left this view.
   var rowFocus = null;
   document.addEventListener("htmx:beforeRequest", function (event) {
-    var form = event.target.closest && event.target.closest(".row-actions form");
-    var item = form && form.closest("[data-conversation-id]");
-    rowFocus = item ? { id: item.getAttribute("data-conversation-id"), action: form.getAttribute("action") } : null;
+    // A row's button posts the list's one form (#row-actions) to its own formaction.
+    var submitted = event.detail.requestConfig && event.detail.requestConfig.triggeringEvent &&
+      event.detail.requestConfig.triggeringEvent.submitter;
+    var button = submitted && submitted.closest && submitted.closest(".row-actions button");
+    var item = button && button.closest("[data-conversation-id]");
+    rowFocus = item ? { id: item.getAttribute("data-conversation-id"), action: button.getAttribute("formaction") } : null;
   });
   document.addEventListener("htmx:afterRequest", function (event) {
     if (!event.detail.successful) rowFocus = null;
@@ -778,7 +785,7 @@
     if (!wanted || !results) return;
     rowFocus = null;
     var item = results.querySelector('[data-conversation-id="' + wanted.id + '"]');
-    var target = (item && item.querySelector('form[action="' + wanted.action + '"] button')) ||
+    var target = (item && item.querySelector('button[formaction="' + wanted.action + '"]')) ||
       results.querySelector("#history-items a");
     if (!target) {
       results.setAttribute("tabindex", "-1");

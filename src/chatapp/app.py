@@ -12,11 +12,11 @@ from typing import Literal
 import msgspec
 from litestar import Litestar, get
 from litestar.config.csrf import CSRFConfig
-from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException
 from litestar.openapi import ResponseSpec
 from litestar.plugins.htmx import HTMXPlugin
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Response
 from litestar.stores.registry import StoreRegistry
 from litestar.template.config import TemplateConfig

@@ -90,10 +90,11 @@ def test_a_registered_filter_reaches_parse_sql_form_and_hidden_fields(min_filter
     row = {"id": uuid.uuid4(), "title": "Lisbon", "pinned": False, "archived": False}
     row |= {"started_at": datetime(2026, 11, 29, tzinfo=UTC), "duration": "1 min", "message_count": 3, "snippet": ""}
     buttons = render(
-        '{% from "_history_row.html" import history_row, back_fields %}'
-        '{{ history_row(row, back_fields("", "", filter_values), "") }}',
+        '{% from "_history_row.html" import history_row, row_actions_form %}'
+        '{{ row_actions_form("", "", filter_values, "") }}{{ history_row(row) }}',
         row=row,
         filter_values=applied.values,
     )
     assert '<input type="hidden" name="min" value="3">' in buttons
     assert 'name="from"' not in buttons  # empty fields are not carried
+    assert buttons.count('form="row-actions"') == 3  # pin, archive and delete post the list's one form

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 UTC = ZoneInfo("UTC")
@@ -35,7 +36,23 @@ def group_label(started_at: datetime, now: datetime, zone: ZoneInfo = UTC) -> st
 
 
 def _month(day: date) -> str:
-    return day.strftime("%B %Y")
+    return _month_label(day.year, day.month)
+
+
+@cache
+def _month_label(year: int, month: int) -> str:
+    """The heading of an older month ("March 2026"): a list page asks once a row, strftime each time was ~1% of an
+    htmx page's CPU."""
+    return date(year, month, 1).strftime("%B %Y")
+
+
+MONTH_ABBREVIATIONS = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def short_datetime(moment: datetime) -> str:
+    """A history row's start, "Dec 8, 2026 14:05": what strftime("%b %-d, %Y %H:%M") says in the C locale, in a
+    third of its time."""
+    return f"{MONTH_ABBREVIATIONS[moment.month]} {moment.day}, {moment.year} {moment.hour:02d}:{moment.minute:02d}"
 
 
 def duration_label(started_at: datetime, ended_at: datetime | None) -> str:

@@ -102,8 +102,8 @@ async def _set_flag(
 ) -> Template | Redirect:
     """Set pinned/archived, tell every tab's sidebar, then show the list (from a row) or the page it came from.
 
-    A row's form carries the list's view and filters, so the list comes back as it was, from page 1: the
-    conversation has moved (to the top, or out of this view).
+    The list's one form (its rows' buttons post it) carries its view and filters, so the list comes back as it
+    was, from page 1: the conversation has moved (to the top, or out of this view).
     """
     user: User = request.user
     value = FLAG_VALUES.get(_form_text(data, flag))

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from jinja2_fragments.litestar import HTMXBlockTemplate
-from litestar import Request, Response
+from litestar import MediaType, Request, Response
 from litestar.plugins.htmx import ClientRedirect, HTMXRequest
 from litestar.response import Redirect, Template
 
@@ -21,7 +21,7 @@ from chatapp.accounts.web import toast, toast_header
 from chatapp.conversations import queries
 from chatapp.conversations.views import MessageView
 from chatapp.history import export, filters
-from chatapp.history.grouping import duration_label, group_label, user_zone
+from chatapp.history.grouping import duration_label, group_label, short_datetime, user_zone
 from chatapp.history.listing import Listing
 from chatapp.history.service import DetailPage
 
@@ -48,6 +48,7 @@ class HistoryRow:
     snippet: str = ""
     pinned: bool = False
     archived: bool = False
+    started_label: str = ""  # started_at as the row shows it (grouping.short_datetime)
 
 
 def rows(items: Sequence[queries.SavedSummary], zone: ZoneInfo, snippets: Sequence[str] = ()) -> list[HistoryRow]:
@@ -56,7 +57,8 @@ def rows(items: Sequence[queries.SavedSummary], zone: ZoneInfo, snippets: Sequen
         HistoryRow(
             id=item.id,
             title=item.title or "Untitled conversation",
-            started_at=item.started_at.astimezone(zone),
+            started_at=(started_at := item.started_at.astimezone(zone)),
+            started_label=short_datetime(started_at),
             duration=duration_label(item.started_at, item.ended_at),
             message_count=item.message_count,
             group=group_label(item.ended_at or item.started_at, now, zone),  # by last activity, as listed
@@ -97,21 +99,26 @@ def list_context(
 
 def list_page(request: HTMXRequest, context: dict[str, Any], cursor: str | None) -> Template:
     """The next rows (infinite scroll), the results (a search or filter typed in), or the whole page."""
+    # HTML said once: Litestar would otherwise guess it from the template's name (mimetypes) on every response.
     if request.htmx and cursor:
-        return HTMXBlockTemplate(template_name="history.html", block_name="history_rows", context=context)
+        return HTMXBlockTemplate(
+            template_name="history.html", block_name="history_rows", context=context, media_type=MediaType.HTML
+        )
     if request.htmx and request.htmx.target == "history-results":
         # 200 even for a bad range: htmx swaps no 4xx, and the error belongs next to the fields (OOB).
         return HTMXBlockTemplate(
             template_name="history.html",
             block_names=["history_results", "range_error", "result_count"],
             context=context | {"oob": True},
+            media_type=MediaType.HTML,
         )
-    return Template("history.html", context=context, status_code=400 if context["range_error"] else 200)
+    status = 400 if context["range_error"] else 200
+    return Template("history.html", context=context, status_code=status, media_type=MediaType.HTML)
 
 
 def flag_redirect(conversation_id: uuid.UUID, from_list: bool, form: Mapping[str, Any]) -> Redirect:
     """Without JS, after pinning or archiving: back to the conversation's page, or to the list as it was (the
-    row's form carries the list's view, search and filters)."""
+    list's form, which its rows' buttons post, carries its view, search and filters)."""
     if not from_list:
         return Redirect(f"/history/{conversation_id}", status_code=303)
     params = {

@@ -379,7 +379,9 @@ async def store_finals(
 # utterance among the items (`written` false otherwise: store_finals' transaction handles those).
 # The lock returns the row as last committed, but the item lookup sees the statement's snapshot: an item committed
 # by a concurrent delivery while this one waited for the lock is invisible to it, and the INSERT then fails on
-# utterance_item_unique (nothing is written, the caller falls back) rather than storing it twice.
+# utterance_item_unique (nothing is written, the caller falls back) rather than storing it twice. For the same
+# reason `first_user_message` can be true for a user final right after another delivery's first one: the sidebar is
+# then refreshed once more, which changes nothing.
 STORE_OPEN_FINALS_SQL = """
 WITH conversation AS (
     SELECT owner, last_seq, ended_at IS NULL AND deleted_at IS NULL AND period = $2 AS open

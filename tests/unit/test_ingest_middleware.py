@@ -3,7 +3,6 @@ a POST never reads the session store, even when it carries a cookie."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
@@ -46,7 +45,7 @@ async def call(app: Any, path: str, headers: list[tuple[bytes, bytes]], method: 
 
 # Building the app in-process meets Litestar's notices about parameter styles the app still uses; not this test's.
 @pytest.mark.filterwarnings("ignore::litestar.exceptions.LitestarDeprecationWarning")
-def test_an_ingest_post_with_a_cookie_never_reads_the_session_store() -> None:
+async def test_an_ingest_post_with_a_cookie_never_reads_the_session_store() -> None:
     from chatapp.app import create_app
 
     settings = Settings.from_env({"CHATAPP_SECRET_KEY": "x" * 40, "CHATAPP_DATA_DIR": "/nonexistent"})
@@ -54,6 +53,6 @@ def test_an_ingest_post_with_a_cookie_never_reads_the_session_store() -> None:
     cookie = (b"cookie", f"chatapp_session={uuid.uuid4().hex}".encode())
     bearer = (b"authorization", b"Bearer not-the-token")
     # The bearer check answers (401) without the session middleware's store read (which would be a 503 here).
-    assert asyncio.run(call(app, f"/api/conversations/{uuid.uuid4()}/events", [cookie, bearer])) == 401
+    assert await call(app, f"/api/conversations/{uuid.uuid4()}/events", [cookie, bearer]) == 401
     # A page with the same cookie does read it: the database is unreachable.
-    assert asyncio.run(call(app, "/history", [cookie], method="GET")) == 503
+    assert await call(app, "/history", [cookie], method="GET") == 503

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import re
 import statistics
@@ -26,6 +27,7 @@ from bench.kit.http import HttpConnection, HttpPool, ingest_body
 from bench.kit.machine import BenchEnv, env_float
 from bench.kit.profile import profiled
 from bench.kit.server import AppServer, ingest_auth, open_chat, running_app, signup
+from bench.kit.statements import statement_log
 from bench.kit.tables import Report, Row, ms, per_second, times, verdict
 from bench.kit.timing import LoopLag, percentile, sleep_until
 
@@ -391,6 +393,33 @@ CREATE TABLE IF NOT EXISTS bench_bare_insert (
 BARE_INSERT = "INSERT INTO bench_bare_insert (session, seq, item_id, role, text) VALUES ($1, $2, $3, $4, $5)"
 
 
+async def statements_per_post(env: BenchEnv, app: AppServer, viewer: Viewer, posts: int = 3) -> str:
+    """What PostgreSQL logged (log_statement = 'all') for a few one-event ingest POSTs, one at a time: the round
+    trips each costs (each statement logged is one). Needs the bench's embedded database."""
+    connection = HttpConnection(app.host, app.port)
+    seen: list[list[str]] = []
+    try:
+        async with statement_log(env) as log:
+            if log is None:
+                return "statements per one-event POST not logged: that needs the bench's embedded database"
+            for n in range(posts):
+                event = {"item_id": f"statements-{n}", "role": "user", "text": f"probe-0-{n}-end {UTTERANCE}"}
+                body = ingest_body([event | {"final": True}])
+                post = functools.partial(
+                    connection.post_json, _path(viewer.conversation_id), body, {"Authorization": viewer.auth}
+                )
+                _, statements = await log.capture(post)
+                seen.append(statements)
+    finally:
+        await connection.close()
+    counts = sorted({len(statements) for statements in seen})
+    first = [s if len(s) <= 60 else s[:59] + "…" for s in seen[0]]
+    return (
+        f"statements PostgreSQL logged per one-event ingest POST (each one round trip, {posts} POSTs one at a "
+        f"time): {' or '.join(map(str, counts))} ({'; '.join(first)})"
+    )
+
+
 async def bare_insert_rate(dsn: str, connections: int, seconds: float) -> tuple[float, dict[str, float]]:
     """Baseline: one autocommitted INSERT per statement into a table shaped like `utterance`, in a loop."""
     conns = [await asyncpg.connect(dsn) for _ in range(connections)]
@@ -672,8 +701,9 @@ async def _throughput(env: BenchEnv, app: AppServer, viewers: list[Viewer], repo
         + ", ".join(times(one.rate / bare) for one, bare in rounds),
         f"bare INSERT, 1 connection: CPU {CpuMeter.describe(bare_one_cpu)}",
         f"bare INSERT, {BARE_INSERT_CONNECTIONS} connections: CPU {CpuMeter.describe(bare_many_cpu)}",
-        "each ingest POST is one transaction (row lock on the conversation, duplicate check, INSERT, sequence "
-        "update) after a conversation lookup; each bare INSERT is its own autocommit",
+        "each ingest POST of finals to an open conversation is one autocommitted statement (row lock on the "
+        "conversation, duplicate check, INSERT, sequence update, NOTIFY); each bare INSERT is its own autocommit",
+        await statements_per_post(env, app, viewers[0]),
         f"live delivery under load: {inbox.duplicates} duplicates, {inbox.stream_ends} stream ends, "
         f"{len(inbox.errors)} stream errors",
     ]

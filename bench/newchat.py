@@ -131,8 +131,10 @@ REQUEST = (
     LIST_UTTERANCES,
     RECENT_SAVED,
 )
-# An ingest POST of finals (bearer token, no login session): queries.store_finals in one transaction.
-INGEST = (BEGIN, LOCK_CONVERSATION, SELECT_EXISTING, INSERT_FINALS, COMMIT)
+# An ingest POST of finals (bearer token, no login session) to an open conversation: one autocommitted statement
+# that stores them and sends their events (queries.store_open_finals).
+STORE_OPEN_FINALS = queries.STORE_OPEN_FINALS_SQL
+INGEST = (STORE_OPEN_FINALS,)
 NAMES = {
     sql_key(sql): name
     for name, sql in (
@@ -141,6 +143,7 @@ NAMES = {
         ("COMMIT", COMMIT),
         *SAVE,
         ("insert finals", INSERT_FINALS),  # at New Chat, the flushed interim
+        ("store and notify finals", STORE_OPEN_FINALS),  # an ingest POST
         ("recent_saved", RECENT_SAVED),
         ("list_utterances", LIST_UTTERANCES),
         ("touch", TOUCH),

@@ -100,6 +100,8 @@ async def retrieve_user(session: dict[str, Any], connection: ASGIConnection[Any,
     return await get_user(user_id)  # a session written before sessions carried the user
 
 
+# The agent worker's ingest API (conversations.routes.IngestController): a bearer token, no login session.
+INGEST_PATH = "^/api/conversations/[^/]+/events"
 PUBLIC_PATHS = [
     "^/login",
     "^/signup",
@@ -108,7 +110,7 @@ PUBLIC_PATHS = [
     "^/healthz",
     "^/readyz",
     "^/metrics",
-    "^/api/conversations/[^/]+/events",
+    INGEST_PATH,
     "^/favicon.ico",
     "^/_test/",
     "^/livekit/webhook",
@@ -128,8 +130,9 @@ def session_auth(*, max_age: int, secure: bool) -> SessionAuth[User, ServerSideS
             # A fixed lifetime from login: renewing on every access would cost a write per request.
             renew_on_access=False,
             store="sessions",
-            # Health checks must not read a session row: during an outage that read would fail first.
-            exclude=["^/healthz", "^/readyz", "^/metrics"],
+            # Health checks must not read a session row: during an outage that read would fail first. The agent's
+            # ingest API is bearer-token only (no cookie): the middleware has nothing to do there on every POST.
+            exclude=["^/healthz", "^/readyz", "^/metrics", INGEST_PATH],
         ),
         exclude=PUBLIC_PATHS,
     )

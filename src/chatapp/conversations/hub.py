@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
+import msgspec
 from litestar.channels import ChannelsPlugin
 from litestar.channels.backends.asyncpg import AsyncPgChannelsBackend
 from litestar.channels.backends.memory import MemoryChannelsBackend
@@ -182,6 +183,11 @@ class Channels(ChannelsPlugin):
             for payload in payloads:
                 await self._backend.publish(payload, [channel])
 
+    @property
+    def postgres(self) -> bool:
+        """Whether the channel is PostgreSQL's LISTEN/NOTIFY, so a statement can send its events itself."""
+        return isinstance(self._backend, PersistentAsyncPgChannelsBackend)
+
 
 def make_channels(kind: str, dsn: str, redis_url: str = "") -> Channels:
     backend: PersistentAsyncPgChannelsBackend | PersistentRedisChannelsBackend | MemoryChannelsBackend
@@ -192,6 +198,22 @@ def make_channels(kind: str, dsn: str, redis_url: str = "") -> Channels:
     else:
         backend = MemoryChannelsBackend()
     return Channels(backend=backend, channels=[CHANNEL])
+
+
+# Where a final's payload holds its seq: `Final.seq` is encoded as `"s":0,` with seq 0, and nowhere else can that
+# text occur (inside a JSON string a quote is always escaped).
+_SEQ_FIELD = b'"s":0,'
+
+
+def seq_template(final: Final) -> tuple[str, str] | None:
+    """The final's payload as published (with this process's origin) split around its seq, for a statement that
+    learns the seq as it inserts the row (queries.STORE_OPEN_FINALS_SQL): head + str(seq) + tail is what `encode`
+    gives with that seq. None when it would not fit one NOTIFY (then it goes in parts, through publish_many)."""
+    data = encode_event(with_origin(msgspec.structs.replace(final, seq=0), PROCESS_ID))
+    if len(data) + 10 > MAX_PAYLOAD_BYTES or data.count(_SEQ_FIELD) != 1:
+        return None
+    head, _, tail = data.partition(_SEQ_FIELD)
+    return (head + b'"s":').decode(), (b"," + tail).decode()
 
 
 def listener_change(up: bool) -> bytes:
@@ -241,6 +263,12 @@ class Hub:
         self.live = True
         # Set by the agent ownership layer; sees agent commands and `Ended` (which stops an agent anywhere).
         self.on_command: Callable[[Command | Ended], None] | None = None
+
+    @property
+    def channel_in_sql(self) -> str | None:
+        """The NOTIFY channel a statement may publish finals on itself (seq_template), or None: redis and
+        in-memory channels publish through publish_many only."""
+        return CHANNEL if self._channels.postgres else None
 
     async def publish(self, event: LiveEvent) -> None:
         await self.publish_many([event])

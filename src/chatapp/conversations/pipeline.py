@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from chatapp.conversations import queries
 from chatapp.conversations.buffer import TranscriptBuffer
 from chatapp.conversations.events import AgentStateEvent, TranscriptEvent
-from chatapp.conversations.hub import Hub
+from chatapp.conversations.hub import Hub, seq_template
 from chatapp.conversations.live_events import Final, Interim, LiveEvent, State
 from chatapp.core import metrics
 from chatapp.core.database import connection
@@ -32,6 +32,13 @@ def final_event(utterance: queries.StoredUtterance) -> Final:
         created_at=utterance.created_at,
         late=utterance.completed_late or utterance.superseded,
         superseded=utterance.superseded,
+    )
+
+
+def _unnumbered(event: TranscriptEvent) -> queries.StoredUtterance:
+    """A final as it will be stored, its seq not known yet (hub.seq_template puts it in the payload)."""
+    return queries.StoredUtterance(
+        event.conversation_id, 0, event.item_id, event.role, event.text, event.interrupted, event.timestamp
     )
 
 
@@ -69,21 +76,61 @@ class TranscriptPipeline:
                 # lease) locks in the same order.
                 for lease in leases:
                     await queries.check_lease(conn, conversation_id, lease)
-            for event in finals:
-                self.buffer.finish(conversation_id, event.item_id)
+        await self._after_store(conversation_id, events, finals, stored, source)
+        return stored
+
+    async def ingest(
+        self, conversation_id: uuid.UUID, events: Sequence[TranscriptEvent], period: int
+    ) -> queries.OpenFinals | None:
+        """The ingest API's usual case, in one round trip: an agent's finals for the current `period` of an open
+        conversation, stored and their events sent in one autocommitted statement (queries.store_open_finals),
+        then the batch's interims as `apply` handles them. None, with nothing written or sent, when the events
+        need `apply` (and the service's checks before it): no finals, an ended, deleted or unknown
+        conversation, another period, a late completion of an interrupted utterance, a concurrent delivery."""
+        finals = [e for e in events if e.final]
+        if not finals or any(e.lease is not None for e in finals):
+            return None
+        unique: dict[str, TranscriptEvent] = {}
+        for event in finals:
+            unique.setdefault(event.item_id, event)
+        fresh = list(unique.values())
+        channel = self.hub.channel_in_sql
+        payloads = [seq_template(final_event(_unnumbered(e))) for e in fresh] if channel else []
+        if any(payload is None for payload in payloads):  # a final too large for one NOTIFY: sent after, in parts
+            channel, payloads = None, []
+        written = await queries.store_open_finals(
+            conversation_id, period, fresh, channel, [p for p in payloads if p is not None]
+        )
+        if written is not None:
+            await self._after_store(conversation_id, events, finals, written.stored, "api", sent=channel is not None)
+        return written
+
+    async def _after_store(
+        self,
+        conversation_id: uuid.UUID,
+        events: Sequence[TranscriptEvent],
+        finals: Sequence[TranscriptEvent],
+        stored: list[queries.StoredUtterance],
+        source: str,
+        *,
+        sent: bool = False,
+    ) -> None:
+        """After the finals' commit: the buffer, the metrics, and the events (the finals' unless `sent` already)."""
+        for event in finals:
+            self.buffer.finish(conversation_id, event.item_id)
         fresh_interims = [e for e in events if not e.final and self.buffer.apply_interim(e)]
         metrics.count_events(source, "final", len(stored), len(finals) - len(stored))
         metrics.count_events(source, "interim", len(fresh_interims), len(events) - len(finals) - len(fresh_interims))
-        # NOTIFY happens here, after the commit: inside the write transaction it would serialise commits.
-        # All of this request's events go in one round trip, finals first (in seq order), as before.
-        live: list[LiveEvent] = [final_event(u) for u in stored]
+        # NOTIFY happens here, after the commit (apply's transaction takes several round trips, and notifying
+        # inside it would hold PostgreSQL's notify lock, which serialises commits, across them). All of this
+        # request's events go in one round trip, finals first (in seq order), as before.
+        live: list[LiveEvent] = [] if sent else [final_event(u) for u in stored]
         live += [Interim.of(e) for e in fresh_interims]
         await self.hub.publish_many(live)
         if stored and self.on_stored is not None:
             self.on_stored(conversation_id, stored)
         if fresh_interims and not finals:
             await self._touch(conversation_id)
-        return stored
 
     def forget(self, conversation_id: uuid.UUID) -> None:
         """The conversation ended: drop what is kept in memory for it (late finals are still stored)."""

@@ -372,6 +372,111 @@ async def store_finals(
     return stored
 
 
+# The ingest API's one-statement write (store_open_finals): lock the conversation, look up the items, insert the new
+# finals, advance last_seq and, with postgres channels, NOTIFY their live events ($8, the hub's channel; each payload
+# is its head, the seq, its tail), all in one autocommitted statement: one round trip, and the events are sent when
+# the rows commit, not after. It writes only to the current period of an open conversation with no interrupted
+# utterance among the items (`written` false otherwise: store_finals' transaction handles those).
+# The lock returns the row as last committed, but the item lookup sees the statement's snapshot: an item committed
+# by a concurrent delivery while this one waited for the lock is invisible to it, and the INSERT then fails on
+# utterance_item_unique (nothing is written, the caller falls back) rather than storing it twice. For the same
+# reason `first_user_message` can be true for a user final right after another delivery's first one: the sidebar is
+# then refreshed once more, which changes nothing.
+STORE_OPEN_FINALS_SQL = """
+WITH conversation AS (
+    SELECT owner, last_seq, ended_at IS NULL AND deleted_at IS NULL AND period = $2 AS open
+    FROM chat_session WHERE id = $1 FOR UPDATE
+), incoming AS (
+    SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::bool[], $7::timestamptz[], $9::text[], $10::text[])
+        WITH ORDINALITY AS u(item_id, role, text, interrupted, created_at, head, tail, n)
+), existing AS (
+    SELECT item_id, interrupted FROM utterance WHERE session = $1 AND item_id = ANY($3::text[])
+), writable AS (
+    SELECT last_seq FROM conversation WHERE open AND NOT EXISTS (SELECT FROM existing WHERE interrupted)
+), fresh AS (
+    SELECT i.*, w.last_seq + row_number() OVER (ORDER BY i.n) AS seq
+    FROM writable w CROSS JOIN incoming i
+    WHERE i.item_id NOT IN (SELECT item_id FROM existing)
+), inserted AS (
+    INSERT INTO utterance (session, seq, item_id, role, text, is_final, interrupted, created_at)
+    SELECT $1, seq, item_id, role, text, true, interrupted, created_at FROM fresh ORDER BY seq
+    RETURNING seq, item_id
+), advanced AS (
+    UPDATE chat_session SET last_seq = w.last_seq + (SELECT count(*) FROM fresh), last_activity_at = now()
+    FROM writable w WHERE id = $1
+), notified AS (
+    SELECT pg_notify($8, head || seq || tail) FROM fresh WHERE $8::text IS NOT NULL ORDER BY seq
+)
+SELECT c.owner,
+       EXISTS (SELECT FROM writable) AS written,
+       (SELECT array_agg(seq ORDER BY seq) FROM inserted) AS seqs,
+       (SELECT array_agg(item_id ORDER BY seq) FROM inserted) AS item_ids,
+       CASE WHEN EXISTS (SELECT FROM fresh WHERE role = 'user')
+            THEN NOT EXISTS (SELECT FROM utterance WHERE session = $1 AND role = 'user') END AS first_user_message,
+       (SELECT count(*) FROM notified) AS notified
+FROM conversation c
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenFinals:
+    """What store_open_finals wrote: the new finals in seq order (repeats left out), the conversation's owner,
+    and whether one of them is the user's first message (then the sidebar shows the conversation)."""
+
+    owner: uuid.UUID
+    stored: list[StoredUtterance]
+    first_user_message: bool
+
+
+async def store_open_finals(
+    conversation_id: uuid.UUID,
+    period: int,
+    events: Sequence[TranscriptEvent],
+    channel: str | None = None,
+    payloads: Sequence[tuple[str, str]] = (),
+) -> OpenFinals | None:
+    """Store the finals (distinct item ids) of `period` of an open conversation in one autocommitted statement
+    (STORE_OPEN_FINALS_SQL), notifying `channel` of each new one (`payloads`: its (head, tail) around the seq) in
+    the same commit. None when it wrote nothing because store_finals' transaction must do it: an unknown, ended
+    or deleted conversation, another period, a late completion of an interrupted utterance, or a concurrent
+    delivery of the same item."""
+    heads = [head for head, _ in payloads] if channel else [""] * len(events)
+    tails = [tail for _, tail in payloads] if channel else [""] * len(events)
+    async with connection() as conn:
+        try:
+            row = await conn.fetchrow(
+                STORE_OPEN_FINALS_SQL,
+                conversation_id,
+                period,
+                [e.item_id for e in events],
+                [e.role for e in events],
+                [e.text for e in events],
+                [e.interrupted for e in events],
+                [e.timestamp for e in events],
+                channel,
+                heads,
+                tails,
+            )
+        except asyncpg.UniqueViolationError:
+            return None
+    if row is None or not row["written"]:
+        return None
+    by_item = {e.item_id: e for e in events}
+    stored = [
+        StoredUtterance(
+            conversation_id,
+            seq,
+            item_id,
+            by_item[item_id].role,
+            by_item[item_id].text,
+            by_item[item_id].interrupted,
+            by_item[item_id].timestamp,
+        )
+        for seq, item_id in zip(row["seqs"] or (), row["item_ids"] or (), strict=True)
+    ]
+    return OpenFinals(row["owner"], stored, bool(row["first_user_message"]))
+
+
 async def lock_transcript(conn: Any, conversation_id: uuid.UUID) -> list[StoredUtterance]:
     """Lock the conversation (as storing finals does) and read all of its utterances, inside the caller's
     transaction. Raises UnknownConversation."""

@@ -30,7 +30,7 @@ from chatapp.conversations.live_events import Recent
 from chatapp.conversations.service import ChatView, ConversationGone, ConversationService, IngestClosed
 from chatapp.conversations.speech import MAX_AUDIO_BYTES, MAX_SECONDS
 from chatapp.core.openapi import NO_CONTROL_CHARACTERS, errors
-from chatapp.core.validation import FORM_ONLY, checked_text, checked_timestamp, strict_body
+from chatapp.core.validation import FORM_ONLY, StrictJson, checked_text, checked_timestamp
 
 ItemId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ITEM_ID_LENGTH, pattern=r"^[\w.:\-]+$")]
 # Documented, not enforced by msgspec: the handlers check length and control characters themselves, so a
@@ -379,6 +379,8 @@ class IngestController(Controller):
         ),
         request_max_body_size=8 * 1024 * 1024,
         guards=[ingest_token_guard],  # before the body (up to 8 MiB) is read and decoded
+        dto=StrictJson[IngestBatch],  # decoded once, strictly, straight from the bytes
+        return_dto=None,
         security=[{"ingestToken": []}],
         responses=errors(400, 401, 404, 410, 413, 415, 422, 503),
     )
@@ -389,7 +391,6 @@ class IngestController(Controller):
         conversation_id: uuid.UUID,
         data: IngestBatch,
     ) -> IngestResponse:
-        data = strict_body(await request.json(), IngestBatch)
         events = transcript_events(conversation_id, data)
         result = await conversations.ingest(conversation_id, events, _period(request))
         return IngestResponse(stored=result.stored, ignored=result.ignored)

@@ -311,7 +311,15 @@ class ConversationService:
         """Events from an out-of-process agent of one period of the conversation. Finals for an ended period are
         still stored (late, not lost) within the grace window after its end, refused after it; its interims are
         dropped, and nothing here ever starts a new conversation. An earlier period's finals (the conversation
-        was reopened since) go in that period's place, never among the current period's live messages."""
+        was reopened since) go in that period's place, never among the current period's live messages.
+
+        The usual case (finals for the current period of an open conversation) is one statement
+        (pipeline.ingest); everything else takes the checks and the transaction below."""
+        written = await self.pipeline.ingest(conversation_id, events, period)
+        if written is not None:
+            if written.first_user_message:
+                await self.publish_history(written.owner)  # a spoken first message: the sidebar shows it now
+            return IngestResult(stored=len(written.stored), ignored=len(events) - len(written.stored))
         conversation = await queries.get_conversation(conversation_id)
         if conversation is None:
             raise ConversationGone(str(conversation_id))

@@ -1,0 +1,58 @@
+"""The agent's ingest API is bearer-token only: the login session middleware stays off its path (issue 25), so
+a POST never reads the session store, even when it carries a cookie."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from chatapp.core.settings import Settings
+
+
+async def call(app: Any, path: str, headers: list[tuple[bytes, bytes]], method: str = "POST") -> int:
+    """One request straight into the ASGI app (no lifespan: nothing is connected), its status."""
+    body = b'{"events": [{"item_id": "i-1", "role": "user", "text": "hi", "final": true}]}'
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"), *headers],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop() if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    await app(scope, receive, send)
+    return statuses[0]
+
+
+# Building the app in-process meets Litestar's notices about parameter styles the app still uses; not this test's.
+@pytest.mark.filterwarnings("ignore::litestar.exceptions.LitestarDeprecationWarning")
+async def test_an_ingest_post_with_a_cookie_never_reads_the_session_store() -> None:
+    from chatapp.app import create_app
+
+    settings = Settings.from_env({"CHATAPP_SECRET_KEY": "x" * 40, "CHATAPP_DATA_DIR": "/nonexistent"})
+    app = create_app(settings, dsn="postgresql://nobody@127.0.0.1:1/none")  # no database to read a session from
+    cookie = (b"cookie", f"chatapp_session={uuid.uuid4().hex}".encode())
+    bearer = (b"authorization", b"Bearer not-the-token")
+    # The bearer check answers (401) without the session middleware's store read (which would be a 503 here).
+    assert await call(app, f"/api/conversations/{uuid.uuid4()}/events", [cookie, bearer]) == 401
+    # A page with the same cookie does read it: the database is unreachable.
+    assert await call(app, "/history", [cookie], method="GET") == 503

@@ -224,12 +224,13 @@ class Listener:
     held by every idle stream for its whole life (`python -m bench streams` measures it).
     """
 
-    __slots__ = ("_items", "_waiter", "conversation_id", "overflowed", "user_id")
+    __slots__ = ("_items", "_waiter", "conversation_id", "overflowed", "phase", "user_id")
 
     def __init__(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
         self.conversation_id = conversation_id
         self.user_id = user_id
         self.overflowed = False
+        self.phase = 0  # which tick of the ping interval pings it (Hub.keep_streams)
         self._items: deque[LiveEvent] | None = None  # a deque while events wait (an idle stream holds none)
         self._waiter: asyncio.Future[None] | None = None
 
@@ -282,6 +283,7 @@ class Hub:
         self._by_user: dict[uuid.UUID, set[Listener]] = {}
         self._parts: dict[str, list[str | None]] = {}
         self.agent_states = AgentStates()
+        self._added = 0
         # False while the LISTEN connection (postgres) or the subscription (redis) is down: /healthz reports it.
         self.live = True
         # Set by the agent ownership layer; sees agent commands and `Ended` (which stops an agent anywhere).
@@ -375,6 +377,8 @@ class Hub:
 
     def add(self, listener: Listener) -> None:
         """From now on `listener` gets its conversation's and its user's events (until `discard`)."""
+        self._added += 1
+        listener.phase = self._added
         self._by_conversation.setdefault(listener.conversation_id, set()).add(listener)
         self._by_user.setdefault(listener.user_id, set()).add(listener)
         metrics.SSE_STREAMS.inc()
@@ -400,15 +404,18 @@ class Hub:
     async def keep_streams(self, ping_seconds: float, tick: float = EXIT_CHECK_SECONDS) -> None:
         """For the life of the app, one timer for all of this process's streams: a `Ping` to each every
         `ping_seconds` (the page's watchdog reconnects a silent stream), and, once the server is told to stop
-        (SIGTERM), every stream ended so the graceful shutdown does not wait for clients that never leave."""
-        waited = 0.0
+        (SIGTERM), every stream ended so the graceful shutdown does not wait for clients that never leave.
+        Each tick pings the streams of its phase only: all at once, thousands of sends would stall every other
+        request for that moment."""
+        phases = max(1, int(ping_seconds / tick))  # never later than asked
+        ticks = 0
         while not AppStatus.should_exit:
             await asyncio.sleep(tick)
-            waited += tick
-            if waited >= ping_seconds:
-                waited = 0.0
-                for group in list(self._by_conversation.values()):
-                    for listener in group:
+            ticks += 1
+            due = ticks % phases
+            for group in list(self._by_conversation.values()):
+                for listener in group:
+                    if listener.phase % phases == due:
                         listener.offer(PING)
         self.drop_all()
         while True:  # streams opened meanwhile (the listening socket closes a moment later) end too

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support import AppServer, client_ip, open_conversation, signup
 
@@ -63,8 +64,10 @@ async def test_pings_come_every_interval_and_a_left_stream_is_released(db: str, 
         server.stop()
 
 
-async def test_sigterm_ends_open_streams_at_once(db: str, tmp_path: Path) -> None:
-    server = AppServer.start(db, tmp_path / "app")
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_sigterm_ends_open_streams_at_once(db: str, tmp_path: Path, workers: str) -> None:
+    """One worker (uvicorn in the serve process) and several (a supervisor, each worker its own uvicorn)."""
+    server = AppServer.start(db, tmp_path / "app", CHATAPP_WORKERS=workers, CHATAPP_CHANNELS="postgres")
     try:
         async with _client(server) as client:
             await signup(client)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -196,6 +197,16 @@ def make_channels(kind: str, dsn: str, redis_url: str = "") -> Channels:
     else:
         backend = MemoryChannelsBackend()
     return Channels(backend=backend, channels=[CHANNEL])
+
+
+def stopping() -> bool:
+    """The server was told to stop (SIGTERM, Ctrl+C). sse-starlette's patch of uvicorn's signal handler says so
+    when it was imported before the handler was installed (`chatapp serve` with one worker); a worker process
+    installs it first, so its uvicorn server, which the handler belongs to, is asked too."""
+    if AppStatus.should_exit:
+        return True
+    server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    return getattr(server, "should_exit", False) is True
 
 
 def listener_change(up: bool) -> bytes:
@@ -409,7 +420,7 @@ class Hub:
         request for that moment."""
         phases = max(1, int(ping_seconds / tick))  # never later than asked
         ticks = 0
-        while not AppStatus.should_exit:
+        while not stopping():
             await asyncio.sleep(tick)
             ticks += 1
             due = ticks % phases

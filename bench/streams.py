@@ -362,8 +362,8 @@ async def run(env: BenchEnv) -> Report:
         "baseline: bench/sse_baseline.py, a bare sse-starlette EventSourceResponse (same ping interval) under the "
         "same uvicorn; its /healthz answers without a database, chatapp's runs `SELECT 1` on the pool",
         "each chatapp stream is one user's live view of one conversation: session read, ownership check and replay "
-        "from PostgreSQL on open, then a hub listener and sse-starlette's ping and disconnect tasks; no database "
-        "connection is held while idle",
+        "from PostgreSQL on open, then a hub listener (its inbox), the request's task and one task waiting for the "
+        "client to leave; the pings come from one timer per process; no database connection is held while idle",
         f"RSS per stream = (RSS with all open - RSS before) / streams opened; {PROBES} /healthz probes each",
     ]
     if app.errors or base.errors:

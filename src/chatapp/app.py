@@ -130,6 +130,8 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
                         name="chatapp-idle-reaper",
                     ),
                     asyncio.create_task(conversations.stream_slots.keep(), name="chatapp-stream-slots"),
+                    # The live streams' pings, and their end when the server is told to stop (one timer for all).
+                    asyncio.create_task(hub.keep_streams(settings.sse_ping_seconds), name="chatapp-stream-pings"),
                 ]
                 leases = asyncio.create_task(keep_leases(conversations.agents), name="chatapp-agent-leases")
                 try:

@@ -61,11 +61,11 @@ async def test_a_100_final_ingest_notifies_in_one_round_trip_in_order(db: str, l
     c = await make_conversation()
     async with live_pipeline("postgres", db) as pipeline, pipeline.hub.listen(c.id, c.owner) as listener:
         await pipeline.apply(c.id, [final(c.id, "warm-up", "first")], source="api")  # connects, prepares
-        await asyncio.wait_for(listener.queue.get(), 10)
+        await asyncio.wait_for(listener.get(), 10)
         log.take()
         batch = [final(c.id, f"f{n}", f"final {n}", role="agent") for n in range(100)]
         await pipeline.apply(c.id, [*batch, interim(c.id, "next", "And then")], source="api")
-        received = [await asyncio.wait_for(listener.queue.get(), 10) for _ in range(101)]
+        received = [await asyncio.wait_for(listener.get(), 10) for _ in range(101)]
     assert len([s for s in log.take() if "pg_notify" in s]) == 1
     finals = [e for e in received if isinstance(e, Final)]
     assert [e.seq for e in finals] == list(range(2, 102))
@@ -79,8 +79,8 @@ async def test_large_finals_in_one_request_still_go_in_one_statement(db: str, lo
     text = "wörd " * 2500  # about 15 kB of UTF-8: several parts
     async with live_pipeline("postgres", db) as pipeline, pipeline.hub.listen(c.id, c.owner) as listener:
         await pipeline.apply(c.id, [final(c.id, "a", text), final(c.id, "b", "small")], source="api")
-        first = await asyncio.wait_for(listener.queue.get(), 10)
-        second = await asyncio.wait_for(listener.queue.get(), 10)
+        first = await asyncio.wait_for(listener.get(), 10)
+        second = await asyncio.wait_for(listener.get(), 10)
     assert len([s for s in log.take() if "pg_notify" in s]) == 1
     assert isinstance(first, Final)
     assert (first.seq, first.text) == (1, text)
@@ -94,10 +94,10 @@ async def test_a_one_final_ingest_makes_six_round_trips(db: str, log: StatementL
     c = await make_conversation()
     async with live_pipeline("postgres", db) as pipeline, pipeline.hub.listen(c.id, c.owner) as listener:
         await pipeline.apply(c.id, [final(c.id, "warm-up", "first")], source="api")
-        await asyncio.wait_for(listener.queue.get(), 10)
+        await asyncio.wait_for(listener.get(), 10)
         log.take()
         await pipeline.apply(c.id, [final(c.id, "one", "Hello")], source="api")
-        await asyncio.wait_for(listener.queue.get(), 10)
+        await asyncio.wait_for(listener.get(), 10)
         statements = log.take()
     assert [s.split()[0] for s in statements] == ["BEGIN;", "SELECT", "SELECT", "WITH", "COMMIT;", "SELECT"]
     assert "pg_notify" in statements[-1]

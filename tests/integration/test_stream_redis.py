@@ -31,10 +31,10 @@ async def test_a_100_final_ingest_publishes_in_one_script_run_in_order(db: str, 
     c = await make_conversation()
     async with live_pipeline("redis", db, redis.url) as pipeline, pipeline.hub.listen(c.id, c.owner) as listener:
         await pipeline.apply(c.id, [final(c.id, "warm-up", "first")], source="api")  # loads the script
-        await asyncio.wait_for(listener.queue.get(), 5)
+        await asyncio.wait_for(listener.get(), 5)
         before = redis.command_calls("evalsha") + redis.command_calls("eval")
         await pipeline.apply(c.id, [final(c.id, f"f-{n}", f"final {n}") for n in range(100)], source="api")
-        got = [await asyncio.wait_for(listener.queue.get(), 5) for _ in range(100)]
+        got = [await asyncio.wait_for(listener.get(), 5) for _ in range(100)]
         assert [e.item_id for e in got if isinstance(e, Final)] == [f"f-{n}" for n in range(100)]
         assert redis.command_calls("evalsha") + redis.command_calls("eval") - before == 1
 

@@ -100,8 +100,8 @@ async def test_every_stored_final_is_published_after_commit(pipeline: Transcript
     c = await make_conversation()
     async with pipeline.hub.listen(c.id, c.owner) as listener:
         await pipeline.apply(c.id, [final(c.id, "u1", "Hi"), interim(c.id, "r1", "Hel")])
-        first = await asyncio.wait_for(listener.queue.get(), 2)
-        second = await asyncio.wait_for(listener.queue.get(), 2)
+        first = await asyncio.wait_for(listener.get(), 2)
+        second = await asyncio.wait_for(listener.get(), 2)
     assert isinstance(first, Final)
     assert (first.seq, first.text) == (1, "Hi")
     assert isinstance(second, Interim)

@@ -49,8 +49,8 @@ async def test_agent_commands_go_to_the_owner_hook_never_to_streams() -> None:
         ended = Ended(conversation_id=conversation_id, user_id=uuid.uuid4(), reason="new_chat")
         hub.dispatch(text)
         hub.dispatch(ended)
-        assert listener.queue.get_nowait() == ended
-        assert listener.queue.empty()
+        assert listener.get_nowait() == ended
+        assert listener.empty()
     assert seen == [text, ended]
 
 

@@ -30,7 +30,7 @@ async def test_a_long_utterance_is_split_and_reassembled() -> None:
     async with hub.listen(conversation_id, uuid.uuid4()) as listener:
         for part in parts:
             hub.receive(part)
-        received = listener.queue.get_nowait()
+        received = listener.get_nowait()
     assert isinstance(received, Final)
     assert received.text == text
-    assert listener.queue.empty()
+    assert listener.empty()

@@ -26,6 +26,7 @@ from chatapp.conversations.live_events import (
     ListenerChange,
     Logout,
     Part,
+    Ping,
     Recent,
     State,
     Titled,
@@ -55,6 +56,7 @@ EVERY_KIND: list[Wire] = [
     AgentInterrupt(conversation_id=C, to="holder"),
     ListenerChange(up=False, origin="p1"),
     Wake(),
+    Ping(),
     Part(id="p", n=0, of=2, data='{"k":'),
 ]
 
@@ -126,11 +128,11 @@ async def test_the_listener_keeps_delivering_after_a_malformed_payload() -> None
                 while True:  # until the hub's subscription is up (the memory backend drops what comes before)
                     await hub.publish(State(conversation_id=C, state="idle"))
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(listener.queue.get(), 0.05)
+                        await asyncio.wait_for(listener.get(), 0.05)
                         break
                 await channels.wait_published_many([b'{"k": "final", "c": 1}', b"\xff\xfe"], CHANNEL)
                 await hub.publish(state)
-                received = await asyncio.wait_for(listener.queue.get(), 5)
+                received = await asyncio.wait_for(listener.get(), 5)
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -150,4 +152,4 @@ async def test_a_batch_keeps_its_order_and_a_large_event_arrives_whole() -> None
     async with hub.listen(C, U) as listener:
         for payload in payloads:
             hub.receive(payload)
-        assert [listener.queue.get_nowait(), listener.queue.get_nowait()] == [big, small]
+        assert [listener.get_nowait(), listener.get_nowait()] == [big, small]

@@ -14,15 +14,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 
 import asyncpg
 import msgspec
 from litestar.channels import ChannelsPlugin
 from litestar.channels.backends.asyncpg import AsyncPgChannelsBackend
 from litestar.channels.backends.memory import MemoryChannelsBackend
+from sse_starlette.sse import AppStatus
 
 from chatapp.conversations.agent_states import AgentStates
 from chatapp.conversations.buffer import TranscriptBuffer
@@ -40,6 +42,7 @@ from chatapp.conversations.live_events import (
     LiveEvent,
     Logout,
     Part,
+    Ping,
     Reopened,
     State,
     Titled,
@@ -61,6 +64,8 @@ CONNECT_TIMEOUT = 5.0
 LISTENER_CHECK_SECONDS = 5.0
 RECONNECT_MIN_SECONDS = 0.1
 RECONNECT_MAX_SECONDS = 2.0
+EXIT_CHECK_SECONDS = 0.5  # how soon streams end once the server is told to stop (sse-starlette polls as often)
+PING = Ping()
 CONNECTION_ERRORS = (
     OSError,
     asyncpg.PostgresConnectionError,
@@ -216,6 +221,16 @@ def seq_template(final: Final) -> tuple[str, str] | None:
     return (head + b'"s":').decode(), (b"," + tail).decode()
 
 
+def stopping() -> bool:
+    """The server was told to stop (SIGTERM, Ctrl+C). sse-starlette's patch of uvicorn's signal handler says so
+    when it was imported before the handler was installed (`chatapp serve` with one worker); a worker process
+    installs it first, so its uvicorn server, which the handler belongs to, is asked too."""
+    if AppStatus.should_exit:
+        return True
+    server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    return getattr(server, "should_exit", False) is True
+
+
 def listener_change(up: bool) -> bytes:
     """The local message that tells this process's hub its subscription went down or came back."""
     return encode_event(ListenerChange(up=up, origin=PROCESS_ID))
@@ -235,20 +250,62 @@ def encode(event: LiveEvent) -> list[bytes]:
     return [encode_event(Part(id=part_id, n=n, of=len(pieces), data=piece)) for n, piece in enumerate(pieces)]
 
 
-@dataclass(eq=False)
 class Listener:
-    """One SSE connection's inbox. `overflowed` ends the stream; the client reconnects and replays from the DB."""
+    """One SSE connection's inbox. `overflowed` ends the stream; the client reconnects and replays from the DB.
 
-    conversation_id: uuid.UUID
-    user_id: uuid.UUID
-    queue: asyncio.Queue[LiveEvent] = field(default_factory=lambda: asyncio.Queue(LISTENER_QUEUE_SIZE))
-    overflowed: bool = False
+    A deque and at most one waiting future, not an asyncio.Queue (three deques, a bound and a counter): one is
+    held by every idle stream for its whole life (`python -m bench streams` measures it).
+    """
+
+    __slots__ = ("_items", "_waiter", "conversation_id", "overflowed", "phase", "user_id")
+
+    def __init__(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        self.conversation_id = conversation_id
+        self.user_id = user_id
+        self.overflowed = False
+        self.phase = 0  # which tick of the ping interval pings it (Hub.keep_streams)
+        self._items: deque[LiveEvent] | None = None  # a deque while events wait (an idle stream holds none)
+        self._waiter: asyncio.Future[None] | None = None
 
     def offer(self, event: LiveEvent) -> None:
-        try:
-            self.queue.put_nowait(event)
-        except asyncio.QueueFull:
+        if self._items is None:
+            self._items = deque()
+        elif len(self._items) >= LISTENER_QUEUE_SIZE:
             self.overflowed = True
+            return
+        self._items.append(event)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def close(self) -> None:
+        """End the stream (its client left, or the process stops): the reader sees `overflowed` at once."""
+        self.overflowed = True
+        if self._items is None:
+            self._items = deque()
+        self._items.append(Wake())
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def get(self) -> LiveEvent:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self.get_nowait()
+
+    def get_nowait(self) -> LiveEvent:
+        """The oldest waiting event (IndexError when none)."""
+        if not self._items:
+            raise IndexError("no event waiting")
+        event = self._items.popleft()
+        if not self._items:
+            self._items = None
+        return event
+
+    def empty(self) -> bool:
+        return not self._items
 
 
 class Hub:
@@ -259,6 +316,7 @@ class Hub:
         self._by_user: dict[uuid.UUID, set[Listener]] = {}
         self._parts: dict[str, list[str | None]] = {}
         self.agent_states = AgentStates()
+        self._added = 0
         # False while the LISTEN connection (postgres) or the subscription (redis) is down: /healthz reports it.
         self.live = True
         # Set by the agent ownership layer; sees agent commands and `Ended` (which stops an agent anywhere).
@@ -356,22 +414,52 @@ class Hub:
                 return set(self._by_user.get(event.user_id, ()))
         return set()
 
+    def add(self, listener: Listener) -> None:
+        """From now on `listener` gets its conversation's and its user's events (until `discard`)."""
+        self._added += 1
+        listener.phase = self._added
+        self._by_conversation.setdefault(listener.conversation_id, set()).add(listener)
+        self._by_user.setdefault(listener.user_id, set()).add(listener)
+        metrics.SSE_STREAMS.inc()
+
+    def discard(self, listener: Listener) -> None:
+        metrics.SSE_STREAMS.dec()
+        for index, key in ((self._by_conversation, listener.conversation_id), (self._by_user, listener.user_id)):
+            group = index.get(key)
+            if group is not None:
+                group.discard(listener)
+                if not group:
+                    del index[key]
+
     @contextlib.asynccontextmanager
     async def listen(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> AsyncIterator[Listener]:
         listener = Listener(conversation_id, user_id)
-        self._by_conversation.setdefault(conversation_id, set()).add(listener)
-        self._by_user.setdefault(user_id, set()).add(listener)
-        metrics.SSE_STREAMS.inc()
+        self.add(listener)
         try:
             yield listener
         finally:
-            metrics.SSE_STREAMS.dec()
-            for index, key in ((self._by_conversation, conversation_id), (self._by_user, user_id)):
-                group = index.get(key)
-                if group is not None:
-                    group.discard(listener)
-                    if not group:
-                        del index[key]
+            self.discard(listener)
+
+    async def keep_streams(self, ping_seconds: float, tick: float = EXIT_CHECK_SECONDS) -> None:
+        """For the life of the app, one timer for all of this process's streams: a `Ping` to each every
+        `ping_seconds` (the page's watchdog reconnects a silent stream), and, once the server is told to stop
+        (SIGTERM), every stream ended so the graceful shutdown does not wait for clients that never leave.
+        Each tick pings the streams of its phase only: all at once, thousands of sends would stall every other
+        request for that moment."""
+        phases = max(1, int(ping_seconds / tick))  # never later than asked
+        ticks = 0
+        while not stopping():
+            await asyncio.sleep(tick)
+            ticks += 1
+            due = ticks % phases
+            for group in list(self._by_conversation.values()):
+                for listener in group:
+                    if listener.phase % phases == due:
+                        listener.offer(PING)
+        self.drop_all()
+        while True:  # streams opened meanwhile (the listening socket closes a moment later) end too
+            await asyncio.sleep(tick)
+            self.drop_all()
 
     async def end_login_session(self, user_id: uuid.UUID, session: str) -> None:
         """Logout: end the streams of that login session (`session`, a hash of its id) in every process."""
@@ -393,5 +481,4 @@ class Hub:
         """End every local stream (test fault switch); clients reconnect and replay from their cursor."""
         for group in list(self._by_conversation.values()):
             for listener in group:
-                listener.overflowed = True
-                listener.offer(Wake())
+                listener.close()

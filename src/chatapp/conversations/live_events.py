@@ -164,6 +164,10 @@ class Wake(_Event, frozen=True, tag="wake"):
     """Local only: wakes a stream that is being ended, so it sees `overflowed` at once."""
 
 
+class Ping(_Event, frozen=True, tag="ping"):
+    """Local only: time for a stream's keep-alive ping (one timer for all of a process's streams, Hub.keep_streams)."""
+
+
 class Part(_Event, frozen=True, tag="part"):
     """Piece `n` of `of` of one encoded event too large for a NOTIFY (see hub.encode)."""
 
@@ -188,6 +192,7 @@ LiveEvent = (
     | AgentRetry
     | ListenerChange
     | Wake
+    | Ping
 )
 Wire = LiveEvent | Part
 

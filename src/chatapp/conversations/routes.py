@@ -17,7 +17,6 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.params import Body, Parameter
 from litestar.plugins.htmx import HTMXRequest
 from litestar.response import Redirect, Template
-from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from chatapp.accounts.limits import limit
 from chatapp.accounts.service import User
@@ -27,6 +26,7 @@ from chatapp.conversations.agent_access import valid_ingest_token
 from chatapp.conversations.events import MAX_ITEM_ID_LENGTH, MAX_TEXT_LENGTH, TranscriptEvent, utcnow
 from chatapp.conversations.http import CHAT_ERRORS, SERVICE, answered_as, conversation_gone
 from chatapp.conversations.live_events import Recent
+from chatapp.conversations.live_response import EventStream
 from chatapp.conversations.service import ChatView, ConversationGone, ConversationService, IngestClosed
 from chatapp.conversations.speech import MAX_AUDIO_BYTES, MAX_SECONDS
 from chatapp.core.openapi import NO_CONTROL_CHARACTERS, errors
@@ -309,24 +309,11 @@ class ChatController(Controller):
         conversations: ConversationService,
         conversation_id: uuid.UUID,
         after: Annotated[int, Parameter(ge=0, le=MAX_SEQ)] = 0,
-    ) -> EventSourceResponse:
+    ) -> EventStream:
         user: User = request.user
         cursor = max(after, _last_event_id(request.headers.get("last-event-id", "")))
         slot = await conversations.admit_stream(user.id, conversation_id)
-        events = conversations.live_events(
-            slot, conversation_id, user.id, cursor, state.fragments, session_tag(request)
-        )
-        return EventSourceResponse(
-            events, ping=state.settings.sse_ping_seconds, ping_message_factory=ping_event, headers=SSE_HEADERS
-        )
-
-
-SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-
-
-def ping_event() -> ServerSentEvent:
-    """A ping the page's script sees (an SSE comment never reaches it): its watchdog reconnects a silent stream."""
-    return ServerSentEvent(data="alive", event="ping")
+        return conversations.live_events(slot, conversation_id, user.id, cursor, state.fragments, session_tag(request))
 
 
 def _last_event_id(header: str) -> int:

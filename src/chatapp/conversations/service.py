@@ -5,19 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import asyncpg
-from sse_starlette import ServerSentEvent
 
 from chatapp.conversations import queries
 from chatapp.conversations.agent_runtime import AgentRuntime, StartInfo
 from chatapp.conversations.client_copy import merge_client_copy
 from chatapp.conversations.events import TranscriptEvent, utcnow
-from chatapp.conversations.hub import Hub
+from chatapp.conversations.hub import Hub, Listener
 from chatapp.conversations.live_events import Ended, History, LiveEvent, Recent, Reopened
+from chatapp.conversations.live_response import EventStream
 from chatapp.conversations.ownership import Ownership
 from chatapp.conversations.pipeline import TranscriptPipeline, final_event
 from chatapp.conversations.speech import SpeechUnavailable, Transcriber
@@ -206,7 +206,7 @@ class ConversationService:
             raise TooManyStreams(f"Too many live views open ({limit}) for this account. Close some tabs, then reload.")
         return slot
 
-    async def live_events(
+    def live_events(
         self,
         slot: uuid.UUID,
         conversation_id: uuid.UUID,
@@ -214,15 +214,14 @@ class ConversationService:
         cursor: int,
         fragments: Fragments,
         session: str,
-    ) -> AsyncIterator[ServerSentEvent]:
+    ) -> EventStream:
         """A tab's live view (in the slot admit_stream gave it): the finals after `cursor`, then everything as
-        it happens."""
-        async with self.stream_slots.held(slot):
-            events = conversation_events(
-                self.hub, self.pipeline.buffer, fragments, conversation_id, user_id, cursor, session
-            )
-            async for event in events:
-                yield event
+        it happens, as the stream's response."""
+        listener = Listener(conversation_id, user_id)
+        events = conversation_events(
+            self.hub, self.pipeline.buffer, fragments, listener, cursor, session, self.stream_slots, slot
+        )
+        return EventStream(events, listener.close)
 
     async def ensure_agent(
         self,

@@ -11,33 +11,46 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from sse_starlette import ServerSentEvent
 
 from chatapp.conversations import queries
 from chatapp.conversations.buffer import TranscriptBuffer
-from chatapp.conversations.hub import LISTENER_QUEUE_SIZE, Hub
-from chatapp.conversations.live_events import Ended, Final, History, Interim, LiveEvent, Logout, State, Titled
+from chatapp.conversations.hub import LISTENER_QUEUE_SIZE, Hub, Listener
+from chatapp.conversations.live_events import Ended, Final, History, Interim, LiveEvent, Logout, Ping, State, Titled
+from chatapp.conversations.stream_slots import StreamSlots
 from chatapp.conversations.views import Fragments, MessageView
 
 RETRY_MS = 2000
 # Ends that a tab follows to the user's next conversation; after any other it stays, says why, and disconnects.
 FOLLOWED = ("new_chat", "api")
+# A ping the page's script sees (an SSE comment never reaches it): its watchdog reconnects a silent stream.
+PING_EVENT = ServerSentEvent(data="alive", event="ping")
+EMPTY: deque[LiveEvent] = deque(maxlen=0)  # shared, never appended to: an idle stream holds no deque of its own
 
 
 async def conversation_events(
     hub: Hub,
     buffer: TranscriptBuffer,
     fragments: Fragments,
-    conversation_id: uuid.UUID,
-    user_id: uuid.UUID,
+    listener: Listener,
     after: int,
     session: str = "",
-) -> AsyncIterator[ServerSentEvent]:
-    """`session` names the login session (accounts.sessions.session_tag): its logout ends this stream."""
+    slots: StreamSlots | None = None,
+    slot: uuid.UUID | None = None,
+) -> AsyncGenerator[ServerSentEvent, None]:
+    """The events of `listener`'s conversation after `after`, then live, until the listener is closed.
+
+    `session` names the login session (accounts.sessions.session_tag): its logout ends this stream. `slot`, in
+    `slots`, is renewed while the stream runs and given back when it ends. One generator, no context managers:
+    each idle stream holds it for its whole life."""
+    if slots is not None and slot is not None:
+        slots.hold(slot)
     # Listen before reading the replay, so nothing published in between is missed (the cursor dedupes).
-    async with hub.listen(conversation_id, user_id) as listener:
+    hub.add(listener)
+    try:
+        conversation_id = listener.conversation_id
         cursor = after
         for utterance in await queries.list_utterances(conversation_id, after_seq=after):
             yield _message(fragments, MessageView.of_utterance(utterance), utterance.seq)
@@ -46,9 +59,9 @@ async def conversation_events(
             yield _message(fragments, MessageView.of_interim(interim), None)
         if (current := hub.agent_states.get(conversation_id)) is not None:
             yield _status(fragments, conversation_id, *current)
-        ahead: deque[LiveEvent] = deque()  # taken from the queue already, not yet handled
+        ahead: deque[LiveEvent] = EMPTY  # taken from the inbox already, not yet handled (a deque once needed)
         while not listener.overflowed:
-            event = ahead.popleft() if ahead else await listener.queue.get()
+            event = ahead.popleft() if ahead else await listener.get()
             if listener.overflowed:
                 return
             match event:
@@ -68,8 +81,10 @@ async def conversation_events(
                     cursor = seq
                     yield _message(fragments, MessageView.of_event(event), cursor)
                 case Interim() if event.conversation_id == conversation_id:
-                    while not listener.queue.empty() and len(ahead) < LISTENER_QUEUE_SIZE:  # still bounded
-                        ahead.append(listener.queue.get_nowait())
+                    if ahead is EMPTY:
+                        ahead = deque()
+                    while not listener.empty() and len(ahead) < LISTENER_QUEUE_SIZE:  # still bounded
+                        ahead.append(listener.get_nowait())
                     if not superseded(event, ahead):
                         yield _message(fragments, MessageView.of_event(event), None)
                 case State() if event.conversation_id == conversation_id:
@@ -91,6 +106,12 @@ async def conversation_events(
                         data=fragments.block("history_list", recent=event.recent, current=event.current, oob=True),
                         event="control",
                     )
+                case Ping():
+                    yield PING_EVENT
+    finally:
+        hub.discard(listener)
+        if slots is not None and slot is not None:
+            slots.release(slot)
 
 
 def superseded(interim: Interim, ahead: deque[LiveEvent]) -> bool:

@@ -10,10 +10,8 @@ advisory lock, not a session one: it works through pgbouncer's transaction pooli
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
 
 from chatapp.conversations.hub import PROCESS_ID
 from chatapp.core.database import OutageNotice, connection, is_outage
@@ -52,19 +50,17 @@ class StreamSlots:
             )
         return slot
 
-    @contextlib.asynccontextmanager
-    async def held(self, slot: uuid.UUID) -> AsyncIterator[None]:
-        """For the life of a stream: its slot is renewed, then given back."""
+    def hold(self, slot: uuid.UUID) -> None:
+        """For the life of a stream: its slot is renewed until `release`."""
         self._held.add(slot)
-        try:
-            yield
-        finally:
-            self._held.discard(slot)
-            # In a task of its own: a stream ends by being cancelled (its client left), and an await here
-            # would be cancelled with it.
-            release = asyncio.create_task(self._release(slot), name="chatapp-stream-slot-release")
-            self._releasing.add(release)
-            release.add_done_callback(self._releasing.discard)
+
+    def release(self, slot: uuid.UUID) -> None:
+        """The stream ended: give its slot back. In a task of its own: a stream ends by being closed or cancelled
+        (its client left), and an await here would be cancelled with it."""
+        self._held.discard(slot)
+        release = asyncio.create_task(self._release(slot), name="chatapp-stream-slot-release")
+        self._releasing.add(release)
+        release.add_done_callback(self._releasing.discard)
 
     async def _release(self, slot: uuid.UUID) -> None:
         try:

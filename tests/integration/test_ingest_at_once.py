@@ -14,8 +14,8 @@ import pytest
 
 from chatapp.conversations import queries
 from chatapp.conversations.events import TranscriptEvent
-from chatapp.conversations.hub import PROCESS_ID, encode, seq_template
-from chatapp.conversations.live_events import Final, Interim, with_origin
+from chatapp.conversations.hub import PROCESS_ID, Listener, encode, seq_template
+from chatapp.conversations.live_events import Final, Interim, LiveEvent, with_origin
 from chatapp.conversations.pipeline import TranscriptPipeline, final_event
 from chatapp.core.database import connection
 from tests.factories import final, interim, make_conversation
@@ -28,6 +28,14 @@ async def rows(conversation_id: uuid.UUID) -> list[tuple[int, str, str, bool]]:
             "SELECT seq, item_id, text, interrupted FROM utterance WHERE session = $1 ORDER BY seq", conversation_id
         )
     return [(r["seq"], r["item_id"], r["text"], r["interrupted"]) for r in records]
+
+
+def waiting(listener: Listener) -> list[LiveEvent]:
+    """Every event the listener holds now, oldest first."""
+    events = []
+    while not listener.empty():
+        events.append(listener.get_nowait())
+    return events
 
 
 async def last_seq(conversation_id: uuid.UUID) -> int:
@@ -79,11 +87,11 @@ async def test_a_one_final_ingest_is_one_statement_that_also_sends_its_event(db:
     c = await make_conversation()
     async with live_pipeline("postgres", db) as pipeline, pipeline.hub.listen(c.id, c.owner) as listener:
         await pipeline.ingest(c.id, [final(c.id, "warm-up", "first")], 0)  # connects, prepares
-        await asyncio.wait_for(listener.queue.get(), 10)
+        await asyncio.wait_for(listener.get(), 10)
         statements.take()
         event = final(c.id, "one", 'Say "s":0, then "hi" — ünïcode', role="agent")
         written = await pipeline.ingest(c.id, [event], 0)
-        received = await asyncio.wait_for(listener.queue.get(), 10)
+        received = await asyncio.wait_for(listener.get(), 10)
         sent = statements.take()
     assert written is not None
     assert [u.seq for u in written.stored] == [2]
@@ -126,8 +134,8 @@ async def test_a_final_too_large_for_one_notify_is_sent_in_parts_after_the_commi
     text = "wörd " * 1999
     async with live_pipeline("postgres", db) as pipeline, pipeline.hub.listen(c.id, c.owner) as listener:
         written = await pipeline.ingest(c.id, [final(c.id, "big", text), final(c.id, "small", "after")], 0)
-        first = await asyncio.wait_for(listener.queue.get(), 10)
-        second = await asyncio.wait_for(listener.queue.get(), 10)
+        first = await asyncio.wait_for(listener.get(), 10)
+        second = await asyncio.wait_for(listener.get(), 10)
     assert written is not None
     assert isinstance(first, Final)
     assert isinstance(second, Final)
@@ -141,7 +149,7 @@ async def test_a_repeated_delivery_stores_nothing_and_sends_nothing(pipeline: Tr
         again = await pipeline.ingest(c.id, [final(c.id, "u1", "Hello")], 0)
         mixed = await pipeline.ingest(c.id, [final(c.id, "u1", "Hello"), final(c.id, "u2", "New")], 0)
         await asyncio.sleep(0.05)
-        received = [listener.queue.get_nowait() for _ in range(listener.queue.qsize())]
+        received = waiting(listener)
     assert first is not None
     assert again is not None
     assert mixed is not None
@@ -165,7 +173,7 @@ async def test_concurrent_deliveries_store_each_item_once_without_gaps(db: str) 
             return len(written.stored) if written is not None else len(await pipeline.apply(c.id, batch))
 
         counts = await asyncio.gather(*(deliver(batch) for batch in batches))
-        heard = [await asyncio.wait_for(listener.queue.get(), 10) for _ in range(40)]
+        heard = [await asyncio.wait_for(listener.get(), 10) for _ in range(40)]
     stored = await rows(c.id)
     assert sum(counts) == 40
     assert [seq for seq, *_ in stored] == list(range(1, 41))
@@ -178,8 +186,8 @@ async def test_interims_in_the_batch_follow_the_finals(pipeline: TranscriptPipel
     c = await make_conversation()
     async with pipeline.hub.listen(c.id, c.owner) as listener:
         await pipeline.ingest(c.id, [final(c.id, "u1", "Hi"), interim(c.id, "r1", "Hel")], 0)
-        first = await asyncio.wait_for(listener.queue.get(), 2)
-        second = await asyncio.wait_for(listener.queue.get(), 2)
+        first = await asyncio.wait_for(listener.get(), 2)
+        second = await asyncio.wait_for(listener.get(), 2)
     assert isinstance(first, Final)
     assert (first.seq, first.text) == (1, "Hi")
     assert isinstance(second, Interim)

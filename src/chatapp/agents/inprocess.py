@@ -370,6 +370,7 @@ class InProcessRuntime:
         self._greet = greet
         self._conversations: dict[uuid.UUID, _Conversation] = {}
         self._starting: dict[uuid.UUID, asyncio.Future[None]] = {}
+        self._detached: set[asyncio.Task[None]] = set()  # detach's stops still under way
         self._closed = False
         self._outage = OutageNotice(logger, "agent output")
 
@@ -422,12 +423,27 @@ class InProcessRuntime:
         if (pending := self._starting.get(conversation_id)) is not None:
             with contextlib.suppress(Exception):  # a failed start leaves nothing to stop
                 await asyncio.shield(pending)
-        running = self._conversations.pop(conversation_id, None)
+        await self._close(self._conversations.pop(conversation_id, None))
+
+    def detach(self, conversation_id: uuid.UUID) -> asyncio.Task[None]:
+        """stop() in two steps, so a caller can answer before the agent has wound down: from now on the agent is
+        not running here (is_running is False, no text reaches it); the task returned finishes the stop (its
+        unfinished reply reported as interrupted, its session closed). aclose waits for it too."""
+        if conversation_id in self._starting:
+            closing = self.stop(conversation_id)  # the start decides what there is to stop
+        else:
+            closing = self._close(self._conversations.pop(conversation_id, None))
+        task = asyncio.create_task(closing, name=f"agent-stop-{conversation_id}")
+        self._detached.add(task)
+        task.add_done_callback(self._detached.discard)
+        return task
+
+    async def _close(self, running: _Conversation | None) -> None:
         if running is None:
             return
         metrics.ACTIVE_AGENTS.set(len(self._conversations))
         await running.close()
-        logger.info("agent stopped", extra={"conversation_id": str(conversation_id)})
+        logger.info("agent stopped", extra={"conversation_id": str(running.id)})
 
     def hold(self, conversation_id: uuid.UUID, held: bool) -> None:
         """Hold (or let go on) the agent's live output while its lease is unconfirmed (ownership.fence_overdue)."""
@@ -451,4 +467,4 @@ class InProcessRuntime:
 
     async def aclose(self) -> None:
         self._closed = True
-        await asyncio.gather(*(self.stop(cid) for cid in list(self._conversations)))
+        await asyncio.gather(*(self.stop(cid) for cid in list(self._conversations)), *self._detached)

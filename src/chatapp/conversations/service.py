@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -409,14 +409,24 @@ class ConversationService:
     ) -> EndResult:
         """New Chat (and Continue): end the active conversation and open the next one in the same transaction,
         so a double click or a second tab saves once and opens one; then start the next one's agent."""
+        started: list[StartInfo | None] = []
+
+        async def start_next(opened: queries.Conversation) -> None:
+            # Opened by this transaction, so nothing has been said in it: no transcript to read.
+            started.append(await self.ensure_agent(opened, display_name, ()))
+
         outcome, recent = await self._end_in_transaction(
-            user_id, expected, "new_chat", next_prompt=self.settings.system_prompt, continue_from=continue_from
+            user_id,
+            expected,
+            "new_chat",
+            next_prompt=self.settings.system_prompt,
+            continue_from=continue_from,
+            alongside=start_next,
         )
         if outcome.current is None:
             return EndResult(outcome, None, recent)
-        # Opened by this transaction (it ended the active one), so nothing has been said in it: no transcript to read.
-        said = () if outcome.changed else None
-        return EndResult(outcome, await self.ensure_agent(outcome.current, display_name, said), recent)
+        start = started[0] if started else await self.ensure_agent(outcome.current, display_name)
+        return EndResult(outcome, start, recent)
 
     async def press_new_chat(self, user_id: uuid.UUID, display_name: str, expected: uuid.UUID | None) -> EndResult:
         """The New Chat button: new_chat, counted in the metrics by outcome. SaveFailed (logged, counted) when
@@ -440,14 +450,19 @@ class ConversationService:
         continue_from: uuid.UUID | None = None,
         idle_seconds: float | None = None,
         reopen: uuid.UUID | None = None,
+        alongside: Callable[[queries.Conversation], Awaitable[None]] | None = None,
     ) -> tuple[queries.EndOutcome, list[queries.SavedSummary] | None]:
         """end's and new_chat's one path, so every guarantee holds for each caller.
 
         In one transaction under a per-user lock: flush pending interims as interrupted finals, keep the
         conversation (ended_at, title) or delete it if the user never spoke, and (with `next_prompt`) open the
-        next one. Only after the commit: tell the tabs, stop the old agent. A failed write changes nothing.
-        Returns the outcome and the sidebar the tabs were sent (None when none was).
+        next one. Only after the commit: tell the tabs, stop the old agent, and meanwhile (their round trips
+        overlap) run `alongside` on the conversation the transaction opened, if it did. A failed write changes
+        nothing. Returns the outcome and the sidebar the tabs were sent (None when none was).
         """
+        for saved in (reopen, continue_from):
+            if saved is not None:
+                await self.agents.stopped(saved)
         target = expected
         if target is None:
             active = await queries.get_active(user_id)
@@ -471,7 +486,11 @@ class ConversationService:
             old_id = outcome.ended.id if outcome.ended else outcome.deleted_id
             assert old_id is not None
             # Unless reopened, the active conversation now is none or the one just opened: untitled, nothing said.
-            recent = await self._after_end(user_id, old_id, outcome, reason, untitled_current=reopen is None)
+            telling = self._after_end(user_id, old_id, outcome, reason, untitled_current=reopen is None)
+            if alongside is not None and outcome.current is not None and reopen is None:
+                recent, _ = await asyncio.gather(telling, alongside(outcome.current))
+            else:
+                recent = await telling
         return outcome, recent
 
     @staticmethod

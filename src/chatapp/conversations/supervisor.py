@@ -154,6 +154,13 @@ class AgentSupervisor:
         if not task.cancelled() and (error := task.exception()) is not None:
             log.error("releasing the agent lease of conversation %s failed: %s", conversation_id, type(error).__name__)
 
+    async def stopped(self, conversation_id: uuid.UUID) -> None:
+        """Until stop_soon's stop of this conversation's agent (if any) is done: a transaction that locks the
+        saved conversation after the user (reopen, continue) must not run while its agent's last final is being
+        stored, which locks them the other way round."""
+        if (stopping := self._stopping.get(conversation_id)) is not None:
+            await asyncio.wait([stopping])
+
     async def wait_stopped(self) -> None:
         """Shutdown: the agents stop_soon is still stopping have stopped and their leases are released."""
         while self._stopping:
@@ -210,8 +217,7 @@ class AgentSupervisor:
         utterances: Sequence[queries.StoredUtterance] | None,
     ) -> StartInfo | None:
         """ensure's work, under the conversation's lock."""
-        if (stopping := self._stopping.get(conversation.id)) is not None:
-            await asyncio.wait([stopping])  # its previous agent first winds down and gives up the lease
+        await self.stopped(conversation.id)  # its previous agent first winds down and gives up the lease
         if (start := self._running(conversation.id)) is not None:
             return start
         if not await self.ownership.claim(conversation.id):

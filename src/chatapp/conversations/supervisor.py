@@ -31,6 +31,10 @@ from chatapp.core.faults import Faults, InjectedFault
 
 log = logging.getLogger(__name__)
 
+# stop_soon winds an agent down this much later: closing its session costs this process a few ms of CPU, which
+# would otherwise come out of the reply to the request that ended the conversation (New Chat's, on its way out).
+STOP_AFTER_REPLY_SECONDS = 0.05
+
 
 class AgentSupervisor:
     """Starts, start failures, per-conversation locks and leases of this process's agents."""
@@ -132,12 +136,14 @@ class AgentSupervisor:
         session's close, its unfinished reply reported as interrupted: stored as a late final, which the save
         accepts) nor for the lease's release. The agent is not running here from this call on; a new start of the
         same conversation (reopened at once) waits until both are done; shutdown waits for them (wait_stopped).
+        The agent winds down STOP_AFTER_REPLY_SECONDS later, after the reply has gone out.
         A runtime that cannot detach its agent at once (LiveKit's, whose stop is quick) is stopped here."""
         detach = getattr(self.runtime, "detach", None)
         if detach is None:
             await self.stop(conversation_id)
             return
-        task = asyncio.create_task(self._finish_stop(conversation_id, detach(conversation_id)))
+        closing = detach(conversation_id, STOP_AFTER_REPLY_SECONDS)
+        task = asyncio.create_task(self._finish_stop(conversation_id, closing))
         self._stopping[conversation_id] = task
         task.add_done_callback(lambda done: self._stop_done(conversation_id, done))
 

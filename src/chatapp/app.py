@@ -140,6 +140,7 @@ def create_app(settings: Settings | None = None, *, dsn: str | None = None) -> L
                     leases.cancel()  # adopt nothing more, then stop this process's agents and hand them over
                     with contextlib.suppress(asyncio.CancelledError):
                         await leases
+                    await conversations.agents.wait_stopped()  # the agents of conversations that just ended
                     await runtime.aclose()
                     await deletions.aclose()
                     if titles is not None:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from chatapp.conversations import queries
+from chatapp.conversations import service as service_module
 from chatapp.conversations.service import TITLE_LENGTH, ConversationService, make_title
 from chatapp.core.database import connection
 from chatapp.core.faults import InjectedFault
@@ -216,3 +220,40 @@ async def test_order_and_text_are_kept_exactly(service: ConversationService) -> 
         await service.pipeline.apply(cid, [final(cid, f"u{n}", text, role="user" if n % 2 == 0 else "agent")])
     await service.new_chat(user.id, user.display_name, cid)
     assert [t for _, _, t, _ in await utterances(cid)] == texts
+
+
+async def test_new_chat_reads_nothing_it_already_has(
+    service: ConversationService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the save, the sidebar is read once (the tabs' and the new panel's), and neither the empty transcript of
+    the conversation just opened nor its (nonexistent) title is read."""
+    user = await make_user()
+    cid = (await service.open(user.id, user.display_name)).conversation.id
+    await service.pipeline.apply(cid, [final(cid, "u1", "Read it once")])
+    sent: list[str] = []
+    real = queries.connection
+
+    @contextlib.asynccontextmanager
+    async def logged() -> AsyncIterator[Any]:
+        async with real() as conn:
+            record = lambda query: sent.append(" ".join(query.query.split()))  # noqa: E731
+            conn.add_query_logger(record)
+            try:
+                yield conn
+            finally:
+                conn.remove_query_logger(record)
+
+    monkeypatch.setattr(queries, "connection", logged)
+    monkeypatch.setattr(service_module, "connection", logged)
+
+    result = await service.new_chat(user.id, user.display_name, cid)
+    view = await service.view(result.outcome.current, result.start, recent=result.recent)  # type: ignore[arg-type]
+    await asyncio.sleep(0)  # asyncpg reports a statement on the loop's next turn
+
+    def count(sql: str) -> int:
+        return sent.count(" ".join(sql.split()))
+
+    assert [r.id for r in view.recent] == [cid]
+    assert count(queries.RECENT_SAVED_SQL) == 1
+    assert count(queries.LIST_UTTERANCES_SQL) == 0
+    assert count(queries.CURRENT_TITLED_SQL) == 0

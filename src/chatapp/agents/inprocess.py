@@ -47,6 +47,7 @@ _CONN_OPTIONS = SessionConnectOptions(max_unrecoverable_errors=1_000_000)
 _Event = TranscriptEvent | AgentStateEvent
 # Finals of one conversation that may wait for the database; a reply is one final, so this is generous.
 MAX_WAITING_FINALS = 100
+FIRST_TURN_DELAY = 0.05  # seconds: see _Conversation._work
 RETRY_FIRST, RETRY_MAX = 0.25, 2.0  # seconds between attempts to store a waiting final
 
 
@@ -163,6 +164,10 @@ class _Conversation:
         self._session = session
 
     async def _work(self) -> None:
+        if self._pending or self._greet:
+            # The request that started the agent (New Chat, a page) answers first: generating a turn takes this
+            # process's CPU in many small steps, which would otherwise come out of that reply's time.
+            await asyncio.sleep(FIRST_TURN_DELAY)
         if self._pending:
             await self._respond(user_input=self._pending)
         elif self._greet:
@@ -359,6 +364,12 @@ async def _finish(task: asyncio.Task[None], conversation_id: uuid.UUID) -> None:
         await task
 
 
+async def _after(delay: float, work: Awaitable[None]) -> None:
+    if delay > 0:
+        await asyncio.sleep(delay)
+    await work
+
+
 class InProcessRuntime:
     """The `AgentRuntime` that runs each conversation's agent in this process, text in and text out."""
 
@@ -370,6 +381,7 @@ class InProcessRuntime:
         self._greet = greet
         self._conversations: dict[uuid.UUID, _Conversation] = {}
         self._starting: dict[uuid.UUID, asyncio.Future[None]] = {}
+        self._detached: set[asyncio.Task[None]] = set()  # detach's stops still under way
         self._closed = False
         self._outage = OutageNotice(logger, "agent output")
 
@@ -422,12 +434,29 @@ class InProcessRuntime:
         if (pending := self._starting.get(conversation_id)) is not None:
             with contextlib.suppress(Exception):  # a failed start leaves nothing to stop
                 await asyncio.shield(pending)
-        running = self._conversations.pop(conversation_id, None)
+        await self._close(self._conversations.pop(conversation_id, None))
+
+    def detach(self, conversation_id: uuid.UUID, delay: float = 0.0) -> asyncio.Task[None]:
+        """stop() in two steps, so a caller can answer before the agent has wound down: from now on the agent is
+        not running here (is_running is False, no text reaches it); the task returned finishes the stop, `delay`
+        seconds later (its unfinished reply reported as interrupted, its session closed). aclose waits for it."""
+        if conversation_id in self._starting:
+            closing = self.stop(conversation_id)  # the start decides what there is to stop
+        elif (running := self._conversations.pop(conversation_id, None)) is not None:
+            closing = self._close(running)
+        else:
+            closing, delay = self._close(None), 0.0  # nothing runs here: nothing to wait for
+        task = asyncio.create_task(_after(delay, closing), name=f"agent-stop-{conversation_id}")
+        self._detached.add(task)
+        task.add_done_callback(self._detached.discard)
+        return task
+
+    async def _close(self, running: _Conversation | None) -> None:
         if running is None:
             return
         metrics.ACTIVE_AGENTS.set(len(self._conversations))
         await running.close()
-        logger.info("agent stopped", extra={"conversation_id": str(conversation_id)})
+        logger.info("agent stopped", extra={"conversation_id": str(running.id)})
 
     def hold(self, conversation_id: uuid.UUID, held: bool) -> None:
         """Hold (or let go on) the agent's live output while its lease is unconfirmed (ownership.fence_overdue)."""
@@ -451,4 +480,4 @@ class InProcessRuntime:
 
     async def aclose(self) -> None:
         self._closed = True
-        await asyncio.gather(*(self.stop(cid) for cid in list(self._conversations)))
+        await asyncio.gather(*(self.stop(cid) for cid in list(self._conversations)), *self._detached)

@@ -47,8 +47,14 @@ FENCE_SECONDS = 2.0  # < LEASE_SECONDS: an agent not renewed this long is held, 
 FENCE_CHECK_SECONDS = 0.1
 ADOPT_BATCH = 20
 
+# Committed without waiting for the WAL flush (as the rate-limit counters are): a claim comes with every agent start,
+# New Chat's included, and a flush is milliseconds on a busy disk. Visible to every process at once all the same;
+# only a PostgreSQL crash in the next fraction of a second can forget it, and then this process's next renewal
+# finds the lease gone and stops its agent (fencing holds), as after any lost lease.
 CLAIM = """
-INSERT INTO agent_lease (conversation, holder, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3))
+INSERT INTO agent_lease (conversation, holder, expires_at)
+SELECT $1, $2, now() + make_interval(secs => $3)
+FROM (SELECT set_config('synchronous_commit', 'off', true)) AS leases_need_no_flush
 ON CONFLICT (conversation) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at,
     generation = CASE WHEN agent_lease.holder = EXCLUDED.holder AND agent_lease.expires_at >= now()
                       THEN agent_lease.generation ELSE nextval('agent_lease_generation') END

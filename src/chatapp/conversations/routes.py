@@ -215,7 +215,7 @@ class ChatController(Controller):
         if not request.htmx:
             return Redirect("/", status_code=303)
         assert result.outcome.current is not None
-        view = await conversations.view(result.outcome.current, result.start)
+        view = await conversations.view(result.outcome.current, result.start, recent=result.recent)
         # One quiet line under the button says what happened (no toast over the transcript).
         context = chat_context(view, user, state) | {"new_chat_saved": result.saved}
         return in_place(chat_blocks(context, "new_chat_status"), replace_url="/")

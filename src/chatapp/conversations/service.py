@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -116,6 +116,8 @@ EndReason = Literal["new_chat", "api", "idle", "room_finished", "account_deleted
 class EndResult:
     outcome: queries.EndOutcome
     start: StartInfo | None
+    # The sidebar as read for the tabs right after the save, when it was (the new panel shows the same list).
+    recent: list[queries.SavedSummary] | None = None
 
     @property
     def saved(self) -> queries.Conversation | None:
@@ -167,13 +169,15 @@ class ConversationService:
         conversation: queries.Conversation,
         start: StartInfo | None,
         utterances: Sequence[queries.StoredUtterance] = (),
+        recent: list[queries.SavedSummary] | None = None,
     ) -> ChatView:
         messages = [MessageView.of_utterance(u) for u in utterances]
         messages += [MessageView.of_interim(e) for e in self.pipeline.buffer.pending(conversation.id)]
         state, detail = self.hub.agent_states.get(conversation.id) or ("idle" if start else "unavailable", "")
         if start is None:
             state, detail = "unavailable", self.agents.start_failure(conversation.id)
-        recent = await queries.recent_saved(conversation.owner)
+        if recent is None:
+            recent = await queries.recent_saved(conversation.owner)
         last_seq = utterances[-1].seq if utterances else 0
         first = next((m.text for m in messages if m.role == "user" and m.final), None)
         title = conversation.title or (make_title(first) if first else None)
@@ -358,7 +362,7 @@ class ConversationService:
         then this one is active again (same id and title, a new period with a room of its own), all in one
         transaction under the user's lock; then its agent starts with the transcript as context.
         ConversationGone when it is not the user's saved conversation (nothing changes)."""
-        outcome = await self._end_in_transaction(user_id, None, "new_chat", reopen=conversation_id)
+        outcome, _ = await self._end_in_transaction(user_id, None, "new_chat", reopen=conversation_id)
         current = outcome.current
         assert current is not None
         self.pipeline.buffer.reopen(current.id)
@@ -371,7 +375,8 @@ class ConversationService:
         """End the user's active conversation (`expected`, or whichever is active): the JSON save API, the idle
         reaper, LiveKit's room_finished and account deletion. `idle_seconds` (the idle reaper): end only if
         the conversation is still idle that long, checked under the lock."""
-        return EndResult(await self._end_in_transaction(user_id, expected, reason, idle_seconds=idle_seconds), None)
+        outcome, _ = await self._end_in_transaction(user_id, expected, reason, idle_seconds=idle_seconds)
+        return EndResult(outcome, None)
 
     async def save_client_copy(
         self, user_id: uuid.UUID, conversation_id: uuid.UUID, events: Sequence[TranscriptEvent]
@@ -411,11 +416,24 @@ class ConversationService:
     ) -> EndResult:
         """New Chat (and Continue): end the active conversation and open the next one in the same transaction,
         so a double click or a second tab saves once and opens one; then start the next one's agent."""
-        outcome = await self._end_in_transaction(
-            user_id, expected, "new_chat", next_prompt=self.settings.system_prompt, continue_from=continue_from
+        started: list[StartInfo | None] = []
+
+        async def start_next(opened: queries.Conversation) -> None:
+            # Opened by this transaction, so nothing has been said in it: no transcript to read.
+            started.append(await self.ensure_agent(opened, display_name, ()))
+
+        outcome, recent = await self._end_in_transaction(
+            user_id,
+            expected,
+            "new_chat",
+            next_prompt=self.settings.system_prompt,
+            continue_from=continue_from,
+            alongside=start_next,
         )
-        start = await self.ensure_agent(outcome.current, display_name) if outcome.current is not None else None
-        return EndResult(outcome, start)
+        if outcome.current is None:
+            return EndResult(outcome, None, recent)
+        start = started[0] if started else await self.ensure_agent(outcome.current, display_name)
+        return EndResult(outcome, start, recent)
 
     async def press_new_chat(self, user_id: uuid.UUID, display_name: str, expected: uuid.UUID | None) -> EndResult:
         """The New Chat button: new_chat, counted in the metrics by outcome. SaveFailed (logged, counted) when
@@ -439,13 +457,19 @@ class ConversationService:
         continue_from: uuid.UUID | None = None,
         idle_seconds: float | None = None,
         reopen: uuid.UUID | None = None,
-    ) -> queries.EndOutcome:
+        alongside: Callable[[queries.Conversation], Awaitable[None]] | None = None,
+    ) -> tuple[queries.EndOutcome, list[queries.SavedSummary] | None]:
         """end's and new_chat's one path, so every guarantee holds for each caller.
 
         In one transaction under a per-user lock: flush pending interims as interrupted finals, keep the
         conversation (ended_at, title) or delete it if the user never spoke, and (with `next_prompt`) open the
-        next one. Only after the commit: stop the old agent. A failed write changes nothing.
+        next one. Only after the commit: tell the tabs, stop the old agent, and meanwhile (their round trips
+        overlap) run `alongside` on the conversation the transaction opened, if it did. A failed write changes
+        nothing. Returns the outcome and the sidebar the tabs were sent (None when none was).
         """
+        for saved in (reopen, continue_from):
+            if saved is not None:
+                await self.agents.stopped(saved)
         target = expected
         if target is None:
             active = await queries.get_active(user_id)
@@ -464,11 +488,17 @@ class ConversationService:
             if self.faults.consume("slow_save"):
                 await asyncio.sleep(1.0)
             self.faults.check("save")
+        recent = None
         if outcome.changed:
             old_id = outcome.ended.id if outcome.ended else outcome.deleted_id
             assert old_id is not None
-            await self._after_end(user_id, old_id, outcome, reason)
-        return outcome
+            # Unless reopened, the active conversation now is none or the one just opened: untitled, nothing said.
+            telling = self._after_end(user_id, old_id, outcome, reason, untitled_current=reopen is None)
+            if alongside is not None and outcome.current is not None and reopen is None:
+                recent, _ = await asyncio.gather(telling, alongside(outcome.current))
+            else:
+                recent = await telling
+        return outcome, recent
 
     @staticmethod
     async def _end_active(
@@ -538,28 +568,43 @@ class ConversationService:
         return flush
 
     async def _after_end(
-        self, user_id: uuid.UUID, old_id: uuid.UUID, outcome: queries.EndOutcome, reason: EndReason
-    ) -> None:
+        self,
+        user_id: uuid.UUID,
+        old_id: uuid.UUID,
+        outcome: queries.EndOutcome,
+        reason: EndReason,
+        untitled_current: bool,
+    ) -> list[queries.SavedSummary] | None:
+        """Tell the tabs (returning the sidebar they were sent, if any), then stop the old agent without waiting
+        for it to wind down (AgentSupervisor.stop_soon)."""
         self.pipeline.forget(old_id)
         self.agents.forget(old_id)
         # In one round trip: the flushed finals; every tab's sidebar shows the saved one; then tabs showing the
         # old conversation move on.
         events: list[LiveEvent] = [final_event(u) for u in outcome.flushed]
+        recent = None
         if outcome.ended is not None:
-            events.append(await self.history_event(user_id))
+            recent = await queries.recent_saved(user_id)
+            current = None if untitled_current else await queries.current_titled(user_id)
+            events.append(self._history(user_id, recent, current))
         events.append(Ended(conversation_id=old_id, user_id=user_id, reason=reason))
         await self.hub.publish_many(events)
         try:
-            await self.agents.stop(old_id)
+            await self.agents.stop_soon(old_id)
         except Exception:  # the save stands whatever the agent does on its way out
             log.exception("stopping the agent of conversation %s failed", old_id)
+        return recent
 
     async def publish_history(self, user_id: uuid.UUID) -> None:
         await self.hub.publish(await self.history_event(user_id))
 
     async def history_event(self, user_id: uuid.UUID) -> History:
-        recent = await queries.recent_saved(user_id)
-        current = await queries.current_titled(user_id)
+        return self._history(user_id, await queries.recent_saved(user_id), await queries.current_titled(user_id))
+
+    @staticmethod
+    def _history(
+        user_id: uuid.UUID, recent: list[queries.SavedSummary], current: tuple[uuid.UUID, str] | None
+    ) -> History:
         return History(
             user_id=user_id,
             recent=[Recent(r.id, r.title, r.pinned) for r in recent],

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 from chatapp.conversations import queries
 from chatapp.conversations.agent_runtime import (
@@ -30,6 +30,10 @@ from chatapp.conversations.pipeline import final_event
 from chatapp.core.faults import Faults, InjectedFault
 
 log = logging.getLogger(__name__)
+
+# stop_soon winds an agent down this much later: closing its session costs this process a few ms of CPU, which
+# would otherwise come out of the reply to the request that ended the conversation (New Chat's, on its way out).
+STOP_AFTER_REPLY_SECONDS = 0.05
 
 
 class AgentSupervisor:
@@ -53,6 +57,7 @@ class AgentSupervisor:
         self._starts: dict[uuid.UUID, StartInfo] = {}
         self._start_failures: dict[uuid.UUID, str] = {}  # what the panel says when the agent cannot start
         self._locks: dict[uuid.UUID, asyncio.Lock] = {}  # one start (or hand-over) at a time
+        self._stopping: dict[uuid.UUID, asyncio.Task[None]] = {}  # stop_soon's, until the lease is released
 
     def start_failure(self, conversation_id: uuid.UUID) -> str:
         """Why the conversation's agent could not start, as the chat panel says it."""
@@ -126,6 +131,47 @@ class AgentSupervisor:
         await self.runtime.stop(conversation_id)
         await self.ownership.release(conversation_id)
 
+    async def stop_soon(self, conversation_id: uuid.UUID) -> None:
+        """stop(), with the request that ended the conversation not waiting for the agent to wind down (its
+        session's close, its unfinished reply reported as interrupted: stored as a late final, which the save
+        accepts) nor for the lease's release. The agent is not running here from this call on; a new start of the
+        same conversation (reopened at once) waits until both are done; shutdown waits for them (wait_stopped).
+        The agent winds down STOP_AFTER_REPLY_SECONDS later, after the reply has gone out.
+        A runtime that cannot detach its agent at once (LiveKit's, whose stop is quick) is stopped here."""
+        detach = getattr(self.runtime, "detach", None)
+        if detach is None:
+            await self.stop(conversation_id)
+            return
+        closing = detach(conversation_id, STOP_AFTER_REPLY_SECONDS)
+        task = asyncio.create_task(self._finish_stop(conversation_id, closing))
+        self._stopping[conversation_id] = task
+        task.add_done_callback(lambda done: self._stop_done(conversation_id, done))
+
+    async def _finish_stop(self, conversation_id: uuid.UUID, closing: Awaitable[None]) -> None:
+        try:
+            await closing
+        except Exception:  # the save stands whatever the agent does on its way out
+            log.exception("stopping the agent of conversation %s failed", conversation_id)
+        await self.ownership.release(conversation_id)
+
+    def _stop_done(self, conversation_id: uuid.UUID, task: asyncio.Task[None]) -> None:
+        if self._stopping.get(conversation_id) is task:
+            del self._stopping[conversation_id]
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("releasing the agent lease of conversation %s failed: %s", conversation_id, type(error).__name__)
+
+    async def stopped(self, conversation_id: uuid.UUID) -> None:
+        """Until stop_soon's stop of this conversation's agent (if any) is done: a transaction that locks the
+        saved conversation after the user (reopen, continue) must not run while its agent's last final is being
+        stored, which locks them the other way round."""
+        if (stopping := self._stopping.get(conversation_id)) is not None:
+            await asyncio.wait([stopping])
+
+    async def wait_stopped(self) -> None:
+        """Shutdown: the agents stop_soon is still stopping have stopped and their leases are released."""
+        while self._stopping:
+            await asyncio.wait(list(self._stopping.values()))
+
     # What the lease keeper and the command router ask of this process (ownership.LocalAgents).
 
     async def adopt(self, conversation_id: uuid.UUID) -> None:
@@ -177,6 +223,7 @@ class AgentSupervisor:
         utterances: Sequence[queries.StoredUtterance] | None,
     ) -> StartInfo | None:
         """ensure's work, under the conversation's lock."""
+        await self.stopped(conversation.id)  # its previous agent first winds down and gives up the lease
         if (start := self._running(conversation.id)) is not None:
             return start
         if not await self.ownership.claim(conversation.id):

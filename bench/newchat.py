@@ -39,6 +39,7 @@ from bench.kit.statements import (
     StatementLog,
     describe_statements,
     login_session_row,
+    not_background,
     sql_key,
     statement_facts,
     statement_log,
@@ -66,6 +67,7 @@ SAVE_RATIO_TARGET = 1.5
 ROUNDS = int(env_float("BENCH_ROUNDS", 3))
 INGEST_BATCH = 100  # the ingest API's largest batch
 GREETING_TIMEOUT = 5.0
+QUIET_SECONDS = 0.5  # the logged run waits this long without a live event before each request
 HEALTHZ_PER_RUN = 3
 STREAM_TIMEOUT = httpx.Timeout(30.0, read=None)
 RECENT_LIMIT = 10  # queries.recent_saved's default: the sidebar's length
@@ -159,6 +161,10 @@ NOT_THE_REQUEST = (RELEASE_LEASE, STREAM_SLOT_RELEASE, TOUCH, RENEW, ORPHANS)
 # that stores them and sends their events (queries.store_open_finals).
 STORE_OPEN_FINALS = queries.STORE_OPEN_FINALS_SQL
 INGEST = (STORE_OPEN_FINALS,)
+# The run's first batch holds the conversation's first user message: that POST also tells the person's tabs to
+# list the conversation in the sidebar (the saved ones, the current one's title, one NOTIFY).
+CURRENT_TITLED = queries.CURRENT_TITLED_SQL
+INGEST_FIRST_USER_MESSAGE = (STORE_OPEN_FINALS, RECENT_SAVED, CURRENT_TITLED, NOTIFY_MANY)
 NAMES = {
     sql_key(sql): name
     for name, sql in (
@@ -169,6 +175,7 @@ NAMES = {
         ("insert finals", INSERT_FINALS),  # at New Chat, the flushed interim
         ("store and notify finals", STORE_OPEN_FINALS),  # an ingest POST
         ("recent_saved", RECENT_SAVED),
+        ("current conversation's title", CURRENT_TITLED),
         ("list_utterances", LIST_UTTERANCES),
         ("touch", TOUCH),
         ("rate-limit counter", RATE_LIMIT_HIT),
@@ -346,6 +353,16 @@ class Tab:
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    last_event: float = 0.0  # time.monotonic() of the last event received
+
+    async def quiet(self, for_seconds: float = QUIET_SECONDS, timeout: float = 10.0) -> None:
+        """Wait until no event has arrived for `for_seconds` (the agent has finished what it was saying)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            still = self.last_event + for_seconds - time.monotonic()
+            if still <= 0 or time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(still)
 
     async def open(self, conversation_id: uuid.UUID, last_seq: int) -> None:
         """Connect after `last_seq` (what the page already shows), as a tab that has seen everything so far."""
@@ -367,6 +384,7 @@ class Tab:
                     return
                 self.connected.set()
                 async for event in source.aiter_sse():
+                    self.last_event = time.monotonic()
                     if event.event == "message":
                         self.messages += 1
                     elif event.event == "control":
@@ -410,7 +428,12 @@ class AppUser:
     probe: Probe | None = None  # set for the one run whose requests PostgreSQL's statement log records
 
     async def _send(self, what: str, call: Callable[[], Awaitable[T]], ignore: Sequence[str] = ()) -> T:
-        return await call() if self.probe is None else await self.probe.send(what, call, ignore)
+        if self.probe is None:
+            return await call()
+        # The logged run's requests go out while the agent is silent, so the log holds the request's statements
+        # rather than those of a reply being streamed and stored meanwhile (the measured runs do not wait).
+        await self.tab.quiet()
+        return await self.probe.send(what, call, ignore)
 
     async def wait_for_greeting(self, db: asyncpg.Connection) -> int:
         """The new conversation's agent greets first (streamed by the offline model); wait for its final so
@@ -490,13 +513,17 @@ class Probe:
 
     async def send(self, what: str, call: Callable[[], Awaitable[T]], ignore: Sequence[str]) -> T:
         result, seen = await self.log.capture(call, ignore)
-        self.seen[what] = savepoints_named_alike(seen)
+        self.seen[what] = savepoints_named_alike(not_background(seen))
         return result
 
     def mismatches(self) -> list[str]:
         """Requests for which the baseline does not run exactly the statements the app sent."""
         found = [new_chat_mismatch(self.seen.get(NEW_CHAT_POST, []))]
-        found += [statement_mismatch(what, seen, INGEST, NAMES) for what, seen in self.seen.items() if "finals" in what]
+        found += [
+            statement_mismatch(what, seen, INGEST_FIRST_USER_MESSAGE, NAMES)
+            for what, seen in self.seen.items()
+            if "finals" in what  # only a run's first batch is logged
+        ]
         return [problem for problem in found if problem]
 
 

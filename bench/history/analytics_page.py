@@ -30,20 +30,13 @@ from bench.kit.statements import (
     SESSION_READ,
     describe_statements,
     login_session_row,
+    not_background,
     statement_log,
     statement_mismatch,
 )
 from bench.kit.tables import Report, Row, ms, times, verdict
 from chatapp.history import analytics
 
-# Statements a probe may catch that are not the request's own: asyncpg's one-time type introspection on a fresh
-# pool connection (its jit switch around it) and the app's agent-lease renewal running meanwhile.
-BACKGROUND = (
-    "SELECT current_setting('jit')",
-    "SELECT set_config('jit'",
-    "WITH RECURSIVE typeinfo_tree",
-    "SELECT l.conversation FROM agent_lease",
-)
 TOPICS_ROW = re.compile(rb'<tr><th scope="row">([^<]+) \(in \d+ conversations?\)</th>')
 
 
@@ -93,9 +86,7 @@ async def measure_analytics(
         cold_seconds = time.perf_counter() - started
         if log is not None:
             _, seen["cached"] = await log.capture(functools.partial(get_once, app, page, cookies[0]))
-            seen = {
-                name: [st for st in statements if not st.startswith(BACKGROUND)] for name, statements in seen.items()
-            }
+            seen = {name: not_background(statements) for name, statements in seen.items()}
             for name, expected in (("first view", ANALYTICS_COLD_REQUEST), ("cached", ANALYTICS_REQUEST)):
                 if problem := statement_mismatch(f"analytics, {name}", seen[name], expected, NAMES):
                     agree.append(problem)

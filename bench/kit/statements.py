@@ -60,6 +60,22 @@ async def login_session_row(conn: asyncpg.Connection, key: str, user_id: uuid.UU
     return store_key
 
 
+# Statements a probe may catch that are not the request's own: asyncpg's one-time type introspection on a fresh
+# pool connection (its jit switch around it) and the app's agent-lease keeper (renewal, the orphan scan) running
+# meanwhile, once a second.
+BACKGROUND = (
+    "SELECT current_setting('jit')",
+    "SELECT set_config('jit'",
+    "WITH RECURSIVE typeinfo_tree",
+    "SELECT l.conversation FROM agent_lease",
+)
+
+
+def not_background(statements: Sequence[str]) -> list[str]:
+    """`statements` without those of BACKGROUND."""
+    return [st for st in statements if not st.startswith(BACKGROUND)]
+
+
 class StatementLog:
     """The statements the app sends, as PostgreSQL itself logs them (log_statement = 'all', switched on only
     while `statement_log()` is open): what one request costs in statements and round trips, and a check that a

@@ -5,11 +5,8 @@ postgres channels the finals' events sent by the statement that stores them, exa
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
 
 from chatapp.conversations import queries
@@ -19,6 +16,7 @@ from chatapp.conversations.live_events import Final, Interim, LiveEvent, with_or
 from chatapp.conversations.pipeline import TranscriptPipeline, final_event
 from chatapp.core.database import connection
 from tests.factories import final, interim, make_conversation
+from tests.support_statements import StatementLog, log_statements
 from tests.support_stream import live_pipeline
 
 
@@ -44,46 +42,13 @@ async def last_seq(conversation_id: uuid.UUID) -> int:
     return conversation.last_seq
 
 
-class Statements:
-    """Every statement sent on a pooled connection (queries.connection) and on the hub's own connections."""
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def record(self, query: asyncpg.connection.LoggedQuery) -> None:
-        if query.query != "SELECT 1":  # the LISTEN connection's liveness check
-            self.sent.append(" ".join(query.query.split()))
-
-    def take(self) -> list[str]:
-        taken, self.sent = self.sent, []
-        return taken
-
-
 @pytest.fixture
-def statements(monkeypatch: pytest.MonkeyPatch) -> Statements:
-    log = Statements()
-    real_connect, real_connection = asyncpg.connect, queries.connection
-
-    async def logged_connect(*args: object, **kwargs: object) -> asyncpg.Connection:
-        conn = await real_connect(*args, **kwargs)  # type: ignore[arg-type]
-        conn.add_query_logger(log.record)
-        return conn
-
-    @contextlib.asynccontextmanager
-    async def logged_connection() -> AsyncIterator[asyncpg.Connection]:
-        async with real_connection() as conn:
-            conn.add_query_logger(log.record)
-            try:
-                yield conn
-            finally:
-                conn.remove_query_logger(log.record)
-
-    monkeypatch.setattr(asyncpg, "connect", logged_connect)
-    monkeypatch.setattr(queries, "connection", logged_connection)
-    return log
+def statements(monkeypatch: pytest.MonkeyPatch) -> StatementLog:
+    """The store's pooled connection and the hub's own connections."""
+    return log_statements(monkeypatch, queries, own_connections=True)
 
 
-async def test_a_one_final_ingest_is_one_statement_that_also_sends_its_event(db: str, statements: Statements) -> None:
+async def test_a_one_final_ingest_is_one_statement_that_also_sends_its_event(db: str, statements: StatementLog) -> None:
     c = await make_conversation()
     async with live_pipeline("postgres", db) as pipeline, pipeline.hub.listen(c.id, c.owner) as listener:
         await pipeline.ingest(c.id, [final(c.id, "warm-up", "first")], 0)  # connects, prepares

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
@@ -16,6 +13,7 @@ from chatapp.conversations.service import TITLE_LENGTH, ConversationService, mak
 from chatapp.core.database import connection
 from chatapp.core.faults import InjectedFault
 from tests.factories import final, interim, make_user
+from tests.support_statements import log_statements
 
 
 async def utterances(conversation_id: uuid.UUID) -> list[tuple[int, str, str, bool]]:
@@ -230,30 +228,13 @@ async def test_new_chat_reads_nothing_it_already_has(
     user = await make_user()
     cid = (await service.open(user.id, user.display_name)).conversation.id
     await service.pipeline.apply(cid, [final(cid, "u1", "Read it once")])
-    sent: list[str] = []
-    real = queries.connection
-
-    @contextlib.asynccontextmanager
-    async def logged() -> AsyncIterator[Any]:
-        async with real() as conn:
-            record = lambda query: sent.append(" ".join(query.query.split()))  # noqa: E731
-            conn.add_query_logger(record)
-            try:
-                yield conn
-            finally:
-                conn.remove_query_logger(record)
-
-    monkeypatch.setattr(queries, "connection", logged)
-    monkeypatch.setattr(service_module, "connection", logged)
+    log = log_statements(monkeypatch, queries, service_module)
 
     result = await service.new_chat(user.id, user.display_name, cid)
     view = await service.view(result.outcome.current, result.start, recent=result.recent)  # type: ignore[arg-type]
     await asyncio.sleep(0)  # asyncpg reports a statement on the loop's next turn
 
-    def count(sql: str) -> int:
-        return sent.count(" ".join(sql.split()))
-
     assert [r.id for r in view.recent] == [cid]
-    assert count(queries.RECENT_SAVED_SQL) == 1
-    assert count(queries.LIST_UTTERANCES_SQL) == 0
-    assert count(queries.CURRENT_TITLED_SQL) == 0
+    assert log.count(queries.RECENT_SAVED_SQL) == 1
+    assert log.count(queries.LIST_UTTERANCES_SQL) == 0
+    assert log.count(queries.CURRENT_TITLED_SQL) == 0

@@ -4,57 +4,20 @@ statement however many there are, in order, and a one-final ingest makes no stat
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
 
 from chatapp.conversations import pipeline as pipeline_module
 from chatapp.conversations.live_events import Final, Interim
 from tests.factories import final, interim, make_conversation
+from tests.support_statements import StatementLog, log_statements
 from tests.support_stream import live_pipeline
-
-
-class StatementLog:
-    """Every statement sent by the pipeline's pooled connection and by the hub's own connections (but the
-    LISTEN connection's periodic liveness check). asyncpg reports a statement on the loop's next turn: take()
-    once the events it published have been received."""
-
-    def __init__(self) -> None:
-        self.statements: list[str] = []
-
-    def record(self, query: asyncpg.connection.LoggedQuery) -> None:
-        if query.query != "SELECT 1":
-            self.statements.append(" ".join(query.query.split()))
-
-    def take(self) -> list[str]:
-        taken, self.statements = self.statements, []
-        return taken
 
 
 @pytest.fixture
 def log(monkeypatch: pytest.MonkeyPatch) -> StatementLog:
-    log = StatementLog()
-    real_connect, real_connection = asyncpg.connect, pipeline_module.connection
-
-    async def logged_connect(*args: object, **kwargs: object) -> asyncpg.Connection:
-        conn = await real_connect(*args, **kwargs)  # type: ignore[arg-type]
-        conn.add_query_logger(log.record)
-        return conn
-
-    @contextlib.asynccontextmanager
-    async def logged_connection() -> AsyncIterator[asyncpg.Connection]:
-        async with real_connection() as conn:
-            conn.add_query_logger(log.record)
-            try:
-                yield conn
-            finally:
-                conn.remove_query_logger(log.record)
-
-    monkeypatch.setattr(asyncpg, "connect", logged_connect)
-    monkeypatch.setattr(pipeline_module, "connection", logged_connection)
-    return log
+    """The pipeline's pooled connection and the hub's own connections."""
+    return log_statements(monkeypatch, pipeline_module, own_connections=True)
 
 
 async def test_a_100_final_ingest_notifies_in_one_round_trip_in_order(db: str, log: StatementLog) -> None:

@@ -3,38 +3,20 @@ snippets together), and every hit shown has its snippet, also on a page that spa
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 import pytest
 
 from chatapp.history import search as search_module
 from chatapp.history.search import SEARCH_CANDIDATES, search
 from tests.factories import make_saved, make_user
+from tests.support_statements import log_statements
 
 
 @pytest.fixture
 def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every statement the search sends on its pooled connection."""
-    sent: list[str] = []
-    real_connection = search_module.connection
-
-    def record(query: asyncpg.connection.LoggedQuery) -> None:
-        sent.append(query.query)
-
-    @contextlib.asynccontextmanager
-    async def logged_connection() -> AsyncIterator[asyncpg.Connection]:
-        async with real_connection() as conn:
-            conn.add_query_logger(record)
-            try:
-                yield conn
-            finally:
-                conn.remove_query_logger(record)
-
-    monkeypatch.setattr(search_module, "connection", logged_connection)
-    return sent
+    return log_statements(monkeypatch, search_module).statements
 
 
 async def test_a_search_page_is_one_statement_with_its_count_and_snippets(db: str, statements: list[str]) -> None:

@@ -290,6 +290,18 @@ class LeaseLost(RuntimeError):
 LEASE_GENERATION_SQL = "SELECT generation FROM agent_lease WHERE conversation = $1 FOR SHARE"
 
 
+def _columns(events: Sequence[TranscriptEvent]) -> tuple[list[Any], ...]:
+    """The finals' item ids, roles, texts, interrupted flags and times: the arrays INSERT_FINALS_SQL and
+    STORE_OPEN_FINALS_SQL unnest, in that order."""
+    return (
+        [e.item_id for e in events],
+        [e.role for e in events],
+        [e.text for e in events],
+        [e.interrupted for e in events],
+        [e.timestamp for e in events],
+    )
+
+
 async def check_lease(conn: Any, conversation_id: uuid.UUID, generation: int) -> None:
     """Raise LeaseLost unless the conversation's agent lease is still of `generation` (or was released)."""
     current = await conn.fetchval(LEASE_GENERATION_SQL, conversation_id)
@@ -342,11 +354,7 @@ async def store_finals(
             INSERT_FINALS_SQL,
             conversation_id,
             seqs,
-            [e.item_id for e in fresh],
-            [e.role for e in fresh],
-            [e.text for e in fresh],
-            [e.interrupted for e in fresh],
-            [e.timestamp for e in fresh],
+            *_columns(fresh),
             seqs[-1],
         )
         stored.extend(_utterance(conversation_id, row) for row in rows)
@@ -448,11 +456,7 @@ async def store_open_finals(
                 STORE_OPEN_FINALS_SQL,
                 conversation_id,
                 period,
-                [e.item_id for e in events],
-                [e.role for e in events],
-                [e.text for e in events],
-                [e.interrupted for e in events],
-                [e.timestamp for e in events],
+                *_columns(events),
                 channel,
                 heads,
                 tails,
